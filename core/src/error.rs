@@ -1,0 +1,89 @@
+//! The one error type of the handset side. Each variant says what went wrong
+//! and, where it helps, what to do. None carries a code.
+
+use crate::confirmation::ConfirmationError;
+use crate::envelope::EnvelopeError;
+use crate::input::InputError;
+use crate::manifest::{ManifestError, SignedManifestError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // --- input at the door: never counts as a try
+    #[error("{0}")]
+    Input(#[from] InputError),
+
+    // --- manifest refusals
+    #[error("the manifest's signature does not verify; it was not installed")]
+    BadSignature,
+    #[error(
+        "the manifest is signed by key \"{0}\", which this handset does not trust; re-enroll if the server rotated keys"
+    )]
+    UnknownKey(String),
+    #[error("the manifest is for device {manifest_device}, not this one")]
+    WrongDevice { manifest_device: String },
+    #[error(
+        "the manifest revision {offered} is older than the held revision {held} (rollback refused)"
+    )]
+    Rollback { held: u64, offered: u64 },
+    #[error("the manifest has expired; sync again for today's")]
+    ManifestExpired,
+    #[error("the manifest is not valid yet")]
+    ManifestNotYetValid,
+    #[error("manifest format {0} is not supported; update the app")]
+    UnknownFormat(u64),
+    #[error("the manifest is invalid: {0}")]
+    BadManifest(ManifestError),
+    #[error("the envelope is invalid: {0}")]
+    BadEnvelope(EnvelopeError),
+
+    // --- the door
+    #[error("this handset is not enrolled; enroll it with a code from dispatch")]
+    NotEnrolled,
+    #[error("parcel {0} is not on any manifest held here")]
+    UnknownParcel(String),
+    #[error(
+        "parcel {0} is locked after too many wrong codes; record it as failed (locked_out) or ask dispatch to reissue"
+    )]
+    Locked(String),
+    #[error("parcel {parcel_id} already has an outcome ({outcome})")]
+    AlreadyRecorded { parcel_id: String, outcome: String },
+    #[error("parcel {0} needs a code; use verify")]
+    CodeRequired(String),
+    #[error("parcel {0} needs no code; deliver it without one")]
+    NoCodeRequired(String),
+    #[error(
+        "reason {reason} is not allowed here: a locked parcel fails only as locked_out, and only a locked one can (locked: {locked})"
+    )]
+    ReasonNotAllowed { reason: &'static str, locked: bool },
+
+    // --- plumbing
+    #[error("the confirmation could not be built: {0}")]
+    Confirmation(#[from] ConfirmationError),
+    #[error("secret store: {0}")]
+    Secrets(String),
+    #[error("the handset database failed: {0}")]
+    Storage(#[from] rusqlite::Error),
+    #[error("the handset database holds unexpected data: {0}")]
+    Corrupt(String),
+}
+
+impl From<SignedManifestError> for Error {
+    fn from(e: SignedManifestError) -> Self {
+        match e {
+            SignedManifestError::Envelope(EnvelopeError::BadSignature) => Error::BadSignature,
+            SignedManifestError::Envelope(EnvelopeError::UnknownKey(k)) => Error::UnknownKey(k),
+            SignedManifestError::Envelope(e) => Error::BadEnvelope(e),
+            SignedManifestError::Body(ManifestError::UnknownFormat(f)) => Error::UnknownFormat(f),
+            SignedManifestError::Body(e) => Error::BadManifest(e),
+        }
+    }
+}
+
+impl Error {
+    /// True when the cause is the disk (full, read-only, I/O), not the data.
+    pub fn is_disk(&self) -> bool {
+        use rusqlite::ErrorCode::*;
+        matches!(self, Error::Storage(rusqlite::Error::SqliteFailure(f, _))
+            if matches!(f.code, DiskFull | ReadOnly | SystemIoFailure | CannotOpen | DatabaseBusy | DatabaseLocked))
+    }
+}
