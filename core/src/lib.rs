@@ -22,3 +22,6 @@ pub mod store;
 
 pub use error::Error;
 pub use handset::Handset;
+
+#[cfg(feature = "testkit")]
+pub mod testkit;

@@ -1002,6 +1002,3 @@ impl Store {
         Ok(s)
     }
 }
-
-#[cfg(test)]
-mod tests;

@@ -58,6 +58,8 @@ fn v1_initial(tx: &Transaction<'_>) -> rusqlite::Result<()> {
             tag           INTEGER,
             PRIMARY KEY (delivery_date, parcel_id)
         );
+        CREATE INDEX parcels_by_id ON parcels (parcel_id);
+        CREATE INDEX parcels_by_stop ON parcels (route_id, delivery_date, stop_id);
         -- What happened at the door, per attempt: survives manifest revisions, so a
         -- re-sync can never reset a try count or forget an outcome.
         CREATE TABLE parcel_state (
