@@ -1,38 +1,57 @@
 //! Handset hot paths, each beside its physical floor measured in the same run:
 //! an offline verify with its durable write vs. a bare fsync of a small file
 //! on the same disk; installing a 250-stop/400-parcel manifest; the tag.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use chrono::NaiveDate;
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use criterion::{BatchSize, Criterion, criterion_group, criterion_main};
 use doorcode_core::codes::{self, Code, CodeKey};
 use doorcode_core::handset::SystemClock;
 use doorcode_core::secrets::MemorySecretStore;
-use doorcode_core::testkit::{parcel_id, ManifestSpec, TestDepot};
+use doorcode_core::testkit::{ManifestSpec, TestDepot, parcel_id};
 use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 fn durable(c: &mut Criterion) {
-    let dir = tempfile::tempdir_in(std::env::var("DOORCODE_BENCH_DIR").unwrap_or_else(|_| ".".into())).unwrap();
+    let dir =
+        tempfile::tempdir_in(std::env::var("DOORCODE_BENCH_DIR").unwrap_or_else(|_| ".".into()))
+            .unwrap();
     let depot = TestDepot::new();
     let h = depot
-        .enrolled_handset(&dir.path().join("h.db"), Arc::new(MemorySecretStore::default()), Arc::new(SystemClock), "d-b")
+        .enrolled_handset(
+            &dir.path().join("h.db"),
+            Arc::new(MemorySecretStore::default()),
+            Arc::new(SystemClock),
+            "d-b",
+        )
         .unwrap();
     let mut spec = ManifestSpec::today("d-b", 1000, 2);
     spec.max_attempts = 100;
-    h.install_manifest(&depot.seal(&depot.manifest(&spec))).unwrap();
+    h.install_manifest(&depot.seal(&depot.manifest(&spec)))
+        .unwrap();
     // Wrong tries on round-robin parcels: each one is a committed, fsynced write.
     let wrong: Vec<(String, String)> = (0..1000)
         .flat_map(|i| (0..2).map(move |j| parcel_id(i, j)))
         .map(|p| {
             let c = depot.code(&p, spec.date, 1);
-            let w: String = c.expose().chars().map(|d| if d == '9' { '0' } else { char::from(d as u8 + 1) }).collect();
+            let w: String = c
+                .expose()
+                .chars()
+                .map(|d| {
+                    if d == '9' {
+                        '0'
+                    } else {
+                        char::from(d as u8 + 1)
+                    }
+                })
+                .collect();
             (p, w)
         })
         .collect();
     let mut g = c.benchmark_group("durable");
-    g.sample_size(50).measurement_time(std::time::Duration::from_secs(4));
+    g.sample_size(50)
+        .measurement_time(std::time::Duration::from_secs(4));
     let mut i = 0usize;
     g.bench_function("verify_offline_wrong_try", |b| {
         b.iter(|| {
@@ -63,10 +82,17 @@ fn durable(c: &mut Criterion) {
 }
 
 fn install(c: &mut Criterion) {
-    let dir = tempfile::tempdir_in(std::env::var("DOORCODE_BENCH_DIR").unwrap_or_else(|_| ".".into())).unwrap();
+    let dir =
+        tempfile::tempdir_in(std::env::var("DOORCODE_BENCH_DIR").unwrap_or_else(|_| ".".into()))
+            .unwrap();
     let depot = TestDepot::new();
     let h = depot
-        .enrolled_handset(&dir.path().join("h.db"), Arc::new(MemorySecretStore::default()), Arc::new(SystemClock), "d-b")
+        .enrolled_handset(
+            &dir.path().join("h.db"),
+            Arc::new(MemorySecretStore::default()),
+            Arc::new(SystemClock),
+            "d-b",
+        )
         .unwrap();
     // 250 stops, 400 parcels: 150 stops with 2 parcels and 100 with 1.
     let mut spec = ManifestSpec::today("d-b", 250, 2);
@@ -100,11 +126,21 @@ fn code_math(c: &mut Criterion) {
     let code = Code::new("427710").unwrap();
     let salt = [9u8; 16];
     c.bench_function("offline_tag_12_bits", |b| {
-        b.iter(|| codes::offline_tag(std::hint::black_box(&salt), "P-1001", date, &code, 12).unwrap())
+        b.iter(|| {
+            codes::offline_tag(std::hint::black_box(&salt), "P-1001", date, &code, 12).unwrap()
+        })
     });
-    c.bench_function("derive_code", |b| b.iter(|| codes::derive_code(&key, "P-1001", date, 1, 6).unwrap()));
+    c.bench_function("derive_code", |b| {
+        b.iter(|| codes::derive_code(&key, "P-1001", date, 1, 6).unwrap())
+    });
     c.bench_function("parse_spoken_input", |b| {
-        b.iter(|| doorcode_core::input::parse_code_input(std::hint::black_box("four two double seven one oh"), 6).unwrap())
+        b.iter(|| {
+            doorcode_core::input::parse_code_input(
+                std::hint::black_box("four two double seven one oh"),
+                6,
+            )
+            .unwrap()
+        })
     });
 }
 

@@ -201,7 +201,7 @@ mod tests {
         let mut bad = env.clone();
         bad.kid = "k2".into();
         assert_eq!(
-            open(Context::Manifest, &bad, &[pk.clone()]),
+            open(Context::Manifest, &bad, std::slice::from_ref(&pk)),
             Err(EnvelopeError::UnknownKey("k2".into()))
         );
         let mut bad = env.clone();

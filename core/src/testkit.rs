@@ -2,13 +2,13 @@
 //! and sign manifests, and a handset already enrolled against it. Behind the
 //! `testkit` feature so production builds never carry it.
 
+use crate::Error;
 use crate::codes::{self, Code, CodeKey};
 use crate::envelope::{Envelope, SigningKey};
 use crate::handset::{Clock, Handset};
-use crate::manifest::{Manifest, ManifestParcel, Stop, MANIFEST_FORMAT};
+use crate::manifest::{MANIFEST_FORMAT, Manifest, ManifestParcel, Stop};
 use crate::secrets::{self, SecretStore};
 use crate::store::Identity;
-use crate::Error;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use std::path::Path;
 use std::sync::Arc;
@@ -71,13 +71,20 @@ impl TestDepot {
     pub fn from_seeds(code_key: [u8; 32], signing_seed: [u8; 32]) -> Self {
         Self {
             code_key: CodeKey::from_bytes(code_key),
-            server_key: SigningKey::from_seed("k-test", signing_seed).unwrap_or_else(|_| unreachable!()),
+            server_key: SigningKey::from_seed("k-test", signing_seed)
+                .unwrap_or_else(|_| unreachable!()),
         }
     }
 
     pub fn code(&self, parcel_id: &str, date: NaiveDate, attempt: u32) -> Code {
-        codes::derive_code(&self.code_key, parcel_id, date, attempt, codes::DEFAULT_DIGITS)
-            .unwrap_or_else(|_| unreachable!())
+        codes::derive_code(
+            &self.code_key,
+            parcel_id,
+            date,
+            attempt,
+            codes::DEFAULT_DIGITS,
+        )
+        .unwrap_or_else(|_| unreachable!())
     }
 
     pub fn manifest(&self, spec: &ManifestSpec) -> Manifest {
@@ -99,8 +106,14 @@ impl TestDepot {
                 } else {
                     let code = self.code(&pid, spec.date, spec.attempt);
                     parcels.push(
-                        ManifestParcel::with_code(&pid, spec.attempt, spec.date, &code, spec.tag_bits)
-                            .unwrap_or_else(|_| unreachable!()),
+                        ManifestParcel::with_code(
+                            &pid,
+                            spec.attempt,
+                            spec.date,
+                            &code,
+                            spec.tag_bits,
+                        )
+                        .unwrap_or_else(|_| unreachable!()),
                     );
                 }
             }
@@ -131,7 +144,8 @@ impl TestDepot {
     }
 
     pub fn seal(&self, m: &Manifest) -> Envelope {
-        m.seal(&self.server_key).unwrap_or_else(|e| unreachable!("{e}"))
+        m.seal(&self.server_key)
+            .unwrap_or_else(|e| unreachable!("{e}"))
     }
 
     /// Opens a handset at `db` and enrolls it as `device_id` against this depot.

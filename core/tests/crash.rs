@@ -5,7 +5,12 @@
 //!
 //! Runs without libtest's harness so the same binary can be the child.
 //! `DOORCODE_CRASH_KILLS` sets the number of kills (default 200).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::print_stdout, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::panic
+)]
 
 use doorcode_core::confirmation::FailReason;
 use doorcode_core::handset::SystemClock;
@@ -47,8 +52,18 @@ impl Rng {
 fn child(dir: &Path) {
     let depot = TestDepot::new();
     let secrets = Arc::new(FileSecretStore::new(dir.join("secrets")).unwrap());
-    let h = depot.enrolled_handset(&dir.join("handset.db"), secrets, Arc::new(SystemClock), "d-crash").unwrap();
-    let seed = std::env::var("DOORCODE_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(1u64);
+    let h = depot
+        .enrolled_handset(
+            &dir.join("handset.db"),
+            secrets,
+            Arc::new(SystemClock),
+            "d-crash",
+        )
+        .unwrap();
+    let seed = std::env::var("DOORCODE_CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(1u64);
     let mut rng = Rng(seed | 1);
     let date = chrono::Utc::now().date_naive();
     let mut out = std::io::stdout().lock();
@@ -57,7 +72,13 @@ fn child(dir: &Path) {
         let open: Vec<_> = stops
             .iter()
             .flat_map(|s| s.parcels.iter())
-            .filter(|p| matches!(p.state, doorcode_core::store::ParcelState::Pending | doorcode_core::store::ParcelState::Locked))
+            .filter(|p| {
+                matches!(
+                    p.state,
+                    doorcode_core::store::ParcelState::Pending
+                        | doorcode_core::store::ParcelState::Locked
+                )
+            })
             .cloned()
             .collect();
         if open.is_empty() {
@@ -74,7 +95,8 @@ fn child(dir: &Path) {
             let mut spec = ManifestSpec::today("d-crash", STOPS, PER_STOP);
             spec.revision = rev + 1;
             spec.attempt = attempt + 1;
-            h.install_manifest(&depot.seal(&depot.manifest(&spec))).unwrap();
+            h.install_manifest(&depot.seal(&depot.manifest(&spec)))
+                .unwrap();
             continue;
         }
         writeln!(out, "READY").unwrap();
@@ -92,18 +114,28 @@ fn child(dir: &Path) {
                     // A wrong code: flip the last digit.
                     let mut wrong = code.expose().to_string();
                     let last = wrong.pop().unwrap();
-                    wrong.push(if last == '9' { '0' } else { char::from(last as u8 + 1) });
+                    wrong.push(if last == '9' {
+                        '0'
+                    } else {
+                        char::from(last as u8 + 1)
+                    });
                     match h.verify(&p.parcel_id, &wrong).unwrap() {
-                        VerifyOutcome::Accepted { seq, .. } => writeln!(out, "D {} {} {}", p.parcel_id, p.attempt, seq),
+                        VerifyOutcome::Accepted { seq, .. } => {
+                            writeln!(out, "D {} {} {}", p.parcel_id, p.attempt, seq)
+                        }
                         VerifyOutcome::Rejected { attempts_left, .. } => {
                             writeln!(out, "T {} {} {}", p.parcel_id, p.attempt, 5 - attempts_left)
                         }
-                        VerifyOutcome::Locked { .. } => writeln!(out, "T {} {} 5", p.parcel_id, p.attempt),
+                        VerifyOutcome::Locked { .. } => {
+                            writeln!(out, "T {} {} 5", p.parcel_id, p.attempt)
+                        }
                     }
                     .unwrap();
                 }
                 2 => match h.verify(&p.parcel_id, code.expose()).unwrap() {
-                    VerifyOutcome::Accepted { seq, .. } => writeln!(out, "D {} {} {}", p.parcel_id, p.attempt, seq).unwrap(),
+                    VerifyOutcome::Accepted { seq, .. } => {
+                        writeln!(out, "D {} {} {}", p.parcel_id, p.attempt, seq).unwrap()
+                    }
                     other => panic!("the right code was refused: {other:?}"),
                 },
                 _ => {
@@ -134,13 +166,18 @@ fn check(db: &Path, seen: &mut Seen, reported: &[String]) -> usize {
         match parts.as_slice() {
             ["T", pid, attempt, n] => {
                 let n: u32 = n.parse().unwrap();
-                let e = seen.tries.entry(((*pid).to_string(), attempt.parse().unwrap())).or_default();
+                let e = seen
+                    .tries
+                    .entry(((*pid).to_string(), attempt.parse().unwrap()))
+                    .or_default();
                 *e = (*e).max(n);
             }
             [kind @ ("D" | "F"), pid, attempt, seq] => {
                 let seq: u64 = seq.parse().unwrap();
                 let k = kind.chars().next().unwrap();
-                let prev = seen.outcomes.insert(((*pid).to_string(), attempt.parse().unwrap()), (k, seq));
+                let prev = seen
+                    .outcomes
+                    .insert(((*pid).to_string(), attempt.parse().unwrap()), (k, seq));
                 assert!(prev.is_none(), "parcel {pid} #{attempt} was recorded twice");
             }
             ["READY"] => continue,
@@ -152,7 +189,9 @@ fn check(db: &Path, seen: &mut Seen, reported: &[String]) -> usize {
     let store = Store::open(db).unwrap();
     let conn = store.connection();
     // Try counts: never below what was reported or seen before.
-    let mut stmt = conn.prepare("SELECT parcel_id, attempt, failed_tries FROM parcel_state").unwrap();
+    let mut stmt = conn
+        .prepare("SELECT parcel_id, attempt, failed_tries FROM parcel_state")
+        .unwrap();
     let now_tries: HashMap<(String, u32), u32> = stmt
         .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), r.get(2)?)))
         .unwrap()
@@ -160,7 +199,10 @@ fn check(db: &Path, seen: &mut Seen, reported: &[String]) -> usize {
         .collect();
     for (key, &n) in &seen.tries {
         let got = now_tries.get(key).copied().unwrap_or(0);
-        assert!(got >= n, "parcel {key:?}: try count went backwards ({got} < {n})");
+        assert!(
+            got >= n,
+            "parcel {key:?}: try count went backwards ({got} < {n})"
+        );
     }
     for (pid, n) in now_tries {
         let e = seen.tries.entry(pid).or_default();
@@ -179,43 +221,76 @@ fn check(db: &Path, seen: &mut Seen, reported: &[String]) -> usize {
         assert_eq!(outcome, want, "parcel {pid}");
         assert_eq!(st_seq, *seq, "parcel {pid} seq");
         let in_outbox: String = conn
-            .query_row("SELECT parcel_id FROM outbox WHERE seq = ?1", [seq], |r| r.get(0))
+            .query_row("SELECT parcel_id FROM outbox WHERE seq = ?1", [seq], |r| {
+                r.get(0)
+            })
             .unwrap_or_else(|e| panic!("seq {seq} missing from the outbox ({e})"));
         assert_eq!(&in_outbox, pid);
     }
     // seq: strictly increasing with creation order, never reused, counter ahead of all.
-    let mut stmt = conn.prepare("SELECT seq FROM outbox ORDER BY created_at, seq").unwrap();
-    let seqs: Vec<u64> = stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    let mut stmt = conn
+        .prepare("SELECT seq FROM outbox ORDER BY created_at, seq")
+        .unwrap();
+    let seqs: Vec<u64> = stmt
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     for w in seqs.windows(2) {
-        assert!(w[0] < w[1], "seq not strictly increasing: {} then {}", w[0], w[1]);
+        assert!(
+            w[0] < w[1],
+            "seq not strictly increasing: {} then {}",
+            w[0],
+            w[1]
+        );
     }
     let next: u64 = conn
-        .query_row("SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'next_seq'", [], |r| r.get(0))
+        .query_row(
+            "SELECT CAST(value AS INTEGER) FROM meta WHERE key = 'next_seq'",
+            [],
+            |r| r.get(0),
+        )
         .unwrap_or(1);
     let mut new_max = seen.max_seq;
     for &s in &seqs {
         assert!(s < next, "seq {s} is not below the counter {next}");
         if seen.seqs.insert(s) {
-            assert!(s > seen.max_seq, "new seq {s} is not above every earlier one ({})", seen.max_seq);
+            assert!(
+                s > seen.max_seq,
+                "new seq {s} is not above every earlier one ({})",
+                seen.max_seq
+            );
             new_max = new_max.max(s);
         }
     }
     seen.max_seq = new_max;
-    let ids: u64 = conn.query_row("SELECT COUNT(DISTINCT confirmation_id) FROM outbox", [], |r| r.get(0)).unwrap();
+    let ids: u64 = conn
+        .query_row(
+            "SELECT COUNT(DISTINCT confirmation_id) FROM outbox",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
     assert_eq!(ids, seqs.len() as u64, "a confirmation id was reused");
     events
 }
 
 fn parent() {
-    let kills: usize = std::env::var("DOORCODE_CRASH_KILLS").ok().and_then(|s| s.parse().ok()).unwrap_or(200);
+    let kills: usize = std::env::var("DOORCODE_CRASH_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(200);
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("handset.db");
     let depot = TestDepot::new();
     {
         let secrets = Arc::new(FileSecretStore::new(dir.path().join("secrets")).unwrap());
-        let h = depot.enrolled_handset(&db, secrets, Arc::new(SystemClock), "d-crash").unwrap();
+        let h = depot
+            .enrolled_handset(&db, secrets, Arc::new(SystemClock), "d-crash")
+            .unwrap();
         let spec = ManifestSpec::today("d-crash", STOPS, PER_STOP);
-        h.install_manifest(&depot.seal(&depot.manifest(&spec))).unwrap();
+        h.install_manifest(&depot.seal(&depot.manifest(&spec)))
+            .unwrap();
         assert_eq!(testkit::parcel_id(0, 0), "P-0000-00");
     }
     let exe = std::env::current_exe().unwrap();
@@ -245,7 +320,8 @@ fn parent() {
             lines
         });
         // Kill at a random moment once the child is recording, not while it starts.
-        rx.recv_timeout(Duration::from_secs(30)).expect("the child never got ready");
+        rx.recv_timeout(Duration::from_secs(30))
+            .expect("the child never got ready");
         std::thread::sleep(Duration::from_micros(500 + rng.below(25_000)));
         // SIGKILL: no destructor, no flush, no chance to finish a transaction.
         child.kill().unwrap();

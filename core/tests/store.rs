@@ -1,14 +1,15 @@
 //! The handset store's rules, on real SQLite files.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use chrono::{Duration, Utc};
-use doorcode_core::confirmation::{open_confirmation, FailReason, Outcome, Verified};
+use doorcode_core::confirmation::{FailReason, Outcome, Verified, open_confirmation};
 use doorcode_core::envelope::{Envelope, SigningKey};
 use doorcode_core::handset::Handset;
 use doorcode_core::input::InputError;
 use doorcode_core::secrets::MemorySecretStore;
-use doorcode_core::store::{db, schema, Installed, ParcelState, VerifyOutcome};
-use doorcode_core::testkit::{parcel_id, FixedClock, ManifestSpec, TestDepot};
-use doorcode_core::{b64, Error};
+use doorcode_core::store::{Installed, ParcelState, VerifyOutcome, db, schema};
+use doorcode_core::testkit::{FixedClock, ManifestSpec, TestDepot, parcel_id};
+use doorcode_core::{Error, b64};
 use std::sync::Arc;
 use tempfile::TempDir;
 
@@ -25,42 +26,92 @@ fn fixture() -> Fixture {
     let depot = TestDepot::new();
     let clock = FixedClock::at(Utc::now());
     let h = depot
-        .enrolled_handset(&dir.path().join("h.db"), Arc::new(MemorySecretStore::default()), clock.clone(), "d-1")
+        .enrolled_handset(
+            &dir.path().join("h.db"),
+            Arc::new(MemorySecretStore::default()),
+            clock.clone(),
+            "d-1",
+        )
         .unwrap();
     let mut spec = ManifestSpec::today("d-1", 4, 2);
     spec.no_code_every = 4;
-    Fixture { _dir: dir, depot, clock, h, spec }
+    Fixture {
+        _dir: dir,
+        depot,
+        clock,
+        h,
+        spec,
+    }
 }
 
 impl Fixture {
     fn install(&self) -> Result<Installed, Error> {
-        self.h.install_manifest(&self.depot.seal(&self.depot.manifest(&self.spec)))
+        self.h
+            .install_manifest(&self.depot.seal(&self.depot.manifest(&self.spec)))
     }
     fn code(&self, pid: &str) -> String {
-        self.depot.code(pid, self.spec.date, self.spec.attempt).expose().to_string()
+        self.depot
+            .code(pid, self.spec.date, self.spec.attempt)
+            .expose()
+            .to_string()
     }
     fn state(&self, pid: &str) -> (ParcelState, u32) {
-        let p = self.h.stops().unwrap().into_iter().flat_map(|s| s.parcels).find(|p| p.parcel_id == pid).unwrap();
+        let p = self
+            .h
+            .stops()
+            .unwrap()
+            .into_iter()
+            .flat_map(|s| s.parcels)
+            .find(|p| p.parcel_id == pid)
+            .unwrap();
         (p.state, p.failed_tries)
     }
 }
 
 fn wrong(code: &str) -> String {
-    code.chars().map(|c| if c == '9' { '0' } else { char::from(c as u8 + 1) }).collect()
+    code.chars()
+        .map(|c| {
+            if c == '9' {
+                '0'
+            } else {
+                char::from(c as u8 + 1)
+            }
+        })
+        .collect()
 }
 
 #[test]
 fn install_then_unchanged_then_newer() {
     let mut f = fixture();
-    assert!(matches!(f.install().unwrap(), Installed::New { stops: 4, parcels: 8, .. }));
-    assert!(matches!(f.install().unwrap(), Installed::Unchanged { revision: 1, .. }));
+    assert!(matches!(
+        f.install().unwrap(),
+        Installed::New {
+            stops: 4,
+            parcels: 8,
+            ..
+        }
+    ));
+    assert!(matches!(
+        f.install().unwrap(),
+        Installed::Unchanged { revision: 1, .. }
+    ));
     f.spec.revision = 2;
-    assert!(matches!(f.install().unwrap(), Installed::New { revision: 2, .. }));
+    assert!(matches!(
+        f.install().unwrap(),
+        Installed::New { revision: 2, .. }
+    ));
     let stops = f.h.stops().unwrap();
     assert_eq!(stops.len(), 4);
     assert_eq!(stops[0].sequence, 1);
     assert_eq!(stops.iter().map(|s| s.parcels.len()).sum::<usize>(), 8);
-    assert_eq!(stops.iter().flat_map(|s| &s.parcels).filter(|p| !p.requires_code).count(), 2);
+    assert_eq!(
+        stops
+            .iter()
+            .flat_map(|s| &s.parcels)
+            .filter(|p| !p.requires_code)
+            .count(),
+        2
+    );
 }
 
 #[test]
@@ -77,7 +128,10 @@ fn install_refusals_are_distinct_and_leave_the_store_alone() {
     let n = body.len();
     body[n - 3] ^= 1;
     env.body = b64::encode(&body);
-    assert!(matches!(f.h.install_manifest(&env), Err(Error::BadSignature)));
+    assert!(matches!(
+        f.h.install_manifest(&env),
+        Err(Error::BadSignature)
+    ));
 
     // Unknown key.
     let other = SigningKey::from_seed("k-other", [3; 32]).unwrap();
@@ -87,20 +141,32 @@ fn install_refusals_are_distinct_and_leave_the_store_alone() {
     assert!(matches!(f.h.install_manifest(&env), Err(Error::UnknownKey(k)) if k == "k-other"));
     // A trusted kid but the wrong key's signature is a bad signature.
     let impostor = SigningKey::from_seed("k-test", [3; 32]).unwrap();
-    assert!(matches!(f.h.install_manifest(&m6.seal(&impostor).unwrap()), Err(Error::BadSignature)));
+    assert!(matches!(
+        f.h.install_manifest(&m6.seal(&impostor).unwrap()),
+        Err(Error::BadSignature)
+    ));
 
     // Wrong device.
     let mut spec = f.spec.clone();
     spec.device_id = "d-2".into();
     spec.revision = 7;
     let env = f.depot.seal(&f.depot.manifest(&spec));
-    assert!(matches!(f.h.install_manifest(&env), Err(Error::WrongDevice { .. })));
+    assert!(matches!(
+        f.h.install_manifest(&env),
+        Err(Error::WrongDevice { .. })
+    ));
 
     // Rollback.
     let mut spec = f.spec.clone();
     spec.revision = 4;
     let env = f.depot.seal(&f.depot.manifest(&spec));
-    assert!(matches!(f.h.install_manifest(&env), Err(Error::Rollback { held: 5, offered: 4 })));
+    assert!(matches!(
+        f.h.install_manifest(&env),
+        Err(Error::Rollback {
+            held: 5,
+            offered: 4
+        })
+    ));
 
     // Expired.
     let mut spec = f.spec.clone();
@@ -108,20 +174,35 @@ fn install_refusals_are_distinct_and_leave_the_store_alone() {
     spec.valid_from = Utc::now() - Duration::hours(30);
     spec.valid_until = Utc::now() - Duration::hours(1);
     let env = f.depot.seal(&f.depot.manifest(&spec));
-    assert!(matches!(f.h.install_manifest(&env), Err(Error::ManifestExpired)));
+    assert!(matches!(
+        f.h.install_manifest(&env),
+        Err(Error::ManifestExpired)
+    ));
 
     // Unknown format: signed correctly, but format 2.
     let mut m = f.depot.manifest(&f.spec);
     m.revision = 9;
     let mut v = serde_json::to_value(&m).unwrap();
     v["format"] = 2.into();
-    let env = f.depot.server_key.seal(doorcode_core::envelope::Context::Manifest, &serde_json::to_vec(&v).unwrap());
-    assert!(matches!(f.h.install_manifest(&env), Err(Error::UnknownFormat(2))));
+    let env = f.depot.server_key.seal(
+        doorcode_core::envelope::Context::Manifest,
+        &serde_json::to_vec(&v).unwrap(),
+    );
+    assert!(matches!(
+        f.h.install_manifest(&env),
+        Err(Error::UnknownFormat(2))
+    ));
 
     // A confirmation-context signature over a manifest body is refused too.
     let body = serde_json::to_vec(&f.depot.manifest(&f.spec)).unwrap();
-    let env = f.depot.server_key.seal(doorcode_core::envelope::Context::Confirmation, &body);
-    assert!(matches!(f.h.install_manifest(&env), Err(Error::BadSignature)));
+    let env = f
+        .depot
+        .server_key
+        .seal(doorcode_core::envelope::Context::Confirmation, &body);
+    assert!(matches!(
+        f.h.install_manifest(&env),
+        Err(Error::BadSignature)
+    ));
 
     assert_eq!(f.h.stops().unwrap(), before, "refusals changed the store");
 }
@@ -131,16 +212,38 @@ fn verify_accepts_the_code_and_records_a_signed_confirmation() {
     let f = fixture();
     f.install().unwrap();
     let pid = parcel_id(0, 0);
-    let spoken = f.code(&pid).chars().map(|c| format!("{c} ")).collect::<String>();
+    let spoken = f
+        .code(&pid)
+        .chars()
+        .map(|c| format!("{c} "))
+        .collect::<String>();
     let out = f.h.verify(&pid, &spoken).unwrap();
-    assert!(matches!(out, VerifyOutcome::Accepted { seq: 1, verified: Verified::Offline, .. }), "{out:?}");
+    assert!(
+        matches!(
+            out,
+            VerifyOutcome::Accepted {
+                seq: 1,
+                verified: Verified::Offline,
+                ..
+            }
+        ),
+        "{out:?}"
+    );
     assert_eq!(f.state(&pid), (ParcelState::Delivered, 0));
 
     let pending = f.h.pending_confirmations(10).unwrap();
     assert_eq!(pending.len(), 1);
-    let device_key = SigningKey::from_seed("d-1", f.h.secrets().get("device-key").unwrap().unwrap().try_into().unwrap())
-        .unwrap()
-        .public_key();
+    let device_key = SigningKey::from_seed(
+        "d-1",
+        f.h.secrets()
+            .get("device-key")
+            .unwrap()
+            .unwrap()
+            .try_into()
+            .unwrap(),
+    )
+    .unwrap()
+    .public_key();
     let c = open_confirmation(&pending[0].envelope, &device_key).unwrap();
     assert_eq!(c.parcel_id, pid);
     assert_eq!(c.seq, 1);
@@ -150,7 +253,10 @@ fn verify_accepts_the_code_and_records_a_signed_confirmation() {
     assert_eq!(c.revision, 1);
 
     // A second verify of a recorded parcel is an error, not a try.
-    assert!(matches!(f.h.verify(&pid, &f.code(&pid)), Err(Error::AlreadyRecorded { .. })));
+    assert!(matches!(
+        f.h.verify(&pid, &f.code(&pid)),
+        Err(Error::AlreadyRecorded { .. })
+    ));
 }
 
 #[test]
@@ -158,11 +264,23 @@ fn unreadable_input_is_not_a_try() {
     let f = fixture();
     f.install().unwrap();
     let pid = parcel_id(0, 0);
-    assert!(matches!(f.h.verify(&pid, "12345"), Err(Error::Input(InputError::WrongLength { .. }))));
-    assert!(matches!(f.h.verify(&pid, "four two banana"), Err(Error::Input(InputError::UnknownWord(_)))));
-    assert!(matches!(f.h.verify(&pid, ""), Err(Error::Input(InputError::Empty))));
+    assert!(matches!(
+        f.h.verify(&pid, "12345"),
+        Err(Error::Input(InputError::WrongLength { .. }))
+    ));
+    assert!(matches!(
+        f.h.verify(&pid, "four two banana"),
+        Err(Error::Input(InputError::UnknownWord(_)))
+    ));
+    assert!(matches!(
+        f.h.verify(&pid, ""),
+        Err(Error::Input(InputError::Empty))
+    ));
     assert_eq!(f.state(&pid), (ParcelState::Pending, 0));
-    assert!(matches!(f.h.verify("P-nope", "123456"), Err(Error::UnknownParcel(_))));
+    assert!(matches!(
+        f.h.verify("P-nope", "123456"),
+        Err(Error::UnknownParcel(_))
+    ));
 }
 
 #[test]
@@ -173,24 +291,46 @@ fn wrong_tries_count_lock_and_survive_a_new_revision() {
     let bad = wrong(&f.code(&pid));
     for left in (1..5).rev() {
         let out = f.h.verify(&pid, &bad).unwrap();
-        assert_eq!(out, VerifyOutcome::Rejected { parcel_id: pid.clone(), attempts_left: left, verified: Verified::Offline });
+        assert_eq!(
+            out,
+            VerifyOutcome::Rejected {
+                parcel_id: pid.clone(),
+                attempts_left: left,
+                verified: Verified::Offline
+            }
+        );
     }
     // A re-sync of the same attempt keeps the count.
     f.spec.revision = 2;
     f.install().unwrap();
     assert_eq!(f.state(&pid), (ParcelState::Pending, 4));
-    assert_eq!(f.h.verify(&pid, &bad).unwrap(), VerifyOutcome::Locked { parcel_id: pid.clone(), verified: Verified::Offline });
+    assert_eq!(
+        f.h.verify(&pid, &bad).unwrap(),
+        VerifyOutcome::Locked {
+            parcel_id: pid.clone(),
+            verified: Verified::Offline
+        }
+    );
     assert_eq!(f.state(&pid), (ParcelState::Locked, 5));
     // Locked: even the right code is refused, and only locked_out may be recorded.
-    assert!(matches!(f.h.verify(&pid, &f.code(&pid)), Err(Error::Locked(_))));
-    assert!(matches!(f.h.fail(&pid, FailReason::CustomerAbsent), Err(Error::ReasonNotAllowed { locked: true, .. })));
+    assert!(matches!(
+        f.h.verify(&pid, &f.code(&pid)),
+        Err(Error::Locked(_))
+    ));
+    assert!(matches!(
+        f.h.fail(&pid, FailReason::CustomerAbsent),
+        Err(Error::ReasonNotAllowed { locked: true, .. })
+    ));
 
     // A newer manifest with a new attempt unlocks it with a new code.
     f.spec.revision = 3;
     f.spec.attempt = 2;
     f.install().unwrap();
     assert_eq!(f.state(&pid), (ParcelState::Pending, 0));
-    assert!(matches!(f.h.verify(&pid, &f.code(&pid)).unwrap(), VerifyOutcome::Accepted { .. }));
+    assert!(matches!(
+        f.h.verify(&pid, &f.code(&pid)).unwrap(),
+        VerifyOutcome::Accepted { .. }
+    ));
 }
 
 #[test]
@@ -198,15 +338,24 @@ fn failures_and_no_code_deliveries() {
     let f = fixture();
     f.install().unwrap();
     let pid = parcel_id(2, 0);
-    assert!(matches!(f.h.fail(&pid, FailReason::LockedOut), Err(Error::ReasonNotAllowed { locked: false, .. })));
+    assert!(matches!(
+        f.h.fail(&pid, FailReason::LockedOut),
+        Err(Error::ReasonNotAllowed { locked: false, .. })
+    ));
     let r = f.h.fail(&pid, FailReason::CustomerAbsent).unwrap();
     assert_eq!(r.outcome, Outcome::Failed);
     assert_eq!(f.state(&pid), (ParcelState::Failed, 0));
-    assert!(matches!(f.h.fail(&pid, FailReason::Refused), Err(Error::AlreadyRecorded { .. })));
+    assert!(matches!(
+        f.h.fail(&pid, FailReason::Refused),
+        Err(Error::AlreadyRecorded { .. })
+    ));
 
     // Parcel number 4 (stop 1, parcel 1) needs no code.
     let free = parcel_id(1, 1);
-    assert!(matches!(f.h.deliver(&parcel_id(0, 0)), Err(Error::CodeRequired(_))));
+    assert!(matches!(
+        f.h.deliver(&parcel_id(0, 0)),
+        Err(Error::CodeRequired(_))
+    ));
     let r = f.h.deliver(&free).unwrap();
     assert_eq!(r.seq, 2);
     assert_eq!(f.state(&free), (ParcelState::Delivered, 0));
@@ -217,7 +366,10 @@ fn outbox_seq_ack_reject_and_wipe() {
     let f = fixture();
     f.install().unwrap();
     let mut ids = Vec::new();
-    for (i, pid) in [parcel_id(0, 0), parcel_id(0, 1), parcel_id(2, 0)].iter().enumerate() {
+    for (i, pid) in [parcel_id(0, 0), parcel_id(0, 1), parcel_id(2, 0)]
+        .iter()
+        .enumerate()
+    {
         let r = f.h.fail(pid, FailReason::CustomerAbsent).unwrap();
         assert_eq!(r.seq, i as u64 + 1);
         ids.push(r.confirmation_id);
@@ -230,16 +382,24 @@ fn outbox_seq_ack_reject_and_wipe() {
     f.h.reject(&ids[1], "parcel_not_on_manifest", true).unwrap();
     f.h.reject(&ids[2], "server busy", false).unwrap();
     let p = f.h.pending_confirmations(10).unwrap();
-    assert_eq!(p.len(), 1, "ack'd and permanently rejected items leave the queue; a temporary one stays");
+    assert_eq!(
+        p.len(),
+        1,
+        "ack'd and permanently rejected items leave the queue; a temporary one stays"
+    );
     assert_eq!(p[0].upload_tries, 1);
     let rejected = f.h.rejected_confirmations().unwrap();
     assert_eq!(rejected.len(), 1);
     assert_eq!(rejected[0].reason, "parcel_not_on_manifest");
 
     // An acknowledged confirmation no longer holds its envelope.
-    let held: Option<String> = f
-        .h
-        .with_store(|s| Ok(s.connection().query_row("SELECT envelope FROM outbox WHERE seq = 1", [], |r| r.get(0))?))
+    let held: Option<String> =
+        f.h.with_store(|s| {
+            Ok(s.connection()
+                .query_row("SELECT envelope FROM outbox WHERE seq = 1", [], |r| {
+                    r.get(0)
+                })?)
+        })
         .unwrap();
     assert!(held.is_none());
 
@@ -252,15 +412,22 @@ fn outbox_seq_ack_reject_and_wipe() {
     let st = f.h.status().unwrap();
     assert_eq!(st.manifests, 0);
     assert_eq!(st.outbox_pending, 0);
-    assert_eq!(st.outbox_rejected, 1, "a permanent rejection is kept and shown");
+    assert_eq!(
+        st.outbox_rejected, 1,
+        "a permanent rejection is kept and shown"
+    );
     assert_eq!(st.next_seq, 4);
     // seq is never reused after a wipe.
     f.clock.advance(Duration::hours(-30));
     let mut spec = f.spec.clone();
     spec.date = spec.date.succ_opt().unwrap();
     spec.valid_until += Duration::hours(48);
-    f.h.install_manifest(&f.depot.seal(&f.depot.manifest(&spec))).unwrap();
-    assert_eq!(f.h.fail(&parcel_id(3, 0), FailReason::Damaged).unwrap().seq, 4);
+    f.h.install_manifest(&f.depot.seal(&f.depot.manifest(&spec)))
+        .unwrap();
+    assert_eq!(
+        f.h.fail(&parcel_id(3, 0), FailReason::Damaged).unwrap().seq,
+        4
+    );
 }
 
 #[test]
@@ -270,11 +437,18 @@ fn a_wiped_day_cannot_be_rolled_back_in() {
     f.h.install_manifest(&env).unwrap();
     let mut newer = f.spec.clone();
     newer.revision = 2;
-    f.h.install_manifest(&f.depot.seal(&f.depot.manifest(&newer))).unwrap();
+    f.h.install_manifest(&f.depot.seal(&f.depot.manifest(&newer)))
+        .unwrap();
     f.clock.advance(Duration::hours(30));
     assert_eq!(f.h.wipe_past().unwrap().len(), 1);
     f.clock.advance(Duration::hours(-30));
-    assert!(matches!(f.h.install_manifest(&env), Err(Error::Rollback { held: 2, offered: 1 })));
+    assert!(matches!(
+        f.h.install_manifest(&env),
+        Err(Error::Rollback {
+            held: 2,
+            offered: 1
+        })
+    ));
 }
 
 #[test]
@@ -283,18 +457,28 @@ fn expired_manifest_refuses_verify() {
     f.install().unwrap();
     f.clock.advance(Duration::hours(30));
     let pid = parcel_id(0, 0);
-    assert!(matches!(f.h.verify(&pid, &f.code(&pid)), Err(Error::ManifestExpired)));
+    assert!(matches!(
+        f.h.verify(&pid, &f.code(&pid)),
+        Err(Error::ManifestExpired)
+    ));
     assert!(f.h.stops().unwrap().is_empty());
 }
 
 #[test]
 fn not_enrolled_is_a_clear_error() {
     let dir = tempfile::tempdir().unwrap();
-    let h = Handset::open(&dir.path().join("h.db"), Arc::new(MemorySecretStore::default())).unwrap();
+    let h = Handset::open(
+        &dir.path().join("h.db"),
+        Arc::new(MemorySecretStore::default()),
+    )
+    .unwrap();
     let depot = TestDepot::new();
     let env = depot.seal(&depot.manifest(&ManifestSpec::today("d-1", 1, 1)));
     assert!(matches!(h.install_manifest(&env), Err(Error::NotEnrolled)));
-    assert!(matches!(h.fail("P", FailReason::Other), Err(Error::NotEnrolled)));
+    assert!(matches!(
+        h.fail("P", FailReason::Other),
+        Err(Error::NotEnrolled)
+    ));
 }
 
 #[test]
@@ -307,12 +491,22 @@ fn state_survives_reopen() {
     let spec = ManifestSpec::today("d-1", 2, 1);
     let pid = parcel_id(0, 0);
     {
-        let h = depot.enrolled_handset(&db, secrets.clone(), clock.clone(), "d-1").unwrap();
-        h.install_manifest(&depot.seal(&depot.manifest(&spec))).unwrap();
-        h.verify(&pid, &wrong(depot.code(&pid, spec.date, 1).expose())).unwrap();
+        let h = depot
+            .enrolled_handset(&db, secrets.clone(), clock.clone(), "d-1")
+            .unwrap();
+        h.install_manifest(&depot.seal(&depot.manifest(&spec)))
+            .unwrap();
+        h.verify(&pid, &wrong(depot.code(&pid, spec.date, 1).expose()))
+            .unwrap();
     }
     let h = depot.enrolled_handset(&db, secrets, clock, "d-1").unwrap();
-    let p = h.stops().unwrap().into_iter().flat_map(|s| s.parcels).find(|p| p.parcel_id == pid).unwrap();
+    let p = h
+        .stops()
+        .unwrap()
+        .into_iter()
+        .flat_map(|s| s.parcels)
+        .find(|p| p.parcel_id == pid)
+        .unwrap();
     assert_eq!(p.failed_tries, 1);
     assert_eq!(p.attempts_left, 4);
 }
@@ -323,11 +517,18 @@ fn schema_of(conn: &rusqlite::Connection) -> Vec<String> {
     let mut stmt = conn
         .prepare("SELECT type, name, tbl_name FROM sqlite_master WHERE name NOT LIKE 'sqlite_%' ORDER BY type, name")
         .unwrap();
-    let objects: Vec<(String, String, String)> =
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect();
+    let objects: Vec<(String, String, String)> = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
     for (ty, name, table) in objects {
         out.push(format!("{ty} {name} on {table}"));
-        let pragma = if ty == "table" { "table_info" } else { "index_info" };
+        let pragma = if ty == "table" {
+            "table_info"
+        } else {
+            "index_info"
+        };
         let mut cols = conn.prepare(&format!("PRAGMA {pragma}('{name}')")).unwrap();
         let n = cols.column_count();
         let rows = cols
@@ -341,7 +542,11 @@ fn schema_of(conn: &rusqlite::Connection) -> Vec<String> {
             .unwrap();
         out.extend(rows.map(Result::unwrap));
     }
-    out.push(format!("user_version {}", conn.query_row("PRAGMA user_version", [], |r| r.get::<_, u32>(0)).unwrap()));
+    out.push(format!(
+        "user_version {}",
+        conn.query_row("PRAGMA user_version", [], |r| r.get::<_, u32>(0))
+            .unwrap()
+    ));
     out
 }
 
@@ -362,10 +567,16 @@ fn upgraded_database_equals_a_fresh_one() {
     assert_eq!(schema_of(&upgraded), schema_of(&fresh));
     assert_eq!(schema::LATEST, 2);
     // The migration carried the held revision into the rollback watermark.
-    let rev: u64 = upgraded.query_row("SELECT revision FROM revisions", [], |r| r.get(0)).unwrap();
+    let rev: u64 = upgraded
+        .query_row("SELECT revision FROM revisions", [], |r| r.get(0))
+        .unwrap();
     assert_eq!(rev, 3);
-    let mode: String = fresh.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
-    let sync: i64 = fresh.query_row("PRAGMA synchronous", [], |r| r.get(0)).unwrap();
+    let mode: String = fresh
+        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
+        .unwrap();
+    let sync: i64 = fresh
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .unwrap();
     assert_eq!((mode.as_str(), sync), ("wal", 2));
 }
 
@@ -385,9 +596,15 @@ fn the_database_never_holds_a_code_the_courier_did_not_type() {
         for j in 0..2 {
             let p = parcel_id(i, j);
             let code = f.code(&p);
-            assert!(!bytes.windows(6).any(|w| w == code.as_bytes()), "code of {p} found in the handset files");
+            assert!(
+                !bytes.windows(6).any(|w| w == code.as_bytes()),
+                "code of {p} found in the handset files"
+            );
         }
     }
     let wrong_code = wrong(&f.code(&pid));
-    assert!(!bytes.windows(6).any(|w| w == wrong_code.as_bytes()), "a wrong try was stored");
+    assert!(
+        !bytes.windows(6).any(|w| w == wrong_code.as_bytes()),
+        "a wrong try was stored"
+    );
 }

@@ -1,13 +1,14 @@
 //! Checks every entry of a protocol vectors file: the one named by
 //! `DOORCODE_VECTORS`, else the shared `protocol-v1.json`. Nothing here knows
 //! the file's contents; any file of the same schema must pass.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use chrono::NaiveDate;
 use doorcode_core::codes::{self, Code, CodeKey};
 use doorcode_core::envelope::{self, Context, Envelope, SigningKey, VerifyingKey};
 use doorcode_core::input::parse_code_input;
-use doorcode_core::manifest::{open_manifest, Manifest};
+use doorcode_core::manifest::{Manifest, open_manifest};
 use doorcode_core::{b64, hex};
-use chrono::NaiveDate;
 use serde::Deserialize;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -68,7 +69,11 @@ fn vectors_path() -> PathBuf {
     match std::env::var_os("DOORCODE_VECTORS") {
         Some(p) => {
             let p = PathBuf::from(p);
-            if p.is_absolute() || p.exists() { p } else { root.join(p) }
+            if p.is_absolute() || p.exists() {
+                p
+            } else {
+                root.join(p)
+            }
         }
         None => root.join("../shared/vectors/protocol-v1.json"),
     }
@@ -78,7 +83,8 @@ fn load() -> Vectors {
     let path = vectors_path();
     let text = std::fs::read_to_string(&path)
         .unwrap_or_else(|e| panic!("cannot read the vectors file {}: {e}", path.display()));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not a vectors file: {e}", path.display()))
+    serde_json::from_str(&text)
+        .unwrap_or_else(|e| panic!("{} is not a vectors file: {e}", path.display()))
 }
 
 fn code_key(v: &Vectors) -> CodeKey {
@@ -91,8 +97,16 @@ fn codes_match() {
     let key = code_key(&v);
     assert!(!v.codes.is_empty(), "the vectors file has no codes");
     for c in &v.codes {
-        let got = codes::derive_code(&key, &c.parcel_id, c.delivery_date, c.attempt, c.digits).unwrap();
-        assert_eq!(got.expose(), c.code, "code for {} {} #{}", c.parcel_id, c.delivery_date, c.attempt);
+        let got =
+            codes::derive_code(&key, &c.parcel_id, c.delivery_date, c.attempt, c.digits).unwrap();
+        assert_eq!(
+            got.expose(),
+            c.code,
+            "code for {} {} #{}",
+            c.parcel_id,
+            c.delivery_date,
+            c.attempt
+        );
     }
 }
 
@@ -112,12 +126,20 @@ fn tags_match() {
 fn manifest_envelope_verifies_and_tampered_does_not() {
     let v = load();
     let m = &v.manifest;
-    let seed: [u8; 32] = hex::decode(&m.signing_seed_hex).unwrap().try_into().unwrap();
+    let seed: [u8; 32] = hex::decode(&m.signing_seed_hex)
+        .unwrap()
+        .try_into()
+        .unwrap();
     let signer = SigningKey::from_seed(m.envelope.kid.clone(), seed).unwrap();
-    assert_eq!(signer.public_key().public_b64(), m.public_key, "seed gives the published public key");
+    assert_eq!(
+        signer.public_key().public_b64(),
+        m.public_key,
+        "seed gives the published public key"
+    );
     let pk = VerifyingKey::from_b64(m.envelope.kid.clone(), &m.public_key).unwrap();
 
-    let manifest: Manifest = open_manifest(&m.envelope, std::slice::from_ref(&pk)).expect("the manifest must verify");
+    let manifest: Manifest =
+        open_manifest(&m.envelope, std::slice::from_ref(&pk)).expect("the manifest must verify");
     // Verifying the raw bytes and re-parsing must agree with open_manifest.
     let body = envelope::open(Context::Manifest, &m.envelope, std::slice::from_ref(&pk)).unwrap();
     assert_eq!(Manifest::from_verified_bytes(&body).unwrap(), manifest);
@@ -125,7 +147,12 @@ fn manifest_envelope_verifies_and_tampered_does_not() {
     assert_eq!(signer.seal(Context::Manifest, &body).sig, m.envelope.sig);
 
     assert!(
-        envelope::open(Context::Manifest, &m.tampered_envelope_must_fail, std::slice::from_ref(&pk)).is_err(),
+        envelope::open(
+            Context::Manifest,
+            &m.tampered_envelope_must_fail,
+            std::slice::from_ref(&pk)
+        )
+        .is_err(),
         "the tampered envelope must not verify"
     );
     assert!(open_manifest(&m.tampered_envelope_must_fail, &[pk]).is_err());
@@ -137,12 +164,27 @@ fn manifest_envelope_verifies_and_tampered_does_not() {
         let Some(pid) = k.strip_prefix("code_for_") else {
             panic!("unknown manifest vector field {k}");
         };
-        let (_, p) = manifest.parcels().find(|(_, p)| p.parcel_id == pid).expect("parcel in manifest");
-        let derived =
-            codes::derive_code(&key, pid, manifest.delivery_date, p.attempt, manifest.code_digits).unwrap();
+        let (_, p) = manifest
+            .parcels()
+            .find(|(_, p)| p.parcel_id == pid)
+            .expect("parcel in manifest");
+        let derived = codes::derive_code(
+            &key,
+            pid,
+            manifest.delivery_date,
+            p.attempt,
+            manifest.code_digits,
+        )
+        .unwrap();
         assert_eq!(derived.expose(), code, "code for {pid}");
-        let tag = codes::offline_tag(&p.salt_bytes().unwrap(), pid, manifest.delivery_date, &derived, manifest.tag_bits)
-            .unwrap();
+        let tag = codes::offline_tag(
+            &p.salt_bytes().unwrap(),
+            pid,
+            manifest.delivery_date,
+            &derived,
+            manifest.tag_bits,
+        )
+        .unwrap();
         assert_eq!(Some(tag), p.tag, "manifest tag for {pid}");
         checked += 1;
     }
@@ -152,10 +194,14 @@ fn manifest_envelope_verifies_and_tampered_does_not() {
 #[test]
 fn spoken_inputs_parse() {
     let v = load();
-    assert!(!v.spoken.is_empty(), "the vectors file has no spoken inputs");
+    assert!(
+        !v.spoken.is_empty(),
+        "the vectors file has no spoken inputs"
+    );
     for s in &v.spoken {
         let digits = u8::try_from(s.code.len()).unwrap();
-        let got = parse_code_input(&s.input, digits).unwrap_or_else(|e| panic!("{:?}: {e}", s.input));
+        let got =
+            parse_code_input(&s.input, digits).unwrap_or_else(|e| panic!("{:?}: {e}", s.input));
         assert_eq!(got.expose(), s.code, "{:?}", s.input);
     }
 }
