@@ -56,6 +56,22 @@ pub enum Error {
     )]
     ReasonNotAllowed { reason: &'static str, locked: bool },
 
+    // --- the network
+    #[error("the server cannot be reached ({0}); work offline and sync later")]
+    Offline(String),
+    #[error("the server refused this device's token; enroll the handset again")]
+    Unauthorized,
+    #[error("the server refused: {message} ({error}, HTTP {status})")]
+    Server {
+        status: u16,
+        error: String,
+        message: String,
+    },
+    #[error("the server's answer could not be read: {0}")]
+    BadResponse(String),
+    #[error("{0} confirmations still wait for upload; sync before enrolling again")]
+    PendingUploads(u32),
+
     // --- plumbing
     #[error("the confirmation could not be built: {0}")]
     Confirmation(#[from] ConfirmationError),
@@ -80,6 +96,15 @@ impl From<SignedManifestError> for Error {
 }
 
 impl Error {
+    /// True when a retry later may succeed (no signal, server busy, garbled answer).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Error::Offline(_) | Error::BadResponse(_) => true,
+            Error::Server { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+            _ => false,
+        }
+    }
+
     /// True when the cause is the disk (full, read-only, I/O), not the data.
     pub fn is_disk(&self) -> bool {
         use rusqlite::ErrorCode::*;

@@ -19,6 +19,7 @@ pub mod input;
 pub mod manifest;
 pub mod secrets;
 pub mod store;
+pub mod sync;
 
 pub use error::Error;
 pub use handset::Handset;

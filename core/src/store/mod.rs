@@ -531,10 +531,81 @@ impl Store {
         }
     }
 
+    /// The parcel, if a code can be checked for it now: it needs one, has no
+    /// outcome yet and is not locked.
+    fn door_for_code(
+        tx: &Connection,
+        parcel_id: &str,
+        now: DateTime<Utc>,
+    ) -> Result<DoorParcel, Error> {
+        let p = Self::door_parcel(tx, parcel_id, now)?;
+        if !p.requires_code {
+            return Err(Error::NoCodeRequired(parcel_id.to_string()));
+        }
+        Self::check_open(&p, parcel_id)?;
+        Ok(p)
+    }
+
     /// The code length the parcel's manifest expects, so input can be parsed
-    /// before any try is counted.
+    /// before any try is counted. Fails if no code can be checked now.
     pub fn code_digits(&self, parcel_id: &str, now: DateTime<Utc>) -> Result<u8, Error> {
-        Ok(Self::door_parcel(&self.conn, parcel_id, now)?.code_digits)
+        Ok(Self::door_for_code(&self.conn, parcel_id, now)?.code_digits)
+    }
+
+    /// Locks a parcel because the server says it is locked (its count is authoritative).
+    pub fn lock_parcel(&mut self, parcel_id: &str, now: DateTime<Utc>) -> Result<(), Error> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let p = Self::door_parcel(&tx, parcel_id, now)?;
+        tx.execute(
+            "INSERT INTO parcel_state (parcel_id, delivery_date, attempt, failed_tries) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(parcel_id, delivery_date, attempt)
+             DO UPDATE SET failed_tries = MAX(failed_tries, excluded.failed_tries)",
+            params![parcel_id, p.delivery_date, p.attempt, p.max_attempts],
+        )?;
+        tx.commit()?;
+        Ok(())
+    }
+
+    /// The server this handset enrolled with.
+    pub fn server_url(&self) -> Result<Option<String>, Error> {
+        self.meta("server_url")
+    }
+
+    pub fn set_server_url(&mut self, url: &str) -> Result<(), Error> {
+        Self::set_meta(&self.conn, "server_url", url)
+    }
+
+    /// The held manifest for a day as an HTTP entity tag, for `If-None-Match`.
+    pub fn etag_for(&self, date: NaiveDate) -> Result<Option<String>, Error> {
+        Ok(self
+            .conn
+            .query_row(
+                "SELECT manifest_id, revision FROM manifests WHERE delivery_date = ?1
+                 ORDER BY revision DESC LIMIT 1",
+                [codes::date_str(date)],
+                |r| {
+                    Ok(format!(
+                        "\"{}:{}\"",
+                        r.get::<_, String>(0)?,
+                        r.get::<_, u64>(1)?
+                    ))
+                },
+            )
+            .optional()?)
+    }
+
+    /// Consecutive failed syncs, for backoff.
+    pub fn sync_failures(&self) -> Result<u32, Error> {
+        Ok(self
+            .meta("sync_failures")?
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0))
+    }
+
+    pub fn set_sync_failures(&mut self, n: u32) -> Result<(), Error> {
+        Self::set_meta(&self.conn, "sync_failures", &n.to_string())
     }
 
     /// Checks `code` against the parcel's offline tag. A wrong try is committed
@@ -550,8 +621,7 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let p = Self::door_parcel(&tx, parcel_id, now)?;
-        Self::check_open(&p, parcel_id)?;
+        let p = Self::door_for_code(&tx, parcel_id, now)?;
         if code.len() != usize::from(p.code_digits) {
             return Err(Error::Input(crate::input::InputError::WrongLength {
                 expected: p.code_digits,
@@ -606,8 +676,7 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let p = Self::door_parcel(&tx, parcel_id, now)?;
-        Self::check_open(&p, parcel_id)?;
+        let p = Self::door_for_code(&tx, parcel_id, now)?;
         let outcome = if accepted {
             let rec = Self::record(
                 &tx,
@@ -681,7 +750,7 @@ impl Store {
                 outcome: o.clone(),
             });
         }
-        let locked = p.failed_tries >= p.max_attempts;
+        let locked = p.requires_code && p.failed_tries >= p.max_attempts;
         if locked != (reason == FailReason::LockedOut) {
             return Err(Error::ReasonNotAllowed {
                 reason: reason.as_str(),
@@ -710,10 +779,7 @@ impl Store {
                 outcome: o.clone(),
             });
         }
-        if !p.requires_code {
-            return Ok(());
-        }
-        if p.failed_tries >= p.max_attempts {
+        if p.requires_code && p.failed_tries >= p.max_attempts {
             return Err(Error::Locked(parcel_id.to_string()));
         }
         Ok(())
