@@ -1,0 +1,1 @@
+//! The storage test suite, generic over any backend.
