@@ -920,7 +920,7 @@ async fn observe(State(app): State<App>, req: Request, next: Next) -> Response {
     let secs = start.elapsed().as_secs_f64();
     let status = resp.status().as_u16();
     app.metrics.request(&method, &route, status, secs);
-    tracing::info!(%method, %route, status, ms = secs * 1000.0, "request");
+    tracing::info!(%method, %route, status, ms = %format_args!("{:.1}", secs * 1000.0), "request");
     resp
 }
 
