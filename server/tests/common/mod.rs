@@ -180,6 +180,26 @@ impl Server {
             .collect()
     }
 
+    /// Wait until the notice outbox has nothing pending.
+    pub async fn wait_outbox_empty(&self) {
+        for _ in 0..200 {
+            let m = self
+                .http
+                .get(format!("{}/metrics", self.url))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if m.contains("doorcode_notice_outbox{state=\"pending\"} 0") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the notice outbox did not drain");
+    }
+
     /// Wait until at least `n` notice files exist.
     pub async fn wait_notices(&self, n: usize) -> Vec<Value> {
         for _ in 0..200 {
