@@ -59,11 +59,13 @@ impl ServerHandle {
         format!("http://{}", self.addr)
     }
 
-    /// Graceful stop: in-flight requests finish, the notice sender stops
-    /// between sends (claimed notices come back after their lease).
+    /// Stop: in-flight requests finish; the notice sender is stopped even
+    /// mid-send, like a crash would (a claimed notice comes back after its
+    /// lease and is sent again, so none is lost).
     pub async fn shutdown(self) {
         let _ = self.shutdown.send(true);
         let _ = self.server.await;
+        self.sender.abort();
         let _ = self.sender.await;
     }
 
