@@ -14,9 +14,12 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::TcpListener;
 
+/// (recipients, DATA) of each accepted mail.
+type Mail = (Vec<String>, String);
+
 #[derive(Clone, Default)]
 struct Sink {
-    mails: Arc<Mutex<Vec<(Vec<String>, String)>>>,
+    mails: Arc<Mutex<Vec<Mail>>>,
     connections: Arc<AtomicUsize>,
 }
 
@@ -67,7 +70,10 @@ async fn smtp_sink(fail_first: usize, hang: bool) -> (u16, Sink) {
                             data.push_str(&l);
                             data.push('\n');
                         }
-                        sink.mails.lock().unwrap().push((std::mem::take(&mut rcpt), data));
+                        sink.mails
+                            .lock()
+                            .unwrap()
+                            .push((std::mem::take(&mut rcpt), data));
                         b"250 queued\r\n"
                     } else if up == "QUIT" {
                         let _ = w.write_all(b"221 bye\r\n").await;
@@ -117,15 +123,35 @@ async fn smtp_delivers_after_a_temporary_failure() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(mails.len(), 1, "one mail after one retry");
-    assert!(sink.connections.load(Ordering::SeqCst) >= 2, "the first try failed");
+    assert!(
+        sink.connections.load(Ordering::SeqCst) >= 2,
+        "the first try failed"
+    );
     let (rcpt, data) = &mails[0];
     assert_eq!(rcpt, &vec!["<jdoe@example.com>".to_string()]);
-    assert!(data.contains("Subject: Your delivery code for parcel P-1001 on 2026-11-23"), "{data}");
+    assert!(
+        data.contains("Subject: Your delivery code for parcel P-1001 on 2026-11-23"),
+        "{data}"
+    );
     assert!(data.contains("857759"), "the vectors' code for P-1001");
     assert!(data.contains("in person") && data.contains("did not order"));
-    let metrics = s.http.get(format!("{}/metrics", s.url)).send().await.unwrap().text().await.unwrap();
-    assert!(metrics.contains("doorcode_notices_total{channel=\"smtp\",result=\"failed\"} 1"), "{metrics}");
-    assert!(metrics.contains("doorcode_notices_total{channel=\"smtp\",result=\"sent\"} 1"), "{metrics}");
+    let metrics = s
+        .http
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("doorcode_notices_total{channel=\"smtp\",result=\"failed\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("doorcode_notices_total{channel=\"smtp\",result=\"sent\"} 1"),
+        "{metrics}"
+    );
     s.handle.shutdown().await;
 }
 
@@ -156,7 +182,10 @@ async fn webhook_posts_json() {
     let got = got.lock().unwrap().clone();
     assert_eq!(got.len(), 1);
     assert_eq!(got[0]["channel"], "webhook");
-    assert_eq!(got[0]["to"], "+49 170 1234567", "SMS gateways get the phone number");
+    assert_eq!(
+        got[0]["to"], "+49 170 1234567",
+        "SMS gateways get the phone number"
+    );
     assert_eq!(got[0]["code"], "857759");
     assert_eq!(got[0]["parcel_id"], "P-1001");
     assert!(got[0]["track_url"].as_str().unwrap().contains("/track/"));
@@ -177,14 +206,21 @@ async fn a_notice_claimed_by_a_dying_server_is_sent_by_the_next() {
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
-    assert_eq!(sink.connections.load(Ordering::SeqCst), 1, "the send is under way");
+    assert_eq!(
+        sink.connections.load(Ordering::SeqCst),
+        1,
+        "the send is under way"
+    );
     s.handle.shutdown().await; // dies mid-send
 
     // Same data dir, file channel; within the lease nothing is resent...
     let mut cfg = config(dir.path(), "2026-11-23T06:00:30Z");
     cfg.notify = Some(format!("file:{}", dir.path().join("notices").display()));
     let h = doorcode_server::start(cfg).await.unwrap();
-    assert!(h.admin_token.is_none(), "the admin token is printed only at first start");
+    assert!(
+        h.admin_token.is_none(),
+        "the admin token is printed only at first start"
+    );
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(!dir.path().join("notices").exists());
     h.shutdown().await;
@@ -194,14 +230,18 @@ async fn a_notice_claimed_by_a_dying_server_is_sent_by_the_next() {
     let h = doorcode_server::start(cfg).await.unwrap();
     let mut files = Vec::new();
     for _ in 0..200 {
-        files = std::fs::read_dir(dir.path().join("notices")).map(|r| r.collect::<Vec<_>>()).unwrap_or_default();
+        files = std::fs::read_dir(dir.path().join("notices"))
+            .map(|r| r.collect::<Vec<_>>())
+            .unwrap_or_default();
         if !files.is_empty() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert_eq!(files.len(), 1);
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(files[0].as_ref().unwrap().path()).unwrap()).unwrap();
+    let v: Value =
+        serde_json::from_str(&std::fs::read_to_string(files[0].as_ref().unwrap().path()).unwrap())
+            .unwrap();
     assert_eq!(v["code"], "857759");
     h.shutdown().await;
 }
