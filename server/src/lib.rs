@@ -98,7 +98,17 @@ pub fn open_storage(cfg: &Config) -> Result<Arc<dyn Storage>, StartError> {
 /// Load keys, open storage, bind, and serve in the background.
 pub async fn start(cfg: Config) -> Result<ServerHandle, StartError> {
     let dir = &cfg.data_dir;
-    std::fs::create_dir_all(dir).map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
+    if !dir.exists() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
+        // Personal data and secrets live here: owner only.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+                .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
+        }
+    }
     let code_key = keys::load_or_create_code_key(dir)?;
     let (admin_hash, admin_token) = keys::load_or_create_admin(dir)?;
     let signer = keys::load_signer(dir)?;

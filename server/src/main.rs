@@ -134,10 +134,27 @@ async fn serve(a: ServeArgs) -> ExitCode {
     }
     say(&format!("doorcode listening on {}", handle.url()));
     tokio::select! {
-        _ = tokio::signal::ctrl_c() => {
+        _ = stop_signal() => {
+            tracing::info!("stopping");
             handle.shutdown().await;
         }
         _ = handle.wait() => {}
     }
     ExitCode::SUCCESS
+}
+
+/// Ctrl-C, or SIGTERM from a service manager.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
 }
