@@ -177,7 +177,7 @@ fn validate_parcel(p: &ParcelIn) -> Result<(), String> {
 }
 
 /// Upsert a batch of parcels; one result per item.
-#[utoipa::path(post, path = "/v1/parcels", tag = "dispatch", request_body = ParcelBatch,
+#[utoipa::path(post, path = "/v1/parcels", tag = "dispatch", security(("bearer" = [])), request_body = ParcelBatch,
     responses((status = 200, body = ParcelResults), (status = 400, body = ErrorBody), (status = 401, body = ErrorBody)))]
 async fn post_parcels(
     State(app): State<App>,
@@ -252,7 +252,7 @@ pub struct ParcelDetail {
 }
 
 /// A parcel's status, day, attempt and history (never its code).
-#[utoipa::path(get, path = "/v1/parcels/{id}", tag = "dispatch",
+#[utoipa::path(get, path = "/v1/parcels/{id}", tag = "dispatch", security(("bearer" = [])),
     params(("id" = String, Path, description = "parcel id")),
     responses((status = 200, body = ParcelDetail), (status = 404, body = ErrorBody)))]
 async fn get_parcel(
@@ -305,7 +305,7 @@ pub struct RouteOut {
 }
 
 /// Create or replace a courier's route for a day: codes, notices, manifests.
-#[utoipa::path(post, path = "/v1/routes", tag = "dispatch", request_body = RouteIn,
+#[utoipa::path(post, path = "/v1/routes", tag = "dispatch", security(("bearer" = [])), request_body = RouteIn,
     responses((status = 200, body = RouteOut), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn post_route(
     State(app): State<App>,
@@ -383,8 +383,22 @@ pub struct EnrollmentOut {
     pub expires_at: DateTime<Utc>,
 }
 
+/// Enrollment codes as typed: case, dashes and spaces do not matter, and the
+/// Crockford look-alikes O, I and L read as 0, 1 and 1.
+fn normalize_enrollment(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_alphanumeric())
+        .map(|c| match c.to_ascii_uppercase() {
+            'O' => '0',
+            'I' | 'L' => '1',
+            c => c,
+        })
+        .take(64)
+        .collect()
+}
+
 /// A one-time enrollment code for a courier's new handset.
-#[utoipa::path(post, path = "/v1/enrollments", tag = "dispatch", request_body = EnrollmentIn,
+#[utoipa::path(post, path = "/v1/enrollments", tag = "dispatch", security(("bearer" = [])), request_body = EnrollmentIn,
     responses((status = 200, body = EnrollmentOut), (status = 422, body = ErrorBody)))]
 async fn post_enrollment(
     State(app): State<App>,
@@ -406,7 +420,12 @@ async fn post_enrollment(
     let now = app.cfg.now();
     let expires_at = now + chrono::Duration::minutes(ENROLLMENT_MINUTES);
     app.storage
-        .create_enrollment(&token_hash(&code), &e.courier_id, expires_at, now)
+        .create_enrollment(
+            &token_hash(&normalize_enrollment(&code)),
+            &e.courier_id,
+            expires_at,
+            now,
+        )
         .await?;
     Ok(Json(EnrollmentOut {
         enrollment_code: code,
@@ -416,7 +435,7 @@ async fn post_enrollment(
 }
 
 /// Void the current code, issue the next attempt and notify the customer.
-#[utoipa::path(post, path = "/v1/parcels/{id}/reissue", tag = "dispatch",
+#[utoipa::path(post, path = "/v1/parcels/{id}/reissue", tag = "dispatch", security(("bearer" = [])),
     params(("id" = String, Path, description = "parcel id")),
     responses((status = 200, body = ParcelDetail), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 async fn post_reissue(
@@ -440,7 +459,7 @@ pub struct CloseOut {
 }
 
 /// End a day: undelivered parcels move to the next working day with a new code.
-#[utoipa::path(post, path = "/v1/days/{date}/close", tag = "dispatch",
+#[utoipa::path(post, path = "/v1/days/{date}/close", tag = "dispatch", security(("bearer" = [])),
     params(("date" = String, Path, description = "YYYY-MM-DD")),
     responses((status = 200, body = CloseOut), (status = 400, body = ErrorBody)))]
 async fn post_close_day(
@@ -473,7 +492,7 @@ pub struct DisputesOut {
 }
 
 /// Disputes and other fraud signals.
-#[utoipa::path(get, path = "/v1/disputes", tag = "dispatch", responses((status = 200, body = DisputesOut)))]
+#[utoipa::path(get, path = "/v1/disputes", tag = "dispatch", security(("bearer" = [])), responses((status = 200, body = DisputesOut)))]
 async fn get_disputes(State(app): State<App>, _d: Dispatch) -> Result<Json<DisputesOut>, ApiError> {
     let (disputes, signals) = app
         .storage
@@ -543,7 +562,7 @@ async fn post_device(
             "device_public_key must be 32 bytes of base64url without padding",
         )
     })?;
-    let code = d.enrollment_code.trim().to_ascii_uppercase();
+    let code = normalize_enrollment(&d.enrollment_code);
     let device_id = format!("d-{}", uuid::Uuid::new_v4());
     let token = new_token().map_err(ApiError::internal)?;
     let new = NewDevice {
@@ -572,7 +591,7 @@ async fn post_device(
 }
 
 /// The device's signed manifest for a day (default: today in the depot's zone).
-#[utoipa::path(get, path = "/v1/manifest", tag = "device",
+#[utoipa::path(get, path = "/v1/manifest", tag = "device", security(("bearer" = [])),
     params(("date" = Option<String>, Query, description = "YYYY-MM-DD")),
     responses((status = 200, description = "the signed envelope {v, kid, body, sig}"), (status = 304, description = "not modified"), (status = 404, body = ErrorBody)))]
 async fn get_manifest(
@@ -661,7 +680,7 @@ pub struct ConfirmationResults {
 }
 
 /// Upload signed confirmations; per-item results, idempotent by confirmation_id.
-#[utoipa::path(post, path = "/v1/confirmations", tag = "device", request_body = ConfirmationBatch,
+#[utoipa::path(post, path = "/v1/confirmations", tag = "device", security(("bearer" = [])), request_body = ConfirmationBatch,
     responses((status = 200, body = ConfirmationResults), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
 async fn post_confirmations(
     State(app): State<App>,
@@ -711,7 +730,7 @@ pub struct VerifyOut {
 }
 
 /// Online code check at the door; counts tries and locks at max_attempts.
-#[utoipa::path(post, path = "/v1/verify", tag = "device", request_body = VerifyIn,
+#[utoipa::path(post, path = "/v1/verify", tag = "device", security(("bearer" = [])), request_body = VerifyIn,
     responses((status = 200, body = VerifyOut), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn post_verify(
     State(app): State<App>,
@@ -871,8 +890,23 @@ async fn metrics(State(app): State<App>) -> Response {
         .into_response()
 }
 
+/// Declares the bearer scheme the dispatch and device endpoints use.
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
+    modifiers(&BearerAuth),
     info(
         title = "doorcode server",
         description = "Delivery codes, signed manifests and confirmation ingest."

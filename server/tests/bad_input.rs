@@ -154,6 +154,16 @@ async fn bad_input_is_4xx_and_changes_nothing() {
         &raw(&s, "POST", "/v1/confirmations", dev, jsn, big.into_bytes()).await,
         413,
     );
+    let mid = format!(
+        "{{\"confirmations\":[\"{}\"]}}",
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let (st, v) = raw(&s, "POST", "/v1/confirmations", dev, jsn, mid.into_bytes()).await;
+    assert_eq!(
+        (st, v["results"][0]["reason"].as_str()),
+        (200, Some("malformed_envelope")),
+        "confirmations take up to 8 MiB"
+    );
     // Malformed JSON, missing content type.
     assert_4xx(
         "syntax",

@@ -150,7 +150,7 @@ impl Server {
         let probe = SigningKey::generate("probe").unwrap();
         let public = probe.public_key().public_b64();
         let (s, dev) = self
-            .post_as("", "/v1/devices", json!({"enrollment_code": e["enrollment_code"], "device_public_key": public, "device_name": "test phone"}))
+            .post_as("", "/v1/devices", json!({"enrollment_code": e["enrollment_code"].as_str().unwrap().to_lowercase().replace('-', " "), "device_public_key": public, "device_name": "test phone"}))
             .await;
         assert_eq!(s, 200, "{dev}");
         let device_id = dev["device_id"].as_str().unwrap().to_string();
