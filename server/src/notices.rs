@@ -234,6 +234,23 @@ async fn handle(
         Ok(c) => c,
         Err(e) => return s.notice_failed(job.notice_id, &e.to_string(), None).await,
     };
+    let reachable = match ch {
+        Channel::File(_) => true,
+        Channel::Smtp { .. } => p.email.is_some(),
+        Channel::Webhook(_) => p.email.is_some() || p.phone.is_some(),
+    };
+    if !reachable {
+        // Retrying cannot help; dispatch sees it in the parcel and the outbox metrics.
+        app.metrics.notice(ch.name(), "failed");
+        tracing::warn!(
+            notice_id = job.notice_id,
+            channel = ch.name(),
+            "recipient has no address for this channel"
+        );
+        return s
+            .notice_failed(job.notice_id, "no address for this channel", None)
+            .await;
+    }
     let track = track_url(&app.public_url, &p.track_token);
     let (subject, body) = render(&p, job.delivery_date, &code, &track);
     let to = p
