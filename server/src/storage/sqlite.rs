@@ -465,9 +465,9 @@ impl SqliteStorage {
     {
         let conn = self.conn.clone();
         tokio::task::spawn_blocking(move || {
-            let mut guard = conn
-                .lock()
-                .map_err(|_| StorageError::Backend("database lock poisoned".into()))?;
+            // A panic inside an earlier operation rolled its transaction back
+            // on unwind, so the connection itself is still good.
+            let mut guard = conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let tx = guard.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let out = f(&tx)?;
             tx.commit()?;
