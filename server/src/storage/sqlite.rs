@@ -467,7 +467,9 @@ impl SqliteStorage {
         tokio::task::spawn_blocking(move || {
             // A panic inside an earlier operation rolled its transaction back
             // on unwind, so the connection itself is still good.
-            let mut guard = conn.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut guard = conn
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
             let tx = guard.transaction_with_behavior(TransactionBehavior::Immediate)?;
             let out = f(&tx)?;
             tx.commit()?;
