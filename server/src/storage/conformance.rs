@@ -486,6 +486,32 @@ pub async fn close_day_moves_undelivered(s: &dyn Storage) {
         vec![("x-2", 2), ("x-3", 2)]
     );
     assert_eq!(s.parcel("x-1").await.unwrap().unwrap().status, "delivered");
+    // The courier's next-day route already uses stop S-1 for another address.
+    s.upsert_parcels(vec![parcel("x-4", true), parcel("x-5", true)], t0())
+        .await
+        .unwrap();
+    s.save_route(route("R-y", "C-y", day(25), &["x-4"]), t0())
+        .await
+        .unwrap();
+    let mut other = route("R-y", "C-y", day(26), &["x-5"]);
+    other.stops[0].address = "99 Other Road".into();
+    s.save_route(other, t0()).await.unwrap();
+    let moved = s.close_day(day(25), day(26), t0()).await.unwrap();
+    assert_eq!(moved.parcel_ids, vec!["x-4".to_string()]);
+    let next = s.route("R-y", day(26)).await.unwrap().unwrap();
+    assert_eq!(next.revision, 2);
+    let stops: Vec<(&str, &str, usize)> = next
+        .stops
+        .iter()
+        .map(|st| (st.stop_id.as_str(), st.address.as_str(), st.parcels.len()))
+        .collect();
+    assert_eq!(
+        stops,
+        vec![
+            ("S-1", "99 Other Road", 1),
+            ("S-1~2026-11-25", "1 Example Street", 1)
+        ]
+    );
     // Closing again moves nothing more from that day.
     assert!(
         s.close_day(day(25), day(26), t0())

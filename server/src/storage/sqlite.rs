@@ -1141,6 +1141,18 @@ impl Storage for SqliteStorage {
                         route_id.clone()
                     }
                 };
+                // The next day's route may already use this stop id for another address.
+                let taken: Option<String> = tx
+                    .query_row(
+                        "SELECT address FROM stops WHERE route_id=?1 AND delivery_date=?2 AND stop_id=?3",
+                        params![target, n, stop_id],
+                        |r| r.get(0),
+                    )
+                    .optional()?;
+                let stop_id = match taken {
+                    Some(a) if a != address => format!("{stop_id}~{date}"),
+                    _ => stop_id,
+                };
                 let max_seq: i64 = tx.query_row(
                     "SELECT COALESCE(MAX(sequence), 0) FROM stops WHERE route_id=?1 AND delivery_date=?2",
                     params![target, n],
