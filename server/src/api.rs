@@ -950,7 +950,16 @@ async fn observe(State(app): State<App>, req: Request, next: Next) -> Response {
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_string())
         .unwrap_or_else(|| "unmatched".into());
-    let resp = next.run(req).await;
+    let mut resp = next.run(req).await;
+    if resp.status() == StatusCode::REQUEST_TIMEOUT {
+        // The timeout layer answers with an empty body; keep the error shape.
+        resp = ApiError::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "timeout",
+            "the request took too long",
+        )
+        .into_response();
+    }
     let secs = start.elapsed().as_secs_f64();
     let status = resp.status().as_u16();
     app.metrics.request(&method, &route, status, secs);
