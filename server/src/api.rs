@@ -315,6 +315,14 @@ async fn post_route(
     let bad = |m: String| ApiError::unprocessable("invalid_route", m);
     check_id(&r.route_id, "route_id").map_err(bad)?;
     check_id(&r.courier_id, "courier_id").map_err(bad)?;
+    let today = app
+        .cfg
+        .now()
+        .with_timezone(&app.cfg.calendar.time_zone)
+        .date_naive();
+    if (r.delivery_date - today).num_days().abs() > 366 {
+        return Err(bad("delivery_date must be within a year of today".into()));
+    }
     if r.stops.len() > doorcode_core::manifest::MAX_STOPS {
         return Err(bad("too many stops".into()));
     }

@@ -200,6 +200,8 @@ async fn bad_input_is_4xx_and_changes_nothing() {
         422,
     );
     assert_4xx("bad date", &s.admin_post("/v1/routes", json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "23.11.2026", "stops": []})).await, 422);
+    assert_4xx("far date", &s.admin_post("/v1/routes", json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "+262142-12-31", "stops": []})).await, 422);
+    assert_4xx("far date", &s.admin_post("/v1/routes", json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "2031-01-01", "stops": []})).await, 422);
     let v = s
         .post_as(
             &a.token,
