@@ -1,0 +1,180 @@
+//! The one error shape every endpoint answers with: `{error, message}`.
+//! Messages never carry a code or a token; extractor rejections are
+//! rewritten into this shape and any run of 6+ digits is masked.
+
+use crate::storage::StorageError;
+use axum::extract::rejection::{JsonRejection, PathRejection};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::StatusCode;
+use axum::http::request::Parts;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use utoipa::ToSchema;
+
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub error: &'static str,
+    pub message: String,
+}
+
+/// The JSON error body.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// A stable machine-readable word, e.g. `invalid_body`.
+    pub error: String,
+    /// What went wrong, for people.
+    pub message: String,
+}
+
+/// Masks digit runs of 6 or more, so a code echoed by a parser never leaves.
+pub fn redact_digits(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut run = String::new();
+    let flush = |run: &mut String, out: &mut String| {
+        if run.len() >= 6 {
+            out.push_str("<digits>");
+        } else {
+            out.push_str(run);
+        }
+        run.clear();
+    };
+    for ch in s.chars() {
+        if ch.is_ascii_digit() {
+            run.push(ch);
+        } else {
+            flush(&mut run, &mut out);
+            out.push(ch);
+        }
+    }
+    flush(&mut run, &mut out);
+    out
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, error: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            error,
+            message: redact_digits(&message.into()),
+        }
+    }
+    pub fn bad_request(error: &'static str, m: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, error, m)
+    }
+    pub fn unprocessable(error: &'static str, m: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNPROCESSABLE_ENTITY, error, m)
+    }
+    pub fn not_found(error: &'static str, m: impl Into<String>) -> Self {
+        Self::new(StatusCode::NOT_FOUND, error, m)
+    }
+    pub fn conflict(error: &'static str, m: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, error, m)
+    }
+    pub fn unauthorized(m: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, "unauthorized", m)
+    }
+    pub fn forbidden(error: &'static str, m: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, error, m)
+    }
+    /// A server fault: the detail goes to the log, not to the client.
+    pub fn internal(detail: impl std::fmt::Display) -> Self {
+        tracing::error!(error = %redact_digits(&detail.to_string()), "internal error");
+        Self::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "internal server error",
+        )
+    }
+}
+
+impl From<StorageError> for ApiError {
+    fn from(e: StorageError) -> Self {
+        match e {
+            StorageError::NotFound(m) => Self::not_found("not_found", m),
+            StorageError::Conflict(m) => Self::conflict("conflict", m),
+            StorageError::Invalid(m) => Self::unprocessable("invalid", m),
+            StorageError::Backend(m) => Self::internal(m),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = ErrorBody {
+            error: self.error.to_string(),
+            message: self.message,
+        };
+        (self.status, axum::Json(body)).into_response()
+    }
+}
+
+/// `axum::Json` with rejections in our error shape (never a 5xx).
+pub struct Body<T>(pub T);
+
+impl<S, T> FromRequest<S> for Body<T>
+where
+    T: DeserializeOwned,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::Json::<T>::from_request(req, state).await {
+            Ok(axum::Json(v)) => Ok(Body(v)),
+            Err(rej) => {
+                let status = rej.status();
+                let error = match &rej {
+                    JsonRejection::JsonDataError(_) => "invalid_body",
+                    JsonRejection::JsonSyntaxError(_) => "malformed_json",
+                    JsonRejection::MissingJsonContentType(_) => "unsupported_media_type",
+                    _ if status == StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
+                    _ => "bad_body",
+                };
+                let status = if status.is_server_error() {
+                    StatusCode::BAD_REQUEST
+                } else {
+                    status
+                };
+                Err(ApiError::new(status, error, rej.body_text()))
+            }
+        }
+    }
+}
+
+/// `axum::extract::Path` with rejections in our error shape.
+pub struct PathArg<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for PathArg<T>
+where
+    T: DeserializeOwned + Send,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(PathArg(v)),
+            Err(rej) => {
+                let status = match &rej {
+                    PathRejection::FailedToDeserializePathParams(_) => StatusCode::BAD_REQUEST,
+                    _ => StatusCode::BAD_REQUEST,
+                };
+                Err(ApiError::new(status, "bad_path", rej.body_text()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn digits_are_masked() {
+        assert_eq!(
+            super::redact_digits("got 857759 here 12345"),
+            "got <digits> here 12345"
+        );
+        assert_eq!(super::redact_digits("12345678"), "<digits>");
+    }
+}

@@ -1,0 +1,233 @@
+//! Secrets in the data dir: the code key, the admin token's hash, the manifest
+//! signing key and the retired public keys that stay published after rotation.
+//!
+//! Layout:
+//! - `code-key`: 64 hex + optional newline (DESIGN.md). Generated if missing,
+//!   never replaced if malformed.
+//! - `admin-token.sha256`: hex SHA-256 of the dispatch bearer token.
+//! - `signing-key`: `<kid>\n<seed hex>\n`, mode 0600.
+//! - `keys/<kid>.pub`: base64url public keys of retired signing keys.
+
+use doorcode_core::codes::CodeKey;
+use doorcode_core::envelope::{SigningKey, VerifyingKey};
+use doorcode_core::secrets::write_private_file;
+use ring::rand::SecureRandom as _;
+use std::path::{Path, PathBuf};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("{path}: {msg}")]
+    File { path: PathBuf, msg: String },
+    #[error("the system random generator failed")]
+    Random,
+}
+
+fn file_err(path: &Path, e: impl std::fmt::Display) -> KeyError {
+    KeyError::File {
+        path: path.to_path_buf(),
+        msg: e.to_string(),
+    }
+}
+
+/// `n` bytes from the OS CSPRNG.
+pub fn random_bytes<const N: usize>() -> Result<[u8; N], KeyError> {
+    let mut b = [0u8; N];
+    ring::rand::SystemRandom::new()
+        .fill(&mut b)
+        .map_err(|_| KeyError::Random)?;
+    Ok(b)
+}
+
+/// A 256-bit random token, base64url: admin, device and track tokens.
+pub fn new_token() -> Result<String, KeyError> {
+    Ok(doorcode_core::b64::encode(&random_bytes::<32>()?))
+}
+
+/// Hex SHA-256, how bearer tokens and enrollment codes are stored.
+pub fn token_hash(token: &str) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, token.as_bytes());
+    doorcode_core::hex::encode(d.as_ref())
+}
+
+fn read_opt(path: &Path) -> Result<Option<String>, KeyError> {
+    match std::fs::read_to_string(path) {
+        Ok(s) => Ok(Some(s)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(file_err(path, e)),
+    }
+}
+
+/// Load `<data-dir>/code-key`, creating it if missing. A malformed file is an error.
+pub fn load_or_create_code_key(data_dir: &Path) -> Result<CodeKey, KeyError> {
+    let path = data_dir.join("code-key");
+    match read_opt(&path)? {
+        Some(text) => CodeKey::from_file_text(&text).map_err(|e| {
+            file_err(
+                &path,
+                format!("{e}; refusing to start (the key is never replaced automatically)"),
+            )
+        }),
+        None => {
+            let key = CodeKey::generate().map_err(|_| KeyError::Random)?;
+            write_private_file(&path, key.to_file_text().as_bytes())
+                .map_err(|e| file_err(&path, e))?;
+            Ok(key)
+        }
+    }
+}
+
+/// The admin token's hash; on first start a token is created and returned once.
+pub fn load_or_create_admin(data_dir: &Path) -> Result<(String, Option<String>), KeyError> {
+    let path = data_dir.join("admin-token.sha256");
+    if let Some(text) = read_opt(&path)? {
+        let h = text.trim().to_string();
+        if h.len() != 64 || doorcode_core::hex::decode(&h).is_none() {
+            return Err(file_err(
+                &path,
+                "not a hex SHA-256; delete it to create a new admin token",
+            ));
+        }
+        return Ok((h, None));
+    }
+    let token = new_token()?;
+    let h = token_hash(&token);
+    write_private_file(&path, format!("{h}\n").as_bytes()).map_err(|e| file_err(&path, e))?;
+    Ok((h, Some(token)))
+}
+
+/// The manifest signer: the current key plus every public key still published.
+pub struct Signer {
+    pub current: SigningKey,
+    pub published: Vec<VerifyingKey>,
+}
+
+fn new_kid() -> Result<String, KeyError> {
+    Ok(format!(
+        "k-{}",
+        doorcode_core::hex::encode(&random_bytes::<6>()?)
+    ))
+}
+
+fn write_signing_key(path: &Path, key: &SigningKey) -> Result<(), KeyError> {
+    let text = format!(
+        "{}\n{}\n",
+        key.kid(),
+        doorcode_core::hex::encode(key.seed())
+    );
+    write_private_file(path, text.as_bytes()).map_err(|e| file_err(path, e))
+}
+
+fn read_signing_key(path: &Path) -> Result<Option<SigningKey>, KeyError> {
+    let Some(text) = read_opt(path)? else {
+        return Ok(None);
+    };
+    let mut lines = text.lines();
+    let (Some(kid), Some(seed)) = (lines.next(), lines.next()) else {
+        return Err(file_err(path, "expected a key id line and a seed hex line"));
+    };
+    let seed: [u8; 32] = doorcode_core::hex::decode(seed.trim())
+        .and_then(|v| v.try_into().ok())
+        .ok_or_else(|| file_err(path, "the seed is not 64 hex characters"))?;
+    SigningKey::from_seed(kid.trim(), seed)
+        .map(Some)
+        .map_err(|e| file_err(path, e))
+}
+
+/// Load the signing key (creating one if missing) and the retired public keys.
+pub fn load_signer(data_dir: &Path) -> Result<Signer, KeyError> {
+    let path = data_dir.join("signing-key");
+    let current = match read_signing_key(&path)? {
+        Some(k) => k,
+        None => {
+            let k = SigningKey::generate(new_kid()?).map_err(|e| file_err(&path, e))?;
+            write_signing_key(&path, &k)?;
+            k
+        }
+    };
+    let mut published = vec![current.public_key()];
+    let dir = data_dir.join("keys");
+    if let Ok(entries) = std::fs::read_dir(&dir) {
+        let mut paths: Vec<PathBuf> = entries.filter_map(|e| e.ok().map(|e| e.path())).collect();
+        paths.sort();
+        for p in paths {
+            let Some(kid) = p
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.strip_suffix(".pub"))
+            else {
+                continue;
+            };
+            if kid == current.kid() {
+                continue;
+            }
+            let text = std::fs::read_to_string(&p).map_err(|e| file_err(&p, e))?;
+            let vk = VerifyingKey::from_b64(kid, text.trim()).map_err(|e| file_err(&p, e))?;
+            published.push(vk);
+        }
+    }
+    Ok(Signer { current, published })
+}
+
+/// Retire the current signing key (its public key stays published under
+/// `keys/`) and make a new one. Returns (old kid, new kid).
+pub fn rotate_signing_key(data_dir: &Path) -> Result<(String, String), KeyError> {
+    let signer = load_signer(data_dir)?;
+    let old = signer.current;
+    let dir = data_dir.join("keys");
+    std::fs::create_dir_all(&dir).map_err(|e| file_err(&dir, e))?;
+    let pub_path = dir.join(format!("{}.pub", old.kid()));
+    std::fs::write(&pub_path, format!("{}\n", old.public_key().public_b64()))
+        .map_err(|e| file_err(&pub_path, e))?;
+    let new = SigningKey::generate(new_kid()?).map_err(|e| file_err(&pub_path, e))?;
+    write_signing_key(&data_dir.join("signing-key"), &new)?;
+    Ok((old.kid().to_string(), new.kid().to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn code_key_created_then_kept_and_malformed_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let k1 = load_or_create_code_key(dir.path()).unwrap();
+        let k2 = load_or_create_code_key(dir.path()).unwrap();
+        assert_eq!(k1.to_file_text(), k2.to_file_text());
+        std::fs::write(dir.path().join("code-key"), "nope\n").unwrap();
+        let err = load_or_create_code_key(dir.path()).unwrap_err().to_string();
+        assert!(err.contains("code-key"), "{err}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("code-key")).unwrap(),
+            "nope\n"
+        );
+    }
+
+    #[test]
+    fn admin_token_printed_once_stored_hashed() {
+        let dir = tempfile::tempdir().unwrap();
+        let (h, tok) = load_or_create_admin(dir.path()).unwrap();
+        let tok = tok.unwrap();
+        assert_eq!(token_hash(&tok), h);
+        let stored = std::fs::read_to_string(dir.path().join("admin-token.sha256")).unwrap();
+        assert!(!stored.contains(&tok));
+        let (h2, again) = load_or_create_admin(dir.path()).unwrap();
+        assert_eq!(h2, h);
+        assert!(again.is_none());
+    }
+
+    #[test]
+    fn rotation_keeps_old_key_published() {
+        let dir = tempfile::tempdir().unwrap();
+        let s1 = load_signer(dir.path()).unwrap();
+        let (old, new) = rotate_signing_key(dir.path()).unwrap();
+        assert_eq!(old, s1.current.kid());
+        let s2 = load_signer(dir.path()).unwrap();
+        assert_eq!(s2.current.kid(), new);
+        assert!(
+            s2.published
+                .iter()
+                .any(|k| k.kid == old && k.public == s1.current.public_key().public)
+        );
+        assert_eq!(s2.published.len(), 2);
+    }
+}

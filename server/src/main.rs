@@ -1,0 +1,160 @@
+//! The `doorcode` binary: `serve` now; `demo` and `handset` join later.
+
+use chrono::NaiveDate;
+use clap::{Parser, Subcommand};
+use doorcode_server::config::{Calendar, CodePolicy, Config};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(
+    name = "doorcode",
+    version,
+    about = "doorcode: parcels handed over only against a one-time delivery code"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the depot server.
+    Serve(ServeArgs),
+    /// Retire the manifest signing key (its public key stays published) and make a new one.
+    RotateKey {
+        #[arg(long, default_value = "doorcode-data")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Data directory: code key, tokens, signing keys, SQLite database, notices.
+    #[arg(long, default_value = "doorcode-data", env = "DOORCODE_DATA_DIR")]
+    data_dir: PathBuf,
+    #[arg(long, default_value = "127.0.0.1:8080", env = "DOORCODE_LISTEN")]
+    listen: SocketAddr,
+    /// `sqlite:PATH` (default `<data-dir>/doorcode.db`).
+    #[arg(long, env = "DOORCODE_DATABASE")]
+    database: Option<String>,
+    /// `file:DIR` (default `file:<data-dir>/notices`), `smtp://HOST:PORT` or `webhook:URL`.
+    #[arg(long, env = "DOORCODE_NOTIFY")]
+    notify: Option<String>,
+    /// Public base URL for tracking links (default `http://<listen>`).
+    #[arg(long, env = "DOORCODE_PUBLIC_URL")]
+    public_url: Option<String>,
+    /// The depot's IANA time zone; delivery dates are local days there.
+    #[arg(long, default_value = "UTC", env = "DOORCODE_TIME_ZONE")]
+    time_zone: chrono_tz::Tz,
+    /// Parcels worth at least this much need a code, unless `requires_code` says otherwise.
+    #[arg(long, default_value_t = 50.0)]
+    value_threshold: f64,
+    /// Working days, e.g. `mon-sat` or `mon,tue,thu`.
+    #[arg(long, default_value = "mon-sat")]
+    working_days: String,
+    /// Holidays, comma-separated `YYYY-MM-DD`.
+    #[arg(long, value_delimiter = ',')]
+    holidays: Vec<NaiveDate>,
+    /// Wrong tries before a parcel locks.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..=100))]
+    max_attempts: u32,
+    /// Bits of the offline tag in manifests.
+    #[arg(long, default_value_t = 12, value_parser = clap::value_parser!(u8).range(1..=32))]
+    tag_bits: u8,
+    /// Digits per code.
+    #[arg(long, default_value_t = 6, value_parser = clap::value_parser!(u8).range(6..=8))]
+    code_digits: u8,
+    /// Log JSON lines instead of text.
+    #[arg(long)]
+    json_logs: bool,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    match Cli::parse().command {
+        Command::Serve(a) => serve(a).await,
+        Command::RotateKey { data_dir } => {
+            match doorcode_server::keys::rotate_signing_key(&data_dir) {
+                Ok((old, new)) => {
+                    say(&format!(
+                        "signing key rotated: {old} retired (still published), {new} current; restart the server"
+                    ));
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(&e.to_string()),
+            }
+        }
+    }
+}
+
+#[allow(clippy::print_stdout)]
+fn say(s: &str) {
+    println!("{s}");
+}
+
+fn fail(s: &str) -> ExitCode {
+    eprintln!("doorcode: {s}");
+    ExitCode::FAILURE
+}
+
+async fn serve(a: ServeArgs) -> ExitCode {
+    doorcode_server::init_tracing(a.json_logs);
+    let working_days = match Calendar::parse_working_days(&a.working_days) {
+        Ok(w) => w,
+        Err(e) => return fail(&e),
+    };
+    if !a.value_threshold.is_finite() {
+        return fail("--value-threshold must be a number");
+    }
+    let mut cfg = Config::new(a.data_dir, a.listen);
+    cfg.database = a.database;
+    cfg.notify = a.notify;
+    cfg.public_url = a.public_url;
+    cfg.policy = CodePolicy {
+        value_threshold: a.value_threshold,
+    };
+    cfg.calendar = Calendar {
+        time_zone: a.time_zone,
+        working_days,
+        holidays: a.holidays,
+    };
+    cfg.max_attempts = a.max_attempts;
+    cfg.tag_bits = a.tag_bits;
+    cfg.code_digits = a.code_digits;
+    let mut handle = match doorcode_server::start(cfg).await {
+        Ok(h) => h,
+        Err(e) => return fail(&e.to_string()),
+    };
+    if let Some(t) = &handle.admin_token {
+        say(&format!(
+            "dispatch admin token (shown once, stored hashed): {t}"
+        ));
+    }
+    say(&format!("doorcode listening on {}", handle.url()));
+    tokio::select! {
+        _ = stop_signal() => {
+            tracing::info!("stopping");
+            handle.shutdown().await;
+        }
+        _ = handle.wait() => {}
+    }
+    ExitCode::SUCCESS
+}
+
+/// Ctrl-C, or SIGTERM from a service manager.
+async fn stop_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

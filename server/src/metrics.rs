@@ -1,0 +1,171 @@
+//! A small Prometheus text-format registry. Labels are route templates and
+//! fixed words only: never a code, a token or a parcel id.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+const BUCKETS: [f64; 10] = [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
+
+#[derive(Default)]
+struct Histogram {
+    counts: [u64; BUCKETS.len()],
+    sum: f64,
+    count: u64,
+}
+
+#[derive(Default)]
+pub struct Metrics {
+    requests: Mutex<BTreeMap<(String, String, u16), u64>>,
+    latency: Mutex<BTreeMap<(String, String), Histogram>>,
+    pub manifest_builds: AtomicU64,
+    notices: Mutex<BTreeMap<(String, &'static str), u64>>,
+    confirmations: Mutex<BTreeMap<&'static str, u64>>,
+    verifies: Mutex<BTreeMap<&'static str, u64>>,
+}
+
+impl Metrics {
+    pub fn request(&self, method: &str, route: &str, status: u16, secs: f64) {
+        if let Ok(mut m) = self.requests.lock() {
+            *m.entry((method.to_string(), route.to_string(), status))
+                .or_default() += 1;
+        }
+        if let Ok(mut m) = self.latency.lock() {
+            let h = m
+                .entry((method.to_string(), route.to_string()))
+                .or_default();
+            for (i, b) in BUCKETS.iter().enumerate() {
+                if secs <= *b {
+                    h.counts[i] += 1;
+                }
+            }
+            h.sum += secs;
+            h.count += 1;
+        }
+    }
+
+    pub fn manifest_built(&self) {
+        self.manifest_builds.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// `result` is `sent` or `failed`.
+    pub fn notice(&self, channel: &str, result: &'static str) {
+        if let Ok(mut m) = self.notices.lock() {
+            *m.entry((channel.to_string(), result)).or_default() += 1;
+        }
+    }
+
+    /// `status` is accepted, duplicate, rejected or disputed.
+    pub fn confirmation(&self, status: &'static str) {
+        if let Ok(mut m) = self.confirmations.lock() {
+            *m.entry(status).or_default() += 1;
+        }
+    }
+
+    pub fn verify(&self, result: &'static str) {
+        if let Ok(mut m) = self.verifies.lock() {
+            *m.entry(result).or_default() += 1;
+        }
+    }
+
+    /// Render in the Prometheus text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "# HELP doorcode_http_requests_total HTTP requests by route template and status."
+        );
+        let _ = writeln!(out, "# TYPE doorcode_http_requests_total counter");
+        if let Ok(m) = self.requests.lock() {
+            for ((method, route, status), n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "doorcode_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{status}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP doorcode_http_request_duration_seconds HTTP request latency."
+        );
+        let _ = writeln!(
+            out,
+            "# TYPE doorcode_http_request_duration_seconds histogram"
+        );
+        if let Ok(m) = self.latency.lock() {
+            for ((method, route), h) in m.iter() {
+                let l = format!("method=\"{method}\",route=\"{route}\"");
+                for (i, b) in BUCKETS.iter().enumerate() {
+                    let _ = writeln!(
+                        out,
+                        "doorcode_http_request_duration_seconds_bucket{{{l},le=\"{b}\"}} {}",
+                        h.counts[i]
+                    );
+                }
+                let _ = writeln!(
+                    out,
+                    "doorcode_http_request_duration_seconds_bucket{{{l},le=\"+Inf\"}} {}",
+                    h.count
+                );
+                let _ = writeln!(
+                    out,
+                    "doorcode_http_request_duration_seconds_sum{{{l}}} {}",
+                    h.sum
+                );
+                let _ = writeln!(
+                    out,
+                    "doorcode_http_request_duration_seconds_count{{{l}}} {}",
+                    h.count
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP doorcode_manifest_builds_total Manifests built and signed."
+        );
+        let _ = writeln!(out, "# TYPE doorcode_manifest_builds_total counter");
+        let _ = writeln!(
+            out,
+            "doorcode_manifest_builds_total {}",
+            self.manifest_builds.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP doorcode_notices_total Notices sent or failed, by channel."
+        );
+        let _ = writeln!(out, "# TYPE doorcode_notices_total counter");
+        if let Ok(m) = self.notices.lock() {
+            for ((channel, result), n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "doorcode_notices_total{{channel=\"{channel}\",result=\"{result}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP doorcode_confirmations_total Confirmations by ingest status."
+        );
+        let _ = writeln!(out, "# TYPE doorcode_confirmations_total counter");
+        if let Ok(m) = self.confirmations.lock() {
+            for (status, n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "doorcode_confirmations_total{{status=\"{status}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP doorcode_verify_total Online code checks by result."
+        );
+        let _ = writeln!(out, "# TYPE doorcode_verify_total counter");
+        if let Ok(m) = self.verifies.lock() {
+            for (result, n) in m.iter() {
+                let _ = writeln!(out, "doorcode_verify_total{{result=\"{result}\"}} {n}");
+            }
+        }
+        out
+    }
+}

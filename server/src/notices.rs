@@ -1,0 +1,384 @@
+//! Customer notices: the text, the channels and the background sender that
+//! drains the outbox. Delivery is at-least-once: a notice is claimed with a
+//! lease, sent, then marked sent; a crash between send and mark resends it.
+//! The code is derived at send time, so the outbox never stores it.
+
+use crate::app::App;
+use crate::storage::{NoticeJob, ParcelContact};
+use chrono::{DateTime, NaiveDate, Utc};
+use doorcode_core::codes::Code;
+use serde::Serialize;
+use std::path::PathBuf;
+use std::time::Duration;
+
+const LEASE_SECS: i64 = 60;
+const MAX_TRIES: u32 = 8;
+const BATCH: u32 = 50;
+
+/// Where notices go.
+#[derive(Debug, Clone)]
+pub enum Channel {
+    /// One JSON file per message in a directory.
+    File(PathBuf),
+    /// Plain SMTP relay (no TLS: run it on loopback or a trusted network).
+    Smtp {
+        host: String,
+        port: u16,
+        from: String,
+    },
+    /// JSON POST, e.g. to an SMS gateway.
+    Webhook(String),
+}
+
+impl Channel {
+    /// Parse `file:DIR`, `smtp://host[:port]` or `webhook:URL`.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        if let Some(dir) = s.strip_prefix("file:") {
+            if dir.is_empty() {
+                return Err("file: needs a directory".into());
+            }
+            return Ok(Channel::File(PathBuf::from(dir)));
+        }
+        if let Some(rest) = s.strip_prefix("smtp://") {
+            let rest = rest.trim_end_matches('/');
+            let (host, port) = match rest.rsplit_once(':') {
+                Some((h, p)) => (
+                    h,
+                    p.parse::<u16>()
+                        .map_err(|_| format!("bad SMTP port in {s:?}"))?,
+                ),
+                None => (rest, 25),
+            };
+            if host.is_empty() {
+                return Err("smtp:// needs a host".into());
+            }
+            return Ok(Channel::Smtp {
+                host: host.to_string(),
+                port,
+                from: "doorcode <no-reply@doorcode.invalid>".into(),
+            });
+        }
+        if let Some(url) = s.strip_prefix("webhook:") {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err("webhook: needs an http:// or https:// URL".into());
+            }
+            return Ok(Channel::Webhook(url.to_string()));
+        }
+        Err(format!(
+            "unknown notice channel {s:?}; use file:DIR, smtp://HOST:PORT or webhook:URL"
+        ))
+    }
+
+    pub fn name(&self) -> &'static str {
+        match self {
+            Channel::File(_) => "file",
+            Channel::Smtp { .. } => "smtp",
+            Channel::Webhook(_) => "webhook",
+        }
+    }
+}
+
+/// One rendered message, as the file and webhook channels write it.
+#[derive(Debug, Serialize)]
+pub struct Message {
+    pub channel: String,
+    pub to: String,
+    pub subject: String,
+    pub body: String,
+    pub parcel_id: String,
+    pub code: String,
+    pub track_url: String,
+}
+
+pub fn track_url(base: &str, token: &str) -> String {
+    format!("{}/track/{token}", base.trim_end_matches('/'))
+}
+
+/// The notice text: the parcel and its day, the code for this parcel only,
+/// share only in person at the door, valid for that day, and what to do if
+/// nothing was ordered.
+pub fn render(p: &ParcelContact, date: NaiveDate, code: &Code, track: &str) -> (String, String) {
+    let day = date.format("%A %-d %B %Y");
+    let subject = format!("Your delivery code for parcel {} on {date}", p.parcel_id);
+    let body = format!(
+        "Hello {name},\n\n\
+         Your parcel {pid} is due to be delivered on {day} ({date}).\n\n\
+         Your delivery code: {code}\n\n\
+         - This code is for handing over parcel {pid} only.\n\
+         - Share it only in person, with the courier at your door. Never give it out by phone, \
+         by text message or through a link, whoever asks. We will never ask you for it.\n\
+         - It is valid on {date} only. If the delivery moves to another day, you get a new code.\n\
+         - If you did not order anything, do not share this code with anyone. Ignore this message \
+         and tell the sender, or contact us through the tracking page.\n\n\
+         Track your parcel: {track}\n",
+        name = p.recipient_name,
+        pid = p.parcel_id,
+        code = code.expose(),
+    );
+    (subject, body)
+}
+
+fn safe_file_part(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(64)
+        .collect()
+}
+
+/// Send one message; errors are short and never contain the code.
+async fn send(
+    app: &App,
+    ch: &Channel,
+    notice_id: i64,
+    to_email: Option<&str>,
+    to_phone: Option<&str>,
+    msg: Message,
+) -> Result<(), String> {
+    match ch {
+        Channel::File(dir) => {
+            let dir = dir.clone();
+            let name = format!("{notice_id:08}-{}.json", safe_file_part(&msg.parcel_id));
+            let json = serde_json::to_vec_pretty(&msg).map_err(|e| e.to_string())?;
+            tokio::task::spawn_blocking(move || -> Result<(), String> {
+                std::fs::create_dir_all(&dir)
+                    .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+                doorcode_core::secrets::write_private_file(&dir.join(name), &json)
+                    .map_err(|e| format!("cannot write notice file: {e}"))
+            })
+            .await
+            .map_err(|e| e.to_string())?
+        }
+        Channel::Smtp { host, port, from } => {
+            use lettre::{AsyncSmtpTransport, AsyncTransport, Message as Mail, Tokio1Executor};
+            let to = to_email.ok_or("the recipient has no email address")?;
+            let mail = Mail::builder()
+                .from(from.parse().map_err(|_| "bad sender address".to_string())?)
+                .to(to
+                    .parse()
+                    .map_err(|_| "the recipient's email address is invalid".to_string())?)
+                .subject(msg.subject)
+                .header(lettre::message::header::ContentType::TEXT_PLAIN)
+                .body(msg.body)
+                .map_err(|e| format!("cannot build the email: {e}"))?;
+            let mailer = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(host.as_str())
+                .port(*port)
+                .timeout(Some(Duration::from_secs(20)))
+                .build();
+            mailer
+                .send(mail)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("SMTP: {e}"))
+        }
+        Channel::Webhook(url) => {
+            let to = to_phone
+                .or(to_email)
+                .ok_or("the recipient has no phone or email")?;
+            let msg = Message {
+                to: to.to_string(),
+                ..msg
+            };
+            let resp = app
+                .http
+                .post(url)
+                .json(&msg)
+                .send()
+                .await
+                .map_err(|e| format!("webhook: {}", e.without_url()))?;
+            if resp.status().is_success() {
+                Ok(())
+            } else {
+                Err(format!("webhook answered {}", resp.status()))
+            }
+        }
+    }
+}
+
+fn backoff(tries: u32) -> chrono::Duration {
+    let secs = 2i64.saturating_pow(tries.min(10)).min(600);
+    chrono::Duration::seconds(secs)
+}
+
+async fn handle(
+    app: &App,
+    ch: &Channel,
+    job: NoticeJob,
+    now: DateTime<Utc>,
+) -> Result<(), crate::storage::StorageError> {
+    let s = &app.storage;
+    let Some(p) = s.parcel_contact(&job.parcel_id).await? else {
+        return s
+            .notice_failed(job.notice_id, "parcel no longer exists", None)
+            .await;
+    };
+    if p.delivery_date != Some(job.delivery_date)
+        || p.attempt != job.attempt
+        || p.status == "delivered"
+    {
+        // Superseded by a newer attempt (which has its own notice) or done.
+        return s.notice_failed(job.notice_id, "superseded", None).await;
+    }
+    let code = match doorcode_core::codes::derive_code(
+        &app.code_key,
+        &p.parcel_id,
+        job.delivery_date,
+        job.attempt,
+        app.cfg.code_digits,
+    ) {
+        Ok(c) => c,
+        Err(e) => return s.notice_failed(job.notice_id, &e.to_string(), None).await,
+    };
+    let reachable = match ch {
+        Channel::File(_) => true,
+        Channel::Smtp { .. } => p.email.is_some(),
+        Channel::Webhook(_) => p.email.is_some() || p.phone.is_some(),
+    };
+    if !reachable {
+        // Retrying cannot help; dispatch sees it in the parcel and the outbox metrics.
+        app.metrics.notice(ch.name(), "failed");
+        tracing::warn!(
+            notice_id = job.notice_id,
+            channel = ch.name(),
+            "recipient has no address for this channel"
+        );
+        return s
+            .notice_failed(job.notice_id, "no address for this channel", None)
+            .await;
+    }
+    let track = track_url(&app.public_url, &p.track_token);
+    let (subject, body) = render(&p, job.delivery_date, &code, &track);
+    let to = p
+        .email
+        .clone()
+        .or_else(|| p.phone.clone())
+        .unwrap_or_default();
+    let msg = Message {
+        channel: ch.name().to_string(),
+        to,
+        subject,
+        body,
+        parcel_id: p.parcel_id.clone(),
+        code: code.expose().to_string(),
+        track_url: track,
+    };
+    match send(
+        app,
+        ch,
+        job.notice_id,
+        p.email.as_deref(),
+        p.phone.as_deref(),
+        msg,
+    )
+    .await
+    {
+        Ok(()) => {
+            app.metrics.notice(ch.name(), "sent");
+            tracing::info!(
+                notice_id = job.notice_id,
+                channel = ch.name(),
+                "notice sent"
+            );
+            s.notice_sent(job.notice_id, now).await
+        }
+        Err(e) => {
+            app.metrics.notice(ch.name(), "failed");
+            let tries = job.tries + 1;
+            let retry = (tries < MAX_TRIES).then(|| now + backoff(tries));
+            tracing::warn!(notice_id = job.notice_id, channel = ch.name(), tries, error = %e, "notice send failed");
+            s.notice_failed(job.notice_id, &e, retry).await
+        }
+    }
+}
+
+/// Drain due notices once; returns how many were attempted.
+pub async fn drain_once(app: &App) -> Result<usize, crate::storage::StorageError> {
+    let now = app.cfg.now();
+    let jobs = app.storage.claim_notices(now, LEASE_SECS, BATCH).await?;
+    let n = jobs.len();
+    for job in jobs {
+        handle(app, &app.channel, job, app.cfg.now()).await?;
+    }
+    Ok(n)
+}
+
+/// The background sender: wakes on new notices or every poll interval.
+pub async fn run_sender(app: App, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        match drain_once(&app).await {
+            Ok(n) if n > 0 => continue,
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "notice outbox"),
+        }
+        tokio::select! {
+            _ = app.notice_wake.notified() => {}
+            _ = tokio::time::sleep(app.cfg.notice_poll) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channel_parsing() {
+        assert!(matches!(
+            Channel::parse("file:/tmp/x"),
+            Ok(Channel::File(_))
+        ));
+        assert!(matches!(
+            Channel::parse("smtp://127.0.0.1:2525"),
+            Ok(Channel::Smtp { port: 2525, .. })
+        ));
+        assert!(matches!(
+            Channel::parse("smtp://mail"),
+            Ok(Channel::Smtp { port: 25, .. })
+        ));
+        assert!(matches!(
+            Channel::parse("webhook:https://sms.example/send"),
+            Ok(Channel::Webhook(_))
+        ));
+        assert!(Channel::parse("smtp://h:x").is_err());
+        assert!(Channel::parse("webhook:ftp://x").is_err());
+        assert!(Channel::parse("carrier-pigeon").is_err());
+    }
+
+    #[test]
+    fn text_says_everything() {
+        let p = ParcelContact {
+            parcel_id: "P-1".into(),
+            recipient_name: "J. Doe".into(),
+            email: None,
+            phone: None,
+            requires_code: true,
+            status: "scheduled".into(),
+            delivery_date: None,
+            attempt: 1,
+            track_token: "t".into(),
+        };
+        let d = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
+        let (s, b) = render(&p, d, &Code::new("123456").unwrap(), "http://x/track/t");
+        assert!(s.contains("P-1") && s.contains("2026-11-23"));
+        for needle in [
+            "123456",
+            "parcel P-1 only",
+            "in person",
+            "at your door",
+            "phone",
+            "text message",
+            "link",
+            "valid on 2026-11-23 only",
+            "did not order",
+            "Monday",
+        ] {
+            assert!(b.contains(needle), "missing {needle:?} in\n{b}");
+        }
+    }
+}

@@ -1,0 +1,390 @@
+//! Bad input over real HTTP: oversized bodies, wrong types, unknown fields,
+//! bad base64, forged signatures, replayed envelopes, unknown parcels, bad
+//! auth. Each gets a 4xx (or, inside a confirmation batch, a per-item
+//! permanent rejection) with a JSON `{error, message}`, and the database is
+//! byte-for-byte the same afterwards.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use serde_json::{Value, json};
+
+/// Every row of every table, as text: the stored state.
+fn snapshot(dir: &std::path::Path) -> String {
+    let conn = rusqlite::Connection::open(dir.join("doorcode.db")).unwrap();
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type='table' ORDER BY name")
+        .unwrap()
+        .query_map([], |r| r.get(0))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    let mut out = String::new();
+    for t in tables {
+        let mut st = conn.prepare(&format!("SELECT * FROM {t}")).unwrap();
+        let n = st.column_count();
+        let rows = st
+            .query_map([], |r| {
+                Ok((0..n)
+                    .map(|i| match r.get_ref(i).unwrap() {
+                        rusqlite::types::ValueRef::Text(t) => {
+                            String::from_utf8_lossy(t).into_owned()
+                        }
+                        v => format!("{v:?}"),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("|"))
+            })
+            .unwrap();
+        for row in rows {
+            out.push_str(&format!("{t}: {}\n", row.unwrap()));
+        }
+    }
+    out
+}
+
+async fn raw(
+    s: &Server,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    ctype: Option<&str>,
+    body: Vec<u8>,
+) -> (u16, Value) {
+    let mut req = s
+        .http
+        .request(method.parse().unwrap(), format!("{}{path}", s.url))
+        .body(body);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    if let Some(c) = ctype {
+        req = req.header("content-type", c);
+    }
+    let r = req.send().await.unwrap();
+    let st = r.status().as_u16();
+    let text = r.text().await.unwrap();
+    (
+        st,
+        serde_json::from_str(&text).unwrap_or(Value::String(text)),
+    )
+}
+
+fn assert_4xx(what: &str, (st, v): &(u16, Value), want: u16) {
+    assert_eq!(*st, want, "{what}: {v}");
+    assert!(
+        v["error"].is_string() && v["message"].is_string(),
+        "{what}: error shape {v}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_4xx_and_changes_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), "2026-11-23T06:00:00Z")).await;
+    let key = vector_key();
+    let (st, _) = s
+        .admin_post("/v1/parcels", json!({"parcels": [{"parcel_id": "P-1001", "recipient": {"name": "J. Doe", "email": "j@example.com"},
+            "address": "1 Example Street", "value": 99.5, "currency": "EUR"}]}))
+        .await;
+    assert_eq!(st, 200);
+    let (st, _) = s
+        .admin_post(
+            "/v1/routes",
+            json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "2026-11-23",
+        "stops": [{"stop_id": "S-1", "address": "1 Example Street", "parcel_ids": ["P-1001"]}]}),
+        )
+        .await;
+    assert_eq!(st, 200);
+    let mut a = s.enroll("C-42").await;
+    let keys = s.server_keys().await;
+    let r = s
+        .http
+        .get(format!("{}/v1/manifest?date=2026-11-23", s.url))
+        .bearer_auth(&a.token)
+        .send()
+        .await
+        .unwrap();
+    let m = doorcode_core::manifest::open_manifest(&r.json().await.unwrap(), &keys).unwrap();
+    let door = Door {
+        manifest_id: &m.manifest_id,
+        revision: m.revision,
+        date: "2026-11-23",
+    };
+    let code = doorcode_core::codes::derive_code(&key, "P-1001", d("2026-11-23"), 1, 6).unwrap();
+    let good = {
+        let c = a.delivered(&door, "P-1001", 1, code.expose(), "2026-11-23T09:00:00Z");
+        a.sign(&c)
+    };
+    let res = s
+        .post_as(
+            &a.token,
+            "/v1/confirmations",
+            json!({"confirmations": [good]}),
+        )
+        .await;
+    assert_eq!(res.1["results"][0]["status"], "accepted");
+    s.wait_notices(1).await;
+    let (st, e) = s
+        .admin_post("/v1/enrollments", json!({"courier_id": "C-42"}))
+        .await;
+    assert_eq!(st, 200);
+    let before = snapshot(dir.path());
+    let admin = Some(s.admin.as_str());
+    let dev = Some(a.token.as_str());
+    let jsn = Some("application/json");
+
+    // Oversized bodies.
+    let big = format!(
+        "{{\"parcels\":[],\"pad\":\"{}\"}}",
+        "x".repeat(2 * 1024 * 1024)
+    );
+    assert_4xx(
+        "oversized parcels",
+        &raw(&s, "POST", "/v1/parcels", admin, jsn, big.into_bytes()).await,
+        413,
+    );
+    let big = format!(
+        "{{\"confirmations\":[\"{}\"]}}",
+        "x".repeat(9 * 1024 * 1024)
+    );
+    assert_4xx(
+        "oversized confirmations",
+        &raw(&s, "POST", "/v1/confirmations", dev, jsn, big.into_bytes()).await,
+        413,
+    );
+    let mid = format!(
+        "{{\"confirmations\":[\"{}\"]}}",
+        "x".repeat(2 * 1024 * 1024)
+    );
+    let (st, v) = raw(&s, "POST", "/v1/confirmations", dev, jsn, mid.into_bytes()).await;
+    assert_eq!(
+        (st, v["results"][0]["reason"].as_str()),
+        (200, Some("malformed_envelope")),
+        "confirmations take up to 8 MiB"
+    );
+    // Malformed JSON, missing content type.
+    assert_4xx(
+        "syntax",
+        &raw(
+            &s,
+            "POST",
+            "/v1/parcels",
+            admin,
+            jsn,
+            b"{\"parcels\": [".to_vec(),
+        )
+        .await,
+        400,
+    );
+    assert_4xx(
+        "no content-type",
+        &raw(
+            &s,
+            "POST",
+            "/v1/parcels",
+            admin,
+            None,
+            b"{\"parcels\": []}".to_vec(),
+        )
+        .await,
+        415,
+    );
+    // Wrong types.
+    assert_4xx("wrong type", &s.admin_post("/v1/parcels", json!({"parcels": [{"parcel_id": 5, "recipient": {"name": "x"}, "address": "a", "value": 1, "currency": "EUR"}]})).await, 422);
+    assert_4xx(
+        "wrong type",
+        &s.admin_post("/v1/parcels", json!({"parcels": {"a": 1}}))
+            .await,
+        422,
+    );
+    assert_4xx("bad date", &s.admin_post("/v1/routes", json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "23.11.2026", "stops": []})).await, 422);
+    assert_4xx("far date", &s.admin_post("/v1/routes", json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "+262142-12-31", "stops": []})).await, 422);
+    assert_4xx("far date", &s.admin_post("/v1/routes", json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "2031-01-01", "stops": []})).await, 422);
+    let v = s
+        .post_as(
+            &a.token,
+            "/v1/verify",
+            json!({"parcel_id": "P-1001", "code": 857759}),
+        )
+        .await;
+    assert_4xx("numeric code", &v, 422);
+    assert!(
+        !v.1.to_string().contains("857759"),
+        "the code is not echoed: {}",
+        v.1
+    );
+    // Unknown fields.
+    assert_4xx(
+        "unknown field",
+        &s.admin_post("/v1/parcels", json!({"parcels": [], "extra": 1}))
+            .await,
+        422,
+    );
+    assert_4xx("unknown field", &s.admin_post("/v1/routes", json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "2026-11-23", "stops": [], "x": 1})).await, 422);
+    assert_4xx(
+        "unknown field",
+        &s.post_as(
+            &a.token,
+            "/v1/verify",
+            json!({"parcel_id": "P-1001", "code": "123456", "force": true}),
+        )
+        .await,
+        422,
+    );
+    assert_4xx(
+        "unknown field",
+        &s.post_as(
+            &a.token,
+            "/v1/confirmations",
+            json!({"confirmations": [], "all": true}),
+        )
+        .await,
+        422,
+    );
+    // Bad base64.
+    assert_4xx("bad base64 key", &s.post_as("", "/v1/devices", json!({"enrollment_code": e["enrollment_code"], "device_public_key": "!!not base64!!", "device_name": "x"})).await, 422);
+    assert_4xx("bad enrollment", &s.post_as("", "/v1/devices", json!({"enrollment_code": "NOPE", "device_public_key": a.key.public_key().public_b64(), "device_name": "x"})).await, 403);
+    // Unknown parcels and routes.
+    assert_4xx(
+        "unknown parcel",
+        &s.admin_get("/v1/parcels/NOPE").await,
+        404,
+    );
+    assert_4xx(
+        "unknown reissue",
+        &s.admin_post("/v1/parcels/NOPE/reissue", json!({})).await,
+        404,
+    );
+    assert_4xx(
+        "route with unknown parcel",
+        &s.admin_post(
+            "/v1/routes",
+            json!({"route_id": "R-1", "courier_id": "C-1", "delivery_date": "2026-11-23",
+        "stops": [{"stop_id": "S", "address": "a", "parcel_ids": ["P-1001X"]}]}),
+        )
+        .await,
+        404,
+    );
+    assert_4xx(
+        "delivered parcel rerouted",
+        &s.admin_post(
+            "/v1/routes",
+            json!({"route_id": "R-1", "courier_id": "C-1", "delivery_date": "2026-11-24",
+        "stops": [{"stop_id": "S", "address": "a", "parcel_ids": ["P-1001"]}]}),
+        )
+        .await,
+        409,
+    );
+    assert_4xx(
+        "reissue delivered",
+        &s.admin_post("/v1/parcels/P-1001/reissue", json!({})).await,
+        409,
+    );
+    assert_4xx(
+        "verify unknown",
+        &s.post_as(
+            &a.token,
+            "/v1/verify",
+            json!({"parcel_id": "NOPE", "code": "123456"}),
+        )
+        .await,
+        404,
+    );
+    assert_4xx(
+        "bad date path",
+        &s.admin_post("/v1/days/2026-13-45/close", json!({})).await,
+        400,
+    );
+    assert_4xx(
+        "bad query",
+        &raw(&s, "GET", "/v1/manifest?date=tomorrow", dev, None, vec![]).await,
+        400,
+    );
+    assert_4xx(
+        "bad query",
+        &raw(&s, "GET", "/v1/manifest?all=1", dev, None, vec![]).await,
+        400,
+    );
+    // Auth.
+    assert_4xx(
+        "no token",
+        &raw(&s, "GET", "/v1/disputes", None, None, vec![]).await,
+        401,
+    );
+    assert_4xx(
+        "device token for dispatch",
+        &raw(&s, "GET", "/v1/disputes", dev, None, vec![]).await,
+        401,
+    );
+    assert_4xx(
+        "dispatch token for device",
+        &raw(&s, "GET", "/v1/manifest", admin, None, vec![]).await,
+        401,
+    );
+    assert_4xx(
+        "garbage token",
+        &raw(&s, "GET", "/v1/manifest", Some("x"), None, vec![]).await,
+        401,
+    );
+    // Routing.
+    assert_4xx(
+        "unknown path",
+        &raw(&s, "GET", "/v2/nothing", None, None, vec![]).await,
+        404,
+    );
+    assert_4xx(
+        "wrong method",
+        &raw(&s, "DELETE", "/v1/parcels", admin, None, vec![]).await,
+        405,
+    );
+
+    // Inside a batch: bad base64, forged signature, replay, unknown parcel,
+    // wrong types. Each is rejected on its own (or a duplicate) and stores nothing.
+    let mut bad_b64 = {
+        let c = a.conf(&door, "P-1001", 1, "2026-11-23T09:30:00Z");
+        a.sign(&c)
+    };
+    bad_b64.body = "***".into();
+    let mut forged = {
+        let c = a.conf(&door, "P-1001", 1, "2026-11-23T09:31:00Z");
+        a.sign(&c)
+    };
+    let other = doorcode_core::envelope::SigningKey::generate(a.device_id.clone()).unwrap();
+    forged.sig = other
+        .seal(doorcode_core::envelope::Context::Confirmation, b"{}")
+        .sig;
+    let unknown = {
+        let c = a.conf(&door, "P-404", 1, "2026-11-23T09:32:00Z");
+        a.sign(&c)
+    };
+    let res = s
+        .post_as(
+            &a.token,
+            "/v1/confirmations",
+            json!({"confirmations": [bad_b64, forged, good, unknown, 42, {"v": "one"}]}),
+        )
+        .await;
+    assert_eq!(res.0, 200);
+    let items = res.1["results"].as_array().unwrap();
+    let got: Vec<(&str, Option<&str>)> = items
+        .iter()
+        .map(|r| (r["status"].as_str().unwrap(), r["reason"].as_str()))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            ("rejected", Some("bad_encoding")),
+            ("rejected", Some("bad_signature")),
+            ("duplicate", None),
+            ("rejected", Some("unknown_parcel")),
+            ("rejected", Some("malformed_envelope")),
+            ("rejected", Some("malformed_envelope"))
+        ]
+    );
+
+    assert!(before.contains("confirmations: ") && before.contains("enrollments: "));
+    assert_eq!(before, snapshot(dir.path()), "stored state unchanged");
+    s.handle.shutdown().await;
+}

@@ -1,0 +1,292 @@
+//! Shared helpers for the integration tests: a real server on loopback, a
+//! real HTTP client, the protocol vectors and handset-side signing.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use chrono::{DateTime, NaiveDate, Utc};
+use doorcode_core::codes::CodeKey;
+use doorcode_core::confirmation::{Confirmation, FailReason, Outcome, Verified};
+use doorcode_core::envelope::{Envelope, SigningKey, VerifyingKey};
+use doorcode_server::{Config, ServerHandle};
+use serde_json::{Value, json};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+pub fn vectors() -> Value {
+    let path = std::env::var("DOORCODE_VECTORS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| {
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/vectors/protocol-v1.json")
+        });
+    let text = std::fs::read_to_string(&path)
+        .unwrap_or_else(|e| panic!("vectors at {}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+pub fn vector_key() -> CodeKey {
+    CodeKey::from_file_text(vectors()["code_key_hex"].as_str().unwrap()).unwrap()
+}
+
+pub fn d(s: &str) -> NaiveDate {
+    NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
+}
+
+pub fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+/// A config on a fresh data dir with the vectors' code key preset and the clock pinned.
+pub fn config(dir: &Path, now: &str) -> Config {
+    std::fs::write(
+        dir.join("code-key"),
+        format!("{}\n", vectors()["code_key_hex"].as_str().unwrap()),
+    )
+    .unwrap();
+    let mut cfg = Config::new(dir, "127.0.0.1:0".parse().unwrap());
+    let now = t(now);
+    cfg.clock = Arc::new(move || now);
+    cfg.notice_poll = Duration::from_millis(50);
+    cfg
+}
+
+pub struct Server {
+    pub handle: ServerHandle,
+    pub url: String,
+    pub admin: String,
+    pub http: reqwest::Client,
+    pub dir: PathBuf,
+}
+
+pub async fn start(cfg: Config) -> Server {
+    let dir = cfg.data_dir.clone();
+    let handle = doorcode_server::start(cfg).await.unwrap();
+    let admin = handle
+        .admin_token
+        .clone()
+        .expect("first start prints the admin token");
+    Server {
+        url: handle.url(),
+        admin,
+        http: reqwest::Client::new(),
+        handle,
+        dir,
+    }
+}
+
+impl Server {
+    pub async fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(&self.admin)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn admin_get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .bearer_auth(&self.admin)
+            .send()
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn post_as(&self, token: &str, path: &str, body: Value) -> (u16, Value) {
+        let r = self
+            .http
+            .post(format!("{}{path}", self.url))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, Value) {
+        let r = self
+            .http
+            .get(format!("{}{path}", self.url))
+            .send()
+            .await
+            .unwrap();
+        let s = r.status().as_u16();
+        (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn server_keys(&self) -> Vec<VerifyingKey> {
+        let (s, v) = self.get("/.well-known/doorcode-keys").await;
+        assert_eq!(s, 200);
+        v["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| {
+                assert_eq!(k["alg"], "Ed25519");
+                VerifyingKey::from_b64(
+                    k["kid"].as_str().unwrap(),
+                    k["public_key"].as_str().unwrap(),
+                )
+                .unwrap()
+            })
+            .collect()
+    }
+
+    /// Enroll a handset for a courier; returns (device key, device token).
+    pub async fn enroll(&self, courier: &str) -> Handset {
+        let (s, e) = self
+            .admin_post("/v1/enrollments", json!({"courier_id": courier}))
+            .await;
+        assert_eq!(s, 200, "{e}");
+        let probe = SigningKey::generate("probe").unwrap();
+        let public = probe.public_key().public_b64();
+        let (s, dev) = self
+            .post_as("", "/v1/devices", json!({"enrollment_code": e["enrollment_code"].as_str().unwrap().to_lowercase().replace('-', " "), "device_public_key": public, "device_name": "test phone"}))
+            .await;
+        assert_eq!(s, 200, "{dev}");
+        let device_id = dev["device_id"].as_str().unwrap().to_string();
+        let key = SigningKey::from_seed(device_id.clone(), *probe.seed()).unwrap();
+        Handset {
+            device_id,
+            token: dev["device_token"].as_str().unwrap().to_string(),
+            key,
+            seq: 0,
+        }
+    }
+
+    /// Notice files written so far, in order.
+    pub fn notice_files(&self) -> Vec<Value> {
+        let dir = self.dir.join("notices");
+        let mut paths: Vec<_> = match std::fs::read_dir(&dir) {
+            Ok(r) => r
+                .map(|e| e.unwrap().path())
+                .filter(|p| p.extension().is_some_and(|x| x == "json"))
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        paths.sort();
+        paths
+            .iter()
+            .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
+            .collect()
+    }
+
+    /// Wait until the notice outbox has nothing pending.
+    pub async fn wait_outbox_empty(&self) {
+        for _ in 0..200 {
+            let m = self
+                .http
+                .get(format!("{}/metrics", self.url))
+                .send()
+                .await
+                .unwrap()
+                .text()
+                .await
+                .unwrap();
+            if m.contains("doorcode_notice_outbox{state=\"pending\"} 0") {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("the notice outbox did not drain");
+    }
+
+    /// Wait until at least `n` notice files exist.
+    pub async fn wait_notices(&self, n: usize) -> Vec<Value> {
+        for _ in 0..200 {
+            let v = self.notice_files();
+            if v.len() >= n {
+                return v;
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!("expected {n} notices, have {}", self.notice_files().len());
+    }
+}
+
+pub struct Handset {
+    pub device_id: String,
+    pub token: String,
+    pub key: SigningKey,
+    pub seq: u64,
+}
+
+pub struct Door<'a> {
+    pub manifest_id: &'a str,
+    pub revision: u64,
+    pub date: &'a str,
+}
+
+impl Handset {
+    /// A fresh delivered confirmation without a code; tests adjust fields, then `sign`.
+    pub fn conf(
+        &mut self,
+        door: &Door<'_>,
+        parcel: &str,
+        attempt: u32,
+        recorded_at: &str,
+    ) -> Confirmation {
+        self.seq += 1;
+        Confirmation {
+            format: 1,
+            confirmation_id: uuid::Uuid::new_v4(),
+            device_id: self.device_id.clone(),
+            seq: self.seq,
+            manifest_id: door.manifest_id.to_string(),
+            revision: door.revision,
+            parcel_id: parcel.to_string(),
+            delivery_date: d(door.date),
+            attempt,
+            outcome: Outcome::Delivered,
+            reason: None,
+            code: None,
+            verified: Verified::None,
+            failed_attempts: 0,
+            recorded_at: t(recorded_at),
+            since_sync_ms: 1000,
+        }
+    }
+
+    /// A delivered confirmation with a code checked offline.
+    pub fn delivered(
+        &mut self,
+        door: &Door<'_>,
+        parcel: &str,
+        attempt: u32,
+        code: &str,
+        at: &str,
+    ) -> Confirmation {
+        let mut c = self.conf(door, parcel, attempt, at);
+        c.code = Some(doorcode_core::codes::Code::new(code).unwrap());
+        c.verified = Verified::Offline;
+        c
+    }
+
+    /// A failed confirmation.
+    pub fn failed(
+        &mut self,
+        door: &Door<'_>,
+        parcel: &str,
+        attempt: u32,
+        reason: FailReason,
+        at: &str,
+    ) -> Confirmation {
+        let mut c = self.conf(door, parcel, attempt, at);
+        c.outcome = Outcome::Failed;
+        c.reason = Some(reason);
+        c
+    }
+
+    pub fn sign(&self, c: &Confirmation) -> Envelope {
+        c.seal(&self.key).unwrap()
+    }
+}

@@ -1,0 +1,664 @@
+//! A whole delivery day against a real server over loopback HTTP: parcels,
+//! routes, enrollment, signed manifests, confirmations (accepted, duplicate,
+//! dispute, wrong device, wrong parcel), online verify with lockout, closing
+//! the day and redelivery with a new code and notice. The server's logs for
+//! the day are captured and must not contain any issued code.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use doorcode_core::codes::derive_code;
+use doorcode_core::confirmation::FailReason;
+use doorcode_core::manifest::open_manifest;
+use serde_json::{Value, json};
+use std::io::Write;
+use std::sync::{Arc, Mutex};
+
+#[derive(Clone, Default)]
+struct LogBuf(Arc<Mutex<Vec<u8>>>);
+
+impl Write for LogBuf {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuf {
+    type Writer = LogBuf;
+    fn make_writer(&'a self) -> Self::Writer {
+        self.clone()
+    }
+}
+
+async fn manifest(
+    s: &Server,
+    h: &Handset,
+    date: &str,
+    etag: Option<&str>,
+) -> (
+    u16,
+    Option<String>,
+    Option<doorcode_core::envelope::Envelope>,
+) {
+    let mut req = s
+        .http
+        .get(format!("{}/v1/manifest?date={date}", s.url))
+        .bearer_auth(&h.token);
+    if let Some(e) = etag {
+        req = req.header("If-None-Match", e);
+    }
+    let r = req.send().await.unwrap();
+    let status = r.status().as_u16();
+    let tag = r
+        .headers()
+        .get("etag")
+        .map(|v| v.to_str().unwrap().to_string());
+    let env = if status == 200 {
+        Some(r.json().await.unwrap())
+    } else {
+        None
+    };
+    (status, tag, env)
+}
+
+async fn confirm(s: &Server, h: &Handset, envs: Vec<Value>) -> Vec<Value> {
+    let (st, v) = s
+        .post_as(
+            &h.token,
+            "/v1/confirmations",
+            json!({"confirmations": envs}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    v["results"].as_array().unwrap().clone()
+}
+
+async fn verify(s: &Server, h: &Handset, parcel: &str, code: &str) -> (u16, Value) {
+    s.post_as(
+        &h.token,
+        "/v1/verify",
+        json!({"parcel_id": parcel, "code": code}),
+    )
+    .await
+}
+
+fn notice_for<'a>(notices: &'a [Value], parcel: &str) -> Vec<&'a Value> {
+    notices
+        .iter()
+        .filter(|n| n["parcel_id"] == parcel)
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn whole_delivery_day() {
+    let logs = LogBuf::default();
+    tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::DEBUG)
+        .with_writer(logs.clone())
+        .with_ansi(false)
+        // Timestamps carry 6-digit fractions that could match a code by chance.
+        .without_time()
+        .init();
+
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), "2026-11-23T06:00:00Z")).await;
+    let key = vector_key();
+    let day1 = d("2026-11-23");
+    let mut issued: Vec<String> = Vec::new();
+
+    // Parcels: code by value threshold (50), or explicitly.
+    let parcel = |id: &str, value: f64, explicit: Option<bool>| {
+        let mut p = json!({"parcel_id": id, "recipient": {"name": format!("Customer {id}"), "email": format!("{}@example.com", id.to_lowercase())},
+            "address": format!("{id} Example Street"), "value": value, "currency": "EUR"});
+        if let Some(e) = explicit {
+            p["requires_code"] = json!(e);
+        }
+        p
+    };
+    let (st, v) = s
+        .admin_post("/v1/parcels", json!({"parcels": [
+            parcel("P-1001", 120.0, None), parcel("P-1002", 80.0, None), parcel("P-1003", 10.0, None),
+            parcel("P-1004", 5.0, Some(true)), parcel("P-1005", 200.0, Some(false)), parcel("P-2001", 60.0, None)]}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let rc: Vec<(String, bool)> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            assert_eq!(r["status"], "created");
+            (
+                r["parcel_id"].as_str().unwrap().into(),
+                r["requires_code"].as_bool().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        rc.iter().map(|x| x.1).collect::<Vec<_>>(),
+        vec![true, true, false, true, false, true]
+    );
+
+    // Routes: C-42 gets R-7, C-43 gets R-8.
+    let (st, r7) = s.admin_post("/v1/routes", json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "2026-11-23", "stops": [
+        {"stop_id": "S-1", "address": "1 Example Street", "parcel_ids": ["P-1001", "P-1002"]},
+        {"stop_id": "S-2", "address": "2 Example Street", "recipient": "J. Doe", "parcel_ids": ["P-1003"]},
+        {"stop_id": "S-3", "address": "3 Example Street", "parcel_ids": ["P-1004", "P-1005"]}]})).await;
+    assert_eq!(st, 200, "{r7}");
+    assert_eq!(r7["revision"], 1);
+    assert_eq!(r7["notices_queued"], 3);
+    let (st, _) = s.admin_post("/v1/routes", json!({"route_id": "R-8", "courier_id": "C-43", "delivery_date": "2026-11-23", "stops": [
+        {"stop_id": "S-9", "address": "9 Other Street", "parcel_ids": ["P-2001"]}]})).await;
+    assert_eq!(st, 200);
+    // A parcel cannot be on two routes the same day.
+    let (st, v) = s.admin_post("/v1/routes", json!({"route_id": "R-9", "courier_id": "C-44", "delivery_date": "2026-11-23", "stops": [
+        {"stop_id": "S-1", "address": "x", "parcel_ids": ["P-1001"]}]})).await;
+    assert_eq!(st, 409, "{v}");
+
+    // Notices: one per parcel that needs a code, with the vectors' code.
+    let notices = s.wait_notices(4).await;
+    assert_eq!(notices.len(), 4);
+    let n1 = notice_for(&notices, "P-1001")[0];
+    assert_eq!(
+        n1["code"], "857759",
+        "DESIGN.md formula with the preset code-key"
+    );
+    assert_eq!(n1["to"], "p-1001@example.com");
+    assert_eq!(n1["channel"], "file");
+    let body = n1["body"].as_str().unwrap();
+    for needle in [
+        "P-1001",
+        "2026-11-23",
+        "857759",
+        "only",
+        "in person",
+        "door",
+        "phone",
+        "link",
+        "did not order",
+    ] {
+        assert!(body.contains(needle), "{needle} missing: {body}");
+    }
+    for n in &notices {
+        let pid = n["parcel_id"].as_str().unwrap();
+        assert_eq!(
+            n["code"].as_str().unwrap(),
+            derive_code(&key, pid, day1, 1, 6).unwrap().expose()
+        );
+        issued.push(n["code"].as_str().unwrap().to_string());
+    }
+    assert!(notice_for(&notices, "P-1003").is_empty() && notice_for(&notices, "P-1005").is_empty());
+    // Tracking shows the same code, as JSON and HTML.
+    let track = n1["track_url"].as_str().unwrap().to_string();
+    let token = track.rsplit('/').next().unwrap().to_string();
+    assert!(doorcode_core::b64::decode(&token).unwrap().len() >= 16);
+    let (st, tv) = s.get(&format!("/v1/track/{token}")).await;
+    assert_eq!(st, 200);
+    assert_eq!(tv["code"], "857759");
+    assert_eq!(tv["status"], "scheduled");
+    assert_eq!(tv["delivery_date"], "2026-11-23");
+    let html = s
+        .http
+        .get(&track)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains("857759") && html.contains("in person"));
+    assert_eq!(s.get("/v1/track/not-a-token").await.0, 404);
+    // Dispatch's parcel view never shows the code.
+    let (st, pv) = s.admin_get("/v1/parcels/P-1001").await;
+    assert_eq!(st, 200);
+    assert_eq!(pv["status"], "scheduled");
+    assert_eq!(pv["attempt"], 1);
+    assert!(!pv.to_string().contains("857759"));
+
+    // Enrollment: one-time codes.
+    let (st, e) = s
+        .admin_post("/v1/enrollments", json!({"courier_id": "C-42"}))
+        .await;
+    assert_eq!(st, 200);
+    let pk = doorcode_core::envelope::SigningKey::generate("x")
+        .unwrap()
+        .public_key()
+        .public_b64();
+    let (st, _) = s.post_as("", "/v1/devices", json!({"enrollment_code": e["enrollment_code"], "device_public_key": pk, "device_name": "a"})).await;
+    assert_eq!(st, 200);
+    let (st, err) = s.post_as("", "/v1/devices", json!({"enrollment_code": e["enrollment_code"], "device_public_key": pk, "device_name": "b"})).await;
+    assert_eq!(st, 403, "{err}");
+    let mut a = s.enroll("C-42").await;
+    let mut b = s.enroll("C-43").await;
+
+    // Manifest: signed, for this device, tags match the code; ETag + 304.
+    let keys = s.server_keys().await;
+    let (st, etag, env) = manifest(&s, &a, "2026-11-23", None).await;
+    assert_eq!(st, 200);
+    let m = open_manifest(&env.unwrap(), &keys).unwrap();
+    assert_eq!(m.device_id, a.device_id);
+    assert_eq!(m.route_id, "R-7");
+    assert_eq!(m.courier_id, "C-42");
+    assert_eq!(m.revision, 1);
+    assert_eq!(etag.as_deref().unwrap(), format!("\"{}:1\"", m.manifest_id));
+    assert_eq!(m.stops.len(), 3);
+    assert_eq!(m.stops[1].recipient, "J. Doe");
+    assert_eq!(m.valid_from, t("2026-11-23T00:00:00Z"));
+    assert_eq!(m.valid_until, t("2026-11-24T00:00:00Z"));
+    for (_, p) in m.parcels() {
+        if p.requires_code {
+            let code = derive_code(&key, &p.parcel_id, day1, 1, 6).unwrap();
+            let tag = doorcode_core::codes::offline_tag(
+                &p.salt_bytes().unwrap(),
+                &p.parcel_id,
+                day1,
+                &code,
+                m.tag_bits,
+            )
+            .unwrap();
+            assert_eq!(Some(tag), p.tag);
+        } else {
+            assert!(p.tag.is_none() && p.salt.is_none());
+        }
+    }
+    assert!(
+        m.parcels().all(|(_, p)| p.parcel_id != "P-2001"),
+        "only its own route"
+    );
+    let (st, _, _) = manifest(&s, &a, "2026-11-23", etag.as_deref()).await;
+    assert_eq!(st, 304);
+    let (st, _, envb) = manifest(&s, &b, "2026-11-23", etag.as_deref()).await;
+    assert_eq!(st, 200, "another device's ETag does not match");
+    let mb = open_manifest(&envb.unwrap(), &keys).unwrap();
+    assert_eq!(mb.route_id, "R-8");
+    assert_eq!(manifest(&s, &a, "2026-11-25", None).await.0, 404);
+
+    // Confirmations.
+    let door = Door {
+        manifest_id: &m.manifest_id,
+        revision: 1,
+        date: "2026-11-23",
+    };
+    let c_ok = a.delivered(&door, "P-1001", 1, "857759", "2026-11-23T09:00:00Z");
+    // A wrong code for P-1002: its real code with every digit shifted.
+    let real2 = derive_code(&key, "P-1002", day1, 1, 6).unwrap();
+    let wrong: String = real2
+        .expose()
+        .chars()
+        .map(|c| char::from(b'0' + (c as u8 - b'0' + 5) % 10))
+        .collect();
+    let wrong = wrong.as_str();
+    let c_bad = a.delivered(&door, "P-1002", 1, wrong, "2026-11-23T09:05:00Z");
+    let c_nocode = a.conf(&door, "P-1003", 1, "2026-11-23T09:10:00Z");
+    let c_other_route = a.delivered(&door, "P-2001", 1, "123456", "2026-11-23T09:11:00Z");
+    let c_unknown = a.conf(&door, "P-9999", 1, "2026-11-23T09:12:00Z");
+    let e_ok = a.sign(&c_ok);
+    let mut forged = {
+        let c = a.conf(&door, "P-1005", 1, "2026-11-23T09:13:00Z");
+        a.sign(&c)
+    };
+    forged.sig = {
+        let c = b.conf(&door, "P-1005", 1, "2026-11-23T09:13:00Z");
+        b.sign(&c)
+    }
+    .sig;
+    // B's genuine envelope, uploaded with A's token.
+    let mdoor_b = Door {
+        manifest_id: &mb.manifest_id,
+        revision: 1,
+        date: "2026-11-23",
+    };
+    let b_env = {
+        let c = b.delivered(&mdoor_b, "P-2001", 1, "123456", "2026-11-23T09:14:00Z");
+        b.sign(&c)
+    };
+    let res = confirm(
+        &s,
+        &a,
+        vec![
+            json!(e_ok),
+            json!(a.sign(&c_bad)),
+            json!(a.sign(&c_nocode)),
+            json!(a.sign(&c_other_route)),
+            json!(a.sign(&c_unknown)),
+            json!(forged),
+            json!(b_env),
+            json!({"v": 1, "kid": a.device_id}),
+            json!(e_ok),
+        ],
+    )
+    .await;
+    let st: Vec<&str> = res.iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(
+        st,
+        vec![
+            "accepted",
+            "accepted",
+            "accepted",
+            "rejected",
+            "rejected",
+            "rejected",
+            "rejected",
+            "rejected",
+            "duplicate"
+        ],
+        "{res:?}"
+    );
+    assert_eq!(res[0]["confirmation_id"], c_ok.confirmation_id.to_string());
+    assert_eq!(res[1]["disputed"], true);
+    assert_eq!(res[3]["reason"], "not_on_manifest");
+    assert_eq!(res[4]["reason"], "unknown_parcel");
+    assert_eq!(res[5]["reason"], "bad_signature");
+    assert_eq!(res[6]["reason"], "wrong_device");
+    assert_eq!(res[7]["reason"], "malformed_envelope");
+    for r in &res[3..8] {
+        assert_eq!(r["permanent"], true);
+    }
+    // Replaying the accepted one later is still a duplicate.
+    let res = confirm(&s, &a, vec![json!(e_ok)]).await;
+    assert_eq!(res[0]["status"], "duplicate");
+    // B cannot confirm A's parcel.
+    let c = b.delivered(&mdoor_b, "P-1001", 1, "857759", "2026-11-23T09:20:00Z");
+    let res = confirm(&s, &b, vec![json!(b.sign(&c))]).await;
+    assert_eq!(res[0]["reason"], "not_on_manifest");
+
+    assert_eq!(
+        s.admin_get("/v1/parcels/P-1001").await.1["status"],
+        "delivered"
+    );
+    assert_eq!(
+        s.admin_get("/v1/parcels/P-1002").await.1["status"],
+        "disputed"
+    );
+    assert_eq!(
+        s.admin_get("/v1/parcels/P-1003").await.1["status"],
+        "delivered"
+    );
+    assert_eq!(
+        s.admin_get("/v1/parcels/P-2001").await.1["status"],
+        "scheduled"
+    );
+    assert_eq!(
+        s.get(&format!("/v1/track/{token}")).await.1["code"],
+        Value::Null,
+        "no code once delivered"
+    );
+
+    // Online verify with lockout at 5 (format errors do not count).
+    let p4 = derive_code(&key, "P-1004", day1, 1, 6).unwrap();
+    let wrong4: String = p4
+        .expose()
+        .chars()
+        .map(|c| char::from(b'0' + (c as u8 - b'0' + 3) % 10))
+        .collect();
+    let wrong4 = wrong4.as_str();
+    assert_eq!(verify(&s, &a, "P-1004", "12a").await.0, 422);
+    assert_eq!(verify(&s, &a, "P-1004", "1234567").await.0, 422);
+    let (st, v) = verify(&s, &a, "P-1004", p4.expose()).await;
+    assert_eq!((st, v["result"].as_str()), (200, Some("accepted")));
+    for left in [4, 3, 2, 1] {
+        let (st, v) = verify(&s, &a, "P-1004", wrong4).await;
+        assert_eq!(st, 200);
+        assert_eq!(v["result"], "rejected");
+        assert_eq!(v["attempts_left"], left);
+    }
+    assert_eq!(verify(&s, &a, "P-1004", wrong4).await.1["result"], "locked");
+    assert_eq!(
+        verify(&s, &a, "P-1004", p4.expose()).await.1["result"],
+        "locked",
+        "locked even with the right code"
+    );
+    assert_eq!(
+        verify(&s, &b, "P-1004", p4.expose()).await.0,
+        404,
+        "not on B's manifest"
+    );
+    assert_eq!(
+        verify(&s, &a, "P-1005", "123456").await.0,
+        409,
+        "no code needed"
+    );
+    let pv = s.admin_get("/v1/parcels/P-1004").await.1;
+    assert_eq!(pv["locked"], true);
+    assert_eq!(pv["wrong_tries"], 5);
+    let mut c = a.failed(
+        &door,
+        "P-1004",
+        1,
+        FailReason::LockedOut,
+        "2026-11-23T10:00:00Z",
+    );
+    c.failed_attempts = 5;
+    assert_eq!(
+        confirm(&s, &a, vec![json!(a.sign(&c))]).await[0]["status"],
+        "accepted"
+    );
+    // P-1005 failed (absent) with a seq gap; a late confirmation for nothing else.
+    a.seq += 3;
+    let c = a.failed(
+        &door,
+        "P-1005",
+        1,
+        FailReason::CustomerAbsent,
+        "2026-11-24T00:30:00Z",
+    );
+    assert_eq!(
+        confirm(&s, &a, vec![json!(a.sign(&c))]).await[0]["status"],
+        "accepted"
+    );
+
+    let (st, dv) = s.admin_get("/v1/disputes").await;
+    assert_eq!(st, 200);
+    let kinds = |k: &str| {
+        dv[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s["kind"].as_str().unwrap().to_string())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(kinds("disputes"), vec!["code_mismatch"]);
+    assert_eq!(dv["disputes"][0]["parcel_id"], "P-1002");
+    let signals = kinds("signals");
+    for k in [
+        "verify_lockout",
+        "many_wrong_tries",
+        "seq_gap",
+        "late_confirmation",
+    ] {
+        assert!(signals.iter().any(|s| s == k), "{k} missing in {signals:?}");
+    }
+
+    // Close the day: P-1004 (failed, locked) and P-1005 (failed) and P-2001
+    // (never confirmed) move to Tuesday with attempt 2; P-1002 stays disputed.
+    let before = s.notice_files().len();
+    let (st, cv) = s.admin_post("/v1/days/2026-11-23/close", json!(null)).await;
+    assert_eq!(st, 200, "{cv}");
+    assert_eq!(cv["next_date"], "2026-11-24");
+    let mut moved: Vec<&str> = cv["parcel_ids"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    moved.sort();
+    assert_eq!(moved, vec!["P-1004", "P-1005", "P-2001"]);
+    let day2 = d("2026-11-24");
+    let pv = s.admin_get("/v1/parcels/P-1004").await.1;
+    assert_eq!(
+        (
+            pv["status"].as_str(),
+            pv["attempt"].as_u64(),
+            pv["locked"].as_bool()
+        ),
+        (Some("scheduled"), Some(2), Some(false))
+    );
+    assert_eq!(pv["delivery_date"], "2026-11-24");
+    assert_eq!(
+        s.admin_get("/v1/parcels/P-1002").await.1["status"],
+        "disputed"
+    );
+    // New notices with new codes (P-1005 needs none).
+    let notices = s.wait_notices(before + 2).await;
+    let n4 = notice_for(&notices, "P-1004");
+    assert_eq!(n4.len(), 2);
+    let new4 = derive_code(&key, "P-1004", day2, 2, 6).unwrap();
+    assert_eq!(n4[1]["code"].as_str().unwrap(), new4.expose());
+    assert_ne!(new4.expose(), p4.expose());
+    assert!(n4[1]["body"].as_str().unwrap().contains("2026-11-24"));
+    issued.extend(
+        notices
+            .iter()
+            .map(|n| n["code"].as_str().unwrap().to_string()),
+    );
+    // The courier's Tuesday manifest carries attempt 2.
+    let (st, etag2, env) = manifest(&s, &a, "2026-11-24", None).await;
+    assert_eq!(st, 200);
+    let m2 = open_manifest(&env.unwrap(), &keys).unwrap();
+    let p = m2
+        .parcels()
+        .find(|(_, p)| p.parcel_id == "P-1004")
+        .unwrap()
+        .1
+        .clone();
+    assert_eq!(p.attempt, 2);
+    let tag = doorcode_core::codes::offline_tag(
+        &p.salt_bytes().unwrap(),
+        "P-1004",
+        day2,
+        &new4,
+        m2.tag_bits,
+    )
+    .unwrap();
+    assert_eq!(Some(tag), p.tag);
+    assert!(m2.parcels().all(|(_, p)| p.parcel_id != "P-2001"));
+    // Redelivery with the new code succeeds.
+    let door2 = Door {
+        manifest_id: &m2.manifest_id,
+        revision: m2.revision,
+        date: "2026-11-24",
+    };
+    assert_eq!(
+        verify(&s, &a, "P-1004", new4.expose()).await.1["result"],
+        "accepted"
+    );
+
+    // Reissue: attempt 3, a new notice, a new manifest revision.
+    let (st, rv) = s.admin_post("/v1/parcels/P-1004/reissue", json!({})).await;
+    assert_eq!(st, 200, "{rv}");
+    assert_eq!(rv["attempt"], 3);
+    let notices = s.wait_notices(before + 3).await;
+    let code3 = derive_code(&key, "P-1004", day2, 3, 6).unwrap();
+    assert_eq!(
+        notice_for(&notices, "P-1004").last().unwrap()["code"]
+            .as_str()
+            .unwrap(),
+        code3.expose()
+    );
+    issued.push(code3.expose().to_string());
+    let (st, etag3, env) = manifest(&s, &a, "2026-11-24", etag2.as_deref()).await;
+    assert_eq!(st, 200, "the old ETag no longer matches");
+    assert_ne!(etag2, etag3);
+    let m3 = open_manifest(&env.unwrap(), &keys).unwrap();
+    assert_eq!(m3.revision, m2.revision + 1);
+    // A confirmation made on the older revision with the voided attempt is on that manifest.
+    let old = a.delivered(&door2, "P-1004", 3, code3.expose(), "2026-11-24T09:00:00Z");
+    assert_eq!(
+        confirm(&s, &a, vec![json!(a.sign(&old))]).await[0]["reason"],
+        "not_on_manifest"
+    );
+    let door3 = Door {
+        manifest_id: &m3.manifest_id,
+        revision: m3.revision,
+        date: "2026-11-24",
+    };
+    let ok = a.delivered(&door3, "P-1004", 3, code3.expose(), "2026-11-24T09:00:00Z");
+    let r = confirm(&s, &a, vec![json!(a.sign(&ok))]).await;
+    assert_eq!(
+        (r[0]["status"].as_str(), r[0].get("disputed")),
+        (Some("accepted"), None)
+    );
+    assert_eq!(
+        s.admin_get("/v1/parcels/P-1004").await.1["status"],
+        "delivered"
+    );
+    let events = s.admin_get("/v1/parcels/P-1004").await.1["events"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(events >= 8, "history kept");
+
+    // Metrics cover requests, manifests, notices and confirmations, never a code.
+    let metrics = s
+        .http
+        .get(format!("{}/metrics", s.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for needle in [
+        "doorcode_http_requests_total{method=\"POST\",route=\"/v1/confirmations\",status=\"200\"}",
+        "doorcode_manifest_builds_total",
+        "doorcode_notices_total{channel=\"file\",result=\"sent\"}",
+        "doorcode_confirmations_total{status=\"disputed\"} 1",
+        "doorcode_http_request_duration_seconds_bucket",
+    ] {
+        assert!(metrics.contains(needle), "{needle} missing:\n{metrics}");
+    }
+    let openapi = s.get("/openapi.json").await.1;
+    for path in [
+        "/v1/parcels",
+        "/v1/routes",
+        "/v1/confirmations",
+        "/v1/verify",
+        "/v1/manifest",
+        "/v1/days/{date}/close",
+        "/track/{token}",
+    ] {
+        assert!(
+            openapi["paths"].get(path).is_some(),
+            "{path} missing in openapi"
+        );
+    }
+
+    s.handle.shutdown().await;
+    let logs = String::from_utf8(logs.0.lock().unwrap().clone()).unwrap();
+    assert!(
+        logs.contains("manifest built") && logs.contains("confirmations ingested"),
+        "logs were captured"
+    );
+    assert!(issued.len() >= 6);
+    for code in issued.iter().chain(
+        [
+            wrong.to_string(),
+            wrong4.to_string(),
+            p4.expose().to_string(),
+        ]
+        .iter(),
+    ) {
+        assert!(
+            !logs.contains(code.as_str()),
+            "a code appeared in the logs: {}",
+            logs.lines()
+                .filter(|l| l.contains(code.as_str()))
+                .take(3)
+                .collect::<Vec<_>>()
+                .join("\n")
+        );
+        assert!(
+            !metrics.contains(code.as_str()),
+            "a code appeared in the metrics"
+        );
+    }
+    assert!(!logs.contains(&token), "a track token appeared in the logs");
+    assert!(
+        !logs.contains(&a.token) && !logs.contains(&s.admin),
+        "a bearer token appeared in the logs"
+    );
+}
