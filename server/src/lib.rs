@@ -10,6 +10,7 @@ pub mod config;
 pub mod error;
 pub mod keys;
 pub mod metrics;
+pub mod netsim;
 pub mod notices;
 pub mod storage;
 mod track_page;

@@ -1,4 +1,7 @@
-//! The `doorcode` binary: `serve` now; `demo` and `handset` join later.
+//! The `doorcode` binary: `serve`, `demo`, `handset` and `rotate-key`.
+
+mod demo;
+mod handset_cli;
 
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
@@ -22,6 +25,10 @@ struct Cli {
 enum Command {
     /// Run the depot server.
     Serve(ServeArgs),
+    /// Run a whole delivery day end to end against a real server, and summarize it.
+    Demo(demo::DemoArgs),
+    /// A desktop handset on the same core as the phones; every command prints JSON.
+    Handset(handset_cli::HandsetArgs),
     /// Retire the manifest signing key (its public key stays published) and make a new one.
     RotateKey {
         #[arg(long, default_value = "doorcode-data")]
@@ -75,6 +82,8 @@ struct ServeArgs {
 async fn main() -> ExitCode {
     match Cli::parse().command {
         Command::Serve(a) => serve(a).await,
+        Command::Demo(a) => demo::run(a).await,
+        Command::Handset(a) => handset_cli::run(a).await,
         Command::RotateKey { data_dir } => {
             match doorcode_server::keys::rotate_signing_key(&data_dir) {
                 Ok((old, new)) => {
