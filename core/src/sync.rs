@@ -32,6 +32,9 @@ pub struct SyncConfig {
     /// First backoff delay; doubled per failure, with jitter, up to `backoff_max`.
     pub backoff_base: Duration,
     pub backoff_max: Duration,
+    /// Keep HTTP connections alive between requests (off in fault tests, so
+    /// every request crosses the link afresh).
+    pub reuse_connections: bool,
 }
 
 impl Default for SyncConfig {
@@ -43,6 +46,7 @@ impl Default for SyncConfig {
             tries_per_request: 3,
             backoff_base: Duration::from_millis(250),
             backoff_max: Duration::from_secs(300),
+            reuse_connections: true,
         }
     }
 }
@@ -87,6 +91,15 @@ pub struct SyncReport {
     pub next_retry_ms: Option<u64>,
     pub clock_offset_ms: i64,
     pub errors: Vec<String>,
+}
+
+/// What one upload round did; `error` is why it stopped early, if it did.
+#[derive(Debug, Default)]
+pub struct PushOutcome {
+    pub accepted: u32,
+    pub duplicates: u32,
+    pub rejected: u32,
+    pub error: Option<Error>,
 }
 
 /// The enrollment answer of `POST /v1/devices`.
@@ -172,7 +185,11 @@ impl SyncClient {
     pub fn with_config(handset: Arc<Handset>, cfg: SyncConfig) -> Result<Self, Error> {
         // reqwest is built without a bundled crypto provider; use ring's.
         let _ = rustls::crypto::ring::default_provider().install_default();
-        let http = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder();
+        if !cfg.reuse_connections {
+            builder = builder.pool_max_idle_per_host(0);
+        }
+        let http = builder
             .timeout(cfg.request_timeout)
             .connect_timeout(Duration::from_secs(5))
             .user_agent(concat!("doorcode-handset/", env!("CARGO_PKG_VERSION")))
@@ -425,11 +442,19 @@ impl SyncClient {
 
     /// Uploads pending confirmations in `seq` order, in batches. Accepted and
     /// duplicate items are acknowledged; a permanent rejection is kept aside
-    /// and does not block the rest; a temporary one stops this round.
-    pub async fn push_confirmations(&self) -> Result<(u32, u32, u32), Error> {
+    /// and does not block the rest; a temporary one stops this round. The
+    /// counts cover the batches that went through even when a later one failed.
+    pub async fn push_confirmations(&self) -> PushOutcome {
+        let mut out = PushOutcome::default();
+        if let Err(e) = self.push_batches(&mut out).await {
+            out.error = Some(e);
+        }
+        out
+    }
+
+    async fn push_batches(&self, out: &mut PushOutcome) -> Result<(), Error> {
         let base = self.server()?;
         let token = self.token()?;
-        let (mut accepted, mut duplicates, mut rejected) = (0u32, 0u32, 0u32);
         loop {
             let batch = self.handset.pending_confirmations(self.cfg.batch_size)?;
             if batch.is_empty() {
@@ -458,17 +483,18 @@ impl SyncClient {
                 .await?;
             let mut acks = Vec::new();
             let mut temporary = false;
+            let mut rejected_now = false;
             for r in answer.results {
                 let Some(item) = batch.get(r.index) else {
                     continue;
                 };
                 match r.status.as_str() {
                     "accepted" => {
-                        accepted += 1;
+                        out.accepted += 1;
                         acks.push(item.confirmation_id.clone());
                     }
                     "duplicate" => {
-                        duplicates += 1;
+                        out.duplicates += 1;
                         acks.push(item.confirmation_id.clone());
                     }
                     "rejected" => {
@@ -477,7 +503,8 @@ impl SyncClient {
                         self.handset
                             .reject(&item.confirmation_id, reason, permanent)?;
                         if permanent {
-                            rejected += 1;
+                            out.rejected += 1;
+                            rejected_now = true;
                         } else {
                             temporary = true;
                         }
@@ -485,13 +512,13 @@ impl SyncClient {
                     _ => temporary = true,
                 }
             }
-            let progressed = !acks.is_empty() || rejected > 0;
+            let progressed = !acks.is_empty() || rejected_now;
             self.handset.acknowledge(&acks)?;
             if temporary || !progressed {
-                break;
+                return Ok(());
             }
         }
-        Ok((accepted, duplicates, rejected))
+        Ok(())
     }
 
     /// A whole sync: pull the day's manifest, push confirmations, wipe past
@@ -525,17 +552,14 @@ impl SyncClient {
                 }
             }
         };
-        let (uploaded, duplicates, rejected) = match self.push_confirmations().await {
-            Ok(r) => {
-                online = true;
-                r
-            }
-            Err(Error::Unauthorized) => return Err(Error::Unauthorized),
-            Err(e) => {
-                errors.push(format!("upload: {e}"));
-                (0, 0, 0)
-            }
-        };
+        let push = self.push_confirmations().await;
+        online |= push.accepted + push.duplicates + push.rejected > 0;
+        match push.error {
+            Some(Error::Unauthorized) => return Err(Error::Unauthorized),
+            Some(e) => errors.push(format!("upload: {e}")),
+            None => online = true,
+        }
+        let (uploaded, duplicates, rejected) = (push.accepted, push.duplicates, push.rejected);
         let wiped_days = u32::try_from(self.handset.wipe_past()?.len()).unwrap_or(u32::MAX);
         let pending = self.handset.status()?.outbox_pending;
         let now = self.handset.now()?;

@@ -176,8 +176,9 @@ async fn handle(s: Arc<Shared>, mut client: TcpStream) -> std::io::Result<()> {
         return client.shutdown().await;
     }
     let reset_after = s.pct(faults.reset_after_request_pct);
+    // Cut inside the status line or headers most of the time, sometimes in the body.
     let truncate_at = if !reset_after && s.pct(faults.truncate_pct) {
-        Some(1 + s.roll() % 600)
+        Some(1 + s.roll() % 300)
     } else {
         None
     };
