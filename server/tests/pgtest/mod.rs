@@ -64,8 +64,12 @@ pub async fn fresh_schema(test: &str) -> Option<PgSchema> {
                 panic!("{msg}. CI must run the PostgreSQL suite: .ci/run starts PostgreSQL.");
             }
             let bar = "!".repeat(78);
-            eprintln!(
-                "\n{bar}\n!!! {msg}\n!!! start it (see shared/TOOLCHAIN.md) or set DOORCODE_TEST_PG\n{bar}\n"
+            // Straight to the process's stderr: the test harness captures
+            // eprintln! of passing tests, and this must be seen.
+            use std::io::Write as _;
+            let _ = writeln!(
+                std::io::stderr(),
+                "\n{bar}\n!!! {msg}\n!!! start it (scripts/postgres-up.sh) or set DOORCODE_TEST_PG\n{bar}\n"
             );
             return None;
         }
