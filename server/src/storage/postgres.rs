@@ -8,7 +8,9 @@
 //!   verify, run READ COMMITTED and lock the rows they change first
 //!   (`SELECT … FOR UPDATE`: the device, then the parcel), so concurrent
 //!   requests queue instead of aborting; serializable writers of the same
-//!   rows then see a concurrent update and retry.
+//!   rows then see a concurrent update and retry. Reads of one statement
+//!   run outside an explicit transaction; reads of several use one
+//!   REPEATABLE READ snapshot.
 //! - The notice outbox is claimed in READ COMMITTED with
 //!   `FOR UPDATE SKIP LOCKED` and a lease, so concurrent senders on several
 //!   nodes never claim the same notice.
@@ -293,6 +295,9 @@ macro_rules! transact {
 }
 
 const SER: IsolationLevel = IsolationLevel::Serializable;
+/// Reads of several statements: one snapshot, and (read-only) never a
+/// serialization failure.
+const SNAP: IsolationLevel = IsolationLevel::RepeatableRead;
 const RC: IsolationLevel = IsolationLevel::ReadCommitted;
 
 /// The PostgreSQL backend. Cheap to clone (the pool is shared).
@@ -458,7 +463,30 @@ async fn apply_from(client: &mut tokio_postgres::Client, version: i64) -> Result
     Ok(())
 }
 
+fn fin<T>(r: TxResult<T>) -> Result<T> {
+    match r {
+        Ok(v) => Ok(v),
+        Err(TxError::Pg(e)) => Err(pg_be(&e)),
+        Err(TxError::Storage(e)) => Err(e),
+    }
+}
+
 impl PostgresStorage {
+    /// One read-only statement, outside an explicit transaction (a statement
+    /// is atomic and sees one snapshot): two round trips fewer than
+    /// BEGIN … COMMIT on the hot read paths (tokens, manifests).
+    async fn read(&self, sql: &str, p: Params<'_>) -> TxResult<Vec<Row>> {
+        let client = self.pool.get().await.map_err(be)?;
+        let st = client.prepare_cached(sql).await?;
+        Ok(client.query(&st, p).await?)
+    }
+
+    async fn read_opt(&self, sql: &str, p: Params<'_>) -> TxResult<Option<Row>> {
+        let client = self.pool.get().await.map_err(be)?;
+        let st = client.prepare_cached(sql).await?;
+        Ok(client.query_opt(&st, p).await?)
+    }
+
     /// Connect (parsing the URL), apply migrations, and build the pool.
     pub async fn connect(url: &str) -> Result<Self> {
         Self::with_settings(PgSettings::parse(url)?).await
@@ -708,7 +736,7 @@ impl Storage for PostgresStorage {
     }
 
     async fn parcel(&self, parcel_id: &str) -> Result<Option<ParcelView>> {
-        transact!(self, SER, |tx| {
+        transact!(self, SNAP, |tx| {
             async {
             let Some(r) = query_opt(
                 &tx,
@@ -744,9 +772,9 @@ impl Storage for PostgresStorage {
     }
 
     async fn parcel_contact(&self, parcel_id: &str) -> Result<Option<ParcelContact>> {
-        transact!(self, SER, |tx| async {
+        fin(async {
             let sql = format!("SELECT {CONTACT_COLS} FROM parcels WHERE parcel_id=$1");
-            query_opt(&tx, &sql, &[&parcel_id])
+            self.read_opt(&sql, &[&parcel_id])
                 .await?
                 .as_ref()
                 .map(contact_of)
@@ -756,9 +784,9 @@ impl Storage for PostgresStorage {
     }
 
     async fn parcel_by_track_token(&self, token: &str) -> Result<Option<ParcelContact>> {
-        transact!(self, SER, |tx| async {
+        fin(async {
             let sql = format!("SELECT {CONTACT_COLS} FROM parcels WHERE track_token=$1");
-            query_opt(&tx, &sql, &[&token])
+            self.read_opt(&sql, &[&token])
                 .await?
                 .as_ref()
                 .map(contact_of)
@@ -916,7 +944,7 @@ impl Storage for PostgresStorage {
     }
 
     async fn route(&self, route_id: &str, date: NaiveDate) -> Result<Option<RouteData>> {
-        transact!(self, SER, |tx| load_route(&tx, route_id, date).await)
+        transact!(self, SNAP, |tx| load_route(&tx, route_id, date).await)
     }
 
     async fn route_for_courier(
@@ -924,7 +952,7 @@ impl Storage for PostgresStorage {
         courier_id: &str,
         date: NaiveDate,
     ) -> Result<Option<RouteData>> {
-        transact!(self, SER, |tx| async {
+        transact!(self, SNAP, |tx| async {
             match query_opt(
                 &tx,
                 "SELECT route_id FROM routes WHERE courier_id=$1 AND delivery_date=$2",
@@ -998,9 +1026,8 @@ impl Storage for PostgresStorage {
     }
 
     async fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>> {
-        transact!(self, SER, |tx| async {
-            query_opt(
-                &tx,
+        fin(async {
+            self.read_opt(
                 "SELECT device_id, courier_id, name, public_key FROM devices WHERE token_hash=$1",
                 &[&token_hash],
             )
@@ -1013,9 +1040,8 @@ impl Storage for PostgresStorage {
     }
 
     async fn device(&self, device_id: &str) -> Result<Option<Device>> {
-        transact!(self, SER, |tx| async {
-            query_opt(
-                &tx,
+        fin(async {
+            self.read_opt(
                 "SELECT device_id, courier_id, name, public_key FROM devices WHERE device_id=$1",
                 &[&device_id],
             )
@@ -1028,10 +1054,8 @@ impl Storage for PostgresStorage {
     }
 
     async fn devices_of_courier(&self, courier_id: &str) -> Result<Vec<Device>> {
-        transact!(self, SER, |tx| {
-            async {
-            query(
-                &tx,
+        fin(async {
+            self.read(
                 "SELECT device_id, courier_id, name, public_key FROM devices WHERE courier_id=$1 ORDER BY enrolled_at, device_id",
                 &[&courier_id],
             )
@@ -1040,8 +1064,7 @@ impl Storage for PostgresStorage {
             .map(device_of)
             .collect()
         }
-        .await
-        })
+        .await)
     }
 
     async fn manifest(
@@ -1050,14 +1073,13 @@ impl Storage for PostgresStorage {
         date: NaiveDate,
         device_id: &str,
     ) -> Result<Option<StoredManifest>> {
-        transact!(self, SER, |tx| {
-            async {
-            let Some(r) = query_opt(
-                &tx,
-                "SELECT manifest_id, revision, envelope FROM manifests WHERE route_id=$1 AND delivery_date=$2 AND device_id=$3",
-                &[&route_id, &date, &device_id],
-            )
-            .await?
+        fin(async {
+            let Some(r) = self
+                .read_opt(
+                    "SELECT manifest_id, revision, envelope FROM manifests WHERE route_id=$1 AND delivery_date=$2 AND device_id=$3",
+                    &[&route_id, &date, &device_id],
+                )
+                .await?
             else {
                 return Ok(None);
             };
@@ -1071,8 +1093,7 @@ impl Storage for PostgresStorage {
                 items: Vec::new(),
             }))
         }
-        .await
-        })
+        .await)
     }
 
     async fn store_manifest(&self, m: StoredManifest) -> Result<StoredManifest> {
@@ -1253,16 +1274,16 @@ impl Storage for PostgresStorage {
         device_id: &str,
         parcel_id: &str,
     ) -> Result<Option<VerifyTarget>> {
-        transact!(self, SER, |tx| async {
-            let Some(r) = query_opt(
-                &tx,
-                "SELECT p.delivery_date, p.attempt, p.requires_code FROM parcels p
-                 WHERE p.parcel_id=$2 AND p.delivery_date IS NOT NULL AND EXISTS(
-                   SELECT 1 FROM manifest_items m WHERE m.device_id=$1 AND m.parcel_id=p.parcel_id
-                     AND m.delivery_date=p.delivery_date AND m.attempt=p.attempt)",
-                &[&device_id, &parcel_id],
-            )
-            .await?
+        fin(async {
+            let Some(r) = self
+                .read_opt(
+                    "SELECT p.delivery_date, p.attempt, p.requires_code FROM parcels p
+                     WHERE p.parcel_id=$2 AND p.delivery_date IS NOT NULL AND EXISTS(
+                       SELECT 1 FROM manifest_items m WHERE m.device_id=$1 AND m.parcel_id=p.parcel_id
+                         AND m.delivery_date=p.delivery_date AND m.attempt=p.attempt)",
+                    &[&device_id, &parcel_id],
+                )
+                .await?
             else {
                 return Ok(None);
             };
@@ -1469,7 +1490,7 @@ impl Storage for PostgresStorage {
     }
 
     async fn signals(&self) -> Result<Vec<Signal>> {
-        transact!(self, SER, |tx| {
+        transact!(self, SNAP, |tx| {
             async {
             query(&tx, "SELECT id, kind, parcel_id, device_id, confirmation_id, detail, at FROM signals ORDER BY id", &[])
                 .await?
@@ -1582,7 +1603,7 @@ impl Storage for PostgresStorage {
     }
 
     async fn notice_counts(&self) -> Result<(u64, u64, u64)> {
-        transact!(self, SER, |tx| {
+        transact!(self, SNAP, |tx| {
             async {
             let r = query_one(
                 &tx,
