@@ -13,7 +13,8 @@ pub type Clock = Arc<dyn Fn() -> DateTime<Utc> + Send + Sync>;
 pub struct Config {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
-    /// None or `sqlite:` → `<data-dir>/doorcode.db`; `sqlite:PATH` → that file.
+    /// None or `sqlite:` → `<data-dir>/doorcode.db`; `sqlite:PATH` → that file;
+    /// `postgres://…` → PostgreSQL (see `storage::postgres`).
     pub database: Option<String>,
     /// `file:DIR` (default `file:<data-dir>/notices`), `smtp://host:port`, `webhook:URL`.
     pub notify: Option<String>,

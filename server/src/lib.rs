@@ -76,15 +76,16 @@ impl ServerHandle {
     }
 }
 
-/// Open the storage named by `--database`.
-pub fn open_storage(cfg: &Config) -> Result<Arc<dyn Storage>, StartError> {
+/// Open the storage named by `--database`: SQLite (a file) or PostgreSQL
+/// (`postgres://…`, see `storage::postgres` for the URL parameters).
+pub async fn open_storage(cfg: &Config) -> Result<Arc<dyn Storage>, StartError> {
     let default = cfg.data_dir.join("doorcode.db");
     let path = match cfg.database.as_deref() {
         None | Some("sqlite:") | Some("") => default,
         Some(s) if s.starts_with("sqlite:") => std::path::PathBuf::from(&s["sqlite:".len()..]),
         Some(s) if s.starts_with("postgres://") || s.starts_with("postgresql://") => {
-            return Err(StartError::Config(
-                "PostgreSQL storage is not built yet; use the default embedded SQLite".into(),
+            return Ok(Arc::new(
+                storage::postgres::PostgresStorage::connect(s).await?,
             ));
         }
         Some(_) => {
@@ -113,7 +114,7 @@ pub async fn start(cfg: Config) -> Result<ServerHandle, StartError> {
     let code_key = keys::load_or_create_code_key(dir)?;
     let (admin_hash, admin_token) = keys::load_or_create_admin(dir)?;
     let signer = keys::load_signer(dir)?;
-    let storage = open_storage(&cfg)?;
+    let storage = open_storage(&cfg).await?;
     let channel = match cfg.notify.as_deref() {
         Some(s) => notices::Channel::parse(s).map_err(StartError::Config)?,
         None => notices::Channel::File(dir.join("notices")),

@@ -43,7 +43,8 @@ struct ServeArgs {
     data_dir: PathBuf,
     #[arg(long, default_value = "127.0.0.1:8080", env = "DOORCODE_LISTEN")]
     listen: SocketAddr,
-    /// `sqlite:PATH` (default `<data-dir>/doorcode.db`).
+    /// `sqlite:PATH` (default `<data-dir>/doorcode.db`) or
+    /// `postgres://USER@HOST:PORT/DB[?schema=NAME&pool_size=N]`.
     #[arg(long, env = "DOORCODE_DATABASE")]
     database: Option<String>,
     /// `file:DIR` (default `file:<data-dir>/notices`), `smtp://HOST:PORT` or `webhook:URL`.

@@ -106,7 +106,11 @@ async fn whole_delivery_day() {
         .init();
 
     let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), "2026-11-23T06:00:00Z")).await;
+    let mut cfg = config(dir.path(), "2026-11-23T06:00:00Z");
+    // DOORCODE_DAY_DB=postgres runs this same day on PostgreSQL (scripts/test.sh does).
+    cfg.database = common::day_database();
+    let db = cfg.database.clone();
+    let s = start(cfg).await;
     let key = vector_key();
     let day1 = d("2026-11-23");
     let mut issued: Vec<String> = Vec::new();
@@ -661,4 +665,5 @@ async fn whole_delivery_day() {
         !logs.contains(&a.token) && !logs.contains(&s.admin),
         "a bearer token appeared in the logs"
     );
+    common::drop_day_database(db.as_deref()).await;
 }

@@ -1,11 +1,12 @@
 //! Storage behind one small async trait, so SQLite (embedded, default) and
-//! PostgreSQL (next) run the same domain operations and the same test suite.
+//! PostgreSQL run the same domain operations and the same test suite.
 //!
 //! Every method is one domain operation and one transaction: a backend must
 //! give it all-or-nothing semantics. No delivery code is ever stored; codes are
 //! derived from the code key by the caller.
 
 pub mod conformance;
+pub mod postgres;
 pub mod sqlite;
 
 use chrono::{DateTime, NaiveDate, Utc};
