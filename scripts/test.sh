@@ -13,4 +13,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "Rust tests (unit, integration, vectors, properties, crash)"
 cargo test --workspace --all-targets --locked
 
+step "browser tests: tracking page and dispatch board in headless Chromium"
+scripts/test-web.sh
+
 step "all tests passed"
