@@ -246,7 +246,7 @@ test('an unknown token gets a plain 404 page', async () => {
   assert.equal(resp.status(), 404);
   const text = await page.innerText('body');
   assert.match(text, /Page not found/);
-  assert.doesNotMatch(text, /parcel|code|expired|P-10/i);
+  assert.doesNotMatch(text, /parcel|delivery code|expired|P-10/i);
   await ctx.close();
 });
 
@@ -259,6 +259,7 @@ test('the courier enters the code and the page flips to delivered', async () => 
   } else {
     const dev = new ApiDevice();
     await dev.enroll(enrollment);
+    await dev.manifest(); // the handset syncs: its manifest is built on first fetch
     const v = await dev.verify('P-1001', code1);
     assert.equal(v.json.result, 'accepted', v.text);
     const res = await dev.confirmDelivered('P-1001', code1);

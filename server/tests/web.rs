@@ -307,6 +307,19 @@ async fn resend_needs_the_form_token_and_is_rate_limited() {
         .await
         .unwrap();
     assert_eq!(r.status().as_u16(), 403);
+    let r = c
+        .post(&resend)
+        .header("origin", "null")
+        .header("sec-fetch-site", "cross-site")
+        .form_body(&[("t", t.as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status().as_u16(),
+        403,
+        "Origin: null falls back to Sec-Fetch-Site"
+    );
     assert_eq!(s.notice_files().len(), before);
     // The real form: sent once, then 429 for ten minutes.
     let r = c

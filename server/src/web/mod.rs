@@ -126,11 +126,12 @@ pub(crate) fn esc(s: &str) -> String {
     o
 }
 
-/// A POST is same-origin when its `Origin` (or, without one,
+/// A POST is same-origin when its `Origin` (or, without one or when it is
+/// `null` as browsers send it under `Referrer-Policy: no-referrer`,
 /// `Sec-Fetch-Site`) says so. Requests with neither (old clients, curl) rely
 /// on the form token alone.
 pub(crate) fn same_origin(h: &HeaderMap) -> bool {
-    if let Some(o) = h.get(header::ORIGIN) {
+    if let Some(o) = h.get(header::ORIGIN).filter(|o| o.as_bytes() != b"null") {
         let Some(host) = h.get(header::HOST).and_then(|v| v.to_str().ok()) else {
             return false;
         };
