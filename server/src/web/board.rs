@@ -93,14 +93,12 @@ fn forbidden() -> Response {
 }
 
 /// Check a POST: a live session, a same-origin request and the session's
-/// CSRF token (constant-time). Returns the session key.
-fn check_post(web: &WebState, h: &HeaderMap, csrf: Option<&str>) -> Result<String, Response> {
-    let Some((key, expected)) = session(web, h) else {
-        return Err(forbidden());
-    };
+/// CSRF token (constant-time). Returns the session key; None means 403.
+fn check_post(web: &WebState, h: &HeaderMap, csrf: Option<&str>) -> Option<String> {
+    let (key, expected) = session(web, h)?;
     match csrf {
-        Some(c) if same_origin(h) && ct_eq(c.as_bytes(), expected.as_bytes()) => Ok(key),
-        _ => Err(forbidden()),
+        Some(c) if same_origin(h) && ct_eq(c.as_bytes(), expected.as_bytes()) => Some(key),
+        _ => None,
     }
 }
 
@@ -537,9 +535,8 @@ pub async fn post_logout(
     form: Result<Form<CsrfOnly>, FormRejection>,
 ) -> Response {
     let csrf = form.ok().and_then(|Form(f)| f.csrf);
-    let key = match check_post(&web, &headers, csrf.as_deref()) {
-        Ok(k) => k,
-        Err(r) => return r,
+    let Some(key) = check_post(&web, &headers, csrf.as_deref()) else {
+        return forbidden();
     };
     web.sessions.lock().remove(&key);
     let cookie = format!(
@@ -576,10 +573,10 @@ pub async fn post_reissue(
     let Ok(Form(f)) = form else {
         return forbidden();
     };
-    let csrf = match check_post(&web, &headers, f.csrf.as_deref()) {
-        Ok(_) => session(&web, &headers).map(|s| s.1).unwrap_or_default(),
-        Err(r) => return r,
-    };
+    if check_post(&web, &headers, f.csrf.as_deref()).is_none() {
+        return forbidden();
+    }
+    let csrf = session(&web, &headers).map(|s| s.1).unwrap_or_default();
     let Some(pid) = f.parcel_id.filter(|p| !p.is_empty()) else {
         return plain(StatusCode::BAD_REQUEST, "No parcel", "Choose a parcel.");
     };
@@ -615,8 +612,8 @@ pub async fn post_enroll(
     let Ok(Form(f)) = form else {
         return forbidden();
     };
-    if let Err(r) = check_post(&web, &headers, f.csrf.as_deref()) {
-        return r;
+    if check_post(&web, &headers, f.csrf.as_deref()).is_none() {
+        return forbidden();
     }
     let csrf = session(&web, &headers).map(|s| s.1).unwrap_or_default();
     let courier_id = f.courier_id.unwrap_or_default().trim().to_string();
@@ -662,8 +659,8 @@ pub async fn post_close_day(
     let Ok(Form(f)) = form else {
         return forbidden();
     };
-    if let Err(r) = check_post(&web, &headers, f.csrf.as_deref()) {
-        return r;
+    if check_post(&web, &headers, f.csrf.as_deref()).is_none() {
+        return forbidden();
     }
     let csrf = session(&web, &headers).map(|s| s.1).unwrap_or_default();
     let date = f.date.unwrap_or_default();

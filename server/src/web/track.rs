@@ -163,10 +163,10 @@ pub async fn get_page(
         Err(r) => return r,
     };
     let delivered = if t.status == "delivered" {
-        match delivered_at(&app, &t.parcel_id).await {
-            Ok(d) => d,
-            Err(_) => None,
-        }
+        delivered_at(&app, &t.parcel_id).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e.message, "track page: delivery time");
+            None
+        })
     } else {
         None
     };
