@@ -30,4 +30,13 @@ cargo build -p doorcode-server --bin doorcode --locked
 
 step "browser tests (headless Chromium)"
 cd web-tests
-node --test --test-reporter=spec --test-reporter-destination=stdout
+mkdir -p artifacts
+status=0
+node --test --test-reporter=spec --test-reporter-destination=stdout \
+    --test-reporter=tap --test-reporter-destination=artifacts/results.tap || status=$?
+passed=$(sed -n 's/^# pass \([0-9]*\)$/\1/p' artifacts/results.tap | tail -1)
+failed=$(sed -n 's/^# fail \([0-9]*\)$/\1/p' artifacts/results.tap | tail -1)
+echo "${passed:-0} passed, ${failed:-0} failed"
+if [ "$status" != 0 ] || [ "${passed:-0}" = 0 ] || [ "${failed:-1}" != 0 ]; then
+    exit 1
+fi

@@ -113,8 +113,9 @@ class ApiDevice {
 class CliDevice {
   constructor() { this.db = path.join(tmp, 'handset.db'); }
   run(...args) {
-    const out = execFileSync(BIN, ['handset', '--db', this.db, ...args], { encoding: 'utf8' });
-    return out.trim() ? JSON.parse(out.trim().split('\n').pop()) : null;
+    // Exits non-zero (and so throws) when the step fails; prints JSON.
+    const out = execFileSync(BIN, ['handset', '--db', this.db, ...args], { encoding: 'utf8' }).trim();
+    try { return JSON.parse(out); } catch { return out; }
   }
   async enroll(code) { this.run('enroll', '--server', base, '--code', code); }
   async deliver(parcelId, code) {
@@ -253,10 +254,12 @@ test('an unknown token gets a plain 404 page', async () => {
 test('the courier enters the code and the page flips to delivered', async () => {
   const enrollment = (await board.textContent('#enrollment-code')).trim();
   if (hasHandsetCli()) {
+    console.log('# courier: the desktop handset CLI (doorcode handset)');
     const dev = new CliDevice();
     await dev.enroll(enrollment);
     await dev.deliver('P-1001', code1);
   } else {
+    console.log('# courier: no handset CLI in this binary; the device API with a Node Ed25519 key');
     const dev = new ApiDevice();
     await dev.enroll(enrollment);
     await dev.manifest(); // the handset syncs: its manifest is built on first fetch
