@@ -840,8 +840,8 @@ fn no_store() -> [(header::HeaderName, HeaderValue); 2] {
 /// Tracking as JSON.
 #[utoipa::path(get, path = "/v1/track/{token}", tag = "customer",
     params(("token" = String, Path, description = "track token from the notice")),
-    responses((status = 200, body = TrackView), (status = 404, body = ErrorBody)))]
-async fn get_track_json(
+    responses((status = 200, body = TrackView), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub(crate) async fn get_track_json(
     State(app): State<App>,
     PathArg(token): PathArg<String>,
 ) -> Result<Response, ApiError> {
@@ -993,7 +993,6 @@ pub fn router(app: App, web: std::sync::Arc<crate::web::WebState>) -> Router {
             post(post_confirmations).layer(DefaultBodyLimit::max(cfg.confirmations_body_limit)),
         )
         .route("/v1/verify", post(post_verify))
-        .route("/v1/track/{token}", get(get_track_json))
         .route("/.well-known/doorcode-keys", get(get_keys))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

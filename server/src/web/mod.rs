@@ -247,6 +247,7 @@ fn asset(ct: &'static str, body: &'static str) -> Response {
 pub fn routes(web: Arc<WebState>) -> Router<App> {
     Router::new()
         .route("/track/{token}", get(track::get_page))
+        .route("/v1/track/{token}", get(track::get_json))
         .route("/track/{token}/resend", post(track::post_resend))
         .route("/board", get(board::get_board))
         .route("/board/live", get(board::get_live))

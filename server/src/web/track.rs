@@ -302,3 +302,28 @@ pub async fn post_resend(
         }
     }
 }
+
+/// `GET /v1/track/{token}` (documented in `api`), behind the same per-IP
+/// limit as the page: both answer "is this a token?".
+pub async fn get_json(
+    State(app): State<App>,
+    Extension(web): Extension<Arc<WebState>>,
+    ext: Extensions,
+    path: crate::error::PathArg<String>,
+) -> Response {
+    if !web.track_limit.allow(&super::client_ip(&ext)) {
+        let mut r = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many tracking lookups from this address; wait a minute",
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return r;
+    }
+    match crate::api::get_track_json(State(app), path).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
