@@ -119,9 +119,9 @@ class CliDevice {
   }
   async enroll(code) { this.run('enroll', '--server', base, '--code', code); }
   async deliver(parcelId, code) {
-    this.run('sync');
+    this.run('sync', '--date', day);
     const v = this.run('verify', parcelId, code);
-    this.run('sync');
+    this.run('sync', '--date', day);
     return v;
   }
 }
