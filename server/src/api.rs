@@ -27,6 +27,8 @@ const MAX_TEXT: usize = 1_000;
 const MAX_BATCH: usize = 10_000;
 const MAX_CONFIRMATIONS: usize = 1_000;
 const ENROLLMENT_MINUTES: i64 = 15;
+/// Days after the end of its delivery day that a track link keeps working.
+pub const TRACK_LINK_DAYS: i64 = 30;
 
 // ---------- auth ----------
 
@@ -799,6 +801,11 @@ pub(crate) async fn track_view(app: &App, token: &str) -> Result<TrackView, ApiE
         .ok_or_else(unknown)?;
     let window = p.delivery_date.map(|d| app.cfg.calendar.window(d));
     let now = app.cfg.now();
+    // A link expires TRACK_LINK_DAYS after its delivery day and then looks
+    // exactly like an unknown one.
+    if window.is_some_and(|(_, until)| now >= until + chrono::Duration::days(TRACK_LINK_DAYS)) {
+        return Err(unknown());
+    }
     let open = p.status == "scheduled" || p.status == "failed";
     let code = match (p.delivery_date, window) {
         (Some(d), Some((_, until))) if p.requires_code && open && p.attempt > 0 && now < until => {

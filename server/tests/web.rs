@@ -226,6 +226,21 @@ async fn tracking_page_shows_the_code_only_while_valid_then_delivered() {
         "an expired code is never shown"
     );
     assert!(html.contains("No code right now"));
+    // 30 days after the day the links expire: the same 404 as an unknown token.
+    *clock.lock().unwrap() = t("2026-12-23T22:59:59Z");
+    assert_eq!(
+        page(&c, &format!("{}/track/{}", s.url, tokens[0])).await.0,
+        200
+    );
+    *clock.lock().unwrap() = t("2026-12-23T23:00:00Z");
+    let (st, _, expired) = page(&c, &format!("{}/track/{}", s.url, tokens[0])).await;
+    let (_, _, unknown) = page(&c, &format!("{}/track/{}", s.url, "Z".repeat(43))).await;
+    assert_eq!(st, 404);
+    assert_eq!(
+        expired, unknown,
+        "an expired link looks like an unknown one"
+    );
+    assert_eq!(s.get(&format!("/v1/track/{}", tokens[0])).await.0, 404);
     s.handle.shutdown().await;
 }
 
