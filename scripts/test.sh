@@ -19,6 +19,9 @@ if ./scripts/postgres-up.sh >/dev/null 2>&1; then
   DOORCODE_DAY_DB=postgres cargo test -p doorcode-server --test day --locked
 fi
 
+step "browser tests: tracking page and dispatch board in headless Chromium"
+scripts/test-web.sh
+
 # The PostgreSQL tests print SKIPPED and return when no PostgreSQL is
 # reachable outside CI (under CI they fail). Say so here too, so a skipped
 # suite never reads as a passed one.

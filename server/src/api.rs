@@ -11,7 +11,7 @@ use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, RawQuery, R
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -27,6 +27,8 @@ const MAX_TEXT: usize = 1_000;
 const MAX_BATCH: usize = 10_000;
 const MAX_CONFIRMATIONS: usize = 1_000;
 const ENROLLMENT_MINUTES: i64 = 15;
+/// Days after the end of its delivery day that a track link keeps working.
+pub const TRACK_LINK_DAYS: i64 = 30;
 
 // ---------- auth ----------
 
@@ -408,7 +410,7 @@ fn normalize_enrollment(s: &str) -> String {
 /// A one-time enrollment code for a courier's new handset.
 #[utoipa::path(post, path = "/v1/enrollments", tag = "dispatch", security(("bearer" = [])), request_body = EnrollmentIn,
     responses((status = 200, body = EnrollmentOut), (status = 422, body = ErrorBody)))]
-async fn post_enrollment(
+pub(crate) async fn post_enrollment(
     State(app): State<App>,
     _d: Dispatch,
     Body(e): Body<EnrollmentIn>,
@@ -446,7 +448,7 @@ async fn post_enrollment(
 #[utoipa::path(post, path = "/v1/parcels/{id}/reissue", tag = "dispatch", security(("bearer" = [])),
     params(("id" = String, Path, description = "parcel id")),
     responses((status = 200, body = ParcelDetail), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
-async fn post_reissue(
+pub(crate) async fn post_reissue(
     State(app): State<App>,
     d: Dispatch,
     PathArg(id): PathArg<String>,
@@ -470,7 +472,7 @@ pub struct CloseOut {
 #[utoipa::path(post, path = "/v1/days/{date}/close", tag = "dispatch", security(("bearer" = [])),
     params(("date" = String, Path, description = "YYYY-MM-DD")),
     responses((status = 200, body = CloseOut), (status = 400, body = ErrorBody)))]
-async fn post_close_day(
+pub(crate) async fn post_close_day(
     State(app): State<App>,
     _d: Dispatch,
     PathArg(date): PathArg<String>,
@@ -787,7 +789,7 @@ pub struct TrackView {
     pub safety: Vec<String>,
 }
 
-async fn track_view(app: &App, token: &str) -> Result<TrackView, ApiError> {
+pub(crate) async fn track_view(app: &App, token: &str) -> Result<TrackView, ApiError> {
     let unknown = || ApiError::not_found("unknown_token", "no parcel has this tracking link");
     if token.is_empty() || token.len() > 100 {
         return Err(unknown());
@@ -799,6 +801,11 @@ async fn track_view(app: &App, token: &str) -> Result<TrackView, ApiError> {
         .ok_or_else(unknown)?;
     let window = p.delivery_date.map(|d| app.cfg.calendar.window(d));
     let now = app.cfg.now();
+    // A link expires TRACK_LINK_DAYS after its delivery day and then looks
+    // exactly like an unknown one.
+    if window.is_some_and(|(_, until)| now >= until + chrono::Duration::days(TRACK_LINK_DAYS)) {
+        return Err(unknown());
+    }
     let open = p.status == "scheduled" || p.status == "failed";
     let code = match (p.delivery_date, window) {
         (Some(d), Some((_, until))) if p.requires_code && open && p.attempt > 0 && now < until => {
@@ -840,24 +847,12 @@ fn no_store() -> [(header::HeaderName, HeaderValue); 2] {
 /// Tracking as JSON.
 #[utoipa::path(get, path = "/v1/track/{token}", tag = "customer",
     params(("token" = String, Path, description = "track token from the notice")),
-    responses((status = 200, body = TrackView), (status = 404, body = ErrorBody)))]
-async fn get_track_json(
+    responses((status = 200, body = TrackView), (status = 404, body = ErrorBody), (status = 429, body = ErrorBody)))]
+pub(crate) async fn get_track_json(
     State(app): State<App>,
     PathArg(token): PathArg<String>,
 ) -> Result<Response, ApiError> {
     Ok((no_store(), Json(track_view(&app, &token).await?)).into_response())
-}
-
-/// Tracking page (HTML).
-#[utoipa::path(get, path = "/track/{token}", tag = "customer",
-    params(("token" = String, Path, description = "track token from the notice")),
-    responses((status = 200, description = "HTML page", content_type = "text/html"), (status = 404, body = ErrorBody)))]
-async fn get_track_html(
-    State(app): State<App>,
-    PathArg(token): PathArg<String>,
-) -> Result<Response, ApiError> {
-    let v = track_view(&app, &token).await?;
-    Ok((no_store(), Html(crate::track_page::render(&v))).into_response())
 }
 
 // ---------- anyone / ops ----------
@@ -932,7 +927,7 @@ impl utoipa::Modify for BearerAuth {
         post_confirmations,
         post_verify,
         get_track_json,
-        get_track_html,
+        crate::web::track::get_page,
         get_keys,
         healthz,
         metrics,
@@ -987,9 +982,10 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-pub fn router(app: App) -> Router {
+pub fn router(app: App, web: std::sync::Arc<crate::web::WebState>) -> Router {
     let cfg = app.cfg.clone();
     Router::new()
+        .merge(crate::web::routes(web))
         .route("/v1/parcels", post(post_parcels))
         .route("/v1/parcels/{id}", get(get_parcel))
         .route("/v1/parcels/{id}/reissue", post(post_reissue))
@@ -1004,8 +1000,6 @@ pub fn router(app: App) -> Router {
             post(post_confirmations).layer(DefaultBodyLimit::max(cfg.confirmations_body_limit)),
         )
         .route("/v1/verify", post(post_verify))
-        .route("/v1/track/{token}", get(get_track_json))
-        .route("/track/{token}", get(get_track_html))
         .route("/.well-known/doorcode-keys", get(get_keys))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

@@ -28,7 +28,7 @@ pub struct DemoArgs {
     couriers: u32,
     #[arg(long, default_value_t = 40, value_parser = clap::value_parser!(u32).range(5..=300))]
     stops: u32,
-    /// Seed for the made-up day; the same seed gives the same parcels and absences.
+    /// Seed for the made-up parcels and routes (the same seed gives the same parcels).
     #[arg(long, default_value_t = 2026)]
     seed: u64,
     /// Keep serving after the summary (so the track URL works) until Ctrl-C.

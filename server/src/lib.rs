@@ -13,7 +13,7 @@ pub mod metrics;
 pub mod netsim;
 pub mod notices;
 pub mod storage;
-mod track_page;
+pub mod web;
 
 pub use app::App;
 pub use config::Config;
@@ -152,14 +152,18 @@ pub async fn start(cfg: Config) -> Result<ServerHandle, StartError> {
         public_url: Arc::new(public_url),
     };
     let (tx, rx) = watch::channel(false);
-    let router = api::router(app.clone());
+    let web = Arc::new(web::WebState::new()?);
+    let router = api::router(app.clone(), web);
     let mut srv_rx = rx.clone();
     let server = tokio::spawn(async move {
-        let r = axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = srv_rx.wait_for(|v| *v).await;
-            })
-            .await;
+        let r = axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = srv_rx.wait_for(|v| *v).await;
+        })
+        .await;
         if let Err(e) = r {
             tracing::error!(error = %e, "server stopped");
         }

@@ -296,6 +296,48 @@ async fn handle(
     }
 }
 
+/// Send the current notice again right now, outside the outbox (the
+/// customer's "resend" on the tracking page, which reports failure to them
+/// instead of retrying). Errors are short and never contain the code.
+pub async fn send_now(
+    app: &App,
+    p: &ParcelContact,
+    date: NaiveDate,
+    code: &Code,
+) -> Result<(), String> {
+    let ch = app.channel.as_ref();
+    let reachable = match ch {
+        Channel::File(_) => true,
+        Channel::Smtp { .. } => p.email.is_some(),
+        Channel::Webhook(_) => p.email.is_some() || p.phone.is_some(),
+    };
+    if !reachable {
+        return Err("no address for this channel".into());
+    }
+    let track = track_url(&app.public_url, &p.track_token);
+    let (subject, body) = render(p, date, code, &track);
+    let to = p
+        .email
+        .clone()
+        .or_else(|| p.phone.clone())
+        .unwrap_or_default();
+    let msg = Message {
+        channel: ch.name().to_string(),
+        to,
+        subject,
+        body,
+        parcel_id: p.parcel_id.clone(),
+        code: code.expose().to_string(),
+        track_url: track,
+    };
+    // Resends have no outbox row; number their files after the clock.
+    let id = app.cfg.now().timestamp_millis();
+    let r = send(app, ch, id, p.email.as_deref(), p.phone.as_deref(), msg).await;
+    app.metrics
+        .notice(ch.name(), if r.is_ok() { "sent" } else { "failed" });
+    r
+}
+
 /// Drain due notices once; returns how many were attempted.
 pub async fn drain_once(app: &App) -> Result<usize, crate::storage::StorageError> {
     let now = app.cfg.now();

@@ -203,6 +203,11 @@ pub async fn routes_assign_attempts_and_queue_notices(s: &dyn Storage) {
     let old = s.route("R-b", day(23)).await.unwrap().unwrap();
     assert_eq!(old.revision, 3);
     assert_eq!(old.stops[0].parcels.len(), 1);
+    // The board lists a day's parcels by their current date.
+    let on23 = s.parcel_ids_on(day(23)).await.unwrap();
+    let on24 = s.parcel_ids_on(day(24)).await.unwrap();
+    assert!(on23.contains(&"b-2".to_string()) && !on23.contains(&"b-1".to_string()));
+    assert!(on24.contains(&"b-1".to_string()) && !on24.contains(&"b-2".to_string()));
     // Dropping a parcel from a route makes it pending again.
     s.save_route(route("R-b2", "C-b", day(24), &[]), t0())
         .await

@@ -264,6 +264,9 @@ pub trait Storage: Send + Sync {
     async fn parcel(&self, parcel_id: &str) -> Result<Option<ParcelView>>;
     async fn parcel_contact(&self, parcel_id: &str) -> Result<Option<ParcelContact>>;
     async fn parcel_by_track_token(&self, token: &str) -> Result<Option<ParcelContact>>;
+    /// Ids of the parcels whose current delivery date is `date`, sorted (the
+    /// dispatcher's board reads each with [`Storage::parcel`]).
+    async fn parcel_ids_on(&self, date: NaiveDate) -> Result<Vec<String>>;
 
     /// Create or replace a route for a date: revision+1, assign parcels
     /// (attempt+1 when a parcel changes day), queue a notice per new code.

@@ -795,6 +795,20 @@ impl Storage for PostgresStorage {
         .await)
     }
 
+    async fn parcel_ids_on(&self, date: NaiveDate) -> Result<Vec<String>> {
+        fin(async {
+            self.read(
+                "SELECT parcel_id FROM parcels WHERE delivery_date=$1 ORDER BY parcel_id",
+                &[&date],
+            )
+            .await?
+            .iter()
+            .map(|r| get(r, 0))
+            .collect()
+        }
+        .await)
+    }
+
     async fn save_route(&self, route: RouteInput, now: DateTime<Utc>) -> Result<RouteSaved> {
         transact!(self, SER, |tx| {
             async {

@@ -580,6 +580,20 @@ impl Storage for SqliteStorage {
         self.tx(move |tx| contact(tx, "track_token", &t)).await
     }
 
+    async fn parcel_ids_on(&self, date: NaiveDate) -> Result<Vec<String>> {
+        let d = date.to_string();
+        self.tx(move |tx| {
+            let mut st = tx.prepare(
+                "SELECT parcel_id FROM parcels WHERE delivery_date=?1 ORDER BY parcel_id",
+            )?;
+            let ids = st
+                .query_map([&d], |r| r.get::<_, String>(0))?
+                .collect::<std::result::Result<Vec<_>, _>>()?;
+            Ok(ids)
+        })
+        .await
+    }
+
     async fn save_route(&self, route: RouteInput, now: DateTime<Utc>) -> Result<RouteSaved> {
         self.tx(move |tx| {
             let date = ds(route.delivery_date);

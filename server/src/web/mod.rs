@@ -1,0 +1,279 @@
+//! Server-rendered web pages: the customer's tracking page (`/track/{token}`)
+//! and the dispatcher's board (`/board`). No framework: HTML strings, one small
+//! stylesheet and one small script, both served from this binary.
+//!
+//! Every page answers with a strict CSP (`default-src 'self'`, no inline
+//! script or style), `frame-ancestors 'none'` + `X-Frame-Options: DENY`,
+//! `Referrer-Policy: no-referrer`, `X-Content-Type-Options: nosniff` and
+//! `Cache-Control: no-store`.
+//!
+//! Abuse limits live in memory (one process): track lookups per client IP
+//! (token bucket: burst 30, one more every 2 s), resends (one per parcel per
+//! 10 minutes, 30 per minute for the whole server), and board logins per IP
+//! (burst 10, one more every 6 s). Behind a reverse proxy all clients share
+//! the proxy's address, so the limits then apply to it as a whole.
+
+pub mod board;
+pub mod track;
+
+use crate::app::App;
+use axum::Router;
+use axum::extract::{ConnectInfo, Request};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const CSS: &str = include_str!("assets/web.css");
+const BOARD_JS: &str = include_str!("assets/board.js");
+
+pub(crate) const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
+connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
+
+/// In-memory state of the web pages: sessions, limits and a secret for
+/// stateless form tokens. Created per router, so each server has its own.
+pub struct WebState {
+    pub(crate) sessions: board::Sessions,
+    pub(crate) track_limit: Limiter<IpAddr>,
+    pub(crate) login_limit: Limiter<IpAddr>,
+    pub(crate) resend_per_parcel: Mutex<HashMap<String, Instant>>,
+    pub(crate) resend_global: Limiter<()>,
+    /// HMAC key for the tracking page's resend form token.
+    pub(crate) form_key: ring::hmac::Key,
+}
+
+impl WebState {
+    pub fn new() -> Result<Self, crate::keys::KeyError> {
+        let secret = crate::keys::random_bytes::<32>()?;
+        Ok(Self {
+            sessions: board::Sessions::default(),
+            track_limit: Limiter::new(30.0, 0.5),
+            login_limit: Limiter::new(10.0, 1.0 / 6.0),
+            resend_per_parcel: Mutex::new(HashMap::new()),
+            resend_global: Limiter::new(30.0, 0.5),
+            form_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret),
+        })
+    }
+}
+
+/// A token bucket per key: `burst` tokens, refilled at `per_sec`.
+pub(crate) struct Limiter<K> {
+    burst: f64,
+    per_sec: f64,
+    buckets: Mutex<HashMap<K, (f64, Instant)>>,
+}
+
+impl<K: std::hash::Hash + Eq + Clone> Limiter<K> {
+    pub(crate) fn new(burst: f64, per_sec: f64) -> Self {
+        Self {
+            burst,
+            per_sec,
+            buckets: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Take one token; false when the bucket is empty.
+    pub(crate) fn allow(&self, key: &K) -> bool {
+        let now = Instant::now();
+        let mut m = match self.buckets.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        if m.len() > 50_000 {
+            // Forget full buckets: they are the same as new ones.
+            let (burst, rate) = (self.burst, self.per_sec);
+            m.retain(|_, (t, at)| *t + now.duration_since(*at).as_secs_f64() * rate < burst);
+        }
+        let e = m.entry(key.clone()).or_insert((self.burst, now));
+        let refill = now.duration_since(e.1).as_secs_f64() * self.per_sec;
+        e.0 = (e.0 + refill).min(self.burst);
+        e.1 = now;
+        if e.0 >= 1.0 {
+            e.0 -= 1.0;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+/// The peer address (set by `into_make_service_with_connect_info`); loopback
+/// when the router runs without it (in-process tests with `oneshot`).
+pub(crate) fn client_ip(req_ext: &axum::http::Extensions) -> IpAddr {
+    req_ext
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+}
+
+/// HTML escaping for text and attribute values.
+pub(crate) fn esc(s: &str) -> String {
+    let mut o = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => o.push_str("&amp;"),
+            '<' => o.push_str("&lt;"),
+            '>' => o.push_str("&gt;"),
+            '"' => o.push_str("&quot;"),
+            '\'' => o.push_str("&#39;"),
+            c => o.push(c),
+        }
+    }
+    o
+}
+
+/// A POST is same-origin when its `Origin` (or, without one or when it is
+/// `null` as browsers send it under `Referrer-Policy: no-referrer`,
+/// `Sec-Fetch-Site`) says so. Requests with neither (old clients, curl) rely
+/// on the form token alone.
+pub(crate) fn same_origin(h: &HeaderMap) -> bool {
+    if let Some(o) = h.get(header::ORIGIN).filter(|o| o.as_bytes() != b"null") {
+        let Some(host) = h.get(header::HOST).and_then(|v| v.to_str().ok()) else {
+            return false;
+        };
+        let Ok(o) = o.to_str() else { return false };
+        let rest = o
+            .strip_prefix("http://")
+            .or_else(|| o.strip_prefix("https://"));
+        return rest == Some(host);
+    }
+    match h.get("sec-fetch-site").and_then(|v| v.to_str().ok()) {
+        Some(s) => s == "same-origin" || s == "none",
+        None => true,
+    }
+}
+
+/// A whole page: `lang`, viewport, one stylesheet, optional script.
+pub(crate) fn page(title: &str, body: &str, script: bool) -> String {
+    let js = if script {
+        "<script src=\"/static/board.js\" defer></script>"
+    } else {
+        ""
+    };
+    format!(
+        "<!doctype html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+<meta name=\"referrer\" content=\"no-referrer\"><meta name=\"robots\" content=\"noindex\">\
+<title>{t}</title><link rel=\"stylesheet\" href=\"/static/web.css\">{js}</head>\
+<body>{body}</body></html>\n",
+        t = esc(title)
+    )
+}
+
+pub(crate) fn html(status: StatusCode, body: String) -> Response {
+    (
+        status,
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("text/html; charset=utf-8"),
+        )],
+        body,
+    )
+        .into_response()
+}
+
+/// The plain page for an unknown or expired link: it says nothing about why.
+pub(crate) fn not_found_page() -> Response {
+    html(
+        StatusCode::NOT_FOUND,
+        page(
+            "Not found",
+            "<header><p class=\"brand\">doorcode</p></header><main><h1>Page not found</h1>\
+<p>This link does not lead to a page.</p></main><footer><p>doorcode</p></footer>",
+            false,
+        ),
+    )
+}
+
+pub(crate) fn plain(status: StatusCode, title: &str, msg: &str) -> Response {
+    html(
+        status,
+        page(
+            title,
+            &format!(
+                "<header><p class=\"brand\">doorcode</p></header><main><h1>{}</h1><p>{}</p></main>\
+<footer><p>doorcode</p></footer>",
+                esc(title),
+                esc(msg)
+            ),
+            false,
+        ),
+    )
+}
+
+/// Security headers on every web response (pages, fragments, assets).
+async fn security_headers(req: Request, next: Next) -> Response {
+    let mut resp = next.run(req).await;
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CSP),
+    );
+    h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    h.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    if !h.contains_key(header::CACHE_CONTROL) {
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    }
+    resp
+}
+
+fn asset(ct: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, HeaderValue::from_static(ct)),
+            (
+                header::CACHE_CONTROL,
+                HeaderValue::from_static("public, max-age=3600"),
+            ),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+/// The web routes, to merge into the API router (which adds logging by
+/// route template, timeouts and body limits).
+pub fn routes(web: Arc<WebState>) -> Router<App> {
+    Router::new()
+        .route("/track/{token}", get(track::get_page))
+        .route("/v1/track/{token}", get(track::get_json))
+        .route("/track/{token}/resend", post(track::post_resend))
+        .route("/board", get(board::get_board))
+        .route("/board/live", get(board::get_live))
+        .route("/board/login", post(board::post_login))
+        .route("/board/logout", post(board::post_logout))
+        .route("/board/reissue", post(board::post_reissue))
+        .route("/board/enroll", post(board::post_enroll))
+        .route("/board/close-day", post(board::post_close_day))
+        .route(
+            "/static/web.css",
+            get(|| async { asset("text/css; charset=utf-8", CSS) }),
+        )
+        .route(
+            "/static/board.js",
+            get(|| async { asset("text/javascript; charset=utf-8", BOARD_JS) }),
+        )
+        .layer(axum::middleware::from_fn(security_headers))
+        .layer(axum::Extension(web))
+}
+
+/// Seconds as a short human duration ("9 minutes").
+pub(crate) fn minutes_text(d: Duration) -> String {
+    let m = d.as_secs().div_ceil(60).max(1);
+    if m == 1 {
+        "1 minute".into()
+    } else {
+        format!("{m} minutes")
+    }
+}

@@ -1,0 +1,329 @@
+//! The customer's tracking page: parcel, day, status, the code while it is
+//! valid (large spaced digits, read digit by digit by screen readers), the
+//! safety text, and a rate-limited "send the notice again".
+
+use super::{WebState, esc, html, minutes_text, not_found_page, page, plain, same_origin};
+use crate::api::{TrackView, track_view};
+use crate::app::App;
+use crate::error::ApiError;
+use axum::extract::rejection::{FormRejection, PathRejection};
+use axum::extract::{Extension, Form, Path, RawQuery, State};
+use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
+use serde::Deserialize;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// One resend per parcel per this long.
+pub const RESEND_EVERY: Duration = Duration::from_secs(600);
+
+fn too_many() -> Response {
+    let mut r = plain(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many requests",
+        "Please wait a minute and try again.",
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+    r
+}
+
+/// The resend form's token: HMAC of the track token under a per-process key.
+/// An attacker cannot make it without the page, so cross-site posts fail.
+fn form_token(web: &WebState, token: &str) -> String {
+    let tag = ring::hmac::sign(&web.form_key, format!("resend\0{token}").as_bytes());
+    doorcode_core::b64::encode(tag.as_ref())
+}
+
+fn status_text(status: &str) -> &'static str {
+    match status {
+        "pending" => "Being prepared: not on a delivery round yet",
+        "scheduled" => "Out for delivery",
+        "failed" => "Delivery attempt failed: the courier may try again today",
+        "delivered" => "Delivered",
+        "disputed" => "Delivery under review",
+        _ => "Unknown",
+    }
+}
+
+/// When the parcel was delivered (the server's record of the confirmation).
+async fn delivered_at(app: &App, parcel_id: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+    Ok(app.storage.parcel(parcel_id).await?.and_then(|p| {
+        p.events
+            .iter()
+            .rev()
+            .find(|e| e.kind == "delivered")
+            .map(|e| e.at)
+    }))
+}
+
+fn render(
+    app: &App,
+    web: &WebState,
+    token: &str,
+    t: &TrackView,
+    delivered: Option<DateTime<Utc>>,
+    message: Option<&str>,
+) -> String {
+    let tz = app.cfg.calendar.time_zone;
+    let day = t
+        .delivery_date
+        .map(|d| d.format("%A %-d %B %Y").to_string())
+        .unwrap_or_else(|| "not scheduled yet".into());
+    let msg = message
+        .map(|m| format!("<p class=\"note\" role=\"status\">{}</p>", esc(m)))
+        .unwrap_or_default();
+    let main_block = if t.status == "delivered" {
+        let when = delivered
+            .map(|at| at.with_timezone(&tz).format("%H:%M").to_string())
+            .unwrap_or_else(|| "--:--".into());
+        format!(
+            "<section class=\"done\" aria-labelledby=\"done-h\"><h2 id=\"done-h\">Delivered at {when}, code verified</h2>\
+<p>Your parcel was handed over. The code is no longer valid and nobody needs it any more.</p></section>"
+        )
+    } else if let Some(code) = &t.code {
+        let spoken: Vec<String> = code.chars().map(|c| c.to_string()).collect();
+        format!(
+            "<section class=\"codebox\" aria-labelledby=\"code-h\"><h2 id=\"code-h\">Your delivery code</h2>\
+<p class=\"code\"><span class=\"sr-only\">{spoken}</span><span id=\"code\" class=\"digits\" aria-hidden=\"true\">{digits}</span></p>\
+<p class=\"valid\">Valid on {day} only. Say it to the courier when they hand you the parcel at your door.</p>\
+<form method=\"post\" action=\"/track/{tok}/resend\"><input type=\"hidden\" name=\"t\" value=\"{ft}\">\
+<button type=\"submit\">Send the notice again</button></form></section>",
+            spoken = esc(&spoken.join(" ")),
+            digits = esc(code),
+            tok = esc(token),
+            ft = esc(&form_token(web, token)),
+        )
+    } else if t.status == "disputed" {
+        "<section class=\"info\"><h2>We are checking this delivery</h2><p>A delivery was reported that we could not confirm. \
+Do not give anyone a code for this parcel. We will contact you.</p></section>"
+            .to_string()
+    } else {
+        "<section class=\"info\"><h2>No code right now</h2><p>Your code appears here on the delivery day, \
+and you also get it in a message. It is only shown while it is valid.</p></section>"
+            .to_string()
+    };
+    let safety: String = t
+        .safety
+        .iter()
+        .map(|s| format!("<li>{}</li>", esc(s)))
+        .collect();
+    let body = format!(
+        "<header><p class=\"brand\">doorcode <span>parcel tracking</span></p></header>\
+<main id=\"main\"><h1>Parcel {pid}</h1>{msg}\
+<dl class=\"facts\"><dt>Status</dt><dd id=\"status\">{status}</dd><dt>Delivery day</dt><dd>{day_e}</dd></dl>\
+{main_block}\
+<section class=\"safety\" aria-labelledby=\"safe-h\"><h2 id=\"safe-h\">Keep your code safe</h2><ul>{safety}</ul></section>\
+</main><footer><p>We will never ask you for your code by phone, by text message or through a link.</p></footer>",
+        pid = esc(&t.parcel_id),
+        status = esc(status_text(&t.status)),
+        day_e = esc(&day),
+    );
+    page(&format!("Parcel {}", t.parcel_id), &body, false)
+}
+
+async fn lookup(app: &App, token: &str) -> Result<Option<TrackView>, Response> {
+    match track_view(app, token).await {
+        Ok(v) => Ok(Some(v)),
+        Err(e) if e.status == StatusCode::NOT_FOUND => Ok(None),
+        Err(e) => {
+            tracing::error!(error = %e.message, "track page");
+            Err(plain(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "Something went wrong",
+                "Please try again in a minute.",
+            ))
+        }
+    }
+}
+
+/// Tracking page (HTML): a plain 404 page for unknown or expired tokens.
+#[utoipa::path(get, path = "/track/{token}", tag = "customer",
+    params(("token" = String, Path, description = "track token from the notice")),
+    responses((status = 200, description = "HTML page", content_type = "text/html"),
+        (status = 404, description = "HTML page that reveals nothing", content_type = "text/html"),
+        (status = 429, description = "too many lookups from this address", content_type = "text/html")))]
+pub async fn get_page(
+    State(app): State<App>,
+    Extension(web): Extension<Arc<WebState>>,
+    ext: Extensions,
+    path: Result<Path<String>, PathRejection>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    if !web.track_limit.allow(&super::client_ip(&ext)) {
+        return too_many();
+    }
+    let Ok(Path(token)) = path else {
+        return not_found_page();
+    };
+    let t = match lookup(&app, &token).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return not_found_page(),
+        Err(r) => return r,
+    };
+    let delivered = if t.status == "delivered" {
+        delivered_at(&app, &t.parcel_id).await.unwrap_or_else(|e| {
+            tracing::warn!(error = %e.message, "track page: delivery time");
+            None
+        })
+    } else {
+        None
+    };
+    let message = match q.as_deref() {
+        Some("resent=1") => Some("We sent the notice again."),
+        _ => None,
+    };
+    html(
+        StatusCode::OK,
+        render(&app, &web, &token, &t, delivered, message),
+    )
+}
+
+#[derive(Deserialize)]
+pub struct ResendForm {
+    t: String,
+}
+
+pub async fn post_resend(
+    State(app): State<App>,
+    Extension(web): Extension<Arc<WebState>>,
+    ext: Extensions,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    form: Result<Form<ResendForm>, FormRejection>,
+) -> Response {
+    if !web.track_limit.allow(&super::client_ip(&ext)) {
+        return too_many();
+    }
+    let Ok(Path(token)) = path else {
+        return not_found_page();
+    };
+    let t = match lookup(&app, &token).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return not_found_page(),
+        Err(r) => return r,
+    };
+    let ok_form = match &form {
+        Ok(Form(f)) => {
+            doorcode_core::codes::ct_eq(f.t.as_bytes(), form_token(&web, &token).as_bytes())
+        }
+        Err(_) => false,
+    };
+    if !ok_form || !same_origin(&headers) {
+        return plain(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "Open the tracking page again and use its button.",
+        );
+    }
+    let Some(date) = t.delivery_date.filter(|_| t.code.is_some()) else {
+        return html(
+            StatusCode::CONFLICT,
+            render(
+                &app,
+                &web,
+                &token,
+                &t,
+                None,
+                Some("There is no valid code to send right now."),
+            ),
+        );
+    };
+    // Per parcel: one resend per RESEND_EVERY; then the global cap.
+    let wait = {
+        let mut m = match web.resend_per_parcel.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        let now = Instant::now();
+        m.retain(|_, at| now.duration_since(*at) < RESEND_EVERY);
+        match m.get(&t.parcel_id) {
+            Some(at) => Some(RESEND_EVERY.saturating_sub(now.duration_since(*at))),
+            None => {
+                if web.resend_global.allow(&()) {
+                    m.insert(t.parcel_id.clone(), now);
+                    None
+                } else {
+                    Some(Duration::from_secs(60))
+                }
+            }
+        }
+    };
+    if let Some(w) = wait {
+        let msg = format!(
+            "The notice was sent recently. You can ask again in {}.",
+            minutes_text(w)
+        );
+        let mut r = html(
+            StatusCode::TOO_MANY_REQUESTS,
+            render(&app, &web, &token, &t, None, Some(&msg)),
+        );
+        if let Ok(v) = HeaderValue::from_str(&w.as_secs().max(1).to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return r;
+    }
+    let sent = async {
+        let p = app
+            .storage
+            .parcel_contact(&t.parcel_id)
+            .await
+            .map_err(|e| e.to_string())?
+            .ok_or_else(|| "parcel gone".to_string())?;
+        let code = app
+            .code(&p.parcel_id, date, p.attempt)
+            .map_err(|e| e.message)?;
+        crate::notices::send_now(&app, &p, date, &code).await
+    }
+    .await;
+    match sent {
+        Ok(()) => {
+            tracing::info!(parcel_id = %t.parcel_id, "notice resent from the tracking page");
+            let loc = format!("/track/{token}?resent=1");
+            match HeaderValue::from_str(&loc) {
+                Ok(v) => (StatusCode::SEE_OTHER, [(header::LOCATION, v)]).into_response(),
+                Err(_) => not_found_page(),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(parcel_id = %t.parcel_id, error = %e, "resend failed");
+            html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                render(
+                    &app,
+                    &web,
+                    &token,
+                    &t,
+                    None,
+                    Some("We could not send the notice just now. Please try again later."),
+                ),
+            )
+        }
+    }
+}
+
+/// `GET /v1/track/{token}` (documented in `api`), behind the same per-IP
+/// limit as the page: both answer "is this a token?".
+pub async fn get_json(
+    State(app): State<App>,
+    Extension(web): Extension<Arc<WebState>>,
+    ext: Extensions,
+    path: crate::error::PathArg<String>,
+) -> Response {
+    if !web.track_limit.allow(&super::client_ip(&ext)) {
+        let mut r = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many tracking lookups from this address; wait a minute",
+        )
+        .into_response();
+        r.headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+        return r;
+    }
+    match crate::api::get_track_json(State(app), path).await {
+        Ok(r) => r,
+        Err(e) => e.into_response(),
+    }
+}
