@@ -13,4 +13,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "Rust tests (unit, integration, vectors, properties, crash)"
 cargo test --workspace --all-targets --locked
 
+step "bindings: Kotlin on the JVM against the real library and server, Swift parse checks"
+./scripts/test-bindings.sh
+
 step "all tests passed"

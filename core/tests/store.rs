@@ -626,10 +626,12 @@ fn sign_out_refuses_pending_uploads_then_wipes_secrets_and_rows() {
     assert!(f.h.stops().unwrap().is_empty());
     assert!(f.h.identity().unwrap().is_none());
     let s = f.h.status().unwrap();
-    assert_eq!((s.manifests, s.outbox_pending, s.next_seq > 1), (0, 0, false));
-    let rows: u32 = f
-        .h
-        .with_store(|s| {
+    assert_eq!(
+        (s.manifests, s.outbox_pending, s.next_seq > 1),
+        (0, 0, false)
+    );
+    let rows: u32 =
+        f.h.with_store(|s| {
             Ok(s.connection().query_row(
                 "SELECT (SELECT count(*) FROM outbox) + (SELECT count(*) FROM parcels)
                       + (SELECT count(*) FROM meta) + (SELECT count(*) FROM server_keys)",
