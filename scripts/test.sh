@@ -22,6 +22,9 @@ fi
 step "browser tests: tracking page and dispatch board in headless Chromium"
 scripts/test-web.sh
 
+step "bindings: Kotlin on the JVM against the real library and server, Swift parse checks"
+./scripts/test-bindings.sh
+
 # The PostgreSQL tests print SKIPPED and return when no PostgreSQL is
 # reachable outside CI (under CI they fail). Say so here too, so a skipped
 # suite never reads as a passed one.

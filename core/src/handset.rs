@@ -238,6 +238,26 @@ impl Handset {
         self.lock()?.status(now)
     }
 
+    /// Signs the handset out: refuses while confirmations wait for upload
+    /// (they would be lost) unless `force`, then deletes the device key and
+    /// token from the secret store and every row of the database.
+    pub fn sign_out(&self, force: bool) -> Result<(), Error> {
+        let now = self.now()?;
+        let mut store = self.lock()?;
+        let pending = store.status(now)?.outbox_pending;
+        if pending > 0 && !force {
+            return Err(Error::PendingUploads(pending));
+        }
+        for name in [secrets::DEVICE_TOKEN, secrets::DEVICE_KEY] {
+            self.secrets.delete(name).map_err(|e| Error::Secrets(e.0))?;
+        }
+        *self
+            .key
+            .lock()
+            .map_err(|_| Error::Corrupt("key lock poisoned".into()))? = None;
+        store.wipe_all()
+    }
+
     /// The pinned server keys.
     pub fn server_keys(&self) -> Result<Vec<VerifyingKey>, Error> {
         self.lock()?.server_keys()

@@ -608,3 +608,41 @@ fn the_database_never_holds_a_code_the_courier_did_not_type() {
         "a wrong try was stored"
     );
 }
+
+#[test]
+fn sign_out_refuses_pending_uploads_then_wipes_secrets_and_rows() {
+    use doorcode_core::secrets::{DEVICE_KEY, DEVICE_TOKEN};
+    let f = fixture();
+    f.install().unwrap();
+    f.h.secrets().put(DEVICE_TOKEN, b"t").unwrap();
+    f.h.fail(&parcel_id(0, 0), FailReason::CustomerAbsent)
+        .unwrap();
+    assert!(matches!(f.h.sign_out(false), Err(Error::PendingUploads(1))));
+    assert!(!f.h.stops().unwrap().is_empty());
+
+    f.h.sign_out(true).unwrap();
+    assert!(f.h.secrets().get(DEVICE_KEY).unwrap().is_none());
+    assert!(f.h.secrets().get(DEVICE_TOKEN).unwrap().is_none());
+    assert!(f.h.stops().unwrap().is_empty());
+    assert!(f.h.identity().unwrap().is_none());
+    let s = f.h.status().unwrap();
+    assert_eq!(
+        (s.manifests, s.outbox_pending, s.next_seq > 1),
+        (0, 0, false)
+    );
+    let rows: u32 =
+        f.h.with_store(|s| {
+            Ok(s.connection().query_row(
+                "SELECT (SELECT count(*) FROM outbox) + (SELECT count(*) FROM parcels)
+                      + (SELECT count(*) FROM meta) + (SELECT count(*) FROM server_keys)",
+                [],
+                |r| r.get(0),
+            )?)
+        })
+        .unwrap();
+    assert_eq!(rows, 0);
+    assert!(matches!(
+        f.h.fail(&parcel_id(0, 1), FailReason::CustomerAbsent),
+        Err(Error::NotEnrolled | Error::UnknownParcel(_))
+    ));
+}

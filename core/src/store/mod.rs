@@ -1039,6 +1039,30 @@ impl Store {
         Ok(past)
     }
 
+    /// Deletes every row of every table (sign-out): the next user of this
+    /// phone finds no stop, address or outcome. `secure_delete` zeroes the
+    /// freed pages and the WAL is truncated, so nothing stays readable.
+    pub fn wipe_all(&mut self) -> Result<(), Error> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.pragma_update(None, "defer_foreign_keys", "ON")?;
+        let tables: Vec<String> = {
+            let mut stmt = tx.prepare(
+                "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'",
+            )?;
+            let rows = stmt.query_map([], |r| r.get(0))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for t in &tables {
+            tx.execute(&format!("DELETE FROM \"{}\"", t.replace('"', "\"\"")), [])?;
+        }
+        tx.commit()?;
+        self.conn
+            .query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+        Ok(())
+    }
+
     pub fn status(&self, now: DateTime<Utc>) -> Result<Status, Error> {
         let count =
             |sql: &str| -> Result<u32, Error> { Ok(self.conn.query_row(sql, [], |r| r.get(0))?) };
