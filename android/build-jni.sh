@@ -8,7 +8,7 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 ROOT=$(cd .. && pwd)
-PROFILE=${PROFILE:-release}
+PROFILE=${PROFILE:-mobile}  # size-tuned release, see Cargo.toml [profile.mobile]
 : "${ANDROID_NDK_HOME:?set ANDROID_NDK_HOME to the NDK}"
 HERE=$PWD
 mkdir -p build

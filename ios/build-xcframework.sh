@@ -8,7 +8,7 @@ set -euo pipefail
 [ "$(uname -s)" = Darwin ] || { echo "build-xcframework.sh runs on macOS only (needs xcodebuild)"; exit 1; }
 cd "$(dirname "$0")"
 ROOT=$(cd .. && pwd)
-PROFILE=${PROFILE:-release}
+PROFILE=${PROFILE:-mobile}  # size-tuned release, see Cargo.toml [profile.mobile]
 BUILD=$PWD/build
 rm -rf "$BUILD" DoorcodeCoreFFI.xcframework Sources/DoorcodeCore/Generated
 mkdir -p "$BUILD/include" Sources/DoorcodeCore/Generated
