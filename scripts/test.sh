@@ -13,6 +13,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "Rust tests (unit, integration, vectors, properties, crash)"
 cargo test --workspace --all-targets --locked
 
+step "protocol vectors from an independent Python implementation of DESIGN.md's formulas"
+python3 scripts/independent-vectors.py ../shared/vectors/protocol-v1.json target/vectors-independent.json
+DOORCODE_VECTORS="$PWD/target/vectors-independent.json" cargo test -p doorcode-core --test vectors --locked
+
 # The same whole delivery day over HTTP, on PostgreSQL (when reachable).
 if ./scripts/postgres-up.sh >/dev/null 2>&1; then
   step "the whole-day test again, on PostgreSQL"
