@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use doorcode_core::confirmation::FailReason;
 use doorcode_core::handset::Handset;
 use doorcode_core::secrets::FileSecretStore;
-use doorcode_core::sync::SyncClient;
+use doorcode_core::sync::{SyncClient, SyncConfig};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,6 +38,9 @@ enum HandsetCmd {
         /// Delivery date (default: today on this machine).
         #[arg(long)]
         date: Option<NaiveDate>,
+        /// Confirmations per upload request; smaller suits a poor link.
+        #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=1000))]
+        batch_size: u32,
     },
     /// Today's stops with each parcel's state.
     Stops,
@@ -115,8 +118,12 @@ async fn run_inner(a: HandsetArgs) -> Result<ExitCode, String> {
                 "server_keys": id.server_keys.iter().map(|k| &k.kid).collect::<Vec<_>>(),
             }))
         }
-        HandsetCmd::Sync { date } => {
-            let c = SyncClient::new(h).map_err(err)?;
+        HandsetCmd::Sync { date, batch_size } => {
+            let cfg = SyncConfig {
+                batch_size,
+                ..SyncConfig::default()
+            };
+            let c = SyncClient::with_config(h, cfg).map_err(err)?;
             print(&c.sync(date).await.map_err(err)?)
         }
         HandsetCmd::Stops => print(&h.stops().map_err(err)?),

@@ -530,23 +530,55 @@ async fn handset_process_killed_mid_sync() {
     };
     assert_eq!(expect.len(), 1000);
     proxy.set_mode(Mode::Faulty(Faults {
-        max_delay_ms: 40,
+        max_delay_ms: 20,
         ..Faults::default()
     }));
+    // Kill each sync process once it has visibly uploaded something (the
+    // outbox shrank), a random few milliseconds later: always mid-upload,
+    // whatever the machine's speed.
+    let pending = |db: &Path| -> u64 {
+        let c = rusqlite::Connection::open(db).unwrap();
+        c.query_row(
+            "SELECT COUNT(*) FROM outbox WHERE status = 'pending'",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap()
+    };
     let mut kills = 0;
+    let mut finished_alone = 0;
     for i in 0..25u64 {
+        let before = pending(&db);
+        if before == 0 {
+            break;
+        }
         let mut child = Command::new(env!("CARGO_BIN_EXE_doorcode"))
             .args(["handset", "--db"])
             .arg(&db)
-            .args(["sync", "--date", &today().to_string()])
+            .args(["sync", "--batch-size", "20", "--date", &today().to_string()])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        tokio::time::sleep(Duration::from_millis(60 + (i * 97) % 900)).await;
-        if child.try_wait().unwrap().is_none() {
-            child.kill().unwrap();
-            kills += 1;
+        let started = Instant::now();
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                finished_alone += 1;
+                break;
+            }
+            if pending(&db) < before {
+                tokio::time::sleep(Duration::from_millis((i * 7) % 25)).await;
+                if child.try_wait().unwrap().is_none() {
+                    child.kill().unwrap();
+                    kills += 1;
+                }
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(30),
+                "a sync made no progress in 30 s"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
         }
         child.wait().unwrap();
     }
@@ -579,7 +611,7 @@ async fn handset_process_killed_mid_sync() {
         assert!(rounds < 50, "sync never finished: {r}");
     }
     eprintln!(
-        "handset killed {kills} times mid-sync; {} still pending after the kills; {rounds} final syncs",
+        "handset killed {kills} times mid-upload ({finished_alone} syncs finished first); {} still pending after the kills; {rounds} final syncs",
         pending_before["status"]["outbox_pending"]
     );
     assert!(
