@@ -13,7 +13,9 @@ use std::io::Write;
 use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
-fn durable(c: &mut Criterion) {
+/// An enrolled handset in a temp dir on the disk under test
+/// (`DOORCODE_BENCH_DIR`, default: the current directory).
+fn enrolled() -> (tempfile::TempDir, TestDepot, doorcode_core::Handset) {
     let dir =
         tempfile::tempdir_in(std::env::var("DOORCODE_BENCH_DIR").unwrap_or_else(|_| ".".into()))
             .unwrap();
@@ -26,6 +28,11 @@ fn durable(c: &mut Criterion) {
             "d-b",
         )
         .unwrap();
+    (dir, depot, h)
+}
+
+fn durable(c: &mut Criterion) {
+    let (dir, depot, h) = enrolled();
     let mut spec = ManifestSpec::today("d-b", 1000, 2);
     spec.max_attempts = 100;
     h.install_manifest(&depot.seal(&depot.manifest(&spec)))
@@ -82,18 +89,7 @@ fn durable(c: &mut Criterion) {
 }
 
 fn install(c: &mut Criterion) {
-    let dir =
-        tempfile::tempdir_in(std::env::var("DOORCODE_BENCH_DIR").unwrap_or_else(|_| ".".into()))
-            .unwrap();
-    let depot = TestDepot::new();
-    let h = depot
-        .enrolled_handset(
-            &dir.path().join("h.db"),
-            Arc::new(MemorySecretStore::default()),
-            Arc::new(SystemClock),
-            "d-b",
-        )
-        .unwrap();
+    let (_dir, depot, h) = enrolled();
     // 250 stops, 400 parcels: 150 stops with 2 parcels and 100 with 1.
     let mut spec = ManifestSpec::today("d-b", 250, 2);
     let base = depot.manifest(&spec);

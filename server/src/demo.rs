@@ -467,6 +467,10 @@ async fn day(a: DemoArgs) -> DemoResult<()> {
                     .get(pid)
                     .and_then(|n| n.code.clone())
                     .ok_or_else(|| format!("no notice with a code for {pid}"))?;
+                // A notice file is outside input: check its code before indexing into it.
+                if doorcode_core::codes::Code::new(code.as_str()).is_err() {
+                    return Err(format!("the notice for {pid} holds no 6..=8 digit code"));
+                }
                 if ci == impostor_courier && impostor_parcel.is_none() && pid != reissued {
                     // Someone at the door who is not the customer guesses.
                     impostor_parcel = Some(pid.to_string());

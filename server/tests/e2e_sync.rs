@@ -109,28 +109,21 @@ impl Admin {
             token,
         }
     }
-    async fn post(&self, path: &str, body: Value) -> Value {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+    async fn call(&self, req: reqwest::RequestBuilder, path: &str) -> Value {
+        let r = req.bearer_auth(&self.token).send().await.unwrap();
         assert!(r.status().is_success(), "{path}: {}", r.status());
         r.json().await.unwrap()
     }
+    async fn post(&self, path: &str, body: Value) -> Value {
+        self.call(
+            self.http.post(format!("{}{path}", self.base)).json(&body),
+            path,
+        )
+        .await
+    }
     async fn get(&self, path: &str) -> Value {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.base))
-            .bearer_auth(&self.token)
-            .send()
+        self.call(self.http.get(format!("{}{path}", self.base)), path)
             .await
-            .unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-        r.json().await.unwrap()
     }
     async fn metric(&self, name: &str) -> u64 {
         let text = self
