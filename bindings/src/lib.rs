@@ -92,7 +92,11 @@ impl From<Error> for DoorcodeError {
             Error::Server { .. } | Error::BadResponse(_) => Self::Server(m),
             Error::PendingUploads(_) => Self::PendingUploads(m),
             Error::Secrets(_) => Self::SecretStore(m),
-            Error::Confirmation(_) | Error::Storage(_) | Error::Corrupt(_) => Self::Storage(m),
+            Error::Confirmation(_)
+            | Error::DiskFull
+            | Error::ReadOnly(_)
+            | Error::Storage(_)
+            | Error::Corrupt(_) => Self::Storage(m),
         }
     }
 }

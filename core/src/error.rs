@@ -77,8 +77,16 @@ pub enum Error {
     Confirmation(#[from] ConfirmationError),
     #[error("secret store: {0}")]
     Secrets(String),
+    #[error(
+        "the handset's storage is full: nothing new was recorded and nothing already held was lost; free space on the device, then try again"
+    )]
+    DiskFull,
+    #[error(
+        "the handset database cannot be written ({0}): nothing new was recorded and nothing already held was lost; check the app's storage (read-only or removed), then try again"
+    )]
+    ReadOnly(String),
     #[error("the handset database failed: {0}")]
-    Storage(#[from] rusqlite::Error),
+    Storage(rusqlite::Error),
     #[error("the handset database holds unexpected data: {0}")]
     Corrupt(String),
 }
@@ -91,6 +99,25 @@ impl From<SignedManifestError> for Error {
             SignedManifestError::Envelope(e) => Error::BadEnvelope(e),
             SignedManifestError::Body(ManifestError::UnknownFormat(f)) => Error::UnknownFormat(f),
             SignedManifestError::Body(e) => Error::BadManifest(e),
+        }
+    }
+}
+
+/// Disk full and read-only get their own variants: the courier (or the app)
+/// must be told to act on the device, not to retry blindly or re-enroll.
+impl From<rusqlite::Error> for Error {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ErrorCode;
+        match &e {
+            rusqlite::Error::SqliteFailure(f, _) if f.code == ErrorCode::DiskFull => {
+                Error::DiskFull
+            }
+            rusqlite::Error::SqliteFailure(f, _)
+                if matches!(f.code, ErrorCode::ReadOnly | ErrorCode::CannotOpen) =>
+            {
+                Error::ReadOnly(e.to_string())
+            }
+            _ => Error::Storage(e),
         }
     }
 }
@@ -108,7 +135,8 @@ impl Error {
     /// True when the cause is the disk (full, read-only, I/O), not the data.
     pub fn is_disk(&self) -> bool {
         use rusqlite::ErrorCode::*;
-        matches!(self, Error::Storage(rusqlite::Error::SqliteFailure(f, _))
+        matches!(self, Error::DiskFull | Error::ReadOnly(_))
+            || matches!(self, Error::Storage(rusqlite::Error::SqliteFailure(f, _))
             if matches!(f.code, DiskFull | ReadOnly | SystemIoFailure | CannotOpen | DatabaseBusy | DatabaseLocked))
     }
 }
