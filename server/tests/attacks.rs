@@ -144,6 +144,9 @@ fn rows(dir: &Path, sql: &str) -> i64 {
     conn.query_row(sql, [], |r| r.get(0)).unwrap()
 }
 
+/// A change an attacker makes to a signed body.
+type Edit = Box<dyn FnOnce(&mut Value)>;
+
 /// Re-encodes a signed envelope's body after `edit`, keeping the old signature.
 fn tamper(env: &Envelope, edit: impl FnOnce(&mut Value)) -> Envelope {
     let mut body: Value = serde_json::from_slice(&b64::decode(&env.body).unwrap()).unwrap();
@@ -240,7 +243,7 @@ async fn confirmation_altered_after_signing_is_rejected() {
         "2026-11-23T09:00:00Z",
     );
     let env = t.a.sign(&failed);
-    let edits: Vec<Box<dyn FnOnce(&mut Value)>> = vec![
+    let edits: Vec<Edit> = vec![
         // "failed" turned into "delivered" with a code.
         Box::new(|b: &mut Value| {
             b["outcome"] = json!("delivered");
