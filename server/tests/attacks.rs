@@ -1,0 +1,1506 @@
+//! Attacks on the depot over real HTTP, each one case: forged, altered,
+//! replayed and foreign confirmations; a courier claiming a code that did
+//! not match; another device's token and every protected route without the
+//! right one; brute force of codes online; guessing tracking links; and a
+//! whole day on a real `doorcode serve` process at trace level whose logs
+//! must hold no code and no token. See docs/SECURITY.md.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+mod common;
+
+use common::*;
+use doorcode_core::b64;
+use doorcode_core::codes::{self, Code, derive_code};
+use doorcode_core::confirmation::{Confirmation, FailReason};
+use doorcode_core::envelope::{Context, Envelope, SigningKey};
+use doorcode_core::manifest::{Manifest, open_manifest};
+use serde_json::{Value, json};
+use std::path::Path;
+
+const DAY: &str = "2026-11-23";
+const NOW: &str = "2026-11-23T08:00:00Z";
+
+/// One depot day: courier C-42 on route R-7 with two handsets (`a`, `a2`),
+/// courier C-43 on route R-8 with one (`b`). P-A1..P-A3 need a code, P-A4
+/// does not; P-B1 is on C-43's route.
+struct Day {
+    s: Server,
+    a: Handset,
+    a2: Handset,
+    b: Handset,
+    ma: Manifest,
+    mb: Manifest,
+}
+
+async fn day() -> (tempfile::TempDir, Day) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), NOW)).await;
+    let parcel = |id: &str, value: f64| {
+        json!({"parcel_id": id, "recipient": {"name": format!("Customer {id}"),
+        "email": format!("{}@example.com", id.to_lowercase())}, "address": format!("{id} Example Street"),
+        "value": value, "currency": "EUR"})
+    };
+    let (st, v) = s
+        .admin_post(
+            "/v1/parcels",
+            json!({"parcels": [parcel("P-A1", 120.0), parcel("P-A2", 90.0),
+            parcel("P-A3", 75.0), parcel("P-A4", 10.0), parcel("P-B1", 60.0)]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = s.admin_post("/v1/routes", json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": DAY,
+        "stops": [{"stop_id": "S-1", "address": "1 Example Street", "parcel_ids": ["P-A1", "P-A2"]},
+                  {"stop_id": "S-2", "address": "2 Example Street", "parcel_ids": ["P-A3", "P-A4"]}]})).await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = s
+        .admin_post(
+            "/v1/routes",
+            json!({"route_id": "R-8", "courier_id": "C-43", "delivery_date": DAY,
+        "stops": [{"stop_id": "S-9", "address": "9 Other Street", "parcel_ids": ["P-B1"]}]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let a = s.enroll("C-42").await;
+    let a2 = s.enroll("C-42").await;
+    let b = s.enroll("C-43").await;
+    let ma = manifest(&s, &a).await;
+    let mb = manifest(&s, &b).await;
+    // A handset enrolled after the route gets its manifest on first fetch.
+    assert_eq!(manifest(&s, &a2).await.route_id, "R-7");
+    assert_eq!((ma.route_id.as_str(), mb.route_id.as_str()), ("R-7", "R-8"));
+    (
+        dir,
+        Day {
+            s,
+            a,
+            a2,
+            b,
+            ma,
+            mb,
+        },
+    )
+}
+
+async fn manifest(s: &Server, h: &Handset) -> Manifest {
+    let r = s
+        .http
+        .get(format!("{}/v1/manifest?date={DAY}", s.url))
+        .bearer_auth(&h.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    open_manifest(&r.json().await.unwrap(), &s.server_keys().await).unwrap()
+}
+
+fn door(m: &Manifest) -> Door<'_> {
+    Door {
+        manifest_id: &m.manifest_id,
+        revision: m.revision,
+        date: DAY,
+    }
+}
+
+fn code(pid: &str, attempt: u32) -> String {
+    derive_code(&vector_key(), pid, d(DAY), attempt, 6)
+        .unwrap()
+        .expose()
+        .to_string()
+}
+
+/// The code with every digit shifted: always wrong.
+fn wrong(code: &str) -> String {
+    code.chars()
+        .map(|c| char::from(b'0' + (c as u8 - b'0' + 5) % 10))
+        .collect()
+}
+
+async fn upload(s: &Server, h: &Handset, envs: Vec<Value>) -> Vec<Value> {
+    let (st, v) = s
+        .post_as(
+            &h.token,
+            "/v1/confirmations",
+            json!({"confirmations": envs}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    v["results"].as_array().unwrap().clone()
+}
+
+fn outcome(r: &Value) -> (&str, Option<&str>) {
+    (r["status"].as_str().unwrap(), r["reason"].as_str())
+}
+
+async fn status(s: &Server, pid: &str) -> String {
+    s.admin_get(&format!("/v1/parcels/{pid}")).await.1["status"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+/// Rows in the server's SQLite database.
+fn rows(dir: &Path, sql: &str) -> i64 {
+    let conn = rusqlite::Connection::open(dir.join("doorcode.db")).unwrap();
+    conn.query_row(sql, [], |r| r.get(0)).unwrap()
+}
+
+/// A change an attacker makes to a signed body.
+type Edit = Box<dyn FnOnce(&mut Value)>;
+
+/// Re-encodes a signed envelope's body after `edit`, keeping the old signature.
+fn tamper(env: &Envelope, edit: impl FnOnce(&mut Value)) -> Envelope {
+    let mut body: Value = serde_json::from_slice(&b64::decode(&env.body).unwrap()).unwrap();
+    edit(&mut body);
+    let mut e = env.clone();
+    e.body = b64::encode(&serde_json::to_vec(&body).unwrap());
+    e
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmation_with_a_forged_signature_is_rejected_and_records_nothing() {
+    let (dir, mut t) = day().await;
+    let c = t.a.delivered(
+        &door(&t.ma),
+        "P-A1",
+        1,
+        &code("P-A1", 1),
+        "2026-11-23T09:00:00Z",
+    );
+    let body = serde_json::to_vec(&c).unwrap();
+    // Signed by a key the attacker made, under device A's key id.
+    let forger = SigningKey::generate(t.a.device_id.clone()).unwrap();
+    let forged = forger.seal(Context::Confirmation, &body);
+    // A's real signature, but made in the manifest context (cross-protocol replay).
+    let wrong_ctx = t.a.key.seal(Context::Manifest, &body);
+    // No signature at all.
+    let mut empty = t.a.sign(&c);
+    empty.sig = String::new();
+    let res = upload(
+        &t.s,
+        &t.a,
+        vec![json!(forged), json!(wrong_ctx), json!(empty)],
+    )
+    .await;
+    for r in &res {
+        assert_eq!(r["status"], "rejected", "{r}");
+        assert_eq!(r["permanent"], true);
+    }
+    assert_eq!(outcome(&res[0]), ("rejected", Some("bad_signature")));
+    assert_eq!(outcome(&res[1]), ("rejected", Some("bad_signature")));
+    assert_eq!(status(&t.s, "P-A1").await, "scheduled");
+    assert_eq!(rows(dir.path(), "SELECT count(*) FROM confirmations"), 0);
+    t.s.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmation_signed_by_another_devices_key_is_rejected() {
+    let (dir, mut t) = day().await;
+    // B signs a body that claims to be A's, under A's key id.
+    let c = t.a.delivered(
+        &door(&t.ma),
+        "P-A1",
+        1,
+        &code("P-A1", 1),
+        "2026-11-23T09:00:00Z",
+    );
+    let mut as_a =
+        t.b.key
+            .seal(Context::Confirmation, &serde_json::to_vec(&c).unwrap());
+    as_a.kid = t.a.device_id.clone();
+    // B's genuine envelope for its own parcel, uploaded with A's token.
+    let cb = t.b.delivered(
+        &door(&t.mb),
+        "P-B1",
+        1,
+        &code("P-B1", 1),
+        "2026-11-23T09:01:00Z",
+    );
+    let b_env = t.b.sign(&cb);
+    // A's genuine envelope uploaded with B's token.
+    let a_env = t.a.sign(&c);
+    let res = upload(&t.s, &t.a, vec![json!(as_a), json!(b_env)]).await;
+    assert_eq!(outcome(&res[0]), ("rejected", Some("bad_signature")));
+    assert_eq!(outcome(&res[1]), ("rejected", Some("wrong_device")));
+    let res = upload(&t.s, &t.b, vec![json!(a_env)]).await;
+    assert_eq!(outcome(&res[0]), ("rejected", Some("wrong_device")));
+    // Even a second handset of the same courier cannot pass off A's envelope.
+    let res = upload(&t.s, &t.a2, vec![json!(t.a.sign(&c))]).await;
+    assert_eq!(outcome(&res[0]), ("rejected", Some("wrong_device")));
+    assert_eq!(status(&t.s, "P-A1").await, "scheduled");
+    assert_eq!(status(&t.s, "P-B1").await, "scheduled");
+    assert_eq!(rows(dir.path(), "SELECT count(*) FROM confirmations"), 0);
+    t.s.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmation_altered_after_signing_is_rejected() {
+    let (dir, mut t) = day().await;
+    let failed = t.a.failed(
+        &door(&t.ma),
+        "P-A2",
+        1,
+        FailReason::CustomerAbsent,
+        "2026-11-23T09:00:00Z",
+    );
+    let env = t.a.sign(&failed);
+    let edits: Vec<Edit> = vec![
+        // "failed" turned into "delivered" with a code.
+        Box::new(|b: &mut Value| {
+            b["outcome"] = json!("delivered");
+            b["reason"] = Value::Null;
+            b["code"] = json!(code("P-A2", 1));
+        }),
+        // Pointed at another parcel.
+        Box::new(|b: &mut Value| b["parcel_id"] = json!("P-A3")),
+        // Fewer wrong tries reported.
+        Box::new(|b: &mut Value| b["failed_attempts"] = json!(0)),
+        // Recorded earlier than it was.
+        Box::new(|b: &mut Value| b["recorded_at"] = json!("2026-11-23T07:00:00Z")),
+    ];
+    let mut envs = Vec::new();
+    for edit in edits {
+        envs.push(json!(tamper(&env, edit)));
+    }
+    // The same JSON with whitespace added: the bytes changed, so it is not the signed message.
+    let mut spaced = env.clone();
+    let text = String::from_utf8(b64::decode(&env.body).unwrap()).unwrap();
+    spaced.body = b64::encode(format!(" {text}").as_bytes());
+    envs.push(json!(spaced));
+    let res = upload(&t.s, &t.a, envs).await;
+    assert_eq!(res.len(), 5);
+    for r in &res {
+        assert_eq!(outcome(r), ("rejected", Some("bad_signature")), "{r}");
+    }
+    assert_eq!(status(&t.s, "P-A2").await, "scheduled");
+    assert_eq!(status(&t.s, "P-A3").await, "scheduled");
+    assert_eq!(rows(dir.path(), "SELECT count(*) FROM confirmations"), 0);
+    // The untouched envelope is accepted: the refusals were about the changes.
+    assert_eq!(
+        upload(&t.s, &t.a, vec![json!(env)]).await[0]["status"],
+        "accepted"
+    );
+    t.s.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn replayed_confirmation_is_a_duplicate_and_counts_once() {
+    let (dir, mut t) = day().await;
+    let c = t.a.delivered(
+        &door(&t.ma),
+        "P-A1",
+        1,
+        &code("P-A1", 1),
+        "2026-11-23T09:00:00Z",
+    );
+    let env = json!(t.a.sign(&c));
+    // Three copies in one batch, then again later.
+    let res = upload(&t.s, &t.a, vec![env.clone(), env.clone(), env.clone()]).await;
+    let st: Vec<&str> = res.iter().map(|r| r["status"].as_str().unwrap()).collect();
+    assert_eq!(st, vec!["accepted", "duplicate", "duplicate"]);
+    let events = t.s.admin_get("/v1/parcels/P-A1").await.1["events"]
+        .as_array()
+        .unwrap()
+        .len();
+    for _ in 0..3 {
+        assert_eq!(
+            upload(&t.s, &t.a, vec![env.clone()]).await[0]["status"],
+            "duplicate"
+        );
+    }
+    assert_eq!(
+        t.s.admin_get("/v1/parcels/P-A1").await.1["events"]
+            .as_array()
+            .unwrap()
+            .len(),
+        events,
+        "a replay adds no history"
+    );
+    assert_eq!(rows(dir.path(), "SELECT count(*) FROM confirmations"), 1);
+    // Replayed from the courier's other handset: not a second delivery either.
+    assert_eq!(
+        outcome(&upload(&t.s, &t.a2, vec![env]).await[0]),
+        ("rejected", Some("wrong_device"))
+    );
+    // A failure recorded under the same confirmation id cannot overwrite the delivery.
+    let mut f = t.a.failed(
+        &door(&t.ma),
+        "P-A1",
+        1,
+        FailReason::Refused,
+        "2026-11-23T09:30:00Z",
+    );
+    f.confirmation_id = c.confirmation_id;
+    assert_eq!(
+        upload(&t.s, &t.a, vec![json!(t.a.sign(&f))]).await[0]["status"],
+        "duplicate"
+    );
+    assert_eq!(status(&t.s, "P-A1").await, "delivered");
+    assert_eq!(rows(dir.path(), "SELECT count(*) FROM confirmations"), 1);
+    t.s.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn confirmation_for_a_parcel_not_on_this_devices_manifest_is_rejected() {
+    let (dir, mut t) = day().await;
+    let da = door(&t.ma);
+    // Another courier's parcel, with its real code.
+    let other_route =
+        t.a.delivered(&da, "P-B1", 1, &code("P-B1", 1), "2026-11-23T09:00:00Z");
+    // A parcel that does not exist.
+    let unknown =
+        t.a.delivered(&da, "P-Z9", 1, "123456", "2026-11-23T09:01:00Z");
+    // Its own parcel under an attempt the manifest does not carry (a code the
+    // courier might know from elsewhere), and under a made-up manifest id,
+    // revision or day.
+    let other_attempt =
+        t.a.delivered(&da, "P-A1", 2, &code("P-A1", 2), "2026-11-23T09:02:00Z");
+    let mut other_manifest =
+        t.a.delivered(&da, "P-A1", 1, &code("P-A1", 1), "2026-11-23T09:03:00Z");
+    other_manifest.manifest_id = t.mb.manifest_id.clone();
+    let mut other_revision =
+        t.a.delivered(&da, "P-A1", 1, &code("P-A1", 1), "2026-11-23T09:04:00Z");
+    other_revision.revision = 7;
+    let mut other_day =
+        t.a.delivered(&da, "P-A1", 1, "000000", "2026-11-23T09:05:00Z");
+    other_day.delivery_date = d("2026-11-24");
+    other_day.code = Some(Code::new(code_on("P-A1", "2026-11-24", 1)).unwrap());
+    let envs: Vec<Value> = [
+        &other_route,
+        &unknown,
+        &other_attempt,
+        &other_manifest,
+        &other_revision,
+        &other_day,
+    ]
+    .iter()
+    .map(|c: &&Confirmation| json!(t.a.sign(c)))
+    .collect();
+    let res = upload(&t.s, &t.a, envs).await;
+    let got: Vec<_> = res.iter().map(outcome).collect();
+    assert_eq!(
+        got,
+        vec![
+            ("rejected", Some("not_on_manifest")),
+            ("rejected", Some("unknown_parcel")),
+            ("rejected", Some("not_on_manifest")),
+            ("rejected", Some("not_on_manifest")),
+            ("rejected", Some("not_on_manifest")),
+            ("rejected", Some("not_on_manifest")),
+        ]
+    );
+    assert!(res.iter().all(|r| r["permanent"] == true));
+    assert_eq!(status(&t.s, "P-A1").await, "scheduled");
+    assert_eq!(status(&t.s, "P-B1").await, "scheduled");
+    assert_eq!(rows(dir.path(), "SELECT count(*) FROM confirmations"), 0);
+    t.s.handle.shutdown().await;
+}
+
+fn code_on(pid: &str, date: &str, attempt: u32) -> String {
+    derive_code(&vector_key(), pid, d(date), attempt, 6)
+        .unwrap()
+        .expose()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn courier_claiming_a_code_that_did_not_match_gets_the_parcel_disputed() {
+    let (_dir, mut t) = day().await;
+    let da = door(&t.ma);
+    // "The customer read it out and my handset said yes": a wrong code.
+    let lie = t.a.delivered(
+        &da,
+        "P-A1",
+        1,
+        &wrong(&code("P-A1", 1)),
+        "2026-11-23T09:00:00Z",
+    );
+    // "Delivered" without any code for a parcel that needs one.
+    let no_code = t.a.conf(&da, "P-A2", 1, "2026-11-23T09:01:00Z");
+    let res = upload(
+        &t.s,
+        &t.a,
+        vec![json!(t.a.sign(&lie)), json!(t.a.sign(&no_code))],
+    )
+    .await;
+    for r in &res {
+        assert_eq!(
+            (r["status"].as_str(), r["disputed"].as_bool()),
+            (Some("accepted"), Some(true)),
+            "{r}"
+        );
+    }
+    assert_eq!(status(&t.s, "P-A1").await, "disputed");
+    assert_eq!(status(&t.s, "P-A2").await, "disputed");
+    // The right code sent afterwards does not turn a dispute into a delivery.
+    let honest =
+        t.a.delivered(&da, "P-A1", 1, &code("P-A1", 1), "2026-11-23T09:10:00Z");
+    assert_eq!(
+        upload(&t.s, &t.a, vec![json!(t.a.sign(&honest))]).await[0]["status"],
+        "accepted"
+    );
+    assert_eq!(status(&t.s, "P-A1").await, "disputed");
+    let (_, dv) = t.s.admin_get("/v1/disputes").await;
+    let mut kinds: Vec<(String, String)> = dv["disputes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["kind"].as_str().unwrap().into(),
+                s["parcel_id"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    kinds.sort();
+    assert_eq!(
+        kinds,
+        vec![
+            ("code_mismatch".to_string(), "P-A1".to_string()),
+            ("delivered_without_code".to_string(), "P-A2".to_string())
+        ]
+    );
+    t.s.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn courier_brute_forcing_the_offline_tag_is_caught_by_the_full_check() {
+    let (_dir, mut t) = day().await;
+    // Everything a rooted handset holds for P-A3: salt, tag, day.
+    let (_, p) = t.ma.parcels().find(|(_, p)| p.parcel_id == "P-A3").unwrap();
+    let salt = p.salt_bytes().unwrap();
+    let real = code("P-A3", 1);
+    let candidates: Vec<String> = (0..1_000_000u32)
+        .map(|n| format!("{n:06}"))
+        .filter(|c| {
+            let g = Code::new(c.clone()).unwrap();
+            codes::offline_tag(&salt, "P-A3", d(DAY), &g, t.ma.tag_bits).unwrap() == p.tag.unwrap()
+        })
+        .collect();
+    assert!(candidates.contains(&real));
+    assert!(
+        (150..=340).contains(&candidates.len()),
+        "{}",
+        candidates.len()
+    );
+    // The courier cannot tell which candidate is real; any wrong one they
+    // pick passes the handset but not the server.
+    let guess = candidates.iter().find(|c| **c != real).unwrap();
+    let c =
+        t.a.delivered(&door(&t.ma), "P-A3", 1, guess, "2026-11-23T09:00:00Z");
+    let r = &upload(&t.s, &t.a, vec![json!(t.a.sign(&c))]).await[0];
+    assert_eq!(
+        (r["status"].as_str(), r["disputed"].as_bool()),
+        (Some("accepted"), Some(true))
+    );
+    assert_eq!(status(&t.s, "P-A3").await, "disputed");
+    t.s.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn another_devices_token_reaches_only_its_own_route() {
+    let (_dir, t) = day().await;
+    // B's token gets B's manifest, never A's, whatever it asks for.
+    let r =
+        t.s.http
+            .get(format!("{}/v1/manifest?date={DAY}", t.s.url))
+            .bearer_auth(&t.b.token)
+            .header(
+                "If-None-Match",
+                format!("\"{}:{}\"", t.ma.manifest_id, t.ma.revision),
+            )
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 200, "A's ETag is not B's");
+    let mb = open_manifest(&r.json().await.unwrap(), &t.s.server_keys().await).unwrap();
+    assert_eq!(
+        (mb.device_id.as_str(), mb.route_id.as_str()),
+        (t.b.device_id.as_str(), "R-8")
+    );
+    assert!(mb.parcels().all(|(_, p)| p.parcel_id == "P-B1"));
+    // B cannot try codes on A's parcels online, with or without the right code.
+    for code in [code("P-A1", 1), wrong(&code("P-A1", 1))] {
+        let (st, v) =
+            t.s.post_as(
+                &t.b.token,
+                "/v1/verify",
+                json!({"parcel_id": "P-A1", "code": code}),
+            )
+            .await;
+        assert_eq!((st, v["error"].as_str()), (404, Some("not_on_manifest")));
+    }
+    assert_eq!(t.s.admin_get("/v1/parcels/P-A1").await.1["wrong_tries"], 0);
+    // A device token is not a dispatch token.
+    for path in ["/v1/disputes", "/v1/parcels/P-A1"] {
+        let r =
+            t.s.http
+                .get(format!("{}{path}", t.s.url))
+                .bearer_auth(&t.a.token)
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(r.status(), 401, "{path}");
+    }
+    let (st, _) =
+        t.s.post_as(&t.a.token, "/v1/parcels/P-A1/reissue", json!({}))
+            .await;
+    assert_eq!(st, 401);
+    let (st, _) =
+        t.s.post_as(&t.a.token, "/v1/enrollments", json!({"courier_id": "C-42"}))
+            .await;
+    assert_eq!(st, 401, "a device cannot enroll more devices");
+    t.s.handle.shutdown().await;
+}
+
+/// Unauthenticated by design: enrollment (it takes a one-time code), the
+/// customer's tracking link (a 256-bit token), public keys and ops.
+const OPEN_OPERATIONS: &[&str] = &[
+    "GET /.well-known/doorcode-keys",
+    "GET /healthz",
+    "GET /metrics",
+    "GET /openapi.json",
+    "GET /track/{token}",
+    "GET /v1/track/{token}",
+    "POST /v1/devices",
+];
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_protected_route_in_the_openapi_document_refuses_missing_garbled_and_wrong_tokens() {
+    let (_dir, t) = day().await;
+    let (st, doc) = t.s.get("/openapi.json").await;
+    assert_eq!(st, 200);
+    let mut open = Vec::new();
+    let mut checked = Vec::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            if !["get", "post", "put", "patch", "delete"].contains(&method.as_str()) {
+                continue;
+            }
+            let name = format!("{} {path}", method.to_uppercase());
+            let secured = op["security"].as_array().is_some_and(|s| !s.is_empty());
+            if !secured {
+                open.push(name);
+                continue;
+            }
+            let tag = op["tags"][0].as_str().unwrap_or_default();
+            let (right, wrong_kind) = match tag {
+                "dispatch" => (t.s.admin.as_str(), t.a.token.as_str()),
+                "device" => (t.a.token.as_str(), t.s.admin.as_str()),
+                other => panic!("{name}: secured under an unknown tag {other:?}"),
+            };
+            let url = format!(
+                "{}{}",
+                t.s.url,
+                path.replace("{id}", "P-A1")
+                    .replace("{date}", DAY)
+                    .replace("{token}", "x")
+            );
+            use reqwest::header::HeaderValue;
+            let random = b64::encode(&[7u8; 32]);
+            let bad: [(&str, Option<HeaderValue>); 7] = [
+                ("no header", None),
+                ("an empty bearer", Some(HeaderValue::from_static("Bearer "))),
+                (
+                    "another scheme",
+                    Some(HeaderValue::from_str(&format!("Basic {right}")).unwrap()),
+                ),
+                (
+                    "a token that is not UTF-8",
+                    Some(HeaderValue::from_bytes(b"Bearer \xff\xfe\x80").unwrap()),
+                ),
+                (
+                    "an oversized token",
+                    Some(HeaderValue::from_str(&format!("Bearer {}", "A".repeat(4000))).unwrap()),
+                ),
+                (
+                    "a random token",
+                    Some(HeaderValue::from_str(&format!("Bearer {random}")).unwrap()),
+                ),
+                (
+                    "the other kind of token",
+                    Some(HeaderValue::from_str(&format!("Bearer {wrong_kind}")).unwrap()),
+                ),
+            ];
+            for (what, header) in bad {
+                let mut req =
+                    t.s.http
+                        .request(method.to_uppercase().parse().unwrap(), &url)
+                        .header("content-type", "application/json")
+                        .body("{}");
+                if let Some(h) = header {
+                    req = req.header("authorization", h);
+                }
+                let r = req.send().await.unwrap();
+                let st = r.status().as_u16();
+                let v: Value = r.json().await.unwrap_or(Value::Null);
+                assert_eq!(st, 401, "{name} with {what}: {v}");
+                assert_eq!(v["error"], "unauthorized", "{name} with {what}");
+            }
+            // With the right token the route answers something else: the checks above were about auth.
+            let r =
+                t.s.http
+                    .request(method.to_uppercase().parse().unwrap(), &url)
+                    .bearer_auth(right)
+                    .header("content-type", "application/json")
+                    .body("{}")
+                    .send()
+                    .await
+                    .unwrap();
+            assert_ne!(r.status().as_u16(), 401, "{name} refuses its own token");
+            assert!(r.status().as_u16() < 500, "{name}: {}", r.status());
+            checked.push(name);
+        }
+    }
+    open.sort();
+    assert_eq!(
+        open, OPEN_OPERATIONS,
+        "a route without authentication must be listed here on purpose"
+    );
+    assert!(checked.len() >= 10, "{checked:?}");
+    for must in [
+        "GET /v1/manifest",
+        "POST /v1/confirmations",
+        "POST /v1/verify",
+        "GET /v1/disputes",
+    ] {
+        assert!(checked.iter().any(|c| c == must), "{must} not checked");
+    }
+    // The board takes a session cookie, never a bearer token.
+    for path in ["/board/reissue", "/board/enroll", "/board/close-day"] {
+        let r =
+            t.s.http
+                .post(format!("{}{path}", t.s.url))
+                .bearer_auth(&t.s.admin)
+                .header("content-type", "application/x-www-form-urlencoded")
+                .body("parcel_id=P-A1&courier_id=C-42&date=2026-11-23")
+                .send()
+                .await
+                .unwrap();
+        assert_eq!(r.status(), 403, "{path}");
+    }
+    let r =
+        t.s.http
+            .get(format!("{}/board/live", t.s.url))
+            .bearer_auth(&t.s.admin)
+            .send()
+            .await
+            .unwrap();
+    assert_eq!(r.status(), 401);
+    t.s.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn online_brute_force_locks_the_parcel_for_every_device_until_dispatch_reissues() {
+    let (_dir, t) = day().await;
+    let verify = |h: &Handset, c: String| {
+        let (s, token) = (&t.s, h.token.clone());
+        async move {
+            s.post_as(
+                &token,
+                "/v1/verify",
+                json!({"parcel_id": "P-A2", "code": c}),
+            )
+            .await
+        }
+    };
+    let right = code("P-A2", 1);
+    // Wrong guesses spread over the courier's two handsets share one count.
+    let guesses: Vec<String> = (0..5u32)
+        .map(|i| format!("{:06}", (i * 7919 + 13) % 1_000_000))
+        .filter(|g| *g != right)
+        .collect();
+    assert_eq!(guesses.len(), 5);
+    let mut left = Vec::new();
+    for (i, g) in guesses.iter().enumerate() {
+        let h = if i % 2 == 0 { &t.a } else { &t.a2 };
+        let (st, v) = verify(h, g.clone()).await;
+        assert_eq!(st, 200, "{v}");
+        left.push((
+            v["result"].as_str().unwrap().to_string(),
+            v["attempts_left"].as_u64(),
+        ));
+    }
+    assert_eq!(
+        left,
+        vec![
+            ("rejected".into(), Some(4)),
+            ("rejected".into(), Some(3)),
+            ("rejected".into(), Some(2)),
+            ("rejected".into(), Some(1)),
+            ("locked".into(), Some(0)),
+        ]
+    );
+    // Locked: the right code is refused from either handset, and more tries change nothing.
+    for h in [&t.a, &t.a2] {
+        assert_eq!(verify(h, right.clone()).await.1["result"], "locked");
+        assert_eq!(verify(h, wrong(&right)).await.1["result"], "locked");
+    }
+    let pv = t.s.admin_get("/v1/parcels/P-A2").await.1;
+    assert_eq!(
+        (pv["locked"].as_bool(), pv["wrong_tries"].as_u64()),
+        (Some(true), Some(5))
+    );
+    // Other parcels are untouched.
+    assert_eq!(verify_other(&t, "P-A1").await, "accepted");
+    let (_, dv) = t.s.admin_get("/v1/disputes").await;
+    assert!(
+        dv["signals"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["kind"] == "verify_lockout" && s["parcel_id"] == "P-A2"),
+        "{dv}"
+    );
+    // Dispatch reissues: a new attempt and a new code; the old code is dead.
+    t.s.wait_outbox_empty().await;
+    let before = t.s.notice_files().len();
+    let (st, pv) = t.s.admin_post("/v1/parcels/P-A2/reissue", json!({})).await;
+    assert_eq!(
+        (st, pv["attempt"].as_u64(), pv["locked"].as_bool()),
+        (200, Some(2), Some(false))
+    );
+    let notices = t.s.wait_notices(before + 1).await;
+    let new = code("P-A2", 2);
+    assert_eq!(notices.last().unwrap()["code"], new.as_str());
+    assert_ne!(new, right);
+    let (_, v) = verify(&t.a, right.clone()).await;
+    assert_eq!(
+        (v["result"].as_str(), v["attempts_left"].as_u64()),
+        (Some("rejected"), Some(4))
+    );
+    assert_eq!(verify(&t.a, new).await.1["result"], "accepted");
+    t.s.handle.shutdown().await;
+}
+
+async fn verify_other(t: &Day, pid: &str) -> String {
+    let (_, v) =
+        t.s.post_as(
+            &t.a.token,
+            "/v1/verify",
+            json!({"parcel_id": pid, "code": code(pid, 1)}),
+        )
+        .await;
+    v["result"].as_str().unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn track_token_guessing_is_rate_limited_per_client() {
+    let (_dir, t) = day().await;
+    let started = std::time::Instant::now();
+    let (mut answered, mut limited) = (0u32, 0u32);
+    for i in 0..120u32 {
+        // Random 256-bit guesses, alternating the JSON and the HTML route
+        // (they share one bucket).
+        let guess = b64::encode(&uuid::Uuid::new_v4().as_bytes().repeat(2));
+        let path = if i % 2 == 0 {
+            format!("/v1/track/{guess}")
+        } else {
+            format!("/track/{guess}")
+        };
+        let r =
+            t.s.http
+                .get(format!("{}{path}", t.s.url))
+                .send()
+                .await
+                .unwrap();
+        match r.status().as_u16() {
+            404 => answered += 1,
+            429 => {
+                limited += 1;
+                assert_eq!(r.headers()["retry-after"], "60");
+            }
+            other => panic!("guess {i}: {other}"),
+        }
+    }
+    // A burst of 30, then one every 2 s: however slow this machine was, no
+    // more guesses got an answer than the bucket allows for the time taken.
+    let allowed = 30.0 + 0.5 * started.elapsed().as_secs_f64() + 1.0;
+    assert!(
+        f64::from(answered) <= allowed,
+        "{answered} answered, {allowed:.0} allowed"
+    );
+    assert!(limited >= 120 - allowed as u32, "{limited} limited");
+    assert!(answered >= 30, "the first 30 are answered");
+    t.s.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn phone_scammer_is_named_in_the_notice_and_on_the_tracking_page() {
+    let (_dir, t) = day().await;
+    let notices = t.s.wait_notices(4).await;
+    let n = notices.iter().find(|n| n["parcel_id"] == "P-A1").unwrap();
+    let body = n["body"].as_str().unwrap();
+    // The scammer's script: "I'm from the depot, read me the code". Each notice says no.
+    for needle in [
+        "P-A1",
+        DAY,
+        "only",
+        "in person",
+        "door",
+        "never",
+        "phone",
+        "text",
+        "link",
+        "did not order",
+    ] {
+        assert!(
+            body.to_lowercase().contains(&needle.to_lowercase()),
+            "{needle:?} missing from the notice: {body}"
+        );
+    }
+    let token = n["track_url"].as_str().unwrap().rsplit('/').next().unwrap();
+    let (st, tv) = t.s.get(&format!("/v1/track/{token}")).await;
+    assert_eq!(st, 200);
+    assert_eq!(tv["code"], code("P-A1", 1).as_str());
+    let safety = tv["safety"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s.as_str().unwrap())
+        .collect::<Vec<_>>()
+        .join(" ");
+    for needle in [
+        "only",
+        "in person",
+        "door",
+        "Never",
+        "phone",
+        "we will never ask you for it",
+        "did not order",
+    ] {
+        assert!(
+            safety.contains(needle),
+            "{needle:?} missing from the tracking page: {safety}"
+        );
+    }
+    let html =
+        t.s.http
+            .get(n["track_url"].as_str().unwrap())
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+    assert!(html.contains("we will never ask you for it"));
+    // The code leaves the depot only to the customer: not in the handset's
+    // manifest, not in dispatch's parcel view, not in any answer to a device.
+    let r =
+        t.s.http
+            .get(format!("{}/v1/manifest?date={DAY}", t.s.url))
+            .bearer_auth(&t.a.token)
+            .send()
+            .await
+            .unwrap();
+    let env: Envelope = r.json().await.unwrap();
+    let manifest_text = String::from_utf8(b64::decode(&env.body).unwrap()).unwrap();
+    let (_, view) = t.s.admin_get("/v1/parcels/P-A1").await;
+    let (_, verify) =
+        t.s.post_as(
+            &t.a.token,
+            "/v1/verify",
+            json!({"parcel_id": "P-A1", "code": wrong(&code("P-A1", 1))}),
+        )
+        .await;
+    for (place, text) in [
+        ("the manifest", manifest_text),
+        ("the parcel view", view.to_string()),
+        ("a verify answer", verify.to_string()),
+    ] {
+        assert!(!text.contains(&code("P-A1", 1)), "the code is in {place}");
+    }
+    t.s.handle.shutdown().await;
+}
+
+// ---------- a whole day on real processes: nothing secret in any log ----------
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `doorcode serve` process at `RUST_LOG=trace`, stderr into a file; killed on drop.
+struct Serve {
+    child: std::process::Child,
+    url: String,
+    admin: String,
+    /// What it printed on stdout besides the admin token line.
+    stdout: Vec<String>,
+}
+
+impl Serve {
+    fn spawn(data: &Path, log: &Path, json_logs: bool) -> Self {
+        use std::io::BufRead;
+        let port = free_port();
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_doorcode"));
+        cmd.args([
+            "serve",
+            "--working-days",
+            "mon-sun",
+            "--listen",
+            &format!("127.0.0.1:{port}"),
+            "--data-dir",
+        ])
+        .arg(data)
+        .env("RUST_LOG", "trace")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(log).unwrap());
+        if json_logs {
+            cmd.arg("--json-logs");
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut admin = None;
+        let mut stdout = Vec::new();
+        for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            if line.starts_with("dispatch admin token") {
+                admin = Some(line.rsplit(' ').next().unwrap().to_string());
+                continue;
+            }
+            let done = line.starts_with("doorcode listening on");
+            stdout.push(line);
+            if done {
+                break;
+            }
+        }
+        Self {
+            child,
+            url: format!("http://127.0.0.1:{port}"),
+            admin: admin.expect("first start prints the admin token"),
+            stdout,
+        }
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Runs `doorcode handset --db DB ARGS…`; returns (success, stdout, stderr).
+fn handset(db: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_doorcode"))
+        .arg("handset")
+        .arg("--db")
+        .arg(db)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
+}
+
+/// The code as a courier would say it: "eight five seven ...".
+fn spoken(code: &str) -> Vec<String> {
+    const WORDS: [&str; 10] = [
+        "oh", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+    ];
+    code.bytes()
+        .map(|b| WORDS[usize::from(b - b'0')].to_string())
+        .collect()
+}
+
+/// Every byte of every file under `dir` (recursively), except under `skip`.
+fn all_bytes(dir: &Path, skip: Option<&Path>) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if Some(p.as_path()) == skip {
+            continue;
+        }
+        if p.is_dir() {
+            out.extend(all_bytes(&p, skip));
+        } else if let Ok(b) = std::fs::read(&p) {
+            out.extend(b);
+        }
+    }
+    out
+}
+
+fn contains(hay: &[u8], needle: &str) -> bool {
+    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle.as_bytes())
+}
+
+/// One delivery day driven through `doorcode serve` and `doorcode handset`,
+/// with attacks that carry codes and tokens in bodies, paths and headers.
+/// Then no code, token or key may appear in the server's logs (text or
+/// JSON, at trace level), its stdout, its metrics, the handset CLI's
+/// output, or any file that DESIGN.md does not allow to hold it.
+async fn day_on_real_processes(json_logs: bool) {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    let log = tmp.path().join("server.log");
+    let db = tmp.path().join("courier.db");
+    let server = Serve::spawn(&data, &log, json_logs);
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let url = server.url.clone();
+    let admin = server.admin.clone();
+    let call = |method: &str, path: &str, token: Option<&str>, body: Option<String>| {
+        let mut req = http.request(method.parse().unwrap(), format!("{url}{path}"));
+        if let Some(t) = token {
+            req = req.header("authorization", format!("Bearer {t}"));
+        }
+        if let Some(b) = body {
+            req = req.header("content-type", "application/json").body(b);
+        }
+        async move {
+            let r = req.send().await.unwrap();
+            let st = r.status().as_u16();
+            (st, r.text().await.unwrap())
+        }
+    };
+    let today = chrono::Utc::now().date_naive().to_string();
+    let mut cli_output = String::new();
+    let mut run = |args: &[&str]| {
+        let (ok, out, err) = handset(&db, args);
+        cli_output.push_str(&out);
+        cli_output.push_str(&err);
+        (ok, out, err)
+    };
+
+    // Dispatch: four parcels (three need a code), one route, one enrollment.
+    let parcels = json!({"parcels": [
+        {"parcel_id": "P-1", "recipient": {"name": "Ann", "email": "ann@example.com"}, "address": "1 Main St", "value": 120, "currency": "EUR"},
+        {"parcel_id": "P-2", "recipient": {"name": "Bob", "phone": "+49 30 1234"}, "address": "2 Main St", "value": 90, "currency": "EUR"},
+        {"parcel_id": "P-3", "recipient": {"name": "Cy", "email": "cy@example.com"}, "address": "3 Main St", "value": 80, "currency": "EUR"},
+        {"parcel_id": "P-4", "recipient": {"name": "Di"}, "address": "4 Main St", "value": 10, "currency": "EUR"}]});
+    let (st, v) = call(
+        "POST",
+        "/v1/parcels",
+        Some(&admin),
+        Some(parcels.to_string()),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let route = json!({"route_id": "R-1", "courier_id": "C-1", "delivery_date": today, "stops": [
+        {"stop_id": "S-1", "address": "1 Main St", "parcel_ids": ["P-1", "P-2"]},
+        {"stop_id": "S-2", "address": "3 Main St", "parcel_ids": ["P-3", "P-4"]}]});
+    let (st, v) = call("POST", "/v1/routes", Some(&admin), Some(route.to_string())).await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = call(
+        "POST",
+        "/v1/enrollments",
+        Some(&admin),
+        Some(json!({"courier_id": "C-1"}).to_string()),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let enrollment: String = serde_json::from_str::<Value>(&v).unwrap()["enrollment_code"]
+        .as_str()
+        .unwrap()
+        .into();
+
+    // The courier's handset.
+    let (ok, _, err) = run(&["enroll", "--server", &url, "--code", &enrollment]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&["sync", "--date", &today]);
+    assert!(ok, "{err}");
+
+    let notices_dir = data.join("notices");
+    let read_notices = || -> Vec<Value> {
+        let mut paths: Vec<_> = std::fs::read_dir(&notices_dir)
+            .map(|r| r.map(|e| e.unwrap().path()).collect())
+            .unwrap_or_default();
+        paths.sort();
+        paths
+            .iter()
+            .filter_map(|p| serde_json::from_str(&std::fs::read_to_string(p).ok()?).ok())
+            .collect()
+    };
+    let wait_notices = |n: usize| {
+        let read = &read_notices;
+        async move {
+            for _ in 0..400 {
+                let v = read();
+                if v.len() >= n {
+                    return v;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+            }
+            panic!("expected {n} notices");
+        }
+    };
+    let notices = wait_notices(3).await;
+    let code_of = |pid: &str| -> String {
+        notices.iter().find(|n| n["parcel_id"] == pid).unwrap()["code"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (c1, c2, c3) = (code_of("P-1"), code_of("P-2"), code_of("P-3"));
+
+    // At the doors: P-1 spoken and checked online.
+    let mut args = vec!["verify".to_string(), "P-1".to_string()];
+    args.extend(spoken(&c1));
+    let argv: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (ok, out, err) = run(&argv);
+    assert!(
+        ok && out.contains("accepted") && out.contains("online"),
+        "{out}{err}"
+    );
+    // P-2: an impostor tries five wrong codes; locked; then even the right one fails.
+    let mut tried = Vec::new();
+    for i in 0..5u32 {
+        let w = format!(
+            "{:06}",
+            (c2.parse::<u32>().unwrap() + 1 + i * 111_111) % 1_000_000
+        );
+        let (ok, out, err) = run(&["verify", "P-2", &w]);
+        assert!(ok, "{err}");
+        assert!(
+            out.contains(if i < 4 { "rejected" } else { "locked" }),
+            "{out}"
+        );
+        tried.push(w);
+    }
+    let (ok, _, err) = run(&["verify", "P-2", &c2]);
+    assert!(!ok && err.contains("locked"), "{err}");
+    // P-3: unreadable input that contains the code, then offline with the right code.
+    let (ok, _, err) = run(&["verify", "P-3", &format!("{c3}1")]);
+    assert!(!ok, "{err}");
+    let (ok, _, err) = run(&["verify", "P-3", &c3[..3], "banana", &c3[3..]]);
+    assert!(!ok, "{err}");
+    let (ok, out, err) = run(&["verify", "--offline", "P-3", &c3]);
+    assert!(
+        ok && out.contains("accepted") && out.contains("offline"),
+        "{out}{err}"
+    );
+    // DESIGN allows the code in the outbox until the server acknowledges it.
+    {
+        let conn = rusqlite::Connection::open(&db).unwrap();
+        let env: String = conn
+            .query_row(
+                "SELECT envelope FROM outbox WHERE envelope IS NOT NULL ORDER BY seq DESC LIMIT 1",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        let env: Envelope = serde_json::from_str(&env).unwrap();
+        let body: Value = serde_json::from_slice(&b64::decode(&env.body).unwrap()).unwrap();
+        assert_eq!(body["code"], c3.as_str());
+    }
+    let (ok, _, err) = run(&["fail", "P-2", "--reason", "locked_out"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&["deliver", "P-4"]);
+    assert!(ok, "{err}");
+    let (ok, out, err) = run(&["sync", "--date", &today]);
+    assert!(ok && out.contains("\"pending\": 0"), "{out}{err}");
+    let (ok, _, err) = run(&["status"]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&["stops"]);
+    assert!(ok, "{err}");
+
+    let secrets_dir = tmp.path().join("courier.db.secrets");
+    let device_token =
+        String::from_utf8(std::fs::read(secrets_dir.join("device-token")).unwrap()).unwrap();
+    let device_seed = std::fs::read(secrets_dir.join("device-key")).unwrap();
+    assert!(device_token.len() >= 32 && device_seed.len() == 32);
+
+    // Attacks that carry codes and tokens to the server in every place a log might echo.
+    let dev = Some(device_token.as_str());
+    let probes: Vec<(&str, String, Option<&str>, Option<String>)> = vec![
+        ("POST", "/v1/verify".into(), dev, Some(format!("{{\"parcel_id\":\"P-3\",\"code\":{c3}}}"))),
+        ("POST", "/v1/verify".into(), dev, Some(format!("{{\"parcel_id\":\"P-3\",\"code\":\"{c3}\",\"why\":\"{c1}\"}}"))),
+        ("POST", "/v1/verify".into(), dev, Some(format!("{{\"parcel_id\":\"P-3\",\"code\":\"{c3}9\"}}"))),
+        ("POST", "/v1/verify".into(), dev, Some(format!("{{\"parcel_id\":\"{c3}\",\"code\":\"{c3}\"}}"))),
+        ("POST", "/v1/verify".into(), dev, Some(format!("{{\"parcel_id\":\"P-3\",\"code\":\"{c3}"))),
+        ("POST", "/v1/verify".into(), Some(c1.as_str()), Some("{}".into())),
+        ("POST", "/v1/parcels".into(), Some(&admin), Some(format!("{{\"parcels\":[{{\"parcel_id\":\"{c2}\",\"value\":{c1}"))),
+        ("POST", "/v1/confirmations".into(), dev, Some(format!("{{\"confirmations\":[{{\"v\":1,\"kid\":\"{c1}\",\"body\":\"{c2}\",\"sig\":\"{c3}\"}}]}}"))),
+        ("GET", format!("/v1/parcels/{c1}"), Some(&admin), None),
+        ("GET", format!("/v1/manifest?date={c1}"), dev, None),
+        ("GET", format!("/v1/manifest?code={c1}"), dev, None),
+        ("GET", format!("/track/{c1}"), None, None),
+        ("GET", format!("/v1/track/{c2}"), None, None),
+        ("POST", format!("/v1/days/{c3}/close"), Some(&admin), Some("{}".into())),
+        ("POST", "/v1/devices".into(), None, Some(json!({"enrollment_code": enrollment, "device_public_key": b64::encode(&[1u8; 32]), "device_name": c1}).to_string())),
+        ("GET", "/v1/disputes".into(), dev, None),
+        ("GET", "/v1/manifest".into(), Some(&admin), None),
+    ];
+    for (method, path, token, body) in probes {
+        let (st, text) = call(method, &path, token, body).await;
+        let per_item = path == "/v1/confirmations" && st == 200 && text.contains("rejected");
+        assert!(
+            (400..500).contains(&st) || per_item,
+            "{method} {path}: {st} {text}"
+        );
+        for c in [&c1, &c2, &c3] {
+            assert!(
+                !text.contains(c.as_str()),
+                "{method} {path} echoed a code: {text}"
+            );
+        }
+    }
+    // The customer's links, as JSON and HTML, and the dispatcher's board.
+    let track_tokens: Vec<String> = notices
+        .iter()
+        .map(|n| {
+            n["track_url"]
+                .as_str()
+                .unwrap()
+                .rsplit('/')
+                .next()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    for t in &track_tokens {
+        assert_eq!(
+            call("GET", &format!("/v1/track/{t}"), None, None).await.0,
+            200
+        );
+        assert_eq!(call("GET", &format!("/track/{t}"), None, None).await.0, 200);
+    }
+    let r = http
+        .post(format!("{url}/board/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={admin}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let session = cookie.split_once('=').unwrap().1.to_string();
+    let board = http
+        .get(format!("{url}/board"))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(board.status(), 200);
+    let board = board.text().await.unwrap();
+    let r = http
+        .post(format!("{url}/board/login"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={c1}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 401);
+
+    // Reissue P-2 (a new code), close the day (P-2 moves on with another).
+    let (st, v) = call(
+        "POST",
+        "/v1/parcels/P-2/reissue",
+        Some(&admin),
+        Some("{}".into()),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = call(
+        "POST",
+        &format!("/v1/days/{today}/close"),
+        Some(&admin),
+        Some("{}".into()),
+    )
+    .await;
+    assert_eq!(st, 200, "{v}");
+    // The reissued notice may be dropped as superseded by the close's; the close's is not.
+    wait_notices(4).await;
+    let mut drained = false;
+    for _ in 0..400 {
+        if call("GET", "/metrics", None, None)
+            .await
+            .1
+            .contains("doorcode_notice_outbox{state=\"pending\"} 0")
+        {
+            drained = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(25)).await;
+    }
+    assert!(drained, "the notice outbox did not drain");
+    let notices = read_notices();
+    let (st, metrics) = call("GET", "/metrics", None, None).await;
+    assert_eq!(st, 200);
+    let server_stdout = server.stdout.join("\n");
+    drop(server);
+    let logs = std::fs::read_to_string(&log).unwrap();
+
+    // What must stay secret.
+    let mut codes: Vec<String> = notices
+        .iter()
+        .map(|n| n["code"].as_str().unwrap().to_string())
+        .collect();
+    codes.sort();
+    codes.dedup();
+    assert!(
+        codes.len() >= 4,
+        "the day's codes and the next day's: {codes:?}"
+    );
+    let mut secrets: Vec<(String, String)> = codes
+        .iter()
+        .map(|c| ("a delivery code".into(), c.clone()))
+        .collect();
+    secrets.extend(
+        tried
+            .iter()
+            .map(|c| ("a code tried at the door".to_string(), c.clone())),
+    );
+    secrets.push(("the dispatch token".into(), admin.clone()));
+    secrets.push(("the device token".into(), device_token.clone()));
+    secrets.push(("the device key".into(), b64::encode(&device_seed)));
+    secrets.push((
+        "the device key (hex)".into(),
+        device_seed.iter().map(|b| format!("{b:02x}")).collect(),
+    ));
+    secrets.push(("the enrollment code".into(), enrollment.clone()));
+    secrets.push(("the enrollment code".into(), enrollment.replace('-', "")));
+    secrets.push(("a board session".into(), session.clone()));
+    secrets.extend(
+        track_tokens
+            .iter()
+            .map(|t| ("a track token".to_string(), t.clone())),
+    );
+
+    // The logs are real: trace level on, every kind of request seen, the right format.
+    assert!(logs.lines().count() > 40, "{logs}");
+    for needle in [
+        "manifest built",
+        "confirmations ingested",
+        "online verify",
+        "/v1/verify",
+        "/track/{token}",
+        "/board/login",
+    ] {
+        assert!(logs.contains(needle), "{needle} missing from the logs");
+    }
+    if json_logs {
+        for l in logs.lines().filter(|l| !l.trim().is_empty()) {
+            assert!(
+                serde_json::from_str::<Value>(l).is_ok(),
+                "not a JSON line: {l}"
+            );
+        }
+    } else {
+        assert!(logs.contains(" INFO "), "text format");
+    }
+    // Timestamps (6-digit microseconds) and metric values (long floats) are
+    // numbers that could match a code by chance; they are left out of the search.
+    let logs = without_timestamps(&logs);
+    let metric_labels: String = metrics
+        .lines()
+        .map(|l| l.rsplit_once(' ').map_or(l, |(name, _)| name))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for (what, secret) in &secrets {
+        for (place, text) in [
+            ("the server log", logs.as_str()),
+            (
+                "the server's stdout after the token line",
+                server_stdout.as_str(),
+            ),
+            ("the handset CLI output", cli_output.as_str()),
+            ("the metrics", metric_labels.as_str()),
+        ] {
+            assert!(
+                !text.contains(secret.as_str()),
+                "{what} appeared in {place}: {}",
+                text.lines()
+                    .filter(|l| l.contains(secret.as_str()))
+                    .take(3)
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+        if what != "a board session" {
+            assert!(!board.contains(secret.as_str()), "{what} on the board page");
+        }
+    }
+
+    // Files: the server stores no code, bearer token or enrollment code
+    // (hashes only); the notices directory is the file channel's outbox and
+    // holds them by design, and track tokens are stored as they are (SERVER.md).
+    let server_files = all_bytes(&data, Some(&notices_dir));
+    for (what, secret) in &secrets {
+        if what == "a track token" {
+            continue;
+        }
+        assert!(
+            !contains(&server_files, secret),
+            "{what} stored in the server's data directory"
+        );
+    }
+    // The handset: after the upload its database holds salts and tags, never
+    // a code; only its secret store holds the token and the key.
+    let handset_db: Vec<u8> = [db.clone(), tmp.path().join("courier.db-wal")]
+        .iter()
+        .filter_map(|p| std::fs::read(p).ok())
+        .flatten()
+        .collect();
+    assert!(handset_db.len() > 4096);
+    for (what, secret) in &secrets {
+        assert!(
+            !contains(&handset_db, secret),
+            "{what} in the handset database"
+        );
+    }
+    let conn = rusqlite::Connection::open(&db).unwrap();
+    let held: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM outbox WHERE envelope IS NOT NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(
+        held, 0,
+        "acknowledged confirmations drop their envelopes, and the code with them"
+    );
+    let tagged: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM parcels WHERE tag IS NOT NULL AND length(salt) = 16",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(tagged, 3, "the three code parcels are held as salt and tag");
+}
+
+/// Log lines without their timestamp: the leading RFC 3339 token of a text
+/// line, the `timestamp` field of a JSON line.
+fn without_timestamps(logs: &str) -> String {
+    logs.lines()
+        .map(|l| match serde_json::from_str::<Value>(l) {
+            Ok(Value::Object(mut m)) => {
+                m.remove("timestamp");
+                Value::Object(m).to_string()
+            }
+            _ => match l.split_once(' ') {
+                Some((first, rest)) if chrono::DateTime::parse_from_rfc3339(first).is_ok() => {
+                    rest.to_string()
+                }
+                _ => l.to_string(),
+            },
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codes_and_tokens_appear_in_no_text_log_at_trace_level() {
+    day_on_real_processes(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codes_and_tokens_appear_in_no_json_log_at_trace_level() {
+    day_on_real_processes(true).await;
+}
