@@ -1,0 +1,315 @@
+//! Real processes for the end-to-end tests: a `doorcode serve` process that
+//! can be killed with SIGKILL and restarted on the same data, an admin client,
+//! a day planned through the admin API, handsets on the real core, and the
+//! server-side check that every confirmation counted exactly once.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use chrono::{NaiveDate, Utc};
+use doorcode_core::codes::{self, CodeKey};
+use doorcode_core::confirmation::FailReason;
+use doorcode_core::handset::Handset;
+use doorcode_core::secrets::FileSecretStore;
+use doorcode_core::store::VerifyOutcome;
+use doorcode_core::sync::{ManifestSync, SyncClient, SyncConfig};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub const CODE_KEY: [u8; 32] = [0x42; 32];
+
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A `doorcode serve` process; killed with SIGKILL on drop.
+pub struct ServerProc {
+    child: Child,
+    pub port: u16,
+}
+
+impl ServerProc {
+    /// Starts (or restarts) a server on `dir`, returning the admin token on first start.
+    pub fn spawn(dir: &Path, port: u16) -> (Self, Option<String>) {
+        if !dir.join("code-key").exists() {
+            std::fs::create_dir_all(dir).unwrap();
+            std::fs::write(
+                dir.join("code-key"),
+                CodeKey::from_bytes(CODE_KEY).to_file_text(),
+            )
+            .unwrap();
+        }
+        let mut child = Command::new(env!("CARGO_BIN_EXE_doorcode"))
+            .args([
+                "serve",
+                "--working-days",
+                "mon-sun",
+                "--listen",
+                &format!("127.0.0.1:{port}"),
+                "--data-dir",
+            ])
+            .arg(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut token = None;
+        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            if let Some(t) = line
+                .split(": ")
+                .nth(1)
+                .filter(|_| line.starts_with("dispatch admin token"))
+            {
+                token = Some(t.trim().to_string());
+            }
+            if line.starts_with("doorcode listening on") {
+                break;
+            }
+        }
+        (Self { child, port }, token)
+    }
+
+    pub fn addr(&self) -> std::net::SocketAddr {
+        format!("127.0.0.1:{}", self.port).parse().unwrap()
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for ServerProc {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+pub struct Admin {
+    pub http: reqwest::Client,
+    pub base: String,
+    pub token: String,
+}
+
+impl Admin {
+    pub fn new(port: u16, token: String) -> Self {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        Self {
+            http: reqwest::Client::new(),
+            base: format!("http://127.0.0.1:{port}"),
+            token,
+        }
+    }
+    pub async fn call(&self, req: reqwest::RequestBuilder, path: &str) -> Value {
+        let r = req.bearer_auth(&self.token).send().await.unwrap();
+        assert!(r.status().is_success(), "{path}: {}", r.status());
+        r.json().await.unwrap()
+    }
+    pub async fn post(&self, path: &str, body: Value) -> Value {
+        self.call(
+            self.http.post(format!("{}{path}", self.base)).json(&body),
+            path,
+        )
+        .await
+    }
+    pub async fn get(&self, path: &str) -> Value {
+        self.call(self.http.get(format!("{}{path}", self.base)), path)
+            .await
+    }
+    pub async fn metric(&self, name: &str) -> u64 {
+        let text = self
+            .http
+            .get(format!("{}/metrics", self.base))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        text.lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse::<f64>().ok())
+            .map_or(0, |v| v as u64)
+    }
+}
+
+pub fn today() -> NaiveDate {
+    Utc::now().date_naive()
+}
+
+/// Parcels for `couriers` routes of `per` one-parcel stops; every third needs no code.
+pub async fn plan_day(admin: &Admin, couriers: usize, per: usize) -> Vec<(String, Vec<String>)> {
+    let mut out = Vec::new();
+    for c in 0..couriers {
+        let ids: Vec<String> = (0..per).map(|i| format!("E{c}-{i:04}")).collect();
+        let parcels: Vec<Value> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| {
+                json!({"parcel_id": id, "recipient": {"name": format!("R {id}"), "email": "r@example.invalid"},
+                       "address": format!("{i} Test Road"), "value": 100, "currency": "EUR", "requires_code": i % 3 != 0})
+            })
+            .collect();
+        for chunk in parcels.chunks(500) {
+            admin.post("/v1/parcels", json!({ "parcels": chunk })).await;
+        }
+        let stops: Vec<Value> = ids
+            .iter()
+            .enumerate()
+            .map(|(i, id)| json!({"stop_id": format!("S{i:04}"), "address": format!("{i} Test Road"), "parcel_ids": [id]}))
+            .collect();
+        let courier = format!("C{c}");
+        admin.post("/v1/routes", json!({"route_id": format!("R{c}"), "courier_id": courier, "delivery_date": today(), "stops": stops})).await;
+        out.push((courier, ids));
+    }
+    out
+}
+
+/// An in-process handset enrolled through `server_url` (usually a proxy).
+pub async fn enrolled(
+    admin: &Admin,
+    dir: &Path,
+    courier: &str,
+    server_url: &str,
+    cfg: SyncConfig,
+) -> SyncClient {
+    let db = dir.join(format!("{courier}.db"));
+    let secrets = FileSecretStore::new(dir.join(format!("{courier}.db.secrets"))).unwrap();
+    let h = Arc::new(Handset::open(&db, Arc::new(secrets)).unwrap());
+    let client = SyncClient::with_config(h, cfg).unwrap();
+    let code = admin
+        .post("/v1/enrollments", json!({"courier_id": courier}))
+        .await;
+    client
+        .enroll(
+            server_url,
+            code["enrollment_code"].as_str().unwrap(),
+            courier,
+        )
+        .await
+        .unwrap();
+    client
+}
+
+/// Syncs until the manifest is held, through whatever the link does.
+pub async fn pull_until_held(c: &SyncClient) {
+    for _ in 0..200 {
+        if let Ok(r) = c.sync(Some(today())).await {
+            if matches!(
+                r.manifest,
+                ManifestSync::Pulled { .. } | ManifestSync::Unchanged { revision: Some(_) }
+            ) {
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("the manifest never arrived");
+}
+
+/// Records an outcome for every parcel offline: most delivered with the
+/// customer's code, every seventh absent. Returns parcel -> expected status.
+pub fn work_the_day(h: &Handset) -> HashMap<String, &'static str> {
+    let key = CodeKey::from_bytes(CODE_KEY);
+    let mut expect = HashMap::new();
+    for (i, p) in h
+        .stops()
+        .unwrap()
+        .into_iter()
+        .flat_map(|s| s.parcels)
+        .enumerate()
+    {
+        if i % 7 == 3 {
+            h.fail(&p.parcel_id, FailReason::CustomerAbsent).unwrap();
+            expect.insert(p.parcel_id, "failed");
+        } else if p.requires_code {
+            let code = codes::derive_code(&key, &p.parcel_id, today(), p.attempt, 6).unwrap();
+            let out = h.verify(&p.parcel_id, code.expose()).unwrap();
+            assert!(matches!(out, VerifyOutcome::Accepted { .. }), "{out:?}");
+            expect.insert(p.parcel_id, "delivered");
+        } else {
+            h.deliver(&p.parcel_id).unwrap();
+            expect.insert(p.parcel_id, "delivered");
+        }
+    }
+    expect
+}
+
+/// Syncs until nothing is pending; returns (accepted, duplicates) as the handset saw them.
+pub async fn upload_all(c: &SyncClient, deadline: Duration) -> (u32, u32) {
+    let start = Instant::now();
+    let (mut acc, mut dup) = (0, 0);
+    loop {
+        match c.sync(Some(today())).await {
+            Ok(r) => {
+                acc += r.uploaded;
+                dup += r.duplicates;
+                assert_eq!(r.rejected, 0, "a confirmation was rejected: {r:?}");
+                if r.pending == 0 {
+                    return (acc, dup);
+                }
+            }
+            Err(e) => assert!(e.is_transient(), "sync failed for good: {e}"),
+        }
+        assert!(
+            start.elapsed() < deadline,
+            "uploads did not finish in {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// The server's view: every parcel in its expected state with exactly one
+/// outcome event (each accepted confirmation adds one, so a double count
+/// shows), nothing disputed or reused. Survives server restarts, unlike metrics.
+pub async fn assert_exactly_once(admin: &Admin, expect: &HashMap<String, &'static str>) {
+    for (pid, want) in expect {
+        let v = admin.get(&format!("/v1/parcels/{pid}")).await;
+        assert_eq!(v["status"].as_str(), Some(*want), "{pid}: {v}");
+        let outcomes = v["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| {
+                matches!(
+                    e["kind"].as_str(),
+                    Some("delivered" | "failed" | "disputed")
+                )
+            })
+            .count();
+        assert_eq!(outcomes, 1, "{pid} was counted {outcomes} times: {v}");
+    }
+    let d = admin.get("/v1/disputes").await;
+    assert_eq!(d["disputes"].as_array().unwrap().len(), 0, "{d}");
+    let kinds: Vec<&str> = d["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["kind"].as_str())
+        .collect();
+    assert!(
+        !kinds.contains(&"seq_reuse") && !kinds.contains(&"seq_gap"),
+        "{kinds:?}"
+    );
+}
+
+pub fn fast_cfg() -> SyncConfig {
+    SyncConfig {
+        request_timeout: Duration::from_secs(5),
+        verify_timeout: Duration::from_millis(500),
+        batch_size: 50,
+        tries_per_request: 2,
+        backoff_base: Duration::from_millis(5),
+        backoff_max: Duration::from_millis(100),
+        reuse_connections: false,
+    }
+}
