@@ -772,6 +772,57 @@ async fn online_brute_force_locks_the_parcel_for_every_device_until_dispatch_rei
     t.s.handle.shutdown().await;
 }
 
+/// The phone scammer's best case: the customer read the code to a caller,
+/// dispatch reissued, but a handset that has not synced since still holds the
+/// old attempt and checks the old code offline. The handover is recorded
+/// (the courier did see a matching code), and dispatch is told at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn old_code_used_after_a_reissue_is_signalled_to_dispatch() {
+    let (_dir, mut t) = day().await;
+    let da = door(&t.ma);
+    let (st, pv) = t.s.admin_post("/v1/parcels/P-A3/reissue", json!({})).await;
+    assert_eq!((st, pv["attempt"].as_u64()), (200, Some(2)), "{pv}");
+    // The handset still holds revision 1 with attempt 1 of P-A3.
+    let stale =
+        t.a.delivered(&da, "P-A3", 1, &code("P-A3", 1), "2026-11-23T10:00:00Z");
+    let res = upload(&t.s, &t.a, vec![json!(t.a.sign(&stale))]).await;
+    assert_eq!(outcome(&res[0]).0, "accepted", "{}", res[0]);
+    let (_, dv) = t.s.admin_get("/v1/disputes").await;
+    let signal = dv["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "superseded_code" && s["parcel_id"] == "P-A3")
+        .unwrap_or_else(|| panic!("no superseded_code signal: {dv}"))
+        .clone();
+    assert!(
+        signal["detail"].as_str().unwrap().contains("attempt 1"),
+        "{signal}"
+    );
+    // A delivery with the current attempt's code raises nothing of the kind.
+    let mb = manifest(&t.s, &t.a2).await;
+    let fresh = t.a2.delivered(
+        &door(&mb),
+        "P-A1",
+        1,
+        &code("P-A1", 1),
+        "2026-11-23T10:05:00Z",
+    );
+    assert_eq!(
+        outcome(&upload(&t.s, &t.a2, vec![json!(t.a2.sign(&fresh))]).await[0]).0,
+        "accepted"
+    );
+    let (_, dv) = t.s.admin_get("/v1/disputes").await;
+    let n = dv["signals"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|s| s["kind"] == "superseded_code")
+        .count();
+    assert_eq!(n, 1, "{dv}");
+    t.s.handle.shutdown().await;
+}
+
 async fn verify_other(t: &Day, pid: &str) -> String {
     let (_, v) =
         t.s.post_as(

@@ -416,8 +416,9 @@ pub async fn verify_counts_locks_and_reissue_unlocks(s: &dyn Storage) {
     s.save_route(route("R-v", "C-v", day(23), &["v-1"]), t0())
         .await
         .unwrap();
+    enroll(s, "C-v", "d-v").await;
     let r = s.route("R-v", day(23)).await.unwrap().unwrap();
-    manifest_for(s, &r, "d-v").await;
+    let m = manifest_for(s, &r, "d-v").await;
     assert!(s.verify_target("d-other", "v-1").await.unwrap().is_none());
     let t = s.verify_target("d-v", "v-1").await.unwrap().unwrap();
     assert_eq!(
@@ -451,6 +452,20 @@ pub async fn verify_counts_locks_and_reissue_unlocks(s: &dyn Storage) {
         s.verify_target("d-v", "v-1").await.unwrap().is_none(),
         "attempt 2 is not on a built manifest yet"
     );
+    // A handset that never synced the reissue delivers with attempt 1's code:
+    // recorded, and dispatch is told.
+    s.ingest_confirmation(confirmation("c-v1", "d-v", 1, &m, "v-1", 1, Some(true)))
+        .await
+        .unwrap();
+    let superseded: Vec<_> = s
+        .signals()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|x| x.kind == "superseded_code")
+        .collect();
+    assert_eq!(superseded.len(), 1, "{superseded:?}");
+    assert_eq!(superseded[0].parcel_id.as_deref(), Some("v-1"));
     assert!(matches!(
         s.reissue("v-404", t0()).await,
         Err(StorageError::NotFound(_))

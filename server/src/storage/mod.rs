@@ -226,7 +226,7 @@ pub enum VerifyOutcome {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Signal {
     pub id: i64,
-    /// code_mismatch | delivered_without_code | many_wrong_tries | late_confirmation | seq_gap | seq_reuse | verify_lockout
+    /// code_mismatch | delivered_without_code | many_wrong_tries | late_confirmation | superseded_code | seq_gap | seq_reuse | verify_lockout
     pub kind: String,
     pub parcel_id: Option<String>,
     pub device_id: Option<String>,
@@ -356,4 +356,12 @@ pub trait Storage: Send + Sync {
     ) -> Result<()>;
     /// (pending, sent, failed) counts.
     async fn notice_counts(&self) -> Result<(u64, u64, u64)>;
+}
+
+/// The `superseded_code` signal's detail: a parcel was handed over against
+/// the code of an attempt dispatch had already replaced (a handset that had
+/// not synced since the reissue). The customer, or whoever read them the old
+/// code, got the parcel; dispatch should find out which.
+pub(crate) fn superseded_detail(used: u32, current: i64) -> String {
+    format!("delivered with the code of attempt {used} after dispatch issued attempt {current}")
 }

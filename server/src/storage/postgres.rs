@@ -1177,7 +1177,7 @@ impl Storage for PostgresStorage {
             }
             let Some(p) = query_opt(
                 &tx,
-                "SELECT status, requires_code FROM parcels WHERE parcel_id=$1 FOR UPDATE",
+                "SELECT status, requires_code, attempt FROM parcels WHERE parcel_id=$1 FOR UPDATE",
                 &[&c.parcel_id],
             )
             .await?
@@ -1186,6 +1186,7 @@ impl Storage for PostgresStorage {
             };
             let status: String = get(&p, 0)?;
             let requires_code: bool = get(&p, 1)?;
+            let current_attempt: i64 = get(&p, 2)?;
             let rev = i64_of(c.revision)?;
             let attempt = i64::from(c.attempt);
             let on_manifest = query_opt(
@@ -1248,6 +1249,9 @@ impl Storage for PostgresStorage {
             exec(&tx, "UPDATE devices SET last_seq=GREATEST(last_seq, $2) WHERE device_id=$1", &[&c.device_id, &seq]).await?;
             if c.late {
                 signal(&tx, "late_confirmation", pid, did, cid, "recorded at or after the code's valid_until", now).await?;
+            }
+            if delivered && attempt < current_attempt {
+                signal(&tx, "superseded_code", pid, did, cid, &super::superseded_detail(c.attempt, current_attempt), now).await?;
             }
             if c.failed_attempts >= c.many_tries_threshold {
                 signal(&tx, "many_wrong_tries", pid, did, cid, &format!("{} wrong tries at the door", c.failed_attempts), now).await?;

@@ -923,11 +923,11 @@ impl Storage for SqliteStorage {
                 });
             }
             let parcel = tx
-                .query_row("SELECT status, requires_code FROM parcels WHERE parcel_id=?1", [&c.parcel_id], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?))
+                .query_row("SELECT status, requires_code, attempt FROM parcels WHERE parcel_id=?1", [&c.parcel_id], |r| {
+                    Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?, r.get::<_, i64>(2)?))
                 })
                 .optional()?;
-            let Some((status, requires_code)) = parcel else {
+            let Some((status, requires_code, current_attempt)) = parcel else {
                 return Ok(IngestOutcome::Rejected("unknown_parcel".into(), true));
             };
             let rev = i64_of(c.revision)?;
@@ -960,6 +960,9 @@ impl Storage for SqliteStorage {
             tx.execute("UPDATE devices SET last_seq=MAX(last_seq, ?2) WHERE device_id=?1", params![c.device_id, seq])?;
             if c.late {
                 signal(tx, "late_confirmation", pid, did, cid, "recorded at or after the code's valid_until", now)?;
+            }
+            if c.outcome == "delivered" && i64::from(c.attempt) < current_attempt {
+                signal(tx, "superseded_code", pid, did, cid, &superseded_detail(c.attempt, current_attempt), now)?;
             }
             if c.failed_attempts >= c.many_tries_threshold {
                 signal(tx, "many_wrong_tries", pid, did, cid, &format!("{} wrong tries at the door", c.failed_attempts), now)?;
