@@ -471,7 +471,7 @@ pub struct CloseOut {
 /// End a day: undelivered parcels move to the next working day with a new code.
 #[utoipa::path(post, path = "/v1/days/{date}/close", tag = "dispatch", security(("bearer" = [])),
     params(("date" = String, Path, description = "YYYY-MM-DD")),
-    responses((status = 200, body = CloseOut), (status = 400, body = ErrorBody)))]
+    responses((status = 200, body = CloseOut), (status = 400, body = ErrorBody), (status = 422, body = ErrorBody)))]
 pub(crate) async fn post_close_day(
     State(app): State<App>,
     _d: Dispatch,
@@ -679,8 +679,10 @@ async fn get_manifest(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ConfirmationBatch {
-    /// Signed confirmation envelopes `{v, kid, body, sig}`.
-    #[schema(value_type = Vec<Object>)]
+    /// Signed confirmation envelopes `{v, kid, body, sig}`. Any JSON value is
+    /// taken: an item that is not an envelope is rejected on its own
+    /// (`malformed_envelope`), so one bad item never blocks the others.
+    #[schema(value_type = Vec<Value>)]
     pub confirmations: Vec<serde_json::Value>,
 }
 
@@ -741,7 +743,7 @@ pub struct VerifyOut {
 
 /// Online code check at the door; counts tries and locks at max_attempts.
 #[utoipa::path(post, path = "/v1/verify", tag = "device", security(("bearer" = [])), request_body = VerifyIn,
-    responses((status = 200, body = VerifyOut), (status = 404, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = VerifyOut), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
 async fn post_verify(
     State(app): State<App>,
     DeviceAuth(device): DeviceAuth,
@@ -907,9 +909,72 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// Adds the error answers every JSON operation can give but would otherwise
+/// have to repeat in each `responses(...)`: 401 where a bearer token is
+/// required; 400 (malformed JSON), 413 (too large), 415 (not JSON) and 422
+/// (wrong types, unknown fields) where there is a JSON body; 400 where a path
+/// or query parameter can be unreadable. An answer an operation declares
+/// itself is kept as it is.
+struct StandardErrors;
+
+impl utoipa::Modify for StandardErrors {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::path::ParameterIn;
+        use utoipa::openapi::{ContentBuilder, Ref, RefOr, ResponseBuilder};
+        let error = |what: &str| {
+            RefOr::T(
+                ResponseBuilder::new()
+                    .description(what)
+                    .content(
+                        "application/json",
+                        ContentBuilder::new()
+                            .schema(Some(Ref::from_schema_name("ErrorBody")))
+                            .build(),
+                    )
+                    .build(),
+            )
+        };
+        for (path, item) in openapi.paths.paths.iter_mut() {
+            // The HTML pages answer with pages, not the JSON error shape.
+            if !path.starts_with("/v1/") {
+                continue;
+            }
+            for op in [&mut item.get, &mut item.post].into_iter().flatten() {
+                let mut add = |status: &str, what: &str| {
+                    op.responses
+                        .responses
+                        .entry(status.to_string())
+                        .or_insert_with(|| error(what));
+                };
+                let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+                let has_body = op.request_body.is_some();
+                let has_params = op.parameters.as_ref().is_some_and(|ps| {
+                    ps.iter()
+                        .any(|p| matches!(p.parameter_in, ParameterIn::Path | ParameterIn::Query))
+                });
+                if secured {
+                    add("401", "missing or wrong bearer token");
+                }
+                if has_body {
+                    add("400", "the body is not valid JSON");
+                    add("413", "the body is too large");
+                    add("415", "the body is not application/json");
+                    add(
+                        "422",
+                        "the JSON has wrong types, missing or unknown fields, or breaks a rule",
+                    );
+                }
+                if has_params {
+                    add("400", "a path or query parameter cannot be read");
+                }
+            }
+        }
+    }
+}
+
 #[derive(OpenApi)]
 #[openapi(
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &StandardErrors),
     info(
         title = "doorcode server",
         description = "Delivery codes, signed manifests and confirmation ingest."
