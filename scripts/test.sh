@@ -17,6 +17,12 @@ step "protocol vectors from an independent Python implementation of DESIGN.md's 
 python3 scripts/independent-vectors.py ../shared/vectors/protocol-v1.json target/vectors-independent.json
 DOORCODE_VECTORS="$PWD/target/vectors-independent.json" cargo test -p doorcode-core --test vectors --locked
 
+step "fuzzing: every cargo-fuzz target, bounded (docs/FUZZING.md)"
+scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
+
+step "schemathesis against /openapi.json on a real server, bounded"
+scripts/schemathesis.sh
+
 # The same whole delivery day over HTTP, on PostgreSQL (when reachable).
 if ./scripts/postgres-up.sh >/dev/null 2>&1; then
   step "the whole-day test again, on PostgreSQL"
