@@ -633,17 +633,27 @@ async fn get_manifest(
             .with_timezone(&app.cfg.calendar.time_zone)
             .date_naive()
     });
-    let route = app
+    // Most fetches (and every 304) find a current build: one read, no route load.
+    let current = app
         .storage
-        .route_for_courier(&device.courier_id, date)
-        .await?
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "no_manifest",
-                format!("no route for this courier on {date}"),
-            )
-        })?;
-    let m = app.ensure_manifest(&route, &device).await?;
+        .current_manifest(&device.courier_id, date, &device.device_id)
+        .await?;
+    let m = match current {
+        Some(m) => m,
+        None => {
+            let route = app
+                .storage
+                .route_for_courier(&device.courier_id, date)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::not_found(
+                        "no_manifest",
+                        format!("no route for this courier on {date}"),
+                    )
+                })?;
+            app.ensure_manifest(&route, &device).await?
+        }
+    };
     let etag = format!("\"{}:{}\"", m.manifest_id, m.revision);
     let etag_value = HeaderValue::from_str(&etag).map_err(ApiError::internal)?;
     let matches = headers

@@ -303,6 +303,24 @@ pub trait Storage: Send + Sync {
         date: NaiveDate,
         device_id: &str,
     ) -> Result<Option<StoredManifest>>;
+    /// The device's stored manifest for its courier's route on `date`, if it
+    /// was built at the route's current revision. One indexed read, so a
+    /// fetch or a 304 does not load the whole route; None means load the
+    /// route and build (or there is no route).
+    async fn current_manifest(
+        &self,
+        courier_id: &str,
+        date: NaiveDate,
+        device_id: &str,
+    ) -> Result<Option<StoredManifest>> {
+        let Some(route) = self.route_for_courier(courier_id, date).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .manifest(&route.route_id, date, device_id)
+            .await?
+            .filter(|m| m.revision >= route.revision))
+    }
     /// Store a build unless a build at the same or a newer revision exists.
     /// Returns the manifest now current (ours or the newer one).
     async fn store_manifest(&self, m: StoredManifest) -> Result<StoredManifest>;

@@ -381,8 +381,34 @@ fn load_route(conn: &Connection, route_id: &str, date: NaiveDate) -> Result<Opti
     let Some((courier_id, revision)) = head else {
         return Ok(None);
     };
+    // All of the route's parcels in one query, grouped by stop here: a query
+    // per stop scanned the whole route each time (stops x parcels rows).
+    let mut by_stop: std::collections::HashMap<String, Vec<RouteParcelData>> =
+        std::collections::HashMap::new();
+    let mut pst = conn.prepare_cached(
+        "SELECT s.stop_id, p.parcel_id, p.requires_code, p.attempt FROM stop_parcels s
+         JOIN parcels p ON p.parcel_id = s.parcel_id
+         WHERE s.route_id=?1 AND s.delivery_date=?2 AND p.delivery_date = s.delivery_date
+         ORDER BY s.stop_id, s.position",
+    )?;
+    let rows = pst.query_map(params![route_id, ds(date)], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, bool>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (stop_id, parcel_id, requires_code, attempt) = row?;
+        by_stop.entry(stop_id).or_default().push(RouteParcelData {
+            parcel_id,
+            requires_code,
+            attempt: u32_of(attempt)?,
+        });
+    }
     let mut stops = Vec::new();
-    let mut st = conn.prepare(
+    let mut st = conn.prepare_cached(
         "SELECT stop_id, sequence, address, recipient FROM stops
          WHERE route_id=?1 AND delivery_date=?2 ORDER BY sequence",
     )?;
@@ -396,30 +422,7 @@ fn load_route(conn: &Connection, route_id: &str, date: NaiveDate) -> Result<Opti
     })?;
     for row in rows {
         let (stop_id, sequence, address, recipient) = row?;
-        let mut pst = conn.prepare_cached(
-            "SELECT p.parcel_id, p.requires_code, p.attempt FROM stop_parcels s
-             JOIN parcels p ON p.parcel_id = s.parcel_id
-             WHERE s.route_id=?1 AND s.delivery_date=?2 AND s.stop_id=?3
-               AND p.delivery_date = s.delivery_date
-             ORDER BY s.position",
-        )?;
-        let parcels = pst
-            .query_map(params![route_id, ds(date), stop_id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, bool>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })?
-            .map(|r| {
-                let (parcel_id, requires_code, attempt) = r?;
-                Ok(RouteParcelData {
-                    parcel_id,
-                    requires_code,
-                    attempt: u32_of(attempt)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let parcels = by_stop.remove(&stop_id).unwrap_or_default();
         stops.push(RouteStopData {
             stop_id,
             sequence: u32_of(sequence)?,
@@ -1080,6 +1083,39 @@ impl Storage for SqliteStorage {
             }
             Ok(VerifyOutcome::Rejected { attempts_left: max_attempts - wrong })
         })
+    async fn current_manifest(
+        &self,
+        courier_id: &str,
+        date: NaiveDate,
+        device_id: &str,
+    ) -> Result<Option<StoredManifest>> {
+        let (c, d) = (courier_id.to_string(), device_id.to_string());
+        self.tx(move |tx| {
+            let row = tx
+                .query_row(
+                    "SELECT m.route_id, m.manifest_id, m.revision, m.envelope FROM routes r
+                     JOIN manifests m ON m.route_id=r.route_id AND m.delivery_date=r.delivery_date AND m.device_id=?3
+                     WHERE r.courier_id=?1 AND r.delivery_date=?2 AND m.revision >= r.revision",
+                    params![c, ds(date), d],
+                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?, row.get::<_, String>(3)?)),
+                )
+                .optional()?;
+            let Some((route_id, manifest_id, revision, envelope_json)) = row else {
+                return Ok(None);
+            };
+            Ok(Some(StoredManifest {
+                route_id,
+                delivery_date: date,
+                device_id: d,
+                manifest_id,
+                revision: u64_of(revision)?,
+                envelope_json,
+                items: Vec::new(),
+            }))
+        })
+        .await
+    }
+
         .await
     }
 
