@@ -713,14 +713,12 @@ async fn post_confirmations(
             format!("at most {MAX_CONFIRMATIONS} confirmations per request"),
         ));
     }
-    let mut results = Vec::with_capacity(b.confirmations.len());
-    for (i, item) in b.confirmations.into_iter().enumerate() {
-        let r = app.ingest_one(&device, i, item).await;
+    let results = app.ingest_batch(&device, b.confirmations).await;
+    for r in &results {
         app.metrics.confirmation(r.status);
         if r.disputed {
             app.metrics.confirmation("disputed");
         }
-        results.push(r);
     }
     let accepted = results.iter().filter(|r| r.status == "accepted").count();
     tracing::info!(device_id = %device.device_id, items = results.len(), accepted, "confirmations ingested");

@@ -326,6 +326,20 @@ pub trait Storage: Send + Sync {
     async fn store_manifest(&self, m: StoredManifest) -> Result<StoredManifest>;
 
     async fn ingest_confirmation(&self, c: IngestConfirmation) -> Result<IngestOutcome>;
+    /// One upload's confirmations, in order, one result per item. The default
+    /// takes a transaction each; SQLite commits the upload in one transaction
+    /// (one fsync instead of one per item), each item in its own savepoint so
+    /// a failed item leaves the others as they would be alone.
+    async fn ingest_confirmations(
+        &self,
+        items: Vec<IngestConfirmation>,
+    ) -> Vec<Result<IngestOutcome>> {
+        let mut out = Vec::with_capacity(items.len());
+        for c in items {
+            out.push(self.ingest_confirmation(c).await);
+        }
+        out
+    }
 
     /// Where a parcel stands for an online check by this device; None when the
     /// parcel is not on any manifest built for the device.
