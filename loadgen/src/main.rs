@@ -179,6 +179,11 @@ async fn run(a: RunArgs) -> Result<()> {
             pg_connections: 0,
         };
         lines.extend(day::run(&http, &t, &p).await?);
+        let bytes = sqlite_bytes(&data)?;
+        eprintln!(
+            "[SQLite] database after the day: {bytes} bytes, {} per courier",
+            bytes / p.couriers as u64
+        );
     }
     if matches!(a.backend, Backend::Postgres | Backend::Both) {
         pg::connect(&a.pg).await.context(
@@ -202,7 +207,13 @@ async fn run(a: RunArgs) -> Result<()> {
                 pg_floor: Some(&a.pg),
                 pg_connections: 16,
             };
-            day::run(&http, &t, &p).await
+            let lines = day::run(&http, &t, &p).await?;
+            let bytes = pg::schema_bytes(&a.pg, &schema).await?;
+            eprintln!(
+                "[PostgreSQL] schema after the day: {bytes} bytes, {} per courier",
+                bytes / p.couriers as u64
+            );
+            anyhow::Ok(lines)
         }
         .await;
         let dropped = pg::drop_schema(&a.pg, &schema).await;
@@ -212,6 +223,17 @@ async fn run(a: RunArgs) -> Result<()> {
     eprintln!("doorcode-load: done; load average {}", load_average());
     print_table(&lines);
     Ok(())
+}
+
+/// The SQLite database with its WAL: what a day left on disk.
+fn sqlite_bytes(dir: &std::path::Path) -> Result<u64> {
+    let mut total = 0;
+    for name in ["doorcode.db", "doorcode.db-wal"] {
+        if let Ok(m) = std::fs::metadata(dir.join(name)) {
+            total += m.len();
+        }
+    }
+    Ok(total)
 }
 
 #[allow(clippy::print_stdout)]

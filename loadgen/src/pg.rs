@@ -29,3 +29,19 @@ pub async fn drop_schema(url: &str, schema: &str) -> Result<()> {
         .with_context(|| format!("dropping schema {schema}"))?;
     Ok(())
 }
+
+/// Tables and indexes of a schema, in bytes.
+pub async fn schema_bytes(url: &str, schema: &str) -> Result<u64> {
+    let c = connect(url).await?;
+    let row = c
+        .query_one(
+            "SELECT COALESCE(SUM(pg_total_relation_size(c.oid)), 0)::BIGINT FROM pg_class c
+             JOIN pg_namespace n ON n.oid = c.relnamespace
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'm')",
+            &[&schema],
+        )
+        .await
+        .context("schema size")?;
+    let bytes: i64 = row.try_get(0).context("schema size")?;
+    Ok(u64::try_from(bytes).unwrap_or(0))
+}

@@ -55,22 +55,22 @@ fn postgres_reachable() -> bool {
     false
 }
 
-/// The `doorcode` binary of this build profile, built now so it is never stale.
+/// The `doorcode` binary of this build profile, next to `doorcode-load`.
+/// `cargo test --workspace` builds it (the server has integration tests);
+/// alone, build it first: `cargo build -p doorcode-server`. The test cannot
+/// build it itself: cargo holds the target dir's lock while tests run.
 fn server_bin() -> PathBuf {
     let load = PathBuf::from(env!("CARGO_BIN_EXE_doorcode-load"));
-    let dir = load.parent().unwrap();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let mut build = Command::new(cargo);
-    build
-        .args(["build", "-p", "doorcode-server", "--bin", "doorcode"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"));
-    if dir.ends_with("release") {
-        build.arg("--release");
-    }
-    let st = build.status().unwrap();
-    assert!(st.success(), "building the doorcode binary failed");
-    let bin = dir.join(format!("doorcode{}", std::env::consts::EXE_SUFFIX));
-    assert!(bin.is_file(), "no server binary at {}", bin.display());
+    let bin = load
+        .parent()
+        .unwrap()
+        .join(format!("doorcode{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "no server binary at {}: run `cargo build -p doorcode-server` first",
+        bin.display()
+    );
+    eprintln!("server binary: {}", bin.display());
     bin
 }
 
