@@ -633,17 +633,27 @@ async fn get_manifest(
             .with_timezone(&app.cfg.calendar.time_zone)
             .date_naive()
     });
-    let route = app
+    // Most fetches (and every 304) find a current build: one read, no route load.
+    let current = app
         .storage
-        .route_for_courier(&device.courier_id, date)
-        .await?
-        .ok_or_else(|| {
-            ApiError::not_found(
-                "no_manifest",
-                format!("no route for this courier on {date}"),
-            )
-        })?;
-    let m = app.ensure_manifest(&route, &device).await?;
+        .current_manifest(&device.courier_id, date, &device.device_id)
+        .await?;
+    let m = match current {
+        Some(m) => m,
+        None => {
+            let route = app
+                .storage
+                .route_for_courier(&device.courier_id, date)
+                .await?
+                .ok_or_else(|| {
+                    ApiError::not_found(
+                        "no_manifest",
+                        format!("no route for this courier on {date}"),
+                    )
+                })?;
+            app.ensure_manifest(&route, &device).await?
+        }
+    };
     let etag = format!("\"{}:{}\"", m.manifest_id, m.revision);
     let etag_value = HeaderValue::from_str(&etag).map_err(ApiError::internal)?;
     let matches = headers
@@ -705,14 +715,12 @@ async fn post_confirmations(
             format!("at most {MAX_CONFIRMATIONS} confirmations per request"),
         ));
     }
-    let mut results = Vec::with_capacity(b.confirmations.len());
-    for (i, item) in b.confirmations.into_iter().enumerate() {
-        let r = app.ingest_one(&device, i, item).await;
+    let results = app.ingest_batch(&device, b.confirmations).await;
+    for r in &results {
         app.metrics.confirmation(r.status);
         if r.disputed {
             app.metrics.confirmation("disputed");
         }
-        results.push(r);
     }
     let accepted = results.iter().filter(|r| r.status == "accepted").count();
     tracing::info!(device_id = %device.device_id, items = results.len(), accepted, "confirmations ingested");

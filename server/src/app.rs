@@ -189,23 +189,72 @@ impl App {
         Ok(built)
     }
 
-    /// Check one uploaded envelope from `device` and ingest it.
-    pub async fn ingest_one(
+    /// Check one upload's envelopes from `device` (signature, device, code)
+    /// and ingest those that pass in one storage call; one result per item, in order.
+    pub async fn ingest_batch(
+        &self,
+        device: &Device,
+        items: Vec<serde_json::Value>,
+    ) -> Vec<ItemResult> {
+        let mut results: Vec<Option<ItemResult>> = Vec::with_capacity(items.len());
+        let mut ready = Vec::new();
+        let mut pending = Vec::new();
+        for (index, item) in items.into_iter().enumerate() {
+            match self.check_one(device, index, item) {
+                Ok(c) => {
+                    pending.push((index, c.confirmation_id.clone(), c.parcel_id.clone()));
+                    ready.push(c);
+                    results.push(None);
+                }
+                Err(r) => results.push(Some(r)),
+            }
+        }
+        let outcomes = self.storage.ingest_confirmations(ready).await;
+        for ((index, id, parcel_id), outcome) in pending.into_iter().zip(outcomes) {
+            if let Some(slot) = results.get_mut(index) {
+                *slot = Some(Self::finish_one(device, index, id, &parcel_id, outcome));
+            }
+        }
+        results
+            .into_iter()
+            .enumerate()
+            .map(|(index, r)| {
+                r.unwrap_or_else(|| ItemResult::rejected(index, None, "server_error", false))
+            })
+            .collect()
+    }
+
+    /// The checks that need no storage; Err is the item's final answer.
+    fn check_one(
         &self,
         device: &Device,
         index: usize,
         item: serde_json::Value,
-    ) -> ItemResult {
+    ) -> Result<IngestConfirmation, ItemResult> {
         let env: doorcode_core::envelope::Envelope = match serde_json::from_value(item) {
             Ok(e) => e,
-            Err(_) => return ItemResult::rejected(index, None, "malformed_envelope", true),
+            Err(_) => {
+                return Err(ItemResult::rejected(
+                    index,
+                    None,
+                    "malformed_envelope",
+                    true,
+                ));
+            }
         };
         if env.kid != device.device_id {
-            return ItemResult::rejected(index, None, "wrong_device", true);
+            return Err(ItemResult::rejected(index, None, "wrong_device", true));
         }
         let vk = match VerifyingKey::from_b64(device.device_id.clone(), &device.public_key) {
             Ok(k) => k,
-            Err(_) => return ItemResult::rejected(index, None, "device_key_invalid", true),
+            Err(_) => {
+                return Err(ItemResult::rejected(
+                    index,
+                    None,
+                    "device_key_invalid",
+                    true,
+                ));
+            }
         };
         let c = match open_confirmation(&env, &vk) {
             Ok(c) => c,
@@ -217,7 +266,7 @@ impl App {
                     EnvelopeError::UnknownKey(_) => "wrong_device",
                     _ => "malformed_envelope",
                 };
-                return ItemResult::rejected(index, None, reason, true);
+                return Err(ItemResult::rejected(index, None, reason, true));
             }
             Err(SignedConfirmationError::Body(e)) => {
                 let reason = match e {
@@ -229,14 +278,14 @@ impl App {
                     }
                     _ => "malformed_body",
                 };
-                return ItemResult::rejected(index, None, reason, true);
+                return Err(ItemResult::rejected(index, None, reason, true));
             }
         };
         let id = c.confirmation_id.to_string();
         let code_ok = match &c.code {
             Some(given) => match self.code(&c.parcel_id, c.delivery_date, c.attempt) {
                 Ok(expected) => Some(expected.ct_eq(given)),
-                Err(_) => return ItemResult::rejected(index, Some(id), "server_error", false),
+                Err(_) => return Err(ItemResult::rejected(index, Some(id), "server_error", false)),
             },
             None => None,
         };
@@ -260,10 +309,21 @@ impl App {
             many_tries_threshold: self.cfg.many_tries_threshold,
             received_at: self.cfg.now(),
         };
-        match self.storage.ingest_confirmation(ingest).await {
+        Ok(ingest)
+    }
+
+    /// The answer for an item the storage has seen.
+    fn finish_one(
+        device: &Device,
+        index: usize,
+        id: String,
+        parcel_id: &str,
+        outcome: crate::storage::Result<IngestOutcome>,
+    ) -> ItemResult {
+        match outcome {
             Ok(IngestOutcome::Accepted { disputed }) => {
                 if disputed {
-                    tracing::warn!(confirmation_id = %id, parcel_id = %c.parcel_id, device_id = %c.device_id, "confirmation disputed: code failed the full check");
+                    tracing::warn!(confirmation_id = %id, parcel_id = %parcel_id, device_id = %device.device_id, "confirmation disputed: code failed the full check");
                 }
                 ItemResult {
                     index,

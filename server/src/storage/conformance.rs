@@ -321,6 +321,47 @@ pub async fn manifests_keep_the_newest_revision(s: &dyn Storage) {
     let got = s.manifest("R-m", day(23), "d-m").await.unwrap().unwrap();
     assert_eq!(got.revision, 2);
     assert!(s.manifest("R-m", day(23), "other").await.unwrap().is_none());
+    let current = s
+        .current_manifest("C-m", day(23), "d-m")
+        .await
+        .unwrap()
+        .expect("built at the route's revision");
+    assert_eq!(
+        (
+            current.route_id.as_str(),
+            current.revision,
+            current.envelope_json.as_str()
+        ),
+        ("R-m", 2, "{\"rev\":2}")
+    );
+    assert!(
+        s.current_manifest("C-m", day(23), "other")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.current_manifest("C-m", day(24), "d-m")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        s.current_manifest("C-x", day(23), "d-m")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    s.save_route(route("R-m", "C-m", day(23), &["m-1"]), t0())
+        .await
+        .unwrap();
+    assert!(
+        s.current_manifest("C-m", day(23), "d-m")
+            .await
+            .unwrap()
+            .is_none(),
+        "a build older than the route is not current"
+    );
 }
 
 pub async fn confirmations_are_idempotent_and_checked(s: &dyn Storage) {

@@ -303,11 +303,43 @@ pub trait Storage: Send + Sync {
         date: NaiveDate,
         device_id: &str,
     ) -> Result<Option<StoredManifest>>;
+    /// The device's stored manifest for its courier's route on `date`, if it
+    /// was built at the route's current revision. One indexed read, so a
+    /// fetch or a 304 does not load the whole route; None means load the
+    /// route and build (or there is no route).
+    async fn current_manifest(
+        &self,
+        courier_id: &str,
+        date: NaiveDate,
+        device_id: &str,
+    ) -> Result<Option<StoredManifest>> {
+        let Some(route) = self.route_for_courier(courier_id, date).await? else {
+            return Ok(None);
+        };
+        Ok(self
+            .manifest(&route.route_id, date, device_id)
+            .await?
+            .filter(|m| m.revision >= route.revision))
+    }
     /// Store a build unless a build at the same or a newer revision exists.
     /// Returns the manifest now current (ours or the newer one).
     async fn store_manifest(&self, m: StoredManifest) -> Result<StoredManifest>;
 
     async fn ingest_confirmation(&self, c: IngestConfirmation) -> Result<IngestOutcome>;
+    /// One upload's confirmations, in order, one result per item. The default
+    /// takes a transaction each; SQLite commits the upload in one transaction
+    /// (one fsync instead of one per item), each item in its own savepoint so
+    /// a failed item leaves the others as they would be alone.
+    async fn ingest_confirmations(
+        &self,
+        items: Vec<IngestConfirmation>,
+    ) -> Vec<Result<IngestOutcome>> {
+        let mut out = Vec::with_capacity(items.len());
+        for c in items {
+            out.push(self.ingest_confirmation(c).await);
+        }
+        out
+    }
 
     /// Where a parcel stands for an online check by this device; None when the
     /// parcel is not on any manifest built for the device.

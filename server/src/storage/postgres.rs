@@ -1110,6 +1110,37 @@ impl Storage for PostgresStorage {
         .await)
     }
 
+    async fn current_manifest(
+        &self,
+        courier_id: &str,
+        date: NaiveDate,
+        device_id: &str,
+    ) -> Result<Option<StoredManifest>> {
+        fin(async {
+            let Some(r) = self
+                .read_opt(
+                    "SELECT m.route_id, m.manifest_id, m.revision, m.envelope FROM routes r
+                     JOIN manifests m ON m.route_id=r.route_id AND m.delivery_date=r.delivery_date AND m.device_id=$3
+                     WHERE r.courier_id=$1 AND r.delivery_date=$2 AND m.revision >= r.revision",
+                    &[&courier_id, &date, &device_id],
+                )
+                .await?
+            else {
+                return Ok(None);
+            };
+            Ok(Some(StoredManifest {
+                route_id: get(&r, 0)?,
+                delivery_date: date,
+                device_id: device_id.to_string(),
+                manifest_id: get(&r, 1)?,
+                revision: u64_of(get(&r, 2)?)?,
+                envelope_json: get(&r, 3)?,
+                items: Vec::new(),
+            }))
+        }
+        .await)
+    }
+
     async fn store_manifest(&self, m: StoredManifest) -> Result<StoredManifest> {
         transact!(self, SER, |tx| {
             async {

@@ -381,8 +381,34 @@ fn load_route(conn: &Connection, route_id: &str, date: NaiveDate) -> Result<Opti
     let Some((courier_id, revision)) = head else {
         return Ok(None);
     };
+    // All of the route's parcels in one query, grouped by stop here: a query
+    // per stop scanned the whole route each time (stops x parcels rows).
+    let mut by_stop: std::collections::HashMap<String, Vec<RouteParcelData>> =
+        std::collections::HashMap::new();
+    let mut pst = conn.prepare_cached(
+        "SELECT s.stop_id, p.parcel_id, p.requires_code, p.attempt FROM stop_parcels s
+         JOIN parcels p ON p.parcel_id = s.parcel_id
+         WHERE s.route_id=?1 AND s.delivery_date=?2 AND p.delivery_date = s.delivery_date
+         ORDER BY s.stop_id, s.position",
+    )?;
+    let rows = pst.query_map(params![route_id, ds(date)], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, bool>(2)?,
+            r.get::<_, i64>(3)?,
+        ))
+    })?;
+    for row in rows {
+        let (stop_id, parcel_id, requires_code, attempt) = row?;
+        by_stop.entry(stop_id).or_default().push(RouteParcelData {
+            parcel_id,
+            requires_code,
+            attempt: u32_of(attempt)?,
+        });
+    }
     let mut stops = Vec::new();
-    let mut st = conn.prepare(
+    let mut st = conn.prepare_cached(
         "SELECT stop_id, sequence, address, recipient FROM stops
          WHERE route_id=?1 AND delivery_date=?2 ORDER BY sequence",
     )?;
@@ -396,30 +422,7 @@ fn load_route(conn: &Connection, route_id: &str, date: NaiveDate) -> Result<Opti
     })?;
     for row in rows {
         let (stop_id, sequence, address, recipient) = row?;
-        let mut pst = conn.prepare_cached(
-            "SELECT p.parcel_id, p.requires_code, p.attempt FROM stop_parcels s
-             JOIN parcels p ON p.parcel_id = s.parcel_id
-             WHERE s.route_id=?1 AND s.delivery_date=?2 AND s.stop_id=?3
-               AND p.delivery_date = s.delivery_date
-             ORDER BY s.position",
-        )?;
-        let parcels = pst
-            .query_map(params![route_id, ds(date), stop_id], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, bool>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            })?
-            .map(|r| {
-                let (parcel_id, requires_code, attempt) = r?;
-                Ok(RouteParcelData {
-                    parcel_id,
-                    requires_code,
-                    attempt: u32_of(attempt)?,
-                })
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let parcels = by_stop.remove(&stop_id).unwrap_or_default();
         stops.push(RouteStopData {
             stop_id,
             sequence: u32_of(sequence)?,
@@ -435,6 +438,220 @@ fn load_route(conn: &Connection, route_id: &str, date: NaiveDate) -> Result<Opti
         revision: u64_of(revision)?,
         stops,
     }))
+}
+
+/// One confirmation inside the caller's transaction.
+fn ingest_in(tx: &Transaction<'_>, c: IngestConfirmation) -> Result<IngestOutcome> {
+    let now = c.received_at;
+    let seen: Option<String> = tx
+        .query_row(
+            "SELECT device_id FROM confirmations WHERE confirmation_id=?1",
+            [&c.confirmation_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    if let Some(dev) = seen {
+        return Ok(if dev == c.device_id {
+            IngestOutcome::Duplicate
+        } else {
+            IngestOutcome::Rejected("confirmation_id_reused".into(), true)
+        });
+    }
+    let parcel = tx
+        .query_row(
+            "SELECT status, requires_code, attempt FROM parcels WHERE parcel_id=?1",
+            [&c.parcel_id],
+            |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, bool>(1)?,
+                    r.get::<_, i64>(2)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((status, requires_code, current_attempt)) = parcel else {
+        return Ok(IngestOutcome::Rejected("unknown_parcel".into(), true));
+    };
+    let rev = i64_of(c.revision)?;
+    let on_manifest: bool = tx
+        .query_row(
+            "SELECT 1 FROM manifest_items WHERE device_id=?1 AND manifest_id=?2 AND revision=?3
+               AND parcel_id=?4 AND delivery_date=?5 AND attempt=?6",
+            params![
+                c.device_id,
+                c.manifest_id,
+                rev,
+                c.parcel_id,
+                ds(c.delivery_date),
+                c.attempt
+            ],
+            |_| Ok(true),
+        )
+        .optional()?
+        .unwrap_or(false);
+    if !on_manifest {
+        return Ok(IngestOutcome::Rejected("not_on_manifest".into(), true));
+    }
+    let seq = i64_of(c.seq)?;
+    let pid = Some(c.parcel_id.as_str());
+    let did = Some(c.device_id.as_str());
+    let cid = Some(c.confirmation_id.as_str());
+    let reused: bool = tx
+        .query_row(
+            "SELECT 1 FROM confirmations WHERE device_id=?1 AND seq=?2",
+            params![c.device_id, seq],
+            |_| Ok(true),
+        )
+        .optional()?
+        .unwrap_or(false);
+    let last_seq: i64 = tx.query_row(
+        "SELECT last_seq FROM devices WHERE device_id=?1",
+        [&c.device_id],
+        |r| r.get(0),
+    )?;
+    if reused {
+        signal(
+            tx,
+            "seq_reuse",
+            pid,
+            did,
+            cid,
+            &format!("seq {seq} was already used by this device"),
+            now,
+        )?;
+    } else if seq > last_seq + 1 {
+        signal(
+            tx,
+            "seq_gap",
+            pid,
+            did,
+            cid,
+            &format!("seq jumped from {last_seq} to {seq}"),
+            now,
+        )?;
+    }
+    tx.execute(
+        "UPDATE devices SET last_seq=MAX(last_seq, ?2) WHERE device_id=?1",
+        params![c.device_id, seq],
+    )?;
+    if c.late {
+        signal(
+            tx,
+            "late_confirmation",
+            pid,
+            did,
+            cid,
+            "recorded at or after the code's valid_until",
+            now,
+        )?;
+    }
+    if c.outcome == "delivered" && i64::from(c.attempt) < current_attempt {
+        let detail = superseded_detail(c.attempt, current_attempt);
+        signal(tx, "superseded_code", pid, did, cid, &detail, now)?;
+    }
+    if c.failed_attempts >= c.many_tries_threshold {
+        signal(
+            tx,
+            "many_wrong_tries",
+            pid,
+            did,
+            cid,
+            &format!("{} wrong tries at the door", c.failed_attempts),
+            now,
+        )?;
+    }
+    let mut disputed = false;
+    let open = status == "scheduled" || status == "failed";
+    if c.outcome == "delivered" {
+        let code_fine = match c.code_ok {
+            Some(ok) => ok,
+            None => !requires_code,
+        };
+        if code_fine {
+            if open {
+                tx.execute(
+                    "UPDATE parcels SET status='delivered', updated_at=?2 WHERE parcel_id=?1",
+                    params![c.parcel_id, ts(now)],
+                )?;
+            }
+            event(
+                tx,
+                &c.parcel_id,
+                now,
+                "delivered",
+                &format!(
+                    "confirmed by device {} (verified {})",
+                    c.device_id, c.verified
+                ),
+            )?;
+        } else {
+            disputed = true;
+            if status != "delivered" {
+                tx.execute(
+                    "UPDATE parcels SET status='disputed', updated_at=?2 WHERE parcel_id=?1",
+                    params![c.parcel_id, ts(now)],
+                )?;
+            }
+            let kind = if c.code_ok.is_some() {
+                "code_mismatch"
+            } else {
+                "delivered_without_code"
+            };
+            signal(
+                tx,
+                kind,
+                pid,
+                did,
+                cid,
+                "a delivery confirmation failed the server's full code check",
+                now,
+            )?;
+            event(
+                tx,
+                &c.parcel_id,
+                now,
+                "disputed",
+                &format!("{kind} from device {}", c.device_id),
+            )?;
+        }
+    } else {
+        if status == "scheduled" {
+            tx.execute(
+                "UPDATE parcels SET status='failed', updated_at=?2 WHERE parcel_id=?1",
+                params![c.parcel_id, ts(now)],
+            )?;
+        }
+        let reason = c.reason.clone().unwrap_or_default();
+        if reason == "locked_out" {
+            signal(
+                tx,
+                "many_wrong_tries",
+                pid,
+                did,
+                cid,
+                "parcel locked out at the door",
+                now,
+            )?;
+        }
+        event(
+            tx,
+            &c.parcel_id,
+            now,
+            "failed",
+            &format!("attempt {} failed: {reason}", c.attempt),
+        )?;
+    }
+    tx.execute(
+        "INSERT INTO confirmations(confirmation_id, device_id, seq, manifest_id, revision, parcel_id, delivery_date, attempt,
+           outcome, reason, verified, failed_attempts, code_ok, disputed, recorded_at, received_at)
+         VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
+        params![
+            c.confirmation_id, c.device_id, seq, c.manifest_id, rev, c.parcel_id, ds(c.delivery_date), c.attempt,
+            c.outcome, c.reason, c.verified, c.failed_attempts, c.code_ok, disputed, ts(c.recorded_at), ts(now)
+        ],
+    )?;
+    Ok(IngestOutcome::Accepted { disputed })
 }
 
 fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
@@ -876,6 +1093,39 @@ impl Storage for SqliteStorage {
         .await
     }
 
+    async fn current_manifest(
+        &self,
+        courier_id: &str,
+        date: NaiveDate,
+        device_id: &str,
+    ) -> Result<Option<StoredManifest>> {
+        let (c, d) = (courier_id.to_string(), device_id.to_string());
+        self.tx(move |tx| {
+            let row = tx
+                .query_row(
+                    "SELECT m.route_id, m.manifest_id, m.revision, m.envelope FROM routes r
+                     JOIN manifests m ON m.route_id=r.route_id AND m.delivery_date=r.delivery_date AND m.device_id=?3
+                     WHERE r.courier_id=?1 AND r.delivery_date=?2 AND m.revision >= r.revision",
+                    params![c, ds(date), d],
+                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?, row.get::<_, String>(3)?)),
+                )
+                .optional()?;
+            let Some((route_id, manifest_id, revision, envelope_json)) = row else {
+                return Ok(None);
+            };
+            Ok(Some(StoredManifest {
+                route_id,
+                delivery_date: date,
+                device_id: d,
+                manifest_id,
+                revision: u64_of(revision)?,
+                envelope_json,
+                items: Vec::new(),
+            }))
+        })
+        .await
+    }
+
     async fn store_manifest(&self, m: StoredManifest) -> Result<StoredManifest> {
         self.tx(move |tx| {
             let date = ds(m.delivery_date);
@@ -910,106 +1160,39 @@ impl Storage for SqliteStorage {
     }
 
     async fn ingest_confirmation(&self, c: IngestConfirmation) -> Result<IngestOutcome> {
-        self.tx(move |tx| {
-            let now = c.received_at;
-            let seen: Option<String> = tx
-                .query_row("SELECT device_id FROM confirmations WHERE confirmation_id=?1", [&c.confirmation_id], |r| r.get(0))
-                .optional()?;
-            if let Some(dev) = seen {
-                return Ok(if dev == c.device_id {
-                    IngestOutcome::Duplicate
-                } else {
-                    IngestOutcome::Rejected("confirmation_id_reused".into(), true)
-                });
-            }
-            let parcel = tx
-                .query_row("SELECT status, requires_code, attempt FROM parcels WHERE parcel_id=?1", [&c.parcel_id], |r| {
-                    Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?, r.get::<_, i64>(2)?))
-                })
-                .optional()?;
-            let Some((status, requires_code, current_attempt)) = parcel else {
-                return Ok(IngestOutcome::Rejected("unknown_parcel".into(), true));
-            };
-            let rev = i64_of(c.revision)?;
-            let on_manifest: bool = tx
-                .query_row(
-                    "SELECT 1 FROM manifest_items WHERE device_id=?1 AND manifest_id=?2 AND revision=?3
-                       AND parcel_id=?4 AND delivery_date=?5 AND attempt=?6",
-                    params![c.device_id, c.manifest_id, rev, c.parcel_id, ds(c.delivery_date), c.attempt],
-                    |_| Ok(true),
-                )
-                .optional()?
-                .unwrap_or(false);
-            if !on_manifest {
-                return Ok(IngestOutcome::Rejected("not_on_manifest".into(), true));
-            }
-            let seq = i64_of(c.seq)?;
-            let pid = Some(c.parcel_id.as_str());
-            let did = Some(c.device_id.as_str());
-            let cid = Some(c.confirmation_id.as_str());
-            let reused: bool = tx
-                .query_row("SELECT 1 FROM confirmations WHERE device_id=?1 AND seq=?2", params![c.device_id, seq], |_| Ok(true))
-                .optional()?
-                .unwrap_or(false);
-            let last_seq: i64 = tx.query_row("SELECT last_seq FROM devices WHERE device_id=?1", [&c.device_id], |r| r.get(0))?;
-            if reused {
-                signal(tx, "seq_reuse", pid, did, cid, &format!("seq {seq} was already used by this device"), now)?;
-            } else if seq > last_seq + 1 {
-                signal(tx, "seq_gap", pid, did, cid, &format!("seq jumped from {last_seq} to {seq}"), now)?;
-            }
-            tx.execute("UPDATE devices SET last_seq=MAX(last_seq, ?2) WHERE device_id=?1", params![c.device_id, seq])?;
-            if c.late {
-                signal(tx, "late_confirmation", pid, did, cid, "recorded at or after the code's valid_until", now)?;
-            }
-            if c.outcome == "delivered" && i64::from(c.attempt) < current_attempt {
-                signal(tx, "superseded_code", pid, did, cid, &superseded_detail(c.attempt, current_attempt), now)?;
-            }
-            if c.failed_attempts >= c.many_tries_threshold {
-                signal(tx, "many_wrong_tries", pid, did, cid, &format!("{} wrong tries at the door", c.failed_attempts), now)?;
-            }
-            let mut disputed = false;
-            let open = status == "scheduled" || status == "failed";
-            if c.outcome == "delivered" {
-                let code_fine = match c.code_ok {
-                    Some(ok) => ok,
-                    None => !requires_code,
-                };
-                if code_fine {
-                    if open {
-                        tx.execute("UPDATE parcels SET status='delivered', updated_at=?2 WHERE parcel_id=?1", params![c.parcel_id, ts(now)])?;
+        self.tx(move |tx| ingest_in(tx, c)).await
+    }
+
+    async fn ingest_confirmations(
+        &self,
+        items: Vec<IngestConfirmation>,
+    ) -> Vec<Result<IngestOutcome>> {
+        let n = items.len();
+        let done = self
+            .tx(move |tx| {
+                let mut out = Vec::with_capacity(items.len());
+                for c in items {
+                    tx.execute_batch("SAVEPOINT item")?;
+                    let r = ingest_in(tx, c);
+                    if r.is_err() {
+                        tx.execute_batch("ROLLBACK TO item")?;
                     }
-                    event(tx, &c.parcel_id, now, "delivered", &format!("confirmed by device {} (verified {})", c.device_id, c.verified))?;
-                } else {
-                    disputed = true;
-                    if status != "delivered" {
-                        tx.execute("UPDATE parcels SET status='disputed', updated_at=?2 WHERE parcel_id=?1", params![c.parcel_id, ts(now)])?;
-                    }
-                    let kind = if c.code_ok.is_some() { "code_mismatch" } else { "delivered_without_code" };
-                    signal(tx, kind, pid, did, cid, "a delivery confirmation failed the server's full code check", now)?;
-                    event(tx, &c.parcel_id, now, "disputed", &format!("{kind} from device {}", c.device_id))?;
+                    tx.execute_batch("RELEASE item")?;
+                    out.push(r);
                 }
-            } else {
-                if status == "scheduled" {
-                    tx.execute("UPDATE parcels SET status='failed', updated_at=?2 WHERE parcel_id=?1", params![c.parcel_id, ts(now)])?;
-                }
-                let reason = c.reason.clone().unwrap_or_default();
-                if reason == "locked_out" {
-                    signal(tx, "many_wrong_tries", pid, did, cid, "parcel locked out at the door", now)?;
-                }
-                event(tx, &c.parcel_id, now, "failed", &format!("attempt {} failed: {reason}", c.attempt))?;
+                Ok(out)
+            })
+            .await;
+        match done {
+            Ok(out) => out,
+            // Nothing was committed: every item failed with the transaction.
+            Err(e) => {
+                let msg = e.to_string();
+                (0..n)
+                    .map(|_| Err(StorageError::Backend(msg.clone())))
+                    .collect()
             }
-            tx.execute(
-                "INSERT INTO confirmations(confirmation_id, device_id, seq, manifest_id, revision, parcel_id, delivery_date, attempt,
-                   outcome, reason, verified, failed_attempts, code_ok, disputed, recorded_at, received_at)
-                 VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
-                params![
-                    c.confirmation_id, c.device_id, seq, c.manifest_id, rev, c.parcel_id, ds(c.delivery_date), c.attempt,
-                    c.outcome, c.reason, c.verified, c.failed_attempts, c.code_ok, disputed, ts(c.recorded_at), ts(now)
-                ],
-            )?;
-            Ok(IngestOutcome::Accepted { disputed })
-        })
-        .await
+        }
     }
 
     async fn verify_target(

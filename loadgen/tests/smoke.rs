@@ -1,0 +1,190 @@
+//! Keeps the load generator from rotting: a tiny day through the whole run
+//! against the debug `doorcode` binary, on SQLite and (when reachable) on
+//! PostgreSQL; every phase must have run and printed its row. No speed is
+//! asserted. Without PostgreSQL the PostgreSQL half FAILS under CI and prints
+//! a loud SKIPPED banner elsewhere.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::Duration;
+
+fn pg_url() -> String {
+    std::env::var("DOORCODE_TEST_PG")
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
+}
+
+fn in_ci() -> bool {
+    matches!(std::env::var("CI"), Ok(v) if !v.is_empty() && v != "false" && v != "0")
+}
+
+/// Whether PostgreSQL answers; under CI it must.
+fn postgres_reachable() -> bool {
+    let url = pg_url();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let err = rt.block_on(async {
+        match tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio_postgres::connect(&url, tokio_postgres::NoTls),
+        )
+        .await
+        {
+            Ok(Ok(_)) => None,
+            Ok(Err(e)) => Some(e.to_string()),
+            Err(_) => Some("connection timed out".to_string()),
+        }
+    });
+    let Some(e) = err else { return true };
+    let msg = format!(
+        "SKIPPED: PostgreSQL not reachable at DOORCODE_TEST_PG={url} ({e}); the load smoke test's PostgreSQL run did NOT run"
+    );
+    if in_ci() {
+        panic!("{msg}. CI must run it: .ci/run starts PostgreSQL.");
+    }
+    let bar = "!".repeat(78);
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n{bar}\n!!! {msg}\n!!! start it (scripts/postgres-up.sh) or set DOORCODE_TEST_PG\n{bar}\n"
+    );
+    false
+}
+
+/// The `doorcode` binary of this build profile, next to `doorcode-load`.
+/// `cargo test --workspace` builds it (the server has integration tests);
+/// alone, build it first: `cargo build -p doorcode-server`. The test cannot
+/// build it itself: cargo holds the target dir's lock while tests run.
+fn server_bin() -> PathBuf {
+    let load = PathBuf::from(env!("CARGO_BIN_EXE_doorcode-load"));
+    let bin = load
+        .parent()
+        .unwrap()
+        .join(format!("doorcode{}", std::env::consts::EXE_SUFFIX));
+    assert!(
+        bin.is_file(),
+        "no server binary at {}: run `cargo build -p doorcode-server` first",
+        bin.display()
+    );
+    eprintln!("server binary: {}", bin.display());
+    bin
+}
+
+/// Table rows of one backend: the cells of each `| backend | ...` line.
+fn rows<'a>(table: &'a str, backend: &str) -> Vec<Vec<&'a str>> {
+    table
+        .lines()
+        .filter(|l| l.starts_with(&format!("| {backend} |")))
+        .map(|l| l.trim_matches('|').split('|').map(str::trim).collect())
+        .collect()
+}
+
+fn check_backend(table: &str, backend: &str, storage_floors: usize) {
+    let rows = rows(table, backend);
+    let phases: Vec<&str> = rows.iter().map(|r| r[1]).collect();
+    let want = [
+        "storm: enroll (POST /v1/devices)",
+        "storm: first manifest GET (built, signed, stored)",
+        "manifest GET, stored (200, full body)",
+        "manifest re-pull, If-None-Match (304)",
+        "online verify (POST /v1/verify), 1 in 4 wrong",
+    ];
+    for w in want {
+        assert_eq!(
+            phases.iter().filter(|p| **p == w).count(),
+            1,
+            "{backend}: row {w:?} missing in\n{table}"
+        );
+    }
+    let ingest = phases
+        .iter()
+        .filter(|p| p.starts_with("ingest, signed confirmations in batches of 10"))
+        .count();
+    assert_eq!(
+        ingest,
+        1 + storage_floors,
+        "{backend}: ingest rows in\n{table}"
+    );
+    // 3 handsets x 2 rounds; 3 x 8 checks; 3 x 30 parcels in batches of 10.
+    let requests = |phase: &str| {
+        rows.iter().find(|r| r[1] == phase).unwrap()[2]
+            .parse::<usize>()
+            .unwrap()
+    };
+    assert_eq!(requests("storm: enroll (POST /v1/devices)"), 3);
+    assert_eq!(requests("manifest GET, stored (200, full body)"), 6);
+    assert_eq!(requests("manifest re-pull, If-None-Match (304)"), 6);
+    assert_eq!(
+        requests("online verify (POST /v1/verify), 1 in 4 wrong"),
+        24
+    );
+    for r in &rows {
+        assert!(
+            r[3].ends_with("/s") && !r[3].starts_with("0 "),
+            "{backend}: no throughput in {r:?}"
+        );
+        if r[1].starts_with("ingest") {
+            assert_eq!(r[2], "9", "{backend}: 90 confirmations in batches of 10");
+        }
+        if !r[1].starts_with("storm") {
+            assert!(
+                r[10].ends_with('%'),
+                "{backend}: no ratio to the floor in {r:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn a_tiny_day_runs_every_phase_against_its_floor() {
+    let bin = server_bin();
+    let pg = postgres_reachable();
+    let out = Command::new(env!("CARGO_BIN_EXE_doorcode-load"))
+        .args([
+            "--quick",
+            "--batch",
+            "10",
+            "--backend",
+            if pg { "both" } else { "sqlite" },
+        ])
+        .arg("--server-bin")
+        .arg(&bin)
+        .env("DOORCODE_TEST_PG", pg_url())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "doorcode-load failed:\n{stderr}\n{stdout}"
+    );
+    check_backend(&stdout, "SQLite", 1);
+    if pg {
+        check_backend(&stdout, "PostgreSQL", 2);
+    }
+}
+
+#[test]
+fn a_missing_server_binary_is_an_error_not_a_panic() {
+    let out = Command::new(env!("CARGO_BIN_EXE_doorcode-load"))
+        .args([
+            "--quick",
+            "--backend",
+            "sqlite",
+            "--server-bin",
+            "/nonexistent/doorcode",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("doorcode-load: starting doorcode serve"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
