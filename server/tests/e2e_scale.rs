@@ -14,7 +14,7 @@ use doorcode_core::sync::{SyncClient, SyncConfig};
 use doorcode_server::netsim::{Faults, Mode, Proxy};
 use fleet::*;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -27,18 +27,6 @@ const TOTAL: usize = HANDSETS * PER_HANDSET;
 const IN_PROCESS: usize = 10;
 /// SIGKILLs per CLI handset before its syncs are left to finish.
 const KILLS_PER_CLI_HANDSET: u32 = 6;
-
-/// Confirmations still waiting in a handset database's outbox (read from
-/// another connection, as a second app process would).
-fn outbox_pending(db: &Path) -> u64 {
-    let c = rusqlite::Connection::open(db).unwrap();
-    c.query_row(
-        "SELECT COUNT(*) FROM outbox WHERE status = 'pending'",
-        [],
-        |r| r.get(0),
-    )
-    .unwrap()
-}
 
 /// Drives one handset's uploads from `doorcode handset sync` processes,
 /// SIGKILLing each after a pseudo-random 80..=600 ms until `KILLS_PER_CLI_HANDSET`

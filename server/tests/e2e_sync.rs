@@ -14,7 +14,7 @@ use doorcode_server::netsim::{Faults, Mode, Proxy};
 use fleet::*;
 use serde_json::Value;
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -242,19 +242,10 @@ async fn handset_process_killed_mid_sync() {
     // Kill each sync process once it has visibly uploaded something (the
     // outbox shrank), a random few milliseconds later: always mid-upload,
     // whatever the machine's speed.
-    let pending = |db: &Path| -> u64 {
-        let c = rusqlite::Connection::open(db).unwrap();
-        c.query_row(
-            "SELECT COUNT(*) FROM outbox WHERE status = 'pending'",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap()
-    };
     let mut kills = 0;
     let mut finished_alone = 0;
     for i in 0..25u64 {
-        let before = pending(&db);
+        let before = outbox_pending(&db);
         if before == 0 {
             break;
         }
@@ -272,7 +263,7 @@ async fn handset_process_killed_mid_sync() {
                 finished_alone += 1;
                 break;
             }
-            if pending(&db) < before {
+            if outbox_pending(&db) < before {
                 tokio::time::sleep(Duration::from_millis((i * 7) % 25)).await;
                 if child.try_wait().unwrap().is_none() {
                     child.kill().unwrap();

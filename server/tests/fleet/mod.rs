@@ -313,3 +313,15 @@ pub fn fast_cfg() -> SyncConfig {
         reuse_connections: false,
     }
 }
+
+/// Confirmations still waiting in a handset database's outbox (read from
+/// another connection, as a second app process would).
+pub fn outbox_pending(db: &Path) -> u64 {
+    let c = rusqlite::Connection::open(db).unwrap();
+    c.query_row(
+        "SELECT COUNT(*) FROM outbox WHERE status = 'pending'",
+        [],
+        |r| r.get(0),
+    )
+    .unwrap()
+}
