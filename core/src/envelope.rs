@@ -1,5 +1,11 @@
 //! Signed envelopes: `{"v":1,"kid","body","sig"}` with Ed25519 over a
 //! domain-separated context. The bytes are verified before anything parses them.
+//!
+//! Verification is strict: besides ring's check of the equation, a public key
+//! must be a canonical encoding of a curve point that is not of small order,
+//! and so must a signature's `R`; `S` must be reduced. A small-order key (the
+//! identity point, say) would otherwise let `R = identity, S = 0` verify for
+//! any body, so anyone could forge that key's confirmations.
 
 use crate::b64;
 use ring::signature::{self, Ed25519KeyPair, KeyPair as _};
@@ -61,6 +67,45 @@ pub enum EnvelopeError {
     Malformed(String),
     #[error("the key material is invalid")]
     BadKey,
+    #[error("the public key is not a valid Ed25519 point, or is of small order")]
+    WeakKey,
+}
+
+/// A 32-byte encoding that names a point usable for Ed25519: it decodes, it is
+/// the canonical encoding of that point, and the point is not of small order
+/// (the eight points whose multiples by the cofactor are the identity).
+fn strong_point(bytes: &[u8; 32]) -> bool {
+    use curve25519_dalek::edwards::CompressedEdwardsY;
+    let c = CompressedEdwardsY(*bytes);
+    match c.decompress() {
+        Some(p) => p.compress() == c && !p.is_small_order(),
+        None => false,
+    }
+}
+
+/// Refuses a public key that is not a canonical, non-small-order Ed25519
+/// point ([`EnvelopeError::WeakKey`]). The server calls it at enrollment.
+pub fn check_public_key(public: &[u8; 32]) -> Result<(), EnvelopeError> {
+    if strong_point(public) {
+        Ok(())
+    } else {
+        Err(EnvelopeError::WeakKey)
+    }
+}
+
+/// The checks ring's verification leaves out: a strong key, a strong `R`
+/// and a reduced `S` (ring checks `S` too; this keeps the rule in one place).
+fn strict_signature_ok(public: &[u8; 32], sig: &[u8]) -> bool {
+    let Ok(sig) = <&[u8; 64]>::try_from(sig) else {
+        return false;
+    };
+    let mut r = [0u8; 32];
+    r.copy_from_slice(&sig[..32]);
+    let mut s = [0u8; 32];
+    s.copy_from_slice(&sig[32..]);
+    let s_reduced: bool =
+        curve25519_dalek::scalar::Scalar::from_canonical_bytes(s).is_some().into();
+    strong_point(public) && strong_point(&r) && s_reduced
 }
 
 /// An Ed25519 signing key with its key id. The seed is the storage form.
@@ -134,10 +179,13 @@ pub struct VerifyingKey {
 }
 
 impl VerifyingKey {
-    /// From the base64url public key published at `/.well-known/doorcode-keys`.
+    /// From the base64url public key published at `/.well-known/doorcode-keys`
+    /// (or sent at enrollment). A key that is not a strong point is refused
+    /// with [`EnvelopeError::WeakKey`].
     pub fn from_b64(kid: impl Into<String>, public_b64: &str) -> Result<Self, EnvelopeError> {
         let public =
             b64::decode_array::<32>(public_b64).ok_or(EnvelopeError::BadEncoding("public_key"))?;
+        check_public_key(&public)?;
         Ok(Self {
             kid: kid.into(),
             public,
@@ -167,6 +215,9 @@ pub fn open_with<'k>(
     let key = lookup(&env.kid).ok_or_else(|| EnvelopeError::UnknownKey(env.kid.clone()))?;
     let body = b64::decode(&env.body).ok_or(EnvelopeError::BadEncoding("body"))?;
     let sig = b64::decode(&env.sig).ok_or(EnvelopeError::BadEncoding("sig"))?;
+    if !strict_signature_ok(&key.public, &sig) {
+        return Err(EnvelopeError::BadSignature);
+    }
     signature::UnparsedPublicKey::new(&signature::ED25519, &key.public)
         .verify(&ctx.message(&body), &sig)
         .map_err(|_| EnvelopeError::BadSignature)?;
@@ -222,6 +273,110 @@ mod tests {
             pk.verify(Context::Manifest, &bad),
             Err(EnvelopeError::BadSignature)
         );
+    }
+
+    /// The review's forgery: public key = identity, `R` = identity, `S` = 0
+    /// satisfies the cofactorless equation for any body.
+    #[test]
+    fn identity_key_forgery_is_refused() {
+        let mut identity = [0u8; 32];
+        identity[0] = 1;
+        let pk = VerifyingKey {
+            kid: "d-1".into(),
+            public: identity,
+        };
+        let mut sig = [0u8; 64];
+        sig[0] = 1;
+        let env = Envelope {
+            v: 1,
+            kid: "d-1".into(),
+            body: b64::encode(b"{\"any\":\"body\"}"),
+            sig: b64::encode(&sig),
+        };
+        // ring alone accepts it; the strict check must not.
+        let msg = Context::Confirmation.message(b"{\"any\":\"body\"}");
+        assert!(
+            signature::UnparsedPublicKey::new(&signature::ED25519, &identity)
+                .verify(&msg, &sig)
+                .is_ok(),
+            "the attack no longer reproduces against ring; keep the test honest"
+        );
+        assert_eq!(
+            pk.verify(Context::Confirmation, &env),
+            Err(EnvelopeError::BadSignature)
+        );
+        assert_eq!(
+            VerifyingKey::from_b64("d-1", &b64::encode(&identity)),
+            Err(EnvelopeError::WeakKey)
+        );
+    }
+
+    #[test]
+    fn small_order_invalid_and_non_canonical_keys_are_refused() {
+        for p in curve25519_dalek::constants::EIGHT_TORSION {
+            let enc = p.compress().to_bytes();
+            assert_eq!(check_public_key(&enc), Err(EnvelopeError::WeakKey), "{enc:02x?}");
+            // The same point with the sign bit flipped (x = 0 points have
+            // no negative, so their flipped form is non-canonical).
+            let mut flipped = enc;
+            flipped[31] ^= 0x80;
+            assert_eq!(check_public_key(&flipped), Err(EnvelopeError::WeakKey));
+        }
+        // y = p (≡ 0): a non-canonical encoding of a small-order point.
+        let mut y_is_p = [0xffu8; 32];
+        y_is_p[0] = 0xed;
+        y_is_p[31] = 0x7f;
+        assert_eq!(check_public_key(&y_is_p), Err(EnvelopeError::WeakKey));
+        // y = 2 is not on the curve (x² is not a square).
+        let mut not_on_curve = [0u8; 32];
+        not_on_curve[0] = 2;
+        assert!(
+            curve25519_dalek::edwards::CompressedEdwardsY(not_on_curve)
+                .decompress()
+                .is_none()
+        );
+        assert_eq!(check_public_key(&not_on_curve), Err(EnvelopeError::WeakKey));
+        // A real key passes.
+        let k = SigningKey::generate("k").unwrap();
+        assert_eq!(check_public_key(&k.public_key().public), Ok(()));
+    }
+
+    #[test]
+    fn signatures_with_small_order_r_or_unreduced_s_are_refused() {
+        let k = SigningKey::generate("k").unwrap();
+        let pk = k.public_key();
+        let env = k.seal(Context::Confirmation, b"{\"a\":1}");
+        assert!(pk.verify(Context::Confirmation, &env).is_ok());
+        let sig = b64::decode(&env.sig).unwrap();
+        // S + L: the same scalar, unreduced (malleability).
+        const L: [u8; 32] = [
+            0xed, 0xd3, 0xf5, 0x5c, 0x1a, 0x63, 0x12, 0x58, 0xd6, 0x9c, 0xf7, 0xa2, 0xde, 0xf9,
+            0xde, 0x14, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10,
+        ];
+        let mut s_plus_l = sig.clone();
+        let mut carry = 0u16;
+        for i in 0..32 {
+            let v = u16::from(s_plus_l[32 + i]) + u16::from(L[i]) + carry;
+            s_plus_l[32 + i] = (v & 0xff) as u8;
+            carry = v >> 8;
+        }
+        let mut bad = env.clone();
+        bad.sig = b64::encode(&s_plus_l);
+        assert_eq!(
+            pk.verify(Context::Confirmation, &bad),
+            Err(EnvelopeError::BadSignature)
+        );
+        // R replaced by each small-order point.
+        for p in curve25519_dalek::constants::EIGHT_TORSION {
+            let mut s = sig.clone();
+            s[..32].copy_from_slice(&p.compress().to_bytes());
+            let mut bad = env.clone();
+            bad.sig = b64::encode(&s);
+            assert_eq!(
+                pk.verify(Context::Confirmation, &bad),
+                Err(EnvelopeError::BadSignature)
+            );
+        }
     }
 
     #[test]
