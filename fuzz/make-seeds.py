@@ -70,7 +70,7 @@ write("confirmation", "delivered-online-8", compact(online))
 # The op numbers follow OPS in fuzz_targets/server_requests.rs.
 dconf = dict(conf, device_id="{{DEVICE}}")
 reqs = {
-    "parcels": (0, compact({"parcels": [{"parcel_id": "P-2001", "recipient": {"name": "B. Poe", "email": "b@example.com", "phone": "+1 555 0100"},
+    "parcels": (0, compact({"parcels": [{"parcel_id": "P-2001", "recipient": {"name": "B. Poe", "email": "b@example.com", "phone": "+15550100"},
                                             "address": "3 Example Street", "value": 75.5, "currency": "USD", "requires_code": True}]})),
     "routes": (1, compact({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "2026-11-23",
                            "stops": [{"stop_id": "S-1", "address": "1 Example Street", "recipient": "J. Doe", "parcel_ids": ["P-1001", "P-1002"]}]})),

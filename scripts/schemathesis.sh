@@ -77,7 +77,7 @@ step "seeding: parcels, a route for today, an enrolled device"
 today="$(date -u +%F)"
 post /v1/parcels "$admin" '{"parcels":[
   {"parcel_id":"P-1001","recipient":{"name":"J. Doe","email":"j@example.com"},"address":"1 Example Street","value":120,"currency":"EUR"},
-  {"parcel_id":"P-1002","recipient":{"name":"A. Roe","phone":"+44 20 7946 0000"},"address":"2 Example Street","value":10,"currency":"EUR"},
+  {"parcel_id":"P-1002","recipient":{"name":"A. Roe","phone":"+442079460000"},"address":"2 Example Street","value":10,"currency":"EUR"},
   {"parcel_id":"P-1003","recipient":{"name":"B. Poe"},"address":"3 Example Street","value":80,"currency":"USD","requires_code":true}]}' >/dev/null
 enrollment="$(post /v1/enrollments "$admin" '{"courier_id":"C-42"}' | jq -r .enrollment_code)"
 # A real Ed25519 public key (32 bytes, base64url); the device never signs here.

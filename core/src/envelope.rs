@@ -103,8 +103,9 @@ fn strict_signature_ok(public: &[u8; 32], sig: &[u8]) -> bool {
     r.copy_from_slice(&sig[..32]);
     let mut s = [0u8; 32];
     s.copy_from_slice(&sig[32..]);
-    let s_reduced: bool =
-        curve25519_dalek::scalar::Scalar::from_canonical_bytes(s).is_some().into();
+    let s_reduced: bool = curve25519_dalek::scalar::Scalar::from_canonical_bytes(s)
+        .is_some()
+        .into();
     strong_point(public) && strong_point(&r) && s_reduced
 }
 
@@ -315,7 +316,11 @@ mod tests {
     fn small_order_invalid_and_non_canonical_keys_are_refused() {
         for p in curve25519_dalek::constants::EIGHT_TORSION {
             let enc = p.compress().to_bytes();
-            assert_eq!(check_public_key(&enc), Err(EnvelopeError::WeakKey), "{enc:02x?}");
+            assert_eq!(
+                check_public_key(&enc),
+                Err(EnvelopeError::WeakKey),
+                "{enc:02x?}"
+            );
             // The same point with the sign bit flipped (x = 0 points have
             // no negative, so their flipped form is non-canonical).
             let mut flipped = enc;

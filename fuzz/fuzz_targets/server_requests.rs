@@ -187,7 +187,7 @@ async fn setup(dir: &std::path::Path) -> Fixture0 {
         json!({"parcels": [
             {"parcel_id": "P-1001", "recipient": {"name": "J. Doe", "email": "j@example.com"},
              "address": "1 Example Street", "value": 120.0, "currency": "EUR"},
-            {"parcel_id": "P-1002", "recipient": {"name": "A. Roe", "phone": "+44 20 7946 0000"},
+            {"parcel_id": "P-1002", "recipient": {"name": "A. Roe", "phone": "+442079460000"},
              "address": "2 Example Street", "value": 10.0, "currency": "EUR"}
         ]}),
     )

@@ -202,11 +202,15 @@ async fn plan_day(
 }
 
 /// Wait until the notice outbox is empty, so the notice sender does not run during the timed phases.
-async fn drain_notices(http: &reqwest::Client, url: &str) -> Result<()> {
+async fn drain_notices(http: &reqwest::Client, url: &str, admin: &str) -> Result<()> {
     let started = Instant::now();
     let mut last_report = Instant::now();
     loop {
-        let (status, b) = send(http.get(format!("{url}/metrics")), "GET /metrics").await?;
+        let (status, b) = send(
+            http.get(format!("{url}/metrics")).bearer_auth(admin),
+            "GET /metrics",
+        )
+        .await?;
         ensure!(status == 200, "GET /metrics: HTTP {status}");
         let text = String::from_utf8_lossy(&b);
         let pending = text
@@ -333,7 +337,7 @@ pub async fn run(http: &reqwest::Client, t: &Target<'_>, p: &Params) -> Result<V
         t.backend, p.couriers, p.parcels, p.stops
     );
     let codes = plan_day(http, &url, &admin, p, date).await?;
-    drain_notices(http, &url).await?;
+    drain_notices(http, &url, &admin).await?;
     let key_text = std::fs::read_to_string(t.data_dir.join("code-key"))
         .context("reading the server's code-key")?;
     let code_key =

@@ -13,7 +13,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use chrono::{DateTime, NaiveDate, Utc};
 use doorcode_core::codes::{Code, ct_eq};
 use doorcode_core::envelope::VerifyingKey;
@@ -22,8 +22,6 @@ use std::collections::HashSet;
 use std::time::Instant;
 use utoipa::{OpenApi, ToSchema};
 
-const MAX_ID: usize = 100;
-const MAX_TEXT: usize = 1_000;
 const MAX_BATCH: usize = 10_000;
 const MAX_CONFIRMATIONS: usize = 1_000;
 const ENROLLMENT_MINUTES: i64 = 15;
@@ -75,22 +73,8 @@ impl FromRequestParts<App> for DeviceAuth {
 
 // ---------- validation helpers ----------
 
-fn check_id(v: &str, field: &str) -> Result<(), String> {
-    if v.trim().is_empty() || v.len() > MAX_ID || v.chars().any(char::is_control) || v.contains('/')
-    {
-        return Err(format!(
-            "{field} must be 1..={MAX_ID} characters without '/' or control characters"
-        ));
-    }
-    Ok(())
-}
-
-fn check_text(v: &str, field: &str) -> Result<(), String> {
-    if v.trim().is_empty() || v.len() > MAX_TEXT || v.chars().any(|c| c.is_control() && c != '\n') {
-        return Err(format!("{field} must be 1..={MAX_TEXT} characters"));
-    }
-    Ok(())
-}
+// The input rules themselves live in `validate` (DESIGN "Input the server refuses").
+use crate::validate::{id as check_id, text as check_text};
 
 fn parse_date(s: &str) -> Result<NaiveDate, ApiError> {
     NaiveDate::parse_from_str(s, "%Y-%m-%d")
@@ -159,21 +143,10 @@ fn validate_parcel(p: &ParcelIn) -> Result<(), String> {
         return Err("currency must be a 3-letter ISO 4217 code".into());
     }
     if let Some(e) = &p.recipient.email {
-        if e.len() > 254
-            || !e.contains('@')
-            || e.chars().any(|c| c.is_whitespace() || c.is_control())
-        {
-            return Err("recipient.email is not an email address".into());
-        }
+        crate::validate::email(e, "recipient.email")?;
     }
     if let Some(ph) = &p.recipient.phone {
-        if ph.len() > 32
-            || !ph
-                .chars()
-                .all(|c| c.is_ascii_digit() || "+ -()".contains(c))
-        {
-            return Err("recipient.phone is not a phone number".into());
-        }
+        crate::validate::phone(ph, "recipient.phone")?;
     }
     Ok(())
 }
@@ -557,21 +530,47 @@ pub struct DeviceOut {
     pub server_keys: Vec<PublicKey>,
 }
 
-/// Enroll a handset with a one-time enrollment code.
+/// Enroll a handset with a one-time enrollment code. After 10 failed codes
+/// from one client address within a minute it answers 429 without looking
+/// at the code (one more try every 6 s).
 #[utoipa::path(post, path = "/v1/devices", tag = "device", request_body = DeviceIn,
-    responses((status = 200, body = DeviceOut), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody)))]
+    responses((status = 200, body = DeviceOut), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "too many failed enrollments from this address")))]
 async fn post_device(
     State(app): State<App>,
+    Extension(web): Extension<std::sync::Arc<crate::web::WebState>>,
+    ext: axum::http::Extensions,
     Body(d): Body<DeviceIn>,
-) -> Result<Json<DeviceOut>, ApiError> {
+) -> Result<Response, ApiError> {
     check_text(&d.device_name, "device_name")
         .map_err(|m| ApiError::unprocessable("invalid_device", m))?;
-    VerifyingKey::from_b64("probe", &d.device_public_key).map_err(|_| {
-        ApiError::unprocessable(
+    VerifyingKey::from_b64("probe", &d.device_public_key).map_err(|e| match e {
+        doorcode_core::envelope::EnvelopeError::WeakKey => ApiError::unprocessable(
+            "weak_public_key",
+            "device_public_key is not a valid Ed25519 public key (an invalid or small-order point); \
+             generate a new key pair",
+        ),
+        _ => ApiError::unprocessable(
             "bad_public_key",
             "device_public_key must be 32 bytes of base64url without padding",
-        )
+        ),
     })?;
+    // A token is taken before the code is looked at, so concurrent guesses
+    // cannot overrun the limit; a successful enrollment gives it back.
+    let client = crate::web::client_ip(&ext);
+    if !web.enroll_limit.allow(&client) {
+        let wait = web.enroll_limit.retry_after(&client).as_secs().max(1);
+        let mut r = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many failed enrollments from this address; wait a minute and check the code",
+        )
+        .into_response();
+        if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return Ok(r);
+    }
     let code = normalize_enrollment(&d.enrollment_code);
     let device_id = format!("d-{}", uuid::Uuid::new_v4());
     let token = new_token().map_err(ApiError::internal)?;
@@ -581,23 +580,35 @@ async fn post_device(
         public_key: d.device_public_key,
         token_hash: token_hash(&token),
     };
-    let dev = app
+    let enrolled = app
         .storage
         .enroll_device(&token_hash(&code), new, app.cfg.now())
-        .await?
-        .ok_or_else(|| {
-            ApiError::forbidden(
+        .await;
+    let dev = match enrolled {
+        Ok(Some(dev)) => {
+            web.enroll_limit.refund(&client);
+            dev
+        }
+        Ok(None) => {
+            app.metrics.enrollment_failed();
+            return Err(ApiError::forbidden(
                 "invalid_enrollment_code",
                 "the enrollment code is unknown, used or expired",
-            )
-        })?;
+            ));
+        }
+        Err(e) => {
+            web.enroll_limit.refund(&client);
+            return Err(e.into());
+        }
+    };
     tracing::info!(device_id = %dev.device_id, courier_id = %dev.courier_id, "device enrolled");
     Ok(Json(DeviceOut {
         device_id: dev.device_id,
         device_token: token,
         courier_id: dev.courier_id,
         server_keys: server_keys(&app),
-    }))
+    })
+    .into_response())
 }
 
 /// The device's signed manifest for a day (default: today in the depot's zone).
@@ -881,26 +892,38 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
 }
 
-/// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", tag = "ops", responses((status = 200, description = "Prometheus text format", content_type = "text/plain")))]
-async fn metrics(State(app): State<App>) -> Response {
+/// Prometheus metrics. On the public listener it needs the dispatch token;
+/// `--metrics-listen` serves the same text without one.
+#[utoipa::path(get, path = "/metrics", tag = "ops", security(("bearer" = [])),
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain"),
+        (status = 401, body = ErrorBody, description = "missing or wrong dispatch token")))]
+async fn metrics(State(app): State<App>, _d: Dispatch) -> Response {
+    metrics_text(&app).await
+}
+
+/// The metrics exposition, with the outbox gauges read from storage.
+async fn metrics_text(app: &App) -> Response {
+    let mut text = app.metrics.render();
     if let Ok((pending, sent, failed)) = app.storage.notice_counts().await {
-        let extra = format!(
+        text.push_str(&format!(
             "# HELP doorcode_notice_outbox Notices in the outbox by state.\n# TYPE doorcode_notice_outbox gauge\n\
              doorcode_notice_outbox{{state=\"pending\"}} {pending}\ndoorcode_notice_outbox{{state=\"sent\"}} {sent}\n\
              doorcode_notice_outbox{{state=\"failed\"}} {failed}\n"
-        );
-        return (
-            [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-            app.metrics.render() + &extra,
-        )
-            .into_response();
+        ));
     }
-    (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-        app.metrics.render(),
-    )
-        .into_response()
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+}
+
+/// The router of `--metrics-listen`: `/metrics` without a token, nothing else.
+/// Bind it only where the scraper (not the public) can reach it.
+pub fn metrics_router(app: App) -> Router {
+    Router::new()
+        .route(
+            "/metrics",
+            get(|State(app): State<App>| async move { metrics_text(&app).await }),
+        )
+        .fallback(not_found)
+        .with_state(app)
 }
 
 /// Declares the bearer scheme the dispatch and device endpoints use.
@@ -1020,7 +1043,8 @@ async fn openapi_json() -> Json<utoipa::openapi::OpenApi> {
 /// status and latency only (never the URI: track tokens live there).
 async fn observe(State(app): State<App>, req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().to_string();
+    // A fixed word: a request must not be able to add a label or a long log field.
+    let method = crate::metrics::method_label(req.method());
     let route = req
         .extensions()
         .get::<MatchedPath>()
@@ -1038,7 +1062,7 @@ async fn observe(State(app): State<App>, req: Request, next: Next) -> Response {
     }
     let secs = start.elapsed().as_secs_f64();
     let status = resp.status().as_u16();
-    app.metrics.request(&method, &route, status, secs);
+    app.metrics.request(method, &route, status, secs);
     tracing::info!(%method, %route, status, ms = %format_args!("{:.1}", secs * 1000.0), "request");
     resp
 }
@@ -1058,7 +1082,7 @@ async fn method_not_allowed() -> ApiError {
 pub fn router(app: App, web: std::sync::Arc<crate::web::WebState>) -> Router {
     let cfg = app.cfg.clone();
     Router::new()
-        .merge(crate::web::routes(web))
+        .merge(crate::web::routes(web.clone()))
         .route("/v1/parcels", post(post_parcels))
         .route("/v1/parcels/{id}", get(get_parcel))
         .route("/v1/parcels/{id}/reissue", post(post_reissue))
@@ -1085,5 +1109,11 @@ pub fn router(app: App, web: std::sync::Arc<crate::web::WebState>) -> Router {
             cfg.request_timeout,
         ))
         .layer(axum::middleware::from_fn_with_state(app.clone(), observe))
+        .layer(Extension(web))
+        // The client address every rate limit keys on (`--trusted-proxies`).
+        .layer(axum::middleware::from_fn_with_state(
+            std::sync::Arc::new(cfg.trusted_proxies.clone()),
+            crate::client_addr::layer,
+        ))
         .with_state(app)
 }

@@ -31,6 +31,21 @@ pub struct Config {
     pub request_timeout: std::time::Duration,
     pub body_limit: usize,
     pub confirmations_body_limit: usize,
+    /// Proxies whose `X-Forwarded-For` is believed (`--trusted-proxies`).
+    pub trusted_proxies: Vec<crate::client_addr::Cidr>,
+    /// Also serve `/metrics`, without a token, here (`--metrics-listen`).
+    pub metrics_listen: Option<SocketAddr>,
+    /// A request's headers must arrive within this of its first byte.
+    pub header_timeout: std::time::Duration,
+    /// A keep-alive connection idle this long is closed.
+    pub idle_timeout: std::time::Duration,
+    /// A response the client stops reading for this long is dropped.
+    pub write_timeout: std::time::Duration,
+    /// Open connections at most (`--max-connections`).
+    pub max_connections: usize,
+    /// How long a sender's claim on a notice lasts; it renews it every third
+    /// of this while it sends, so a live sender never loses it.
+    pub notice_lease: std::time::Duration,
     pub clock: Clock,
 }
 
@@ -55,12 +70,28 @@ impl Config {
             request_timeout: std::time::Duration::from_secs(30),
             body_limit: 1024 * 1024,
             confirmations_body_limit: 8 * 1024 * 1024,
+            trusted_proxies: Vec::new(),
+            metrics_listen: None,
+            header_timeout: std::time::Duration::from_secs(10),
+            idle_timeout: std::time::Duration::from_secs(60),
+            write_timeout: std::time::Duration::from_secs(30),
+            max_connections: 10_000,
+            notice_lease: std::time::Duration::from_secs(60),
             clock: Arc::new(Utc::now),
         }
     }
 
     pub fn now(&self) -> DateTime<Utc> {
         (self.clock)()
+    }
+
+    pub fn conn_limits(&self) -> crate::serve::ConnLimits {
+        crate::serve::ConnLimits {
+            header_timeout: self.header_timeout,
+            idle_timeout: self.idle_timeout,
+            write_timeout: self.write_timeout,
+            max_connections: self.max_connections,
+        }
     }
 }
 

@@ -321,7 +321,7 @@ async fn day(a: DemoArgs) -> DemoResult<()> {
                 };
                 let mut recipient = json!({ "name": name, "email": format!("{}@example.invalid", name.to_lowercase().replace([' ', 'é'], ".")) });
                 if rng.below(2) == 0 {
-                    recipient["phone"] = json!(format!("+44 7700 9{:05}", rng.below(100_000)));
+                    recipient["phone"] = json!(format!("+4477009{:05}", rng.below(100_000)));
                 }
                 let mut parcel = json!({ "parcel_id": id, "recipient": recipient, "address": address, "value": value, "currency": "GBP" });
                 if let Some(r) = explicit {

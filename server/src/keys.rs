@@ -174,10 +174,13 @@ pub fn rotate_signing_key(data_dir: &Path) -> Result<(String, String), KeyError>
     let signer = load_signer(data_dir)?;
     let old = signer.current;
     let dir = data_dir.join("keys");
-    std::fs::create_dir_all(&dir).map_err(|e| file_err(&dir, e))?;
+    crate::data_dir::create_private_dir(&dir).map_err(|e| file_err(&dir, e))?;
     let pub_path = dir.join(format!("{}.pub", old.kid()));
-    std::fs::write(&pub_path, format!("{}\n", old.public_key().public_b64()))
-        .map_err(|e| file_err(&pub_path, e))?;
+    write_private_file(
+        &pub_path,
+        format!("{}\n", old.public_key().public_b64()).as_bytes(),
+    )
+    .map_err(|e| file_err(&pub_path, e))?;
     let new = SigningKey::generate(new_kid()?).map_err(|e| file_err(&pub_path, e))?;
     write_signing_key(&data_dir.join("signing-key"), &new)?;
     Ok((old.kid().to_string(), new.kid().to_string()))

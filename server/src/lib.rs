@@ -6,13 +6,18 @@
 
 pub mod api;
 pub mod app;
+pub mod client_addr;
 pub mod config;
+pub mod data_dir;
 pub mod error;
 pub mod keys;
+pub mod limit;
 pub mod metrics;
 pub mod netsim;
 pub mod notices;
+pub mod serve;
 pub mod storage;
+pub mod validate;
 pub mod web;
 
 pub use app::App;
@@ -39,12 +44,16 @@ pub enum StartError {
     },
     #[error("data directory {0}: {1}")]
     DataDir(String, std::io::Error),
+    #[error("data directory: {0}")]
+    Modes(#[from] data_dir::ModeError),
 }
 
 /// A running server. Drop or call [`ServerHandle::shutdown`] to stop it.
 pub struct ServerHandle {
     /// The bound address (useful with port 0).
     pub addr: SocketAddr,
+    /// Where `--metrics-listen` bound, if given.
+    pub metrics_addr: Option<SocketAddr>,
     /// The dispatch token, only on the first start of a data dir (it is stored
     /// hashed and cannot be shown again).
     pub admin_token: Option<String>,
@@ -76,75 +85,91 @@ impl ServerHandle {
     }
 }
 
-/// Open the storage named by `--database`: SQLite (a file) or PostgreSQL
-/// (`postgres://…`, see `storage::postgres` for the URL parameters).
+/// The SQLite file `--database` names, None for PostgreSQL.
+fn sqlite_path(cfg: &Config) -> Result<Option<std::path::PathBuf>, StartError> {
+    match cfg.database.as_deref() {
+        None | Some("sqlite:") | Some("") => Ok(Some(cfg.data_dir.join("doorcode.db"))),
+        Some(s) if s.starts_with("sqlite:") => {
+            Ok(Some(std::path::PathBuf::from(&s["sqlite:".len()..])))
+        }
+        Some(s) if s.starts_with("postgres://") || s.starts_with("postgresql://") => Ok(None),
+        Some(_) => Err(StartError::Config(
+            "--database must be sqlite:PATH or postgres://…".into(),
+        )),
+    }
+}
+
+/// Open the storage named by `--database`: SQLite (a file, created 0600 with
+/// its `-wal` and `-shm`) or PostgreSQL (`postgres://…`, see
+/// `storage::postgres` for the URL parameters).
 pub async fn open_storage(cfg: &Config) -> Result<Arc<dyn Storage>, StartError> {
-    let default = cfg.data_dir.join("doorcode.db");
-    let path = match cfg.database.as_deref() {
-        None | Some("sqlite:") | Some("") => default,
-        Some(s) if s.starts_with("sqlite:") => std::path::PathBuf::from(&s["sqlite:".len()..]),
-        Some(s) if s.starts_with("postgres://") || s.starts_with("postgresql://") => {
-            return Ok(Arc::new(
-                storage::postgres::PostgresStorage::connect(s).await?,
-            ));
-        }
-        Some(_) => {
-            return Err(StartError::Config(
-                "--database must be sqlite:PATH or postgres://…".into(),
-            ));
-        }
+    let Some(path) = sqlite_path(cfg)? else {
+        let url = cfg.database.as_deref().unwrap_or_default();
+        return Ok(Arc::new(
+            storage::postgres::PostgresStorage::connect(url).await?,
+        ));
     };
-    Ok(Arc::new(storage::sqlite::SqliteStorage::open(&path)?))
+    // Created private before SQLite sees it: SQLite gives -wal and -shm the
+    // database file's mode.
+    data_dir::create_private_file(&path)?;
+    let storage = storage::sqlite::SqliteStorage::open(&path)?;
+    data_dir::secure_sqlite(&path)?;
+    Ok(Arc::new(storage))
+}
+
+async fn bind(addr: SocketAddr) -> Result<(tokio::net::TcpListener, SocketAddr), StartError> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .map_err(|err| StartError::Bind { addr, err })?;
+    let bound = listener
+        .local_addr()
+        .map_err(|err| StartError::Bind { addr, err })?;
+    Ok((listener, bound))
 }
 
 /// Load keys, open storage, bind, and serve in the background.
 pub async fn start(cfg: Config) -> Result<ServerHandle, StartError> {
     let dir = &cfg.data_dir;
-    if !dir.exists() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
-        // Personal data and secrets live here: owner only.
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
-                .map_err(|e| StartError::DataDir(dir.display().to_string(), e))?;
-        }
-    }
+    // Personal data and secrets live here: owner only, whatever the umask
+    // and whoever made the directory.
+    data_dir::secure(dir)?;
     let code_key = keys::load_or_create_code_key(dir)?;
     let (admin_hash, admin_token) = keys::load_or_create_admin(dir)?;
     let signer = keys::load_signer(dir)?;
     let storage = open_storage(&cfg).await?;
+    data_dir::secure(dir)?;
     let channel = match cfg.notify.as_deref() {
         Some(s) => notices::Channel::parse(s).map_err(StartError::Config)?,
         None => notices::Channel::File(dir.join("notices")),
     };
     // reqwest is built without a bundled crypto provider; use ring's.
     let _ = rustls::crypto::ring::default_provider().install_default();
+    // Webhooks follow no redirect: a 307 would re-post the notice (code
+    // included) to wherever the gateway points, a 302 would turn it into a
+    // body-less GET. A 3xx is a failed send.
     let http = reqwest::Client::builder()
         .timeout(std::time::Duration::from_secs(20))
+        .redirect(reqwest::redirect::Policy::none())
         .build()
         .map_err(|e| StartError::Config(format!("HTTP client: {e}")))?;
-    let listener = tokio::net::TcpListener::bind(cfg.listen)
-        .await
-        .map_err(|err| StartError::Bind {
-            addr: cfg.listen,
-            err,
-        })?;
-    let addr = listener.local_addr().map_err(|err| StartError::Bind {
-        addr: cfg.listen,
-        err,
-    })?;
+    let (listener, addr) = bind(cfg.listen).await?;
+    let metrics_listener = match cfg.metrics_listen {
+        Some(a) => Some(bind(a).await?),
+        None => None,
+    };
+    let metrics_addr = metrics_listener.as_ref().map(|(_, a)| *a);
     let public_url = cfg
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
+    let limits = cfg.conn_limits();
+    let metrics = Arc::new(metrics::Metrics::default());
     let app = App {
         cfg: Arc::new(cfg),
         storage,
         code_key: Arc::new(code_key),
         signer: Arc::new(signer),
-        metrics: Arc::new(metrics::Metrics::default()),
+        metrics: metrics.clone(),
         notice_wake: Arc::new(Notify::new()),
         channel: Arc::new(channel),
         http,
@@ -152,26 +177,30 @@ pub async fn start(cfg: Config) -> Result<ServerHandle, StartError> {
         public_url: Arc::new(public_url),
     };
     let (tx, rx) = watch::channel(false);
-    let web = Arc::new(web::WebState::new()?);
+    let web = Arc::new(web::WebState::new(metrics)?);
     let router = api::router(app.clone(), web);
-    let mut srv_rx = rx.clone();
+    let public = serve::serve(listener, router, limits, rx.clone());
+    let scrape = metrics_listener.map(|(l, _)| {
+        // The scraper needs few connections; the same timers apply.
+        let limits = serve::ConnLimits {
+            max_connections: 64,
+            ..limits
+        };
+        serve::serve(l, api::metrics_router(app.clone()), limits, rx.clone())
+    });
     let server = tokio::spawn(async move {
-        let r = axum::serve(
-            listener,
-            router.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(async move {
-            let _ = srv_rx.wait_for(|v| *v).await;
-        })
-        .await;
-        if let Err(e) = r {
-            tracing::error!(error = %e, "server stopped");
+        match scrape {
+            Some(scrape) => {
+                tokio::join!(public, scrape);
+            }
+            None => public.await,
         }
     });
     let sender = tokio::spawn(notices::run_sender(app.clone(), rx));
     tracing::info!(%addr, channel = app.channel.name(), "doorcode server listening");
     Ok(ServerHandle {
         addr,
+        metrics_addr,
         admin_token,
         app,
         shutdown: tx,

@@ -77,6 +77,22 @@ struct ServeArgs {
     /// Log JSON lines instead of text.
     #[arg(long)]
     json_logs: bool,
+    /// Also serve `/metrics` here without a token (on the public listener it
+    /// needs the dispatch token). Bind it where only the scraper can reach it.
+    #[arg(long, env = "DOORCODE_METRICS_LISTEN")]
+    metrics_listen: Option<SocketAddr>,
+    /// Reverse proxies whose `X-Forwarded-For` is believed, `CIDR[,CIDR…]`:
+    /// from them, the client address of every rate limit is the right-most
+    /// entry that is not itself a trusted proxy. Without it the header is ignored.
+    #[arg(long, env = "DOORCODE_TRUSTED_PROXIES", value_delimiter = ',')]
+    trusted_proxies: Vec<doorcode_server::client_addr::Cidr>,
+    /// Open connections at most; more wait in the listen backlog.
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    max_connections: u32,
+    /// Seconds a notice sender's claim lasts (renewed every third while it
+    /// sends). For tests of the fleet; the default suits every channel.
+    #[arg(long, default_value_t = 60, hide = true, value_parser = clap::value_parser!(u64).range(1..=3600))]
+    notice_lease_secs: u64,
 }
 
 #[tokio::main]
@@ -133,6 +149,10 @@ async fn serve(a: ServeArgs) -> ExitCode {
     cfg.max_attempts = a.max_attempts;
     cfg.tag_bits = a.tag_bits;
     cfg.code_digits = a.code_digits;
+    cfg.metrics_listen = a.metrics_listen;
+    cfg.trusted_proxies = a.trusted_proxies;
+    cfg.max_connections = usize::try_from(a.max_connections).unwrap_or(usize::MAX);
+    cfg.notice_lease = std::time::Duration::from_secs(a.notice_lease_secs);
     let mut handle = match doorcode_server::start(cfg).await {
         Ok(h) => h,
         Err(e) => return fail(&e.to_string()),
@@ -141,6 +161,9 @@ async fn serve(a: ServeArgs) -> ExitCode {
         say(&format!(
             "dispatch admin token (shown once, stored hashed): {t}"
         ));
+    }
+    if let Some(m) = handle.metrics_addr {
+        say(&format!("doorcode metrics on http://{m}/metrics"));
     }
     say(&format!("doorcode listening on {}", handle.url()));
     tokio::select! {

@@ -600,6 +600,7 @@ async fn whole_delivery_day() {
     let metrics = s
         .http
         .get(format!("{}/metrics", s.url))
+        .bearer_auth(&s.admin)
         .send()
         .await
         .unwrap()

@@ -158,6 +158,7 @@ impl Api {
         let text = self
             .http
             .get(format!("{url}/metrics"))
+            .bearer_auth(&self.admin)
             .send()
             .await
             .unwrap()

@@ -378,6 +378,9 @@ pub trait Storage: Send + Sync {
         lease_secs: i64,
         limit: u32,
     ) -> Result<Vec<NoticeJob>>;
+    /// Extend the claims of notices this sender still holds (pending and
+    /// claimed) to `until`, while it is still sending them.
+    async fn renew_notice_claims(&self, notice_ids: &[i64], until: DateTime<Utc>) -> Result<()>;
     async fn notice_sent(&self, notice_id: i64, now: DateTime<Utc>) -> Result<()>;
     /// Record a failed send; `retry_at` None gives up for good.
     async fn notice_failed(

@@ -1608,6 +1608,22 @@ impl Storage for PostgresStorage {
         })
     }
 
+    async fn renew_notice_claims(&self, notice_ids: &[i64], until: DateTime<Utc>) -> Result<()> {
+        let ids = notice_ids.to_vec();
+        transact!(self, RC, |tx| {
+            async {
+            exec(
+                &tx,
+                "UPDATE notices SET claimed_until=$2 WHERE id = ANY($1) AND status='pending' AND claimed_until IS NOT NULL",
+                &[&ids, &until],
+            )
+            .await?;
+            Ok(())
+        }
+        .await
+        })
+    }
+
     async fn notice_sent(&self, notice_id: i64, now: DateTime<Utc>) -> Result<()> {
         transact!(self, RC, |tx| {
             async {

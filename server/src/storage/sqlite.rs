@@ -1442,6 +1442,21 @@ impl Storage for SqliteStorage {
         .await
     }
 
+    async fn renew_notice_claims(&self, notice_ids: &[i64], until: DateTime<Utc>) -> Result<()> {
+        let ids = notice_ids.to_vec();
+        self.tx(move |tx| {
+            let mut st = tx.prepare_cached(
+                "UPDATE notices SET claimed_until=?2 WHERE id=?1 AND status='pending' AND claimed_until IS NOT NULL",
+            )?;
+            let until = ts(until);
+            for id in ids {
+                st.execute(params![id, until])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn notice_sent(&self, notice_id: i64, now: DateTime<Utc>) -> Result<()> {
         self.tx(move |tx| {
             tx.execute(

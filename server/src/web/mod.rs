@@ -7,16 +7,19 @@
 //! `Referrer-Policy: no-referrer`, `X-Content-Type-Options: nosniff` and
 //! `Cache-Control: no-store`.
 //!
-//! Abuse limits live in memory (one process): track lookups per client IP
-//! (token bucket: burst 30, one more every 2 s), resends (one per parcel per
-//! 10 minutes, 30 per minute for the whole server), and board logins per IP
-//! (burst 10, one more every 6 s). Behind a reverse proxy all clients share
-//! the proxy's address, so the limits then apply to it as a whole.
+//! Abuse limits live in memory (one process; `crate::limit`): track lookups
+//! per client (token bucket: burst 30, one more every 2 s), resends (one per
+//! parcel per 10 minutes, 30 per minute for the whole server), board logins
+//! per client (burst 10, one more every 6 s) and failed enrollments per
+//! client (10, one more every 6 s). "Client" is the address
+//! `crate::client_addr` resolves (behind `--trusted-proxies`, the address
+//! the proxy saw), an IPv6 client counted per /64.
 
 pub mod board;
 pub mod track;
 
 use crate::app::App;
+use crate::limit::Limiter;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -40,6 +43,8 @@ pub struct WebState {
     pub(crate) sessions: board::Sessions,
     pub(crate) track_limit: Limiter<IpAddr>,
     pub(crate) login_limit: Limiter<IpAddr>,
+    /// Failed `POST /v1/devices` per client: 10, then one more every 6 s.
+    pub(crate) enroll_limit: Limiter<IpAddr>,
     pub(crate) resend_per_parcel: Mutex<HashMap<String, Instant>>,
     pub(crate) resend_global: Limiter<()>,
     /// HMAC key for the tracking page's resend form token.
@@ -47,67 +52,31 @@ pub struct WebState {
 }
 
 impl WebState {
-    pub fn new() -> Result<Self, crate::keys::KeyError> {
+    /// Limit refusals are counted in `metrics`.
+    pub fn new(metrics: Arc<crate::metrics::Metrics>) -> Result<Self, crate::keys::KeyError> {
         let secret = crate::keys::random_bytes::<32>()?;
         Ok(Self {
             sessions: board::Sessions::default(),
-            track_limit: Limiter::new(30.0, 0.5),
-            login_limit: Limiter::new(10.0, 1.0 / 6.0),
+            track_limit: Limiter::new("track", 30.0, 0.5, metrics.clone()),
+            login_limit: Limiter::new("login", 10.0, 1.0 / 6.0, metrics.clone()),
+            enroll_limit: Limiter::new("enrollment", 10.0, 10.0 / 60.0, metrics.clone()),
             resend_per_parcel: Mutex::new(HashMap::new()),
-            resend_global: Limiter::new(30.0, 0.5),
+            resend_global: Limiter::new("resend", 30.0, 0.5, metrics),
             form_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret),
         })
     }
 }
 
-/// A token bucket per key: `burst` tokens, refilled at `per_sec`.
-pub(crate) struct Limiter<K> {
-    burst: f64,
-    per_sec: f64,
-    buckets: Mutex<HashMap<K, (f64, Instant)>>,
-}
-
-impl<K: std::hash::Hash + Eq + Clone> Limiter<K> {
-    pub(crate) fn new(burst: f64, per_sec: f64) -> Self {
-        Self {
-            burst,
-            per_sec,
-            buckets: Mutex::new(HashMap::new()),
-        }
-    }
-
-    /// Take one token; false when the bucket is empty.
-    pub(crate) fn allow(&self, key: &K) -> bool {
-        let now = Instant::now();
-        let mut m = match self.buckets.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
-        if m.len() > 50_000 {
-            // Forget full buckets: they are the same as new ones.
-            let (burst, rate) = (self.burst, self.per_sec);
-            m.retain(|_, (t, at)| *t + now.duration_since(*at).as_secs_f64() * rate < burst);
-        }
-        let e = m.entry(key.clone()).or_insert((self.burst, now));
-        let refill = now.duration_since(e.1).as_secs_f64() * self.per_sec;
-        e.0 = (e.0 + refill).min(self.burst);
-        e.1 = now;
-        if e.0 >= 1.0 {
-            e.0 -= 1.0;
-            true
-        } else {
-            false
-        }
-    }
-}
-
-/// The peer address (set by `into_make_service_with_connect_info`); loopback
-/// when the router runs without it (in-process tests with `oneshot`).
+/// The client's rate-limit key: the address `client_addr::layer` resolved
+/// (else the TCP peer, else loopback for in-process calls without one), an
+/// IPv6 address reduced to its /64.
 pub(crate) fn client_ip(req_ext: &axum::http::Extensions) -> IpAddr {
-    req_ext
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip())
-        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST))
+    let ip = req_ext
+        .get::<crate::client_addr::ClientAddr>()
+        .map(|c| c.0)
+        .or_else(|| req_ext.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip()))
+        .unwrap_or(IpAddr::V4(Ipv4Addr::LOCALHOST));
+    crate::client_addr::limit_key(ip)
 }
 
 /// HTML escaping for text and attribute values.

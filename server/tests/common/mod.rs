@@ -186,6 +186,7 @@ impl Server {
             let m = self
                 .http
                 .get(format!("{}/metrics", self.url))
+                .bearer_auth(&self.admin)
                 .send()
                 .await
                 .unwrap()

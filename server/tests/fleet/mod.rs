@@ -128,6 +128,7 @@ impl Admin {
         let text = self
             .http
             .get(format!("{}/metrics", self.base))
+            .bearer_auth(&self.token)
             .send()
             .await
             .unwrap()
