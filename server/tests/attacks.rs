@@ -3,10 +3,15 @@
 //! not match; another device's token and every protected route without the
 //! right one; brute force of codes online; guessing tracking links; and a
 //! whole day on a real `doorcode serve` process at trace level whose logs
-//! must hold no code and no token. See docs/SECURITY.md.
+//! must hold no code and no token. The server's edges (memory, slow
+//! clients, proxies, file modes, input rules, webhooks, weak keys, leases,
+//! enrollment guessing) are in `attacks/edges.rs`. See docs/SECURITY.md.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod common;
+#[path = "attacks/edges.rs"]
+mod edges;
+mod pgtest;
 
 use common::*;
 use doorcode_core::b64;
