@@ -117,7 +117,8 @@ fn set_mode(_path: &Path, _mode: u32) -> Result<(), ModeError> {
     Ok(())
 }
 
-#[cfg(all(test, unix))]
+#[cfg(test)]
+#[cfg(unix)]
 mod tests {
     use super::*;
     use std::os::unix::fs::PermissionsExt as _;

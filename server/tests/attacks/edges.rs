@@ -70,6 +70,7 @@ impl Proc {
             let left = deadline.saturating_duration_since(Instant::now());
             let Ok(line) = rx.recv_timeout(left) else {
                 let _ = child.kill();
+                let _ = child.wait();
                 let log = std::fs::read_to_string(data.with_extension("log")).unwrap_or_default();
                 panic!("doorcode serve did not start:\n{log}");
             };
@@ -1161,7 +1162,7 @@ async fn enrollment_guessing_gets_429_after_10_failures_per_client_and_is_counte
         "{m}"
     );
     assert!(
-        metric(&m, "doorcode_rate_limited_total{limit=\"enrollment\"} ") >= limited as u64 + 1,
+        metric(&m, "doorcode_rate_limited_total{limit=\"enrollment\"} ") > limited as u64,
         "{m}"
     );
     s.handle.shutdown().await;
