@@ -923,6 +923,10 @@ pub fn metrics_router(app: App) -> Router {
             get(|State(app): State<App>| async move { metrics_text(&app).await }),
         )
         .fallback(not_found)
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            app.cfg.request_timeout,
+        ))
         .with_state(app)
 }
 

@@ -20,6 +20,11 @@ pub struct Cidr {
 }
 
 impl Cidr {
+    /// True for `/0`: every address, so every client could name its own.
+    pub fn is_everything(&self) -> bool {
+        self.prefix == 0
+    }
+
     pub fn contains(&self, ip: IpAddr) -> bool {
         match (self.net, canonical(ip)) {
             (IpAddr::V4(n), IpAddr::V4(a)) => {
@@ -221,6 +226,31 @@ mod tests {
         // Everything trusted: the left-most (farthest) hop.
         let h = xff(&["10.1.1.1, 10.2.2.2"]);
         assert_eq!(resolve(proxy, &h, &trusted), ip("10.1.1.1"));
+    }
+
+    #[test]
+    fn odd_and_huge_forwarded_for_headers_fall_back_to_the_nearest_proxy() {
+        let trusted: Vec<Cidr> = vec!["10.0.0.0/8".parse().unwrap()];
+        let proxy = ip("10.0.0.1");
+        // Not UTF-8 (control bytes cannot even be sent in a header value).
+        let mut h = HeaderMap::new();
+        h.append(
+            "x-forwarded-for",
+            HeaderValue::from_bytes(b"203.0.113.9\xff").unwrap(),
+        );
+        assert_eq!(resolve(proxy, &h, &trusted), proxy);
+        // Empty entries, trailing commas.
+        assert_eq!(resolve(proxy, &xff(&["203.0.113.9,"]), &trusted), proxy);
+        // Ten thousand trusted hops: only the right-most 32 are looked at.
+        let many = vec!["10.0.0.2"; 10_000].join(",");
+        assert_eq!(resolve(proxy, &xff(&[&many]), &trusted), ip("10.0.0.2"));
+        // A trusted proxy written as an IPv4-mapped IPv6 address is the same proxy.
+        let h = xff(&["203.0.113.9, ::ffff:10.0.0.5"]);
+        assert_eq!(
+            resolve(ip("::ffff:10.0.0.1"), &h, &trusted),
+            ip("203.0.113.9")
+        );
+        assert!("0.0.0.0/0".parse::<Cidr>().unwrap().is_everything());
     }
 
     #[test]

@@ -46,10 +46,20 @@ fn secure_tree(dir: &Path, depth: usize) -> Result<(), ModeError> {
     if depth >= MAX_DEPTH {
         return Ok(());
     }
-    for entry in std::fs::read_dir(dir).map_err(at(dir))? {
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        // Removed meanwhile (another node shares the directory).
+        Err(e) if e.kind() == io::ErrorKind::NotFound && depth > 0 => return Ok(()),
+        Err(e) => return Err(at(dir)(e)),
+    };
+    for entry in entries {
         let entry = entry.map_err(at(dir))?;
         let path = entry.path();
-        let kind = entry.file_type().map_err(at(&path))?;
+        let kind = match entry.file_type() {
+            Ok(k) => k,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(at(&path)(e)),
+        };
         if kind.is_dir() {
             secure_tree(&path, depth + 1)?;
         } else if kind.is_file() {
@@ -105,11 +115,21 @@ pub fn create_private_dir(path: &Path) -> io::Result<()> {
 #[cfg(unix)]
 fn set_mode(path: &Path, mode: u32) -> Result<(), ModeError> {
     use std::os::unix::fs::PermissionsExt as _;
-    let m = std::fs::symlink_metadata(path).map_err(at(path))?;
+    let m = match std::fs::symlink_metadata(path) {
+        Ok(m) => m,
+        // A temporary file renamed away meanwhile (another node writing
+        // notices into a shared directory): nothing left to protect.
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(at(path)(e)),
+    };
     if m.permissions().mode() & 0o7777 == mode {
         return Ok(());
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).map_err(at(path))
+    match std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(at(path)(e)),
+    }
 }
 
 #[cfg(not(unix))]

@@ -319,7 +319,7 @@ async fn day(a: DemoArgs) -> DemoResult<()> {
                     1 => Some(false),
                     _ => None,
                 };
-                let mut recipient = json!({ "name": name, "email": format!("{}@example.invalid", name.to_lowercase().replace([' ', 'é'], ".")) });
+                let mut recipient = json!({ "name": name, "email": format!("{}@example.invalid", name.to_lowercase().replace('é', "e").replace(' ', ".")) });
                 if rng.below(2) == 0 {
                     recipient["phone"] = json!(format!("+4477009{:05}", rng.below(100_000)));
                 }

@@ -162,6 +162,9 @@ pub async fn start(cfg: Config) -> Result<ServerHandle, StartError> {
         .public_url
         .clone()
         .unwrap_or_else(|| format!("http://{addr}"));
+    if let Some(c) = cfg.trusted_proxies.iter().find(|c| c.is_everything()) {
+        tracing::warn!(network = ?c, "--trusted-proxies covers every address: any client can choose the address its rate limits count under");
+    }
     let limits = cfg.conn_limits();
     let metrics = Arc::new(metrics::Metrics::default());
     let app = App {

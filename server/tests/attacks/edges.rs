@@ -224,13 +224,12 @@ async fn metrics_text(s: &Server) -> String {
 async fn hundreds_of_unique_64kb_methods_grow_neither_memory_nor_metrics() {
     let tmp = tempfile::tempdir().unwrap();
     let p = Proc::spawn(&tmp.path().join("data"), &[]);
-    let method = |i: usize| format!("X{i:06}{}", "M".repeat(64 * 1024 - 7));
-    let send = |i: usize| {
-        let req = format!(
-            "{} /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
-            method(i)
-        );
-        raw(p.addr, req.into_bytes().leak())
+    let addr = p.addr;
+    let send = move |i: usize| async move {
+        // A unique 64 KiB method.
+        let method = format!("X{i:06}{}", "M".repeat(64 * 1024 - 7));
+        let req = format!("{method} /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+        raw(addr, req.as_bytes()).await
     };
     // Warm up allocator and connection buffers, then measure.
     for i in 0..20 {
@@ -245,6 +244,15 @@ async fn hundreds_of_unique_64kb_methods_grow_neither_memory_nor_metrics() {
             "a method outside the routes is a 4xx: {st}"
         );
     }
+    // Unique paths cannot add a label either (they are `unmatched`).
+    for i in 0..100 {
+        let req = format!(
+            "GET /x{i}/{} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+            "p".repeat(16 * 1024)
+        );
+        let (st, _) = raw(p.addr, req.as_bytes()).await;
+        assert_eq!(st, 404);
+    }
     let grown = p.rss_bytes().saturating_sub(before);
     let http = reqwest::Client::new();
     let m = http
@@ -257,7 +265,7 @@ async fn hundreds_of_unique_64kb_methods_grow_neither_memory_nor_metrics() {
         .await
         .unwrap();
     eprintln!(
-        "RSS grew {} KiB over 400 unique 64 KiB methods; /metrics is {} bytes",
+        "RSS grew {} KiB over 400 unique 64 KiB methods and 100 unique 16 KiB paths; /metrics is {} bytes",
         grown / 1024,
         m.len()
     );
@@ -270,6 +278,13 @@ async fn hundreds_of_unique_64kb_methods_grow_neither_memory_nor_metrics() {
         ),
         "odd methods are counted as `other`:\n{m}"
     );
+    assert!(
+        m.contains(
+            "doorcode_http_requests_total{method=\"GET\",route=\"unmatched\",status=\"404\"} 100"
+        ),
+        "unknown paths are `unmatched`:\n{m}"
+    );
+    assert!(!m.contains("pppp"), "a path became a label");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
