@@ -1190,20 +1190,28 @@ async fn two_nodes_and_a_slow_gateway_send_each_notice_once() {
     let Some(pg) = super::pgtest::fresh_schema("attacks_lease").await else {
         return;
     };
+    two_nodes_slow_gateway(Some(&pg.url)).await;
+    pg.drop_schema().await;
+}
+
+/// The same on one SQLite file shared by two processes (the claim and its
+/// renewal are the SQLite backend's own SQL).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_one_sqlite_file_and_a_slow_gateway_send_each_notice_once() {
+    two_nodes_slow_gateway(None).await;
+}
+
+async fn two_nodes_slow_gateway(database: Option<&str>) {
     // A gateway that takes 1 s per message; the claim lasts 3 s. Without
     // renewal the second node takes over the rest of the batch after 3 s.
     let (gateway, posts) = sink(200, None, Duration::from_secs(1)).await;
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let hook = format!("webhook:http://{gateway}/sms");
-    let args = [
-        "--database",
-        pg.url.as_str(),
-        "--notify",
-        hook.as_str(),
-        "--notice-lease-secs",
-        "3",
-    ];
+    let mut args = vec!["--notify", hook.as_str(), "--notice-lease-secs", "3"];
+    if let Some(db) = database {
+        args.extend(["--database", db]);
+    }
     let a = Proc::spawn(&data, &args);
     let b = Proc::spawn(&data, &args);
     let http = reqwest::Client::new();
@@ -1262,5 +1270,4 @@ async fn two_nodes_and_a_slow_gateway_send_each_notice_once() {
     );
     assert_eq!(posts.len(), N);
     drop((a, b));
-    pg.drop_schema().await;
 }
