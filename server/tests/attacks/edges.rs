@@ -32,6 +32,9 @@ impl Proc {
     /// through `sh -c 'umask 022; exec …'` so files would come out 0644 if
     /// the server left their modes to the umask.
     fn spawn(data: &Path, extra: &[&str]) -> Self {
+        // The tests' reqwest clients need a crypto provider even when no
+        // in-process server (which installs one) ran first.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let log = std::fs::File::create(data.with_extension("log")).unwrap();
         let mut child = Command::new("sh")
             .arg("-c")
