@@ -1,6 +1,6 @@
 //! The handset store's rules, on real SQLite files.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use super::support::{Courier, contains};
 use chrono::{Duration, Utc};
 use doorcode_core::confirmation::{FailReason, Outcome, Verified, open_confirmation};
 use doorcode_core::envelope::{Envelope, SigningKey};
@@ -8,76 +8,15 @@ use doorcode_core::handset::Handset;
 use doorcode_core::input::InputError;
 use doorcode_core::secrets::MemorySecretStore;
 use doorcode_core::store::{Installed, ParcelState, VerifyOutcome, db, schema};
-use doorcode_core::testkit::{FixedClock, ManifestSpec, TestDepot, parcel_id};
+use doorcode_core::testkit::{ManifestSpec, TestDepot, parcel_id};
 use doorcode_core::{Error, b64};
 use std::sync::Arc;
-use tempfile::TempDir;
 
-struct Fixture {
-    _dir: TempDir,
-    depot: TestDepot,
-    clock: Arc<FixedClock>,
-    h: Handset,
-    spec: ManifestSpec,
-}
-
-fn fixture() -> Fixture {
-    let dir = tempfile::tempdir().unwrap();
-    let depot = TestDepot::new();
-    let clock = FixedClock::at(Utc::now());
-    let h = depot
-        .enrolled_handset(
-            &dir.path().join("h.db"),
-            Arc::new(MemorySecretStore::default()),
-            clock.clone(),
-            "d-1",
-        )
-        .unwrap();
-    let mut spec = ManifestSpec::today("d-1", 4, 2);
-    spec.no_code_every = 4;
-    Fixture {
-        _dir: dir,
-        depot,
-        clock,
-        h,
-        spec,
-    }
-}
-
-impl Fixture {
-    fn install(&self) -> Result<Installed, Error> {
-        self.h
-            .install_manifest(&self.depot.seal(&self.depot.manifest(&self.spec)))
-    }
-    fn code(&self, pid: &str) -> String {
-        self.depot
-            .code(pid, self.spec.date, self.spec.attempt)
-            .expose()
-            .to_string()
-    }
-    fn state(&self, pid: &str) -> (ParcelState, u32) {
-        let p = self
-            .h
-            .stops()
-            .unwrap()
-            .into_iter()
-            .flat_map(|s| s.parcels)
-            .find(|p| p.parcel_id == pid)
-            .unwrap();
-        (p.state, p.failed_tries)
-    }
-}
-
-fn wrong(code: &str) -> String {
-    code.chars()
-        .map(|c| {
-            if c == '9' {
-                '0'
-            } else {
-                char::from(c as u8 + 1)
-            }
-        })
-        .collect()
+/// Four stops of two parcels; every fourth parcel needs no code.
+fn fixture() -> Courier {
+    let mut c = Courier::new(4, 2);
+    c.spec.no_code_every = 4;
+    c
 }
 
 #[test]
@@ -229,7 +168,7 @@ fn verify_accepts_the_code_and_records_a_signed_confirmation() {
         ),
         "{out:?}"
     );
-    assert_eq!(f.state(&pid), (ParcelState::Delivered, 0));
+    assert_eq!(f.parcel(&pid), (ParcelState::Delivered, 0));
 
     let pending = f.h.pending_confirmations(10).unwrap();
     assert_eq!(pending.len(), 1);
@@ -276,7 +215,7 @@ fn unreadable_input_is_not_a_try() {
         f.h.verify(&pid, ""),
         Err(Error::Input(InputError::Empty))
     ));
-    assert_eq!(f.state(&pid), (ParcelState::Pending, 0));
+    assert_eq!(f.parcel(&pid), (ParcelState::Pending, 0));
     assert!(matches!(
         f.h.verify("P-nope", "123456"),
         Err(Error::UnknownParcel(_))
@@ -288,7 +227,7 @@ fn wrong_tries_count_lock_and_survive_a_new_revision() {
     let mut f = fixture();
     f.install().unwrap();
     let pid = parcel_id(1, 0);
-    let bad = wrong(&f.code(&pid));
+    let bad = f.wrong_code(&pid);
     for left in (1..5).rev() {
         let out = f.h.verify(&pid, &bad).unwrap();
         assert_eq!(
@@ -303,7 +242,7 @@ fn wrong_tries_count_lock_and_survive_a_new_revision() {
     // A re-sync of the same attempt keeps the count.
     f.spec.revision = 2;
     f.install().unwrap();
-    assert_eq!(f.state(&pid), (ParcelState::Pending, 4));
+    assert_eq!(f.parcel(&pid), (ParcelState::Pending, 4));
     assert_eq!(
         f.h.verify(&pid, &bad).unwrap(),
         VerifyOutcome::Locked {
@@ -311,7 +250,7 @@ fn wrong_tries_count_lock_and_survive_a_new_revision() {
             verified: Verified::Offline
         }
     );
-    assert_eq!(f.state(&pid), (ParcelState::Locked, 5));
+    assert_eq!(f.parcel(&pid), (ParcelState::Locked, 5));
     // Locked: even the right code is refused, and only locked_out may be recorded.
     assert!(matches!(
         f.h.verify(&pid, &f.code(&pid)),
@@ -326,7 +265,7 @@ fn wrong_tries_count_lock_and_survive_a_new_revision() {
     f.spec.revision = 3;
     f.spec.attempt = 2;
     f.install().unwrap();
-    assert_eq!(f.state(&pid), (ParcelState::Pending, 0));
+    assert_eq!(f.parcel(&pid), (ParcelState::Pending, 0));
     assert!(matches!(
         f.h.verify(&pid, &f.code(&pid)).unwrap(),
         VerifyOutcome::Accepted { .. }
@@ -344,7 +283,7 @@ fn failures_and_no_code_deliveries() {
     ));
     let r = f.h.fail(&pid, FailReason::CustomerAbsent).unwrap();
     assert_eq!(r.outcome, Outcome::Failed);
-    assert_eq!(f.state(&pid), (ParcelState::Failed, 0));
+    assert_eq!(f.parcel(&pid), (ParcelState::Failed, 0));
     assert!(matches!(
         f.h.fail(&pid, FailReason::Refused),
         Err(Error::AlreadyRecorded { .. })
@@ -358,7 +297,7 @@ fn failures_and_no_code_deliveries() {
     ));
     let r = f.h.deliver(&free).unwrap();
     assert_eq!(r.seq, 2);
-    assert_eq!(f.state(&free), (ParcelState::Delivered, 0));
+    assert_eq!(f.parcel(&free), (ParcelState::Delivered, 0));
 }
 
 #[test]
@@ -483,30 +422,13 @@ fn not_enrolled_is_a_clear_error() {
 
 #[test]
 fn state_survives_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let depot = TestDepot::new();
-    let secrets = Arc::new(MemorySecretStore::default());
-    let db = dir.path().join("h.db");
-    let clock = FixedClock::at(Utc::now());
-    let spec = ManifestSpec::today("d-1", 2, 1);
+    let mut f = Courier::new(2, 1);
+    f.install().unwrap();
     let pid = parcel_id(0, 0);
-    {
-        let h = depot
-            .enrolled_handset(&db, secrets.clone(), clock.clone(), "d-1")
-            .unwrap();
-        h.install_manifest(&depot.seal(&depot.manifest(&spec)))
-            .unwrap();
-        h.verify(&pid, &wrong(depot.code(&pid, spec.date, 1).expose()))
-            .unwrap();
-    }
-    let h = depot.enrolled_handset(&db, secrets, clock, "d-1").unwrap();
-    let p = h
-        .stops()
-        .unwrap()
-        .into_iter()
-        .flat_map(|s| s.parcels)
-        .find(|p| p.parcel_id == pid)
-        .unwrap();
+    f.h.verify(&pid, &f.wrong_code(&pid)).unwrap();
+    // The app is killed and started again on the same file.
+    f.reopen();
+    let p = f.view(&pid);
     assert_eq!(p.failed_tries, 1);
     assert_eq!(p.attempts_left, 4);
 }
@@ -585,28 +507,19 @@ fn the_database_never_holds_a_code_the_courier_did_not_type() {
     let f = fixture();
     f.install().unwrap();
     let pid = parcel_id(0, 0);
-    f.h.verify(&pid, &wrong(&f.code(&pid))).unwrap();
-    drop(f.h.status());
-    let dir = f._dir.path().to_path_buf();
-    let mut bytes = Vec::new();
-    for e in std::fs::read_dir(&dir).unwrap() {
-        bytes.extend(std::fs::read(e.unwrap().path()).unwrap());
-    }
+    let wrong_code = f.wrong_code(&pid);
+    f.h.verify(&pid, &wrong_code).unwrap();
+    let bytes = f.file_bytes();
     for i in 0..4 {
         for j in 0..2 {
             let p = parcel_id(i, j);
-            let code = f.code(&p);
             assert!(
-                !bytes.windows(6).any(|w| w == code.as_bytes()),
+                !contains(&bytes, &f.code(&p)),
                 "code of {p} found in the handset files"
             );
         }
     }
-    let wrong_code = wrong(&f.code(&pid));
-    assert!(
-        !bytes.windows(6).any(|w| w == wrong_code.as_bytes()),
-        "a wrong try was stored"
-    );
+    assert!(!contains(&bytes, &wrong_code), "a wrong try was stored");
 }
 
 #[test]
