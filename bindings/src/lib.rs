@@ -23,8 +23,8 @@ mod tests;
 
 pub use error::DoorcodeError;
 pub use records::{
-    CheckedBy, Enrollment, FailReason, HandsetStatus, ManifestUpdate, Parcel, ParcelState,
-    RecordedOutcome, RejectedUpload, Stop, SyncReport, VerifyResult,
+    CheckedBy, Enrollment, FailReason, HandsetStatus, Language, ManifestUpdate, Parcel,
+    ParcelState, RecordedOutcome, RejectedUpload, Stop, SyncReport, VerifyResult,
 };
 pub use secrets::{SecretStore, SecretStoreError};
 
@@ -77,6 +77,24 @@ impl Handset {
     pub async fn sync(&self, date: Option<String>) -> Result<SyncReport, DoorcodeError> {
         let date = date.map(|d| parse_date(&d)).transpose()?;
         Ok(self.client.sync(date).await?.into())
+    }
+
+    /// Sets the languages spoken codes are read in (`verify`,
+    /// `verify_offline`), first one first where a word means different
+    /// things in two of them. Words of other languages are refused as
+    /// unreadable, not counted as a try. Empty means English, the default.
+    /// Not stored: set it each time the handset is opened.
+    pub fn set_languages(&self, languages: Vec<Language>) -> Result<(), DoorcodeError> {
+        Ok(core(self).set_languages(&records::core_languages(languages))?)
+    }
+
+    /// The languages spoken codes are read in.
+    pub fn languages(&self) -> Result<Vec<Language>, DoorcodeError> {
+        Ok(core(self)
+            .languages()?
+            .into_iter()
+            .map(Language::from)
+            .collect())
     }
 
     /// The stops of every manifest valid now, with each parcel's state.
@@ -162,14 +180,30 @@ fn parse_date(s: &str) -> Result<NaiveDate, DoorcodeError> {
 }
 
 /// Reads typed or spoken input ("four two double seven one oh") as a code of
-/// `digits` digits, exactly as `verify` does before anything is counted.
-/// For live feedback while the courier types.
+/// `digits` digits, in `languages` (empty: English), exactly as `verify`
+/// does before anything is counted. For live feedback while the courier
+/// types.
+#[uniffi::export(default(languages = []))]
+pub fn read_code_input(
+    input: String,
+    digits: u8,
+    languages: Vec<Language>,
+) -> Result<String, DoorcodeError> {
+    Ok(doorcode_core::input::parse_code_input_in(
+        &input,
+        digits,
+        &records::core_languages(languages),
+    )
+    .map_err(Error::from)?
+    .expose()
+    .to_string())
+}
+
+/// The language of a code or locale tag (`es`, `es-MX`, `pt_BR`), or
+/// null/nil when codes cannot be read in it.
 #[uniffi::export]
-pub fn read_code_input(input: String, digits: u8) -> Result<String, DoorcodeError> {
-    Ok(doorcode_core::input::parse_code_input(&input, digits)
-        .map_err(Error::from)?
-        .expose()
-        .to_string())
+pub fn language_from_tag(tag: String) -> Option<Language> {
+    doorcode_core::input::Language::from_tag(&tag).map(Language::from)
 }
 
 /// The protocol's offline tag (`../shared/vectors`): what the handset

@@ -3,8 +3,56 @@
 
 use doorcode_core::codes;
 use doorcode_core::confirmation::{self, Outcome, Verified};
+use doorcode_core::input;
 use doorcode_core::store::{self, ParcelState as CoreParcelState, VerifyOutcome};
 use doorcode_core::sync::{self, ManifestSync};
+
+/// A language spoken codes can be read in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
+pub enum Language {
+    English,
+    Spanish,
+    Portuguese,
+    French,
+    German,
+    Italian,
+    /// Hindi in Latin letters ("char do saat").
+    Hindi,
+}
+
+impl From<Language> for input::Language {
+    fn from(l: Language) -> Self {
+        use input::Language as C;
+        match l {
+            Language::English => C::English,
+            Language::Spanish => C::Spanish,
+            Language::Portuguese => C::Portuguese,
+            Language::French => C::French,
+            Language::German => C::German,
+            Language::Italian => C::Italian,
+            Language::Hindi => C::Hindi,
+        }
+    }
+}
+
+impl From<input::Language> for Language {
+    fn from(l: input::Language) -> Self {
+        use input::Language as C;
+        match l {
+            C::English => Self::English,
+            C::Spanish => Self::Spanish,
+            C::Portuguese => Self::Portuguese,
+            C::French => Self::French,
+            C::German => Self::German,
+            C::Italian => Self::Italian,
+            C::Hindi => Self::Hindi,
+        }
+    }
+}
+
+pub(crate) fn core_languages(list: Vec<Language>) -> Vec<input::Language> {
+    list.into_iter().map(input::Language::from).collect()
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
 pub enum FailReason {

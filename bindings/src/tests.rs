@@ -258,3 +258,57 @@ fn a_failing_secret_store_and_an_unreachable_server_reach_the_app_as_such() {
         "{e:?}"
     );
 }
+
+#[test]
+fn the_app_chooses_the_languages_and_other_languages_are_invalid_codes_not_tries() {
+    let dir = tempfile::tempdir().unwrap();
+    let depot = TestDepot::new();
+    let (h, spec) = enrolled(&dir, &depot);
+    let pid = parcel_id(0, 0);
+    let code = depot.code(&pid, spec.date, spec.attempt);
+    const PT: [&str; 10] = [
+        "zero", "um", "dois", "três", "quatro", "cinco", "seis", "sete", "oito", "nove",
+    ];
+    let spoken: Vec<&str> = code
+        .expose()
+        .bytes()
+        .map(|b| PT[usize::from(b - b'0')])
+        .collect();
+    let spoken = spoken.join(" ");
+    assert_eq!(h.languages().unwrap(), vec![Language::English]);
+    let e = h.verify_offline(pid.clone(), spoken.clone()).unwrap_err();
+    assert!(
+        matches!(e, DoorcodeError::InvalidCode(ref m) if m.contains("Portuguese") && !m.contains(code.expose())),
+        "{e:?}"
+    );
+    assert_eq!(h.stops().unwrap()[0].parcels[0].failed_tries, 0);
+    h.set_languages(vec![Language::Portuguese, Language::English])
+        .unwrap();
+    assert_eq!(
+        h.languages().unwrap(),
+        vec![Language::Portuguese, Language::English]
+    );
+    assert!(matches!(
+        h.verify_offline(pid, spoken).unwrap(),
+        VerifyResult::Accepted { .. }
+    ));
+
+    assert_eq!(
+        read_code_input(
+            "cuatro dos siete siete uno cero".into(),
+            6,
+            vec![Language::Spanish]
+        )
+        .unwrap(),
+        "427710"
+    );
+    assert_eq!(
+        read_code_input("four two seven seven one oh".into(), 6, vec![]).unwrap(),
+        "427710"
+    );
+    assert_eq!(
+        language_from_tag("pt-BR".into()),
+        Some(Language::Portuguese)
+    );
+    assert_eq!(language_from_tag("nl".into()), None);
+}

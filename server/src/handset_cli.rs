@@ -6,6 +6,7 @@ use chrono::NaiveDate;
 use clap::{Args, Subcommand};
 use doorcode_core::confirmation::FailReason;
 use doorcode_core::handset::Handset;
+use doorcode_core::input::{self, Language};
 use doorcode_core::secrets::FileSecretStore;
 use doorcode_core::sync::{SyncClient, SyncConfig};
 use serde::Serialize;
@@ -48,11 +49,16 @@ enum HandsetCmd {
     Verify {
         parcel: String,
         /// What the customer said or the courier typed ("four two double seven one oh").
-        #[arg(required = true, num_args = 1.., trailing_var_arg = true)]
+        #[arg(required = true, num_args = 1..)]
         text: Vec<String>,
         /// Check against the offline tag only, without asking the server.
         #[arg(long)]
         offline: bool,
+        /// The languages the code may be spoken in, first one first: en, es,
+        /// pt, fr, de, it, hi (Hindi in Latin letters). Default: en.
+        /// Before or after the text: `verify P cuatro dos … --lang es,en`.
+        #[arg(long, value_delimiter = ',', value_parser = parse_language)]
+        lang: Vec<Language>,
     },
     /// Hand over a parcel that needs no code.
     Deliver { parcel: String },
@@ -65,6 +71,14 @@ enum HandsetCmd {
     },
     /// Enrollment, counts, the outbox and refused confirmations.
     Status,
+}
+
+fn parse_language(tag: &str) -> Result<Language, String> {
+    input::parse_languages(tag)
+        .map_err(|e| e.to_string())?
+        .first()
+        .copied()
+        .ok_or_else(|| "name a language: en, es, pt, fr, de, it or hi".to_string())
 }
 
 /// Where a handset database keeps its secrets.
@@ -131,7 +145,9 @@ async fn run_inner(a: HandsetArgs) -> Result<ExitCode, String> {
             parcel,
             text,
             offline,
+            lang,
         } => {
+            h.set_languages(&lang).map_err(err)?;
             let text = text.join(" ");
             let out = if offline {
                 h.verify(&parcel, &text).map_err(err)?

@@ -5,7 +5,7 @@ use chrono::{Duration, Utc};
 use doorcode_core::confirmation::{FailReason, Outcome, Verified, open_confirmation};
 use doorcode_core::envelope::{Envelope, SigningKey};
 use doorcode_core::handset::Handset;
-use doorcode_core::input::InputError;
+use doorcode_core::input::{InputError, Language};
 use doorcode_core::secrets::MemorySecretStore;
 use doorcode_core::store::{Installed, ParcelState, VerifyOutcome, db, schema};
 use doorcode_core::testkit::{ManifestSpec, TestDepot, parcel_id};
@@ -209,7 +209,7 @@ fn unreadable_input_is_not_a_try() {
     ));
     assert!(matches!(
         f.h.verify(&pid, "four two banana"),
-        Err(Error::Input(InputError::UnknownWord(_)))
+        Err(Error::Input(InputError::UnknownWord { position: 3, .. }))
     ));
     assert!(matches!(
         f.h.verify(&pid, ""),
@@ -219,6 +219,62 @@ fn unreadable_input_is_not_a_try() {
     assert!(matches!(
         f.h.verify("P-nope", "123456"),
         Err(Error::UnknownParcel(_))
+    ));
+}
+
+#[test]
+fn spoken_codes_are_read_in_the_chosen_languages_and_others_are_not_a_try() {
+    let f = fixture();
+    f.install().unwrap();
+    let say = |code: &str, words: [&str; 10]| -> String {
+        code.bytes()
+            .map(|b| words[usize::from(b - b'0')])
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    const ES: [&str; 10] = [
+        "cero", "uno", "dos", "tres", "cuatro", "cinco", "seis", "siete", "ocho", "nueve",
+    ];
+    const EN: [&str; 10] = [
+        "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+    ];
+    let (a, b) = (parcel_id(0, 0), parcel_id(0, 1));
+    assert_eq!(f.h.languages().unwrap(), vec![Language::English]);
+
+    // English only (the default): Spanish words are unreadable, not a try.
+    let e = f.h.verify(&a, &say(&f.code(&a), ES)).unwrap_err();
+    assert!(
+        matches!(&e, Error::Input(InputError::OtherLanguage { languages, .. }) if languages.contains(&Language::Spanish)),
+        "{e:?}"
+    );
+    assert!(!e.to_string().contains(&f.code(&a)), "{e}");
+    assert_eq!(f.parcel(&a), (ParcelState::Pending, 0));
+
+    // The app chooses Spanish, then English: both read.
+    f.h.set_languages(&[Language::Spanish, Language::English, Language::Spanish])
+        .unwrap();
+    assert_eq!(
+        f.h.languages().unwrap(),
+        vec![Language::Spanish, Language::English]
+    );
+    assert!(matches!(
+        f.h.verify(&a, &say(&f.code(&a), ES)).unwrap(),
+        VerifyOutcome::Accepted { .. }
+    ));
+    // Spanish only: English words are now the unreadable ones.
+    f.h.set_languages(&[Language::Spanish]).unwrap();
+    let e = f.h.verify(&b, &say(&f.code(&b), EN)).unwrap_err();
+    assert!(
+        matches!(e, Error::Input(InputError::OtherLanguage { .. })),
+        "{e:?}"
+    );
+    assert_eq!(f.parcel(&b), (ParcelState::Pending, 0));
+    // Digits read in every language.
+    f.h.set_languages(&[]).unwrap();
+    assert_eq!(f.h.languages().unwrap(), vec![Language::English]);
+    assert!(matches!(
+        f.h.verify(&b, &f.code(&b)).unwrap(),
+        VerifyOutcome::Accepted { .. }
     ));
 }
 
