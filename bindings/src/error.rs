@@ -24,6 +24,10 @@ pub enum DoorcodeError {
     /// Too many wrong codes: fail the parcel as `LOCKED_OUT` or ask dispatch to reissue.
     #[error("{0}")]
     Locked(String),
+    /// The customer reported they did not order this parcel: do not hand it
+    /// over; fail it as `REFUSED`.
+    #[error("{0}")]
+    OnHold(String),
     #[error("{0}")]
     AlreadyRecorded(String),
     /// The action does not fit this parcel (a code where none is needed, a
@@ -62,6 +66,7 @@ impl From<Error> for DoorcodeError {
             | Error::UnknownKey(_)
             | Error::WrongDevice { .. }
             | Error::Rollback { .. }
+            | Error::ManifestConflict { .. }
             | Error::ManifestExpired
             | Error::ManifestNotYetValid
             | Error::UnknownFormat(_)
@@ -70,6 +75,7 @@ impl From<Error> for DoorcodeError {
             Error::NotEnrolled => Self::NotEnrolled(m),
             Error::UnknownParcel(_) => Self::UnknownParcel(m),
             Error::Locked(_) => Self::Locked(m),
+            Error::Held(_) => Self::OnHold(m),
             Error::AlreadyRecorded { .. } => Self::AlreadyRecorded(m),
             Error::CodeRequired(_) | Error::NoCodeRequired(_) | Error::ReasonNotAllowed { .. } => {
                 Self::NotAllowed(m)
@@ -104,6 +110,7 @@ mod tests {
             DoorcodeError::NotEnrolled(_) => "NotEnrolled",
             DoorcodeError::UnknownParcel(_) => "UnknownParcel",
             DoorcodeError::Locked(_) => "Locked",
+            DoorcodeError::OnHold(_) => "OnHold",
             DoorcodeError::AlreadyRecorded(_) => "AlreadyRecorded",
             DoorcodeError::NotAllowed(_) => "NotAllowed",
             DoorcodeError::Offline(_) => "Offline",
@@ -151,6 +158,7 @@ mod tests {
                 },
                 "Manifest",
             ),
+            (Error::ManifestConflict { revision: 3 }, "Manifest"),
             (Error::ManifestExpired, "Manifest"),
             (Error::ManifestNotYetValid, "Manifest"),
             (Error::UnknownFormat(2), "Manifest"),
@@ -162,6 +170,7 @@ mod tests {
             (Error::NotEnrolled, "NotEnrolled"),
             (Error::UnknownParcel("P-1".into()), "UnknownParcel"),
             (Error::Locked("P-1".into()), "Locked"),
+            (Error::Held("P-1".into()), "OnHold"),
             (
                 Error::AlreadyRecorded {
                     parcel_id: "P-1".into(),
@@ -209,6 +218,7 @@ mod tests {
             | Error::UnknownKey(_)
             | Error::WrongDevice { .. }
             | Error::Rollback { .. }
+            | Error::ManifestConflict { .. }
             | Error::ManifestExpired
             | Error::ManifestNotYetValid
             | Error::UnknownFormat(_)
@@ -217,6 +227,7 @@ mod tests {
             | Error::NotEnrolled
             | Error::UnknownParcel(_)
             | Error::Locked(_)
+            | Error::Held(_)
             | Error::AlreadyRecorded { .. }
             | Error::CodeRequired(_)
             | Error::NoCodeRequired(_)
@@ -238,7 +249,7 @@ mod tests {
     #[test]
     fn every_core_error_maps_to_its_variant_with_cores_message() {
         let samples = samples();
-        assert_eq!(samples.len(), 28, "one sample per core error variant");
+        assert_eq!(samples.len(), 30, "one sample per core error variant");
         for (core, want) in samples {
             let message = core.to_string();
             let ffi = DoorcodeError::from(core);

@@ -145,6 +145,7 @@ impl Handset {
             parcels_delivered: s.parcels_delivered,
             parcels_failed: s.parcels_failed,
             parcels_locked: s.parcels_locked,
+            parcels_held: s.parcels_held,
             outbox_pending: s.outbox_pending,
             outbox_rejected: s.outbox_rejected,
             last_sync_at: s.last_sync_at,

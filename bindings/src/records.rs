@@ -99,6 +99,9 @@ pub enum ParcelState {
     Delivered,
     Failed,
     Locked,
+    /// The customer reported they did not order it: do not hand it over;
+    /// fail it as `REFUSED`.
+    Held,
 }
 
 /// How a code was checked.
@@ -131,6 +134,8 @@ pub struct Parcel {
     pub failed_tries: u32,
     pub attempts_left: u32,
     pub fail_reason: Option<FailReason>,
+    /// On hold in the manifest (still true after it was failed as `REFUSED`).
+    pub held: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, uniffi::Record)]
@@ -166,10 +171,12 @@ impl From<store::StopView> for Stop {
                         CoreParcelState::Delivered => ParcelState::Delivered,
                         CoreParcelState::Failed => ParcelState::Failed,
                         CoreParcelState::Locked => ParcelState::Locked,
+                        CoreParcelState::Held => ParcelState::Held,
                     },
                     failed_tries: p.failed_tries,
                     attempts_left: p.attempts_left,
                     fail_reason: p.reason.map(FailReason::from),
+                    held: p.held,
                 })
                 .collect(),
         }
@@ -342,6 +349,7 @@ pub struct HandsetStatus {
     pub parcels_delivered: u32,
     pub parcels_failed: u32,
     pub parcels_locked: u32,
+    pub parcels_held: u32,
     pub outbox_pending: u32,
     pub outbox_rejected: u32,
     pub last_sync_at: Option<String>,

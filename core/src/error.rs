@@ -25,6 +25,10 @@ pub enum Error {
         "the manifest revision {offered} is older than the held revision {held} (rollback refused)"
     )]
     Rollback { held: u64, offered: u64 },
+    #[error(
+        "the server sent revision {revision} of this route again with different content; the held manifest was kept. Tell dispatch: the depot must issue a new revision"
+    )]
+    ManifestConflict { revision: u64 },
     #[error("the manifest has expired; sync again for today's")]
     ManifestExpired,
     #[error("the manifest is not valid yet")]
@@ -47,6 +51,10 @@ pub enum Error {
     Locked(String),
     #[error("parcel {parcel_id} already has an outcome ({outcome})")]
     AlreadyRecorded { parcel_id: String, outcome: String },
+    #[error(
+        "parcel {0} is on hold: the customer reported they did not order it. Do not hand it over; take it back and record it as failed with reason refused"
+    )]
+    Held(String),
     #[error("parcel {0} needs a code; use verify")]
     CodeRequired(String),
     #[error("parcel {0} needs no code; deliver it without one")]

@@ -373,7 +373,7 @@ impl SyncClient {
                     match resp.status() {
                         StatusCode::NOT_MODIFIED => Ok(None),
                         s if s.is_success() => {
-                            let bytes = resp.bytes().await.map_err(transport)?;
+                            let bytes = read_capped(resp, MAX_MANIFEST_BYTES).await?;
                             let env: Envelope = serde_json::from_slice(&bytes).map_err(|e| {
                                 Error::BadResponse(format!("the manifest envelope: {e}"))
                             })?;
@@ -661,6 +661,31 @@ impl SyncClient {
     ) -> Result<crate::store::Recorded, Error> {
         self.handset.fail(parcel_id, reason)
     }
+}
+
+/// The largest manifest envelope a handset reads. The biggest manifest the
+/// rules allow (20,000 parcels) is a few MB; fields the handset ignores may
+/// add some, but nothing the network sends may grow memory without bound.
+pub const MAX_MANIFEST_BYTES: usize = 16 << 20;
+
+/// The answer's body, refused once it passes `cap` bytes (before it is all
+/// read, whatever `Content-Length` claims).
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, Error> {
+    let too_big = || Error::BadResponse(format!("the answer is larger than {cap} bytes"));
+    if resp
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(cap).unwrap_or(u64::MAX))
+    {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > cap {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// A uniform random number in [0, 1) from the OS CSPRNG.

@@ -48,6 +48,8 @@ pub(super) struct DoorParcel {
     pub(super) valid_until: String,
     pub(super) failed_tries: u32,
     pub(super) outcome: Option<String>,
+    /// The customer reported they did not order it: never verified or handed over.
+    pub(super) hold: bool,
 }
 
 impl Store {
@@ -60,7 +62,7 @@ impl Store {
         let mut stmt = tx.prepare_cached(
             "SELECT p.delivery_date, m.manifest_id, m.revision, p.requires_code, p.attempt,
                     p.salt, p.tag, m.tag_bits, m.max_attempts, m.code_digits, m.valid_from, m.valid_until,
-                    COALESCE(st.failed_tries, 0), st.outcome
+                    COALESCE(st.failed_tries, 0), st.outcome, p.hold
              FROM parcels p
              JOIN manifests m ON m.route_id = p.route_id AND m.delivery_date = p.delivery_date
              LEFT JOIN parcel_state st ON st.parcel_id = p.parcel_id AND st.delivery_date = p.delivery_date
@@ -84,6 +86,7 @@ impl Store {
                 valid_until: r.get(11)?,
                 failed_tries: r.get(12)?,
                 outcome: r.get(13)?,
+                hold: r.get(14)?,
             })
         })?;
         let mut found_any = false;
@@ -105,13 +108,14 @@ impl Store {
     }
 
     /// The parcel, if a code can be checked for it now: it needs one, has no
-    /// outcome yet and is not locked.
+    /// outcome yet, is not on hold and is not locked.
     fn door_for_code(
         tx: &Connection,
         parcel_id: &str,
         now: DateTime<Utc>,
     ) -> Result<DoorParcel, Error> {
         let p = Self::door_parcel(tx, parcel_id, now)?;
+        Self::refuse_held(&p, parcel_id)?;
         if !p.requires_code {
             return Err(Error::NoCodeRequired(parcel_id.to_string()));
         }
@@ -245,6 +249,7 @@ impl Store {
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let p = Self::door_parcel(&tx, parcel_id, now)?;
+        Self::refuse_held(&p, parcel_id)?;
         if p.requires_code {
             return Err(Error::CodeRequired(parcel_id.to_string()));
         }
@@ -265,7 +270,9 @@ impl Store {
     }
 
     /// Records that the parcel was not handed over. A locked parcel can only
-    /// fail as `locked_out`, and only a locked parcel can.
+    /// fail as `locked_out`, and only a locked parcel can. A held parcel can
+    /// only fail as `refused` (or `locked_out`, if it was locked before the
+    /// hold came).
     pub fn record_failure(
         &mut self,
         parcel_id: &str,
@@ -284,7 +291,13 @@ impl Store {
             });
         }
         let locked = p.requires_code && p.failed_tries >= p.max_attempts;
-        if locked != (reason == FailReason::LockedOut) {
+        if p.hold {
+            let allowed =
+                reason == FailReason::Refused || (locked && reason == FailReason::LockedOut);
+            if !allowed {
+                return Err(Error::Held(parcel_id.to_string()));
+            }
+        } else if locked != (reason == FailReason::LockedOut) {
             return Err(Error::ReasonNotAllowed {
                 reason: reason.as_str(),
                 locked,
@@ -305,6 +318,15 @@ impl Store {
         Ok(rec)
     }
 
+    /// A held parcel with no outcome yet is refused before anything else is
+    /// said about it: the courier must not hand it over.
+    fn refuse_held(p: &DoorParcel, parcel_id: &str) -> Result<(), Error> {
+        if p.hold && p.outcome.is_none() {
+            return Err(Error::Held(parcel_id.to_string()));
+        }
+        Ok(())
+    }
+
     fn check_open(p: &DoorParcel, parcel_id: &str) -> Result<(), Error> {
         if let Some(o) = &p.outcome {
             return Err(Error::AlreadyRecorded {
@@ -312,6 +334,7 @@ impl Store {
                 outcome: o.clone(),
             });
         }
+        Self::refuse_held(p, parcel_id)?;
         if p.requires_code && p.failed_tries >= p.max_attempts {
             return Err(Error::Locked(parcel_id.to_string()));
         }

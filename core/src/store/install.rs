@@ -29,15 +29,21 @@ impl Store {
     /// Verifies and installs a signed manifest in one transaction.
     ///
     /// Refuses, each with its own error: a bad signature or unknown key, a
-    /// manifest for another device, an older revision than held (rollback), an
-    /// expired manifest, and an unknown format.
+    /// manifest for another device, an older revision than held (rollback),
+    /// the held revision with other body bytes (a conflict), an expired
+    /// manifest, and an unknown format. Fields this build does not know are
+    /// ignored; only the fields it knows are stored.
     pub fn install_manifest(
         &mut self,
         env: &Envelope,
         now: DateTime<Utc>,
     ) -> Result<Installed, Error> {
         let id = self.identity()?.ok_or(Error::NotEnrolled)?;
-        let m = manifest::open_manifest(env, &id.server_keys)?;
+        let manifest::Received {
+            manifest: m,
+            held: holds,
+            body_sha256,
+        } = manifest::open_received(env, &id.server_keys)?;
         if m.device_id != id.device_id {
             return Err(Error::WrongDevice {
                 manifest_device: m.device_id,
@@ -47,33 +53,47 @@ impl Store {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let held: Option<(u64, String)> = tx
+        // The watermark, its body digest, and the manifest still held for it
+        // (none once the day was wiped).
+        let held: Option<(u64, Option<Vec<u8>>, Option<String>)> = tx
             .query_row(
-                "SELECT r.revision, COALESCE(m.manifest_id, '') FROM revisions r
+                "SELECT r.revision, r.body_sha256, m.manifest_id FROM revisions r
                  LEFT JOIN manifests m USING (route_id, delivery_date)
                  WHERE r.route_id = ?1 AND r.delivery_date = ?2",
                 params![m.route_id, date],
-                |r| Ok((r.get(0)?, r.get(1)?)),
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
             )
             .optional()?;
-        if let Some((held_rev, held_id)) = &held {
-            if m.revision < *held_rev {
+        if let Some((held_rev, held_digest, held_id)) = held {
+            if m.revision < held_rev {
                 return Err(Error::Rollback {
-                    held: *held_rev,
+                    held: held_rev,
                     offered: m.revision,
                 });
             }
-            if m.revision == *held_rev {
-                if *held_id == m.manifest_id {
-                    return Ok(Installed::Unchanged {
-                        manifest_id: m.manifest_id,
-                        revision: m.revision,
-                    });
+            if m.revision == held_rev {
+                match (held_digest, held_id.as_deref()) {
+                    (Some(d), _) if d != body_sha256 => {
+                        return Err(Error::ManifestConflict {
+                            revision: m.revision,
+                        });
+                    }
+                    // That day is over and wiped: its outcomes are gone, so
+                    // it must never come back.
+                    (_, None) => return Err(Error::ManifestExpired),
+                    // Held since before digests were kept: the manifest id
+                    // is all there is to compare. The digest comes with the
+                    // next revision; none is guessed from bytes not installed.
+                    (None, Some(held_id)) if held_id != m.manifest_id => {
+                        return Err(Error::ManifestConflict {
+                            revision: m.revision,
+                        });
+                    }
+                    _ => {}
                 }
-                // Same revision, other content: only a newer revision may replace.
-                return Err(Error::Rollback {
-                    held: *held_rev,
-                    offered: m.revision,
+                return Ok(Installed::Unchanged {
+                    manifest_id: m.manifest_id,
+                    revision: m.revision,
                 });
             }
         }
@@ -107,9 +127,10 @@ impl Store {
             ],
         )?;
         tx.execute(
-            "INSERT INTO revisions (route_id, delivery_date, revision) VALUES (?1, ?2, ?3)
-             ON CONFLICT(route_id, delivery_date) DO UPDATE SET revision = excluded.revision",
-            params![m.route_id, date, m.revision],
+            "INSERT INTO revisions (route_id, delivery_date, revision, body_sha256) VALUES (?1, ?2, ?3, ?4)
+             ON CONFLICT(route_id, delivery_date) DO UPDATE SET
+                 revision = excluded.revision, body_sha256 = excluded.body_sha256",
+            params![m.route_id, date, m.revision, body_sha256.to_vec()],
         )?;
         let mut parcels = 0usize;
         {
@@ -119,7 +140,7 @@ impl Store {
             )?;
             let mut ins_parcel = tx.prepare(
                 "INSERT OR REPLACE INTO parcels (delivery_date, parcel_id, route_id, stop_id, requires_code,
-                     attempt, salt, tag) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                     attempt, salt, tag, hold) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             )?;
             for s in &m.stops {
                 ins_stop.execute(params![
@@ -140,7 +161,8 @@ impl Store {
                         p.requires_code,
                         p.attempt,
                         salt,
-                        p.tag
+                        p.tag,
+                        holds.contains(&p.parcel_id)
                     ])?;
                     parcels += 1;
                 }

@@ -16,6 +16,9 @@ pub enum ParcelState {
     Delivered,
     Failed,
     Locked,
+    /// The customer reported they did not order it: take it back and record
+    /// it failed as `refused`.
+    Held,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -27,6 +30,8 @@ pub struct ParcelView {
     pub failed_tries: u32,
     pub attempts_left: u32,
     pub reason: Option<FailReason>,
+    /// On hold in the manifest (stays true once it is recorded failed).
+    pub held: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -49,6 +54,8 @@ pub struct Status {
     pub parcels_delivered: u32,
     pub parcels_failed: u32,
     pub parcels_locked: u32,
+    /// Held parcels not yet recorded failed.
+    pub parcels_held: u32,
     pub outbox_pending: u32,
     pub outbox_rejected: u32,
     pub last_sync_at: Option<String>,
@@ -63,7 +70,7 @@ impl Store {
         let mut stmt = self.conn.prepare(
             "SELECT s.route_id, s.delivery_date, s.stop_id, s.sequence, s.address, s.recipient,
                     p.parcel_id, p.requires_code, p.attempt, m.max_attempts,
-                    COALESCE(st.failed_tries, 0), st.outcome, st.reason
+                    COALESCE(st.failed_tries, 0), st.outcome, st.reason, COALESCE(p.hold, 0)
              FROM manifests m
              JOIN stops s ON s.route_id = m.route_id AND s.delivery_date = m.delivery_date
              LEFT JOIN parcels p ON p.route_id = s.route_id AND p.delivery_date = s.delivery_date
@@ -102,9 +109,11 @@ impl Store {
             let tries: u32 = r.get(10)?;
             let outcome: Option<String> = r.get(11)?;
             let reason: Option<String> = r.get(12)?;
+            let held: bool = r.get(13)?;
             let state = match outcome.as_deref() {
                 Some("delivered") => ParcelState::Delivered,
                 Some(_) => ParcelState::Failed,
+                None if held => ParcelState::Held,
                 None if tries >= max => ParcelState::Locked,
                 None => ParcelState::Pending,
             };
@@ -117,6 +126,7 @@ impl Store {
                     failed_tries: tries,
                     attempts_left: max.saturating_sub(tries),
                     reason: reason.as_deref().and_then(FailReason::parse),
+                    held,
                 });
             }
         }
@@ -146,6 +156,7 @@ impl Store {
                     ParcelState::Delivered => s.parcels_delivered += 1,
                     ParcelState::Failed => s.parcels_failed += 1,
                     ParcelState::Locked => s.parcels_locked += 1,
+                    ParcelState::Held => s.parcels_held += 1,
                 }
             }
         }

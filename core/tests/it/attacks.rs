@@ -93,10 +93,7 @@ fn older_manifest_replayed_after_a_newer_one_is_refused_as_rollback() {
     same.manifest_id = "m-forked".into();
     assert!(matches!(
         c.h.install_manifest(&c.depot.seal(&same)),
-        Err(Error::Rollback {
-            held: 2,
-            offered: 2
-        })
+        Err(Error::ManifestConflict { revision: 2 })
     ));
     assert_eq!(c.h.stops().unwrap(), before);
     assert_eq!(c.parcel(&pid), (ParcelState::Pending, 2), "tries kept");

@@ -22,16 +22,18 @@ fn fixture() -> Courier {
 #[test]
 fn install_then_unchanged_then_newer() {
     let mut f = fixture();
+    let env = f.envelope();
     assert!(matches!(
-        f.install().unwrap(),
+        f.h.install_manifest(&env).unwrap(),
         Installed::New {
             stops: 4,
             parcels: 8,
             ..
         }
     ));
+    // The same signed bytes again (a sync without a 304): nothing changes.
     assert!(matches!(
-        f.install().unwrap(),
+        f.h.install_manifest(&env).unwrap(),
         Installed::Unchanged { revision: 1, .. }
     ));
     f.spec.revision = 2;
@@ -51,6 +53,216 @@ fn install_then_unchanged_then_newer() {
             .count(),
         2
     );
+}
+
+/// A depot that re-signs changed content without a new revision (here the
+/// same revision rebuilt: fresh salts, same manifest id) is refused with its
+/// own error, and the day the handset holds stays as it was.
+#[test]
+fn the_same_revision_with_other_bytes_is_a_conflict_and_the_held_day_stays() {
+    let f = fixture();
+    let env = f.envelope();
+    f.h.install_manifest(&env).unwrap();
+    let pid = parcel_id(0, 0);
+    f.h.verify(&pid, &f.wrong_code(&pid)).unwrap();
+    let before = f.h.stops().unwrap();
+    let rebuilt = f.envelope();
+    assert_ne!(rebuilt.body, env.body);
+    let e = f.h.install_manifest(&rebuilt).unwrap_err();
+    assert!(
+        matches!(e, Error::ManifestConflict { revision: 1 }),
+        "{e:?}"
+    );
+    assert!(e.to_string().contains("new revision"), "{e}");
+    // A different manifest id at the same revision is the same conflict.
+    let mut forked = f.depot.manifest(&f.spec);
+    forked.manifest_id = "m-forked".into();
+    assert!(matches!(
+        f.h.install_manifest(&f.depot.seal(&forked)),
+        Err(Error::ManifestConflict { revision: 1 })
+    ));
+    assert_eq!(f.h.stops().unwrap(), before);
+    // The held bytes are still unchanged, and the held tags still check codes.
+    assert!(matches!(
+        f.h.install_manifest(&env).unwrap(),
+        Installed::Unchanged { .. }
+    ));
+    assert!(matches!(
+        f.h.verify(&pid, &f.code(&pid)).unwrap(),
+        VerifyOutcome::Accepted { .. }
+    ));
+}
+
+/// A watermark kept before body digests existed (migration 3) has none: the
+/// manifest id decides, as it did, until the next revision brings a digest.
+#[test]
+fn a_watermark_from_before_body_digests_compares_manifest_ids() {
+    let mut f = fixture();
+    let env = f.envelope();
+    f.h.install_manifest(&env).unwrap();
+    f.h.with_store(|s| {
+        s.connection()
+            .execute("UPDATE revisions SET body_sha256 = NULL", [])?;
+        Ok(())
+    })
+    .unwrap();
+    assert!(matches!(
+        f.h.install_manifest(&env).unwrap(),
+        Installed::Unchanged { .. }
+    ));
+    let mut forked = f.depot.manifest(&f.spec);
+    forked.manifest_id = "m-forked".into();
+    assert!(matches!(
+        f.h.install_manifest(&f.depot.seal(&forked)),
+        Err(Error::ManifestConflict { revision: 1 })
+    ));
+    f.spec.revision = 2;
+    f.install().unwrap();
+    let digest: Option<Vec<u8>> =
+        f.h.with_store(|s| {
+            Ok(s.connection()
+                .query_row("SELECT body_sha256 FROM revisions", [], |r| r.get(0))?)
+        })
+        .unwrap();
+    assert_eq!(digest.map(|d| d.len()), Some(32));
+}
+
+/// Fields this handset does not know are ignored, so a depot can add an
+/// optional one; none of them reaches the database.
+#[test]
+fn unknown_manifest_fields_are_ignored_and_never_stored() {
+    let f = fixture();
+    let m = f.depot.manifest(&f.spec);
+    let mut v = serde_json::to_value(&m).unwrap();
+    v["courier_phone"] = "+4930999111".into();
+    v["route_colour"] = serde_json::json!({"name": "UNKNOWN-ROUTE-COLOUR", "rgb": [1, 2, 3]});
+    for stop in v["stops"].as_array_mut().unwrap() {
+        stop["door_note"] = "UNKNOWN-DOOR-NOTE behind the bins".into();
+        for p in stop["parcels"].as_array_mut().unwrap() {
+            p["declared_value"] = "UNKNOWN-VALUE-129.99".into();
+            p["hold"] = false.into();
+        }
+    }
+    assert!(matches!(
+        f.h.install_manifest(&f.depot.seal_json(&v)).unwrap(),
+        Installed::New {
+            stops: 4,
+            parcels: 8,
+            ..
+        }
+    ));
+    let pid = parcel_id(0, 0);
+    assert_eq!(f.parcel(&pid), (ParcelState::Pending, 0));
+    assert!(matches!(
+        f.h.verify(&pid, &f.code(&pid)).unwrap(),
+        VerifyOutcome::Accepted { .. }
+    ));
+    let bytes = f.file_bytes();
+    for secret in [
+        "+4930999111",
+        "UNKNOWN-ROUTE-COLOUR",
+        "UNKNOWN-DOOR-NOTE",
+        "UNKNOWN-VALUE",
+        "courier_phone",
+        "door_note",
+    ] {
+        assert!(
+            !contains(&bytes, secret),
+            "{secret} reached the handset's files"
+        );
+    }
+    // A field this build knows, with the wrong type, is still refused.
+    v["revision"] = 2.into();
+    v["stops"][0]["parcels"][0]["hold"] = "yes".into();
+    assert!(matches!(
+        f.h.install_manifest(&f.depot.seal_json(&v)),
+        Err(Error::BadManifest(_))
+    ));
+}
+
+/// `"hold": true` (the customer said they did not order it): no verify, no
+/// handover, no try counted, and only `refused` may be recorded.
+#[test]
+fn a_held_parcel_is_not_verified_or_handed_over_and_fails_only_as_refused() {
+    let mut f = fixture();
+    f.install().unwrap();
+    let (a, free, locked) = (parcel_id(0, 0), parcel_id(1, 1), parcel_id(2, 0));
+    f.h.verify(&a, &f.wrong_code(&a)).unwrap();
+    for w in f.wrong_codes(&locked, 5) {
+        f.h.verify(&locked, &w).unwrap();
+    }
+    assert_eq!(f.parcel(&locked).0, ParcelState::Locked);
+
+    // The customer of A, of the no-code parcel and of the locked one press
+    // "I did not order this"; the next revision holds them.
+    f.spec.revision = 2;
+    let m = f.depot.manifest(&f.spec);
+    f.h.install_manifest(&f.depot.seal_holding(&m, &[&a, &free, &locked]))
+        .unwrap();
+    let v = f.view(&a);
+    assert_eq!(
+        (v.state, v.held, v.failed_tries),
+        (ParcelState::Held, true, 1)
+    );
+    assert_eq!(f.parcel(&free).0, ParcelState::Held);
+    assert_eq!(f.parcel(&locked).0, ParcelState::Held);
+    assert_eq!(f.h.status().unwrap().parcels_held, 3);
+
+    for input in [f.code(&a), f.wrong_code(&a), "four two".to_string()] {
+        let e = f.h.verify(&a, &input).unwrap_err();
+        assert!(matches!(e, Error::Held(ref p) if *p == a), "{e:?}");
+        assert!(
+            e.to_string().contains("did not order") && e.to_string().contains("refused"),
+            "{e}"
+        );
+        assert!(!e.to_string().contains(&f.code(&a)));
+    }
+    assert_eq!(f.view(&a).failed_tries, 1, "no try was counted");
+    assert!(matches!(f.h.deliver(&free), Err(Error::Held(_))));
+    assert!(matches!(
+        f.h.fail(&a, FailReason::CustomerAbsent),
+        Err(Error::Held(_))
+    ));
+    assert!(matches!(
+        f.h.fail(&a, FailReason::LockedOut),
+        Err(Error::Held(_))
+    ));
+    assert!(f.h.pending_confirmations(10).unwrap().is_empty());
+
+    let r = f.h.fail(&a, FailReason::Refused).unwrap();
+    assert_eq!(r.outcome, Outcome::Failed);
+    let v = f.view(&a);
+    assert_eq!(
+        (v.state, v.held, v.reason),
+        (ParcelState::Failed, true, Some(FailReason::Refused))
+    );
+    assert!(matches!(
+        f.h.verify(&a, &f.code(&a)),
+        Err(Error::AlreadyRecorded { .. })
+    ));
+    f.h.fail(&free, FailReason::Refused).unwrap();
+    // Locked before the hold came: locked_out is still allowed.
+    f.h.fail(&locked, FailReason::LockedOut).unwrap();
+    assert_eq!(f.h.status().unwrap().parcels_held, 0);
+    assert_eq!(f.h.pending_confirmations(10).unwrap().len(), 3);
+
+    // Dispatch releases a parcel with a reissue: a new attempt, no hold.
+    let b = parcel_id(0, 1);
+    f.spec.revision = 3;
+    let m = f.depot.manifest(&f.spec);
+    f.h.install_manifest(&f.depot.seal_holding(&m, &[&b]))
+        .unwrap();
+    assert_eq!(f.parcel(&b).0, ParcelState::Held);
+    f.spec.revision = 4;
+    f.spec.attempt = 2;
+    f.install().unwrap();
+    assert_eq!(f.parcel(&b).0, ParcelState::Pending);
+    assert!(matches!(
+        f.h.verify(&b, &f.code(&b)).unwrap(),
+        VerifyOutcome::Accepted { .. }
+    ));
+    f.reopen();
+    assert!(!f.view(&b).held);
 }
 
 #[test]
@@ -543,7 +755,7 @@ fn upgraded_database_equals_a_fresh_one() {
     let upgraded = db::open(&old).unwrap();
     let fresh = db::open(&dir.path().join("fresh.db")).unwrap();
     assert_eq!(schema_of(&upgraded), schema_of(&fresh));
-    assert_eq!(schema::LATEST, 2);
+    assert_eq!(schema::LATEST, 3);
     // The migration carried the held revision into the rollback watermark.
     let rev: u64 = upgraded
         .query_row("SELECT revision FROM revisions", [], |r| r.get(0))
