@@ -43,6 +43,10 @@ pub enum DoorcodeError {
     /// The server refused or answered something unreadable.
     #[error("{0}")]
     Server(String),
+    /// The customer's notice was sent again less than 10 minutes ago (by
+    /// the courier or the customer); the message says how long to wait.
+    #[error("{0}")]
+    ResendLimited(String),
     /// Confirmations still wait for upload; sync first.
     #[error("{0}")]
     PendingUploads(String),
@@ -82,7 +86,10 @@ impl From<Error> for DoorcodeError {
             }
             Error::Offline(_) => Self::Offline(m),
             Error::Unauthorized => Self::Unauthorized(m),
-            Error::Server { .. } | Error::BadResponse(_) => Self::Server(m),
+            Error::Server { .. } | Error::BadResponse(_) | Error::ResendRefused { .. } => {
+                Self::Server(m)
+            }
+            Error::ResendTooSoon { .. } => Self::ResendLimited(m),
             Error::PendingUploads(_) => Self::PendingUploads(m),
             Error::Secrets(_) => Self::SecretStore(m),
             Error::Confirmation(_)
@@ -117,6 +124,7 @@ mod tests {
             DoorcodeError::Unauthorized(_) => "Unauthorized",
             DoorcodeError::Server(_) => "Server",
             DoorcodeError::PendingUploads(_) => "PendingUploads",
+            DoorcodeError::ResendLimited(_) => "ResendLimited",
             DoorcodeError::Manifest(_) => "Manifest",
             DoorcodeError::SecretStore(_) => "SecretStore",
             DoorcodeError::Storage(_) => "Storage",
@@ -199,6 +207,21 @@ mod tests {
             ),
             (Error::BadResponse("truncated".into()), "Server"),
             (Error::PendingUploads(3), "PendingUploads"),
+            (
+                Error::ResendTooSoon {
+                    parcel_id: "P-1".into(),
+                    retry_after_s: Some(420),
+                },
+                "ResendLimited",
+            ),
+            (
+                Error::ResendRefused {
+                    parcel_id: "P-1".into(),
+                    status: 403,
+                    message: "not on your route".into(),
+                },
+                "Server",
+            ),
             (Error::Confirmation(ConfirmationError::BadSeq), "Storage"),
             (Error::Secrets("keystore locked".into()), "SecretStore"),
             (Error::DiskFull, "Storage"),
@@ -236,6 +259,8 @@ mod tests {
             | Error::Unauthorized
             | Error::Server { .. }
             | Error::BadResponse(_)
+            | Error::ResendTooSoon { .. }
+            | Error::ResendRefused { .. }
             | Error::PendingUploads(_)
             | Error::Confirmation(_)
             | Error::Secrets(_)
@@ -249,7 +274,7 @@ mod tests {
     #[test]
     fn every_core_error_maps_to_its_variant_with_cores_message() {
         let samples = samples();
-        assert_eq!(samples.len(), 30, "one sample per core error variant");
+        assert_eq!(samples.len(), 32, "one sample per core error variant");
         for (core, want) in samples {
             let message = core.to_string();
             let ffi = DoorcodeError::from(core);

@@ -112,6 +112,15 @@ impl Handset {
         Ok(self.client.verify(&parcel_id, &input).await?.into())
     }
 
+    /// Asks the depot to send the customer's notice again (the customer
+    /// says the code never arrived; the code stays the same). Throws
+    /// `ResendLimited` within 10 minutes of the last resend, `Server` when
+    /// the depot refuses (not on this route, unknown parcel), and the door's
+    /// errors (`OnHold`, `Locked`, `AlreadyRecorded`, ...) before asking.
+    pub async fn resend(&self, parcel_id: String) -> Result<(), DoorcodeError> {
+        Ok(self.client.resend(&parcel_id).await?)
+    }
+
     /// Checks the code against the offline tag only, without any network.
     pub fn verify_offline(
         &self,

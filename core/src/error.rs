@@ -77,6 +77,20 @@ pub enum Error {
     },
     #[error("the server's answer could not be read: {0}")]
     BadResponse(String),
+    #[error(
+        "the customer's notice for parcel {parcel_id} was already sent again less than 10 minutes ago{}; ask the customer to check their email and messages, then try again later",
+        retry_after_s.map(|s| format!(" (the server says to wait {s} s)")).unwrap_or_default()
+    )]
+    ResendTooSoon {
+        parcel_id: String,
+        retry_after_s: Option<u64>,
+    },
+    #[error("{}", resend_refused(parcel_id, *status, message))]
+    ResendRefused {
+        parcel_id: String,
+        status: u16,
+        message: String,
+    },
     #[error("{0} confirmations still wait for upload; sync before enrolling again")]
     PendingUploads(u32),
 
@@ -97,6 +111,21 @@ pub enum Error {
     Storage(rusqlite::Error),
     #[error("the handset database holds unexpected data: {0}")]
     Corrupt(String),
+}
+
+/// Why the depot would not resend a notice, in the courier's terms.
+fn resend_refused(parcel_id: &str, status: u16, message: &str) -> String {
+    match status {
+        403 => format!(
+            "the server will not resend the notice for parcel {parcel_id}: it is not on this courier's current route; sync, and ask dispatch if it should be ({message})"
+        ),
+        404 => format!(
+            "the server knows no parcel {parcel_id}, or does not offer resending notices yet ({message})"
+        ),
+        _ => format!(
+            "the server cannot resend the notice for parcel {parcel_id} now: {message} (HTTP {status})"
+        ),
+    }
 }
 
 impl From<SignedManifestError> for Error {

@@ -201,6 +201,14 @@ impl Handset {
         Ok(parse_code_input_in(input, digits, &self.languages()?)?)
     }
 
+    /// Whether asking the depot to resend the parcel's notice can help: the
+    /// parcel is on a manifest valid now, needs a code, has no outcome and is
+    /// neither held nor locked. The error says why not.
+    pub fn check_resend(&self, parcel_id: &str) -> Result<(), Error> {
+        let now = self.now()?;
+        self.lock()?.code_digits(parcel_id, now).map(|_| ())
+    }
+
     /// Checks a code offline against the parcel's tag; the try or the delivery
     /// is durable before this returns.
     pub fn verify(&self, parcel_id: &str, input: &str) -> Result<VerifyOutcome, Error> {

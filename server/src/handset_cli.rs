@@ -69,6 +69,8 @@ enum HandsetCmd {
         #[arg(long)]
         reason: String,
     },
+    /// Ask the depot to send the customer's notice again (the code never arrived).
+    Resend { parcel: String },
     /// Enrollment, counts, the outbox and refused confirmations.
     Status,
 }
@@ -167,6 +169,14 @@ async fn run_inner(a: HandsetArgs) -> Result<ExitCode, String> {
                 format!("unknown reason {reason:?}; use one of {}", all.join(", "))
             })?;
             print(&h.fail(&parcel, r).map_err(err)?)
+        }
+        HandsetCmd::Resend { parcel } => {
+            SyncClient::new(h)
+                .map_err(err)?
+                .resend(&parcel)
+                .await
+                .map_err(err)?;
+            print(&serde_json::json!({ "parcel_id": parcel, "resend": "requested" }))
         }
         HandsetCmd::Status => {
             let status = h.status().map_err(err)?;

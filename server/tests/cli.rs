@@ -177,7 +177,10 @@ const EN: [&str; 10] = [
 /// `doorcode handset` on a real SQLite file against a real server: a code
 /// read aloud in Spanish with `--lang es` after the words and before them,
 /// the same words without Spanish refused with a clear error and no try
-/// counted, and an unknown language refused by the argument parser.
+/// counted, an unknown language refused by the argument parser, and
+/// `resend` refused on the handset for a parcel it cannot help. (A resend
+/// the depot accepts waits for the server's `POST /v1/parcels/{id}/resend`;
+/// the client's side of it is tested against a fake in `core::sync`.)
 #[test]
 fn handset_cli_reads_codes_in_the_chosen_languages() {
     let dir = tempfile::tempdir().unwrap();
@@ -293,6 +296,12 @@ fn handset_cli_reads_codes_in_the_chosen_languages() {
     assert!(!ok && err.contains("unknown language"), "{err}");
     let (ok, out, err) = verify("P-EN", say(&codes["P-EN"], EN), Some("en"), None);
     assert!(ok && out.contains("\"accepted\""), "{err}");
+
+    // `resend`: refused on the handset where it cannot help, without asking.
+    let (ok, _, err) = handset(&db, &["resend", "P-EN"]);
+    assert!(!ok && err.contains("already has an outcome"), "{err}");
+    let (ok, _, err) = handset(&db, &["resend", "P-NOPE"]);
+    assert!(!ok && err.contains("not on any manifest"), "{err}");
 
     stop(server);
 }

@@ -17,6 +17,9 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
+#[cfg(test)]
+mod tests;
+
 /// Knobs for the network side. The defaults suit a phone on a bad network.
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
@@ -651,6 +654,66 @@ impl SyncClient {
         let bytes = resp.bytes().await.map_err(transport)?;
         serde_json::from_slice(&bytes)
             .map_err(|e| Error::BadResponse(format!("the verify answer: {e}")))
+    }
+
+    /// Asks the depot to send the customer's notice for `parcel_id` again:
+    /// the customer says the code never arrived. The code stays the same.
+    ///
+    /// Checked here first, without the network: the parcel must be on a
+    /// manifest valid now, need a code, have no outcome, and be neither held
+    /// nor locked (a resend cannot help those). The depot then allows it only
+    /// for a parcel on this courier's current route, and at most once per
+    /// parcel per 10 minutes, a limit it shares with the customer's own
+    /// "send it again" (`ResendTooSoon`). Not retried: a resend whose answer
+    /// was lost would only meet that limit.
+    pub async fn resend(&self, parcel_id: &str) -> Result<(), Error> {
+        self.handset.check_resend(parcel_id)?;
+        let base = self.server()?;
+        let token = self.token()?;
+        let mut url = reqwest::Url::parse(&base).map_err(|_| {
+            Error::Corrupt(format!("the stored server address {base:?} is not a URL"))
+        })?;
+        url.path_segments_mut()
+            .map_err(|_| {
+                Error::Corrupt(format!(
+                    "the stored server address {base:?} cannot take a path"
+                ))
+            })?
+            .pop_if_empty()
+            .extend(["v1", "parcels", parcel_id, "resend"]);
+        let resp = self
+            .http
+            .post(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(transport)?;
+        self.observe_clock(&resp);
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let retry_after_s = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        match Self::refusal(resp).await {
+            Error::Server { status: 429, .. } => Err(Error::ResendTooSoon {
+                parcel_id: parcel_id.to_string(),
+                retry_after_s,
+            }),
+            Error::Server {
+                status: code @ (403 | 404 | 409),
+                message,
+                ..
+            } => Err(Error::ResendRefused {
+                parcel_id: parcel_id.to_string(),
+                status: code,
+                message,
+            }),
+            other => Err(other),
+        }
     }
 
     /// Records a failed delivery (no network needed; it uploads on the next sync).
