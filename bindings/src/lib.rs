@@ -16,6 +16,7 @@ use std::sync::Arc;
 uniffi::setup_scaffolding!();
 
 mod error;
+mod progress;
 mod records;
 mod secrets;
 #[cfg(test)]
@@ -26,6 +27,7 @@ pub use records::{
     CheckedBy, Enrollment, FailReason, HandsetStatus, Language, ManifestUpdate, Parcel,
     ParcelState, RecordedOutcome, RejectedUpload, Stop, SyncReport, VerifyResult,
 };
+pub use progress::{SyncListener, SyncListenerError, SyncProgress};
 pub use secrets::{SecretStore, SecretStoreError};
 
 /// The courier's handset: one per app, safe to share across threads.
@@ -95,6 +97,27 @@ impl Handset {
             .into_iter()
             .map(Language::from)
             .collect())
+    }
+
+    /// `sync`, telling `listener` each step as it happens: started, manifest
+    /// pulled, n of m uploaded, then done (with the report) or failed.
+    /// Failed is always sent before this throws.
+    pub async fn sync_with_progress(
+        &self,
+        date: Option<String>,
+        listener: Arc<dyn SyncListener>,
+    ) -> Result<SyncReport, DoorcodeError> {
+        let listener = progress::ForeignListener(listener);
+        let date = match date.map(|d| parse_date(&d)).transpose() {
+            Ok(d) => d,
+            Err(e) => {
+                listener.tell(SyncProgress::Failed {
+                    error: e.to_string(),
+                });
+                return Err(e);
+            }
+        };
+        Ok(self.client.sync_observed(date, &listener).await?.into())
     }
 
     /// The stops of every manifest valid now, with each parcel's state.

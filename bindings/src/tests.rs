@@ -312,3 +312,40 @@ fn the_app_chooses_the_languages_and_other_languages_are_invalid_codes_not_tries
     );
     assert_eq!(language_from_tag("nl".into()), None);
 }
+
+/// Keeps every step; fails on purpose when asked, as a buggy UI might.
+#[derive(Default)]
+struct Steps {
+    seen: Mutex<Vec<SyncProgress>>,
+    throw: bool,
+}
+
+impl SyncListener for Steps {
+    fn on_progress(&self, progress: SyncProgress) -> Result<(), SyncListenerError> {
+        self.seen.lock().unwrap().push(progress);
+        if self.throw {
+            return Err(SyncListenerError::Failed {
+                reason: "a UI bug".into(),
+            });
+        }
+        Ok(())
+    }
+}
+
+#[test]
+fn sync_progress_ends_with_failed_when_the_sync_cannot_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let h = Handset::open(db(&dir), Arc::new(MapStore::default())).unwrap();
+    for (date, want) in [(None, "enroll"), (Some("23/11/2026".to_string()), "YYYY-MM-DD")] {
+        let steps = Arc::new(Steps {
+            throw: true,
+            ..Steps::default()
+        });
+        let e = block_on(h.sync_with_progress(date, steps.clone())).unwrap_err();
+        let seen = steps.seen.lock().unwrap().clone();
+        assert!(
+            matches!(seen.as_slice(), [SyncProgress::Failed { error }] if error.contains(want) && *error == e.to_string()),
+            "{seen:?}"
+        );
+    }
+}

@@ -17,8 +17,11 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod progress;
 #[cfg(test)]
 mod tests;
+
+pub use progress::{NoProgress, SyncObserver, SyncProgress};
 
 /// Knobs for the network side. The defaults suit a phone on a bad network.
 #[derive(Debug, Clone)]
@@ -448,16 +451,29 @@ impl SyncClient {
     /// and does not block the rest; a temporary one stops this round. The
     /// counts cover the batches that went through even when a later one failed.
     pub async fn push_confirmations(&self) -> PushOutcome {
+        self.push_observed(&NoProgress).await
+    }
+
+    /// [`Self::push_confirmations`], reporting n of m to `progress`.
+    async fn push_observed(&self, progress: &dyn SyncObserver) -> PushOutcome {
         let mut out = PushOutcome::default();
-        if let Err(e) = self.push_batches(&mut out).await {
+        if let Err(e) = self.push_batches(&mut out, progress).await {
             out.error = Some(e);
         }
         out
     }
 
-    async fn push_batches(&self, out: &mut PushOutcome) -> Result<(), Error> {
+    async fn push_batches(
+        &self,
+        out: &mut PushOutcome,
+        progress: &dyn SyncObserver,
+    ) -> Result<(), Error> {
         let base = self.server()?;
         let token = self.token()?;
+        let total = self.handset.status()?.outbox_pending;
+        if total > 0 {
+            progress.on_progress(&SyncProgress::Uploading { done: 0, total });
+        }
         loop {
             let batch = self.handset.pending_confirmations(self.cfg.batch_size)?;
             if batch.is_empty() {
@@ -517,6 +533,12 @@ impl SyncClient {
             }
             let progressed = !acks.is_empty() || rejected_now;
             self.handset.acknowledge(&acks)?;
+            let done = out.accepted + out.duplicates + out.rejected;
+            // Outcomes recorded during the sync join the queue: m grows.
+            progress.on_progress(&SyncProgress::Uploading {
+                done,
+                total: total.max(done),
+            });
             if temporary || !progressed {
                 return Ok(());
             }
@@ -525,9 +547,37 @@ impl SyncClient {
     }
 
     /// A whole sync: pull the day's manifest, push confirmations, wipe past
-    /// days. Never fails as a whole: what went wrong is in the report, with
-    /// when to try again.
+    /// days. Fails as a whole only for what no retry fixes (not enrolled,
+    /// the token refused); anything else is in the report, with when to try
+    /// again.
     pub async fn sync(&self, date: Option<NaiveDate>) -> Result<SyncReport, Error> {
+        self.sync_observed(date, &NoProgress).await
+    }
+
+    /// [`Self::sync`], telling `progress` each step as it happens: started,
+    /// manifest pulled, n of m uploaded, then done or failed (always last).
+    pub async fn sync_observed(
+        &self,
+        date: Option<NaiveDate>,
+        progress: &dyn SyncObserver,
+    ) -> Result<SyncReport, Error> {
+        let result = self.sync_steps(date, progress).await;
+        progress.on_progress(&match &result {
+            Ok(report) => SyncProgress::Done {
+                report: report.clone(),
+            },
+            Err(e) => SyncProgress::Failed {
+                error: e.to_string(),
+            },
+        });
+        result
+    }
+
+    async fn sync_steps(
+        &self,
+        date: Option<NaiveDate>,
+        progress: &dyn SyncObserver,
+    ) -> Result<SyncReport, Error> {
         // Fail fast on what no retry fixes.
         self.server()?;
         self.token()?;
@@ -539,6 +589,7 @@ impl SyncClient {
                 .with_timezone(&chrono::Local)
                 .date_naive(),
         };
+        progress.on_progress(&SyncProgress::Started { date });
         let mut errors = Vec::new();
         let mut online = false;
         let manifest = match self.pull_manifest(date).await {
@@ -555,7 +606,10 @@ impl SyncClient {
                 }
             }
         };
-        let push = self.push_confirmations().await;
+        progress.on_progress(&SyncProgress::ManifestPulled {
+            manifest: manifest.clone(),
+        });
+        let push = self.push_observed(progress).await;
         online |= push.accepted + push.duplicates + push.rejected > 0;
         match push.error {
             Some(Error::Unauthorized) => return Err(Error::Unauthorized),

@@ -17,6 +17,7 @@ struct Seen {
     method: String,
     path: String,
     authorization: Option<String>,
+    body: Vec<u8>,
 }
 
 /// What the fake answers.
@@ -117,6 +118,7 @@ async fn serve_one(mut sock: tokio::net::TcpStream, handler: Handler, log: Arc<M
         method,
         path,
         authorization: header("authorization"),
+        body: buf[head_end..head_end + length].to_vec(),
     };
     log.lock().unwrap().push(seen.clone());
     let a = handler(&seen);
@@ -413,4 +415,108 @@ async fn an_oversized_manifest_answer_is_refused_unread() {
             "no_length {no_length}: {e:?}"
         );
     }
+}
+
+/// Keeps every progress report, in order.
+#[derive(Default)]
+struct Recorder(Mutex<Vec<SyncProgress>>);
+
+impl SyncObserver for Recorder {
+    fn on_progress(&self, p: &SyncProgress) {
+        self.0.lock().unwrap().push(p.clone());
+    }
+}
+
+/// A depot that accepts every confirmation and serves `env` as the manifest.
+async fn accepting_depot(env: Envelope) -> Fake {
+    Fake::start(move |s| {
+        if s.path.starts_with("/v1/manifest") {
+            return manifest_answer(&env, "\"m:1\"");
+        }
+        let batch: serde_json::Value = serde_json::from_slice(&s.body).unwrap();
+        let n = batch["confirmations"].as_array().unwrap().len();
+        let results: Vec<_> = (0..n)
+            .map(|i| serde_json::json!({"index": i, "status": "accepted"}))
+            .collect();
+        Answer::json(200, serde_json::json!({ "results": results }))
+    })
+    .await
+}
+
+#[tokio::test]
+async fn a_sync_reports_its_phases_and_n_of_m_uploaded_then_done() {
+    let depot = TestDepot::new();
+    let mut spec = ManifestSpec::today("d-1", 3, 2);
+    spec.revision = 2;
+    let fake = accepting_depot(depot.seal(&depot.manifest(&spec))).await;
+    let c = courier(&fake.url);
+    let c = Courier {
+        client: SyncClient::with_config(
+            c.client.handset().clone(),
+            SyncConfig {
+                batch_size: 2,
+                ..SyncConfig::default()
+            },
+        )
+        .unwrap(),
+        ..c
+    };
+    let h = c.client.handset().clone();
+    for pid in [parcel_id(0, 0), parcel_id(0, 1), parcel_id(1, 1), "P#7".into()] {
+        h.fail(&pid, FailReason::CustomerAbsent).unwrap();
+    }
+    h.fail(&parcel_id(1, 0), FailReason::Refused).unwrap();
+    let rec = Recorder::default();
+    let report = c.client.sync_observed(Some(spec.date), &rec).await.unwrap();
+    assert_eq!(report.uploaded, 5);
+    let got = rec.0.into_inner().unwrap();
+    let mut want = vec![
+        SyncProgress::Started { date: spec.date },
+        SyncProgress::ManifestPulled {
+            manifest: ManifestSync::Pulled {
+                revision: 2,
+                stops: 3,
+                parcels: 6,
+            },
+        },
+    ];
+    for done in [0, 2, 4, 5] {
+        want.push(SyncProgress::Uploading { done, total: 5 });
+    }
+    want.push(SyncProgress::Done { report });
+    assert_eq!(got, want);
+
+    // Nothing waiting: no upload phase; still started, manifest, done.
+    let rec = Recorder::default();
+    c.client.sync_observed(Some(spec.date), &rec).await.unwrap();
+    let got = rec.0.into_inner().unwrap();
+    assert_eq!(got.len(), 3, "{got:?}");
+    assert!(matches!(got[1], SyncProgress::ManifestPulled { manifest: ManifestSync::Unchanged { .. } }));
+    assert!(matches!(got[2], SyncProgress::Done { .. }));
+}
+
+#[tokio::test]
+async fn a_sync_that_cannot_run_reports_failed_last() {
+    let fake = Fake::start(|_| Answer::empty(401)).await;
+    let c = courier(&fake.url);
+    let rec = Recorder::default();
+    let e = c.client.sync_observed(None, &rec).await.unwrap_err();
+    assert!(matches!(e, Error::Unauthorized));
+    let got = rec.0.into_inner().unwrap();
+    assert!(matches!(got.first(), Some(SyncProgress::Started { .. })), "{got:?}");
+    assert!(
+        matches!(got.last(), Some(SyncProgress::Failed { error }) if error.contains("enroll the handset again")),
+        "{got:?}"
+    );
+    // Not enrolled at all: the one report is the failure.
+    let dir = tempfile::tempdir().unwrap();
+    let h = Handset::open(&dir.path().join("h.db"), Arc::new(MemorySecretStore::default())).unwrap();
+    let client = SyncClient::new(Arc::new(h)).unwrap();
+    let rec = Recorder::default();
+    assert!(matches!(
+        client.sync_observed(None, &rec).await,
+        Err(Error::NotEnrolled)
+    ));
+    let got = rec.0.into_inner().unwrap();
+    assert!(matches!(got.as_slice(), [SyncProgress::Failed { .. }]), "{got:?}");
 }
