@@ -23,11 +23,11 @@ mod secrets;
 mod tests;
 
 pub use error::DoorcodeError;
+pub use progress::{SyncListener, SyncListenerError, SyncProgress};
 pub use records::{
     CheckedBy, Enrollment, FailReason, HandsetStatus, Language, ManifestUpdate, Parcel,
     ParcelState, RecordedOutcome, RejectedUpload, Stop, SyncReport, VerifyResult,
 };
-pub use progress::{SyncListener, SyncListenerError, SyncProgress};
 pub use secrets::{SecretStore, SecretStoreError};
 
 /// The courier's handset: one per app, safe to share across threads.

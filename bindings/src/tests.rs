@@ -336,7 +336,10 @@ impl SyncListener for Steps {
 fn sync_progress_ends_with_failed_when_the_sync_cannot_run() {
     let dir = tempfile::tempdir().unwrap();
     let h = Handset::open(db(&dir), Arc::new(MapStore::default())).unwrap();
-    for (date, want) in [(None, "enroll"), (Some("23/11/2026".to_string()), "YYYY-MM-DD")] {
+    for (date, want) in [
+        (None, "enroll"),
+        (Some("23/11/2026".to_string()), "YYYY-MM-DD"),
+    ] {
         let steps = Arc::new(Steps {
             throw: true,
             ..Steps::default()

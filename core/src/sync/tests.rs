@@ -462,7 +462,12 @@ async fn a_sync_reports_its_phases_and_n_of_m_uploaded_then_done() {
         ..c
     };
     let h = c.client.handset().clone();
-    for pid in [parcel_id(0, 0), parcel_id(0, 1), parcel_id(1, 1), "P#7".into()] {
+    for pid in [
+        parcel_id(0, 0),
+        parcel_id(0, 1),
+        parcel_id(1, 1),
+        "P#7".into(),
+    ] {
         h.fail(&pid, FailReason::CustomerAbsent).unwrap();
     }
     h.fail(&parcel_id(1, 0), FailReason::Refused).unwrap();
@@ -491,7 +496,12 @@ async fn a_sync_reports_its_phases_and_n_of_m_uploaded_then_done() {
     c.client.sync_observed(Some(spec.date), &rec).await.unwrap();
     let got = rec.0.into_inner().unwrap();
     assert_eq!(got.len(), 3, "{got:?}");
-    assert!(matches!(got[1], SyncProgress::ManifestPulled { manifest: ManifestSync::Unchanged { .. } }));
+    assert!(matches!(
+        got[1],
+        SyncProgress::ManifestPulled {
+            manifest: ManifestSync::Unchanged { .. }
+        }
+    ));
     assert!(matches!(got[2], SyncProgress::Done { .. }));
 }
 
@@ -503,14 +513,21 @@ async fn a_sync_that_cannot_run_reports_failed_last() {
     let e = c.client.sync_observed(None, &rec).await.unwrap_err();
     assert!(matches!(e, Error::Unauthorized));
     let got = rec.0.into_inner().unwrap();
-    assert!(matches!(got.first(), Some(SyncProgress::Started { .. })), "{got:?}");
+    assert!(
+        matches!(got.first(), Some(SyncProgress::Started { .. })),
+        "{got:?}"
+    );
     assert!(
         matches!(got.last(), Some(SyncProgress::Failed { error }) if error.contains("enroll the handset again")),
         "{got:?}"
     );
     // Not enrolled at all: the one report is the failure.
     let dir = tempfile::tempdir().unwrap();
-    let h = Handset::open(&dir.path().join("h.db"), Arc::new(MemorySecretStore::default())).unwrap();
+    let h = Handset::open(
+        &dir.path().join("h.db"),
+        Arc::new(MemorySecretStore::default()),
+    )
+    .unwrap();
     let client = SyncClient::new(Arc::new(h)).unwrap();
     let rec = Recorder::default();
     assert!(matches!(
@@ -518,5 +535,8 @@ async fn a_sync_that_cannot_run_reports_failed_last() {
         Err(Error::NotEnrolled)
     ));
     let got = rec.0.into_inner().unwrap();
-    assert!(matches!(got.as_slice(), [SyncProgress::Failed { .. }]), "{got:?}");
+    assert!(
+        matches!(got.as_slice(), [SyncProgress::Failed { .. }]),
+        "{got:?}"
+    );
 }
