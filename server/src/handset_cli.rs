@@ -8,7 +8,7 @@ use doorcode_core::confirmation::FailReason;
 use doorcode_core::handset::Handset;
 use doorcode_core::input::{self, Language};
 use doorcode_core::secrets::FileSecretStore;
-use doorcode_core::sync::{SyncClient, SyncConfig};
+use doorcode_core::sync::{ManifestSync, SyncClient, SyncConfig, SyncObserver, SyncProgress};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -34,7 +34,7 @@ enum HandsetCmd {
         #[arg(long, default_value = "desktop handset")]
         name: String,
     },
-    /// Pull the day's manifest and upload confirmations.
+    /// Pull the day's manifest and upload confirmations (progress on stderr).
     Sync {
         /// Delivery date (default: today on this machine).
         #[arg(long)]
@@ -108,6 +108,41 @@ fn print(v: &impl Serialize) -> ExitCode {
     }
 }
 
+/// A sync's steps on stderr as it runs (stdout stays one JSON document).
+struct StderrProgress;
+
+impl SyncObserver for StderrProgress {
+    fn on_progress(&self, p: &SyncProgress) {
+        match p {
+            SyncProgress::Started { date } => eprintln!("doorcode handset: syncing {date}"),
+            SyncProgress::ManifestPulled { manifest } => match manifest {
+                ManifestSync::Pulled {
+                    revision,
+                    stops,
+                    parcels,
+                } => eprintln!(
+                    "doorcode handset: manifest revision {revision} pulled (stops: {stops}, parcels: {parcels})"
+                ),
+                ManifestSync::Unchanged { revision } => match revision {
+                    Some(r) => eprintln!("doorcode handset: manifest revision {r} is current"),
+                    None => eprintln!("doorcode handset: manifest is current"),
+                },
+                ManifestSync::NoManifest => {
+                    eprintln!("doorcode handset: no route for this handset that day")
+                }
+                ManifestSync::Failed { error } => {
+                    eprintln!("doorcode handset: manifest not updated: {error}")
+                }
+            },
+            SyncProgress::Uploading { done, total } => {
+                eprintln!("doorcode handset: uploaded {done} of {total}")
+            }
+            // The report goes to stdout, an error through `fail`.
+            SyncProgress::Done { .. } | SyncProgress::Failed { .. } => {}
+        }
+    }
+}
+
 fn fail(msg: &str) -> ExitCode {
     eprintln!("doorcode handset: {msg}");
     ExitCode::FAILURE
@@ -140,7 +175,7 @@ async fn run_inner(a: HandsetArgs) -> Result<ExitCode, String> {
                 ..SyncConfig::default()
             };
             let c = SyncClient::with_config(h, cfg).map_err(err)?;
-            print(&c.sync(date).await.map_err(err)?)
+            print(&c.sync_observed(date, &StderrProgress).await.map_err(err)?)
         }
         HandsetCmd::Stops => print(&h.stops().map_err(err)?),
         HandsetCmd::Verify {

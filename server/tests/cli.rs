@@ -232,8 +232,16 @@ fn handset_cli_reads_codes_in_the_chosen_languages() {
     });
     let (ok, _, err) = handset(&db, &["enroll", "--server", &url, "--code", &enrollment]);
     assert!(ok, "{err}");
-    let (ok, _, err) = handset(&db, &["sync", "--date", &today]);
+    let (ok, out, err) = handset(&db, &["sync", "--date", &today]);
     assert!(ok, "{err}");
+    // Progress on stderr, the report alone on stdout.
+    assert!(
+        err.contains(&format!("syncing {today}"))
+            && err.contains("manifest revision 1 pulled (stops: 1, parcels: 3)"),
+        "{err}"
+    );
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(report["manifest"]["result"], "pulled");
     let codes = notice_codes(&data.join("notices"), 3);
 
     let verify =
@@ -296,6 +304,13 @@ fn handset_cli_reads_codes_in_the_chosen_languages() {
     assert!(!ok && err.contains("unknown language"), "{err}");
     let (ok, out, err) = verify("P-EN", say(&codes["P-EN"], EN), Some("en"), None);
     assert!(ok && out.contains("\"accepted\""), "{err}");
+
+    // The next sync uploads the three deliveries and says so.
+    let (ok, _, err) = handset(&db, &["sync", "--date", &today]);
+    assert!(
+        ok && err.contains("uploaded 0 of 3") && err.contains("uploaded 3 of 3"),
+        "{err}"
+    );
 
     // `resend`: refused on the handset where it cannot help, without asking.
     let (ok, _, err) = handset(&db, &["resend", "P-EN"]);
