@@ -27,13 +27,28 @@ def compact(v):
     return json.dumps(v, separators=(",", ":"))
 
 
-# code_input: one byte picks the expected length (1 -> 6, 2 -> 7, 3 -> 8), then the text.
+# code_input: one byte picks the expected length (1 -> 6, 2 -> 7, 3 -> 8), one
+# byte how many of the next four bytes name languages (index into
+# Language::ALL: 0 en, 1 es, 2 pt, 3 fr, 4 de, 5 it, 6 hi), then the text.
+def code_input(name, digits, langs, text):
+    picks = (list(langs) + [0, 0, 0, 0])[:4]
+    write("code_input", name, bytes([digits, len(langs)] + picks) + text.encode())
+
+
 for i, s in enumerate(vec["spoken"]):
-    write("code_input", f"spoken-{i:02}", bytes([1]) + s["input"].encode())
-write("code_input", "eight", bytes([3]) + b"1234 5678")
-write("code_input", "seven-words", bytes([2]) + b"uh the code is forty two double seven one oh five")
-write("code_input", "unknown-word", bytes([1]) + b"four two banana")
-write("code_input", "mixed", bytes([1]) + b"12a456")
+    code_input(f"spoken-{i:02}", 1, [0], s["input"])
+code_input("eight", 3, [], "1234 5678")
+code_input("seven-words", 2, [0], "uh the code is forty two double seven one oh five")
+code_input("unknown-word", 1, [0], "four two banana")
+code_input("mixed", 1, [0], "12a456")
+code_input("es", 1, [1, 0], "el código es cuarenta y dos, doble siete, uno cero")
+code_input("pt", 1, [2], "quatro dois meia meia um zero")
+code_input("fr", 1, [3], "quatre-vingt-dix-sept soixante et onze dix")
+code_input("de", 1, [4], "zweiundvierzig doppel sieben zwo null")
+code_input("it", 1, [5], "ventotto quarantuno doppio zero")
+code_input("hi", 1, [6, 0], "char do saat saat ek shunya")
+code_input("other-language", 1, [0], "cuatro dos siete siete uno cero")
+code_input("hundreds", 1, [1, 4], "cuatrocientos zweihundert")
 
 # manifest: the body (it is signed inside the target).
 m_env = vec["manifest"]["envelope"]

@@ -15,7 +15,7 @@ cargo test --workspace --all-targets --locked
 
 step "protocol vectors from an independent Python implementation of DESIGN.md's formulas"
 python3 scripts/independent-vectors.py ../shared/vectors/protocol-v1.json target/vectors-independent.json
-DOORCODE_VECTORS="$PWD/target/vectors-independent.json" cargo test -p doorcode-core --test vectors --locked
+DOORCODE_VECTORS="$PWD/target/vectors-independent.json" cargo test -p doorcode-core --test it --locked vectors::
 
 step "fuzzing: every cargo-fuzz target, bounded (docs/FUZZING.md)"
 scripts/fuzz.sh "${FUZZ_SECONDS:-20}"

@@ -138,6 +138,38 @@ fn code_math(c: &mut Criterion) {
             .unwrap()
         })
     });
+    // The slowest lookup: all seven languages chosen, the input in the last.
+    let all = doorcode_core::input::Language::ALL;
+    c.bench_function("parse_spoken_input_7_languages_hindi_last", |b| {
+        b.iter(|| {
+            doorcode_core::input::parse_code_input_in(
+                std::hint::black_box("char do saat saat ek shunya"),
+                6,
+                &all,
+            )
+            .unwrap()
+        })
+    });
+    c.bench_function("parse_spoken_pairs_french", |b| {
+        b.iter(|| {
+            doorcode_core::input::parse_code_input_in(
+                std::hint::black_box("quatre-vingt-dix-sept, soixante et onze, dix"),
+                6,
+                &[doorcode_core::input::Language::French],
+            )
+            .unwrap()
+        })
+    });
+    // The error path scans every language not chosen to name the right one.
+    c.bench_function("parse_spoken_input_other_language_error", |b| {
+        b.iter(|| {
+            doorcode_core::input::parse_code_input(
+                std::hint::black_box("cuatro dos siete siete uno cero"),
+                6,
+            )
+            .unwrap_err()
+        })
+    });
 }
 
 criterion_group!(benches, durable, install, code_math);

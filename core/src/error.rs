@@ -25,6 +25,10 @@ pub enum Error {
         "the manifest revision {offered} is older than the held revision {held} (rollback refused)"
     )]
     Rollback { held: u64, offered: u64 },
+    #[error(
+        "the server sent revision {revision} of this route again with different content; the held manifest was kept. Tell dispatch: the depot must issue a new revision"
+    )]
+    ManifestConflict { revision: u64 },
     #[error("the manifest has expired; sync again for today's")]
     ManifestExpired,
     #[error("the manifest is not valid yet")]
@@ -47,6 +51,10 @@ pub enum Error {
     Locked(String),
     #[error("parcel {parcel_id} already has an outcome ({outcome})")]
     AlreadyRecorded { parcel_id: String, outcome: String },
+    #[error(
+        "parcel {0} is on hold: the customer reported they did not order it. Do not hand it over; take it back and record it as failed with reason refused"
+    )]
+    Held(String),
     #[error("parcel {0} needs a code; use verify")]
     CodeRequired(String),
     #[error("parcel {0} needs no code; deliver it without one")]
@@ -69,6 +77,20 @@ pub enum Error {
     },
     #[error("the server's answer could not be read: {0}")]
     BadResponse(String),
+    #[error(
+        "the customer's notice for parcel {parcel_id} was already sent again less than 10 minutes ago{}; ask the customer to check their email and messages, then try again later",
+        retry_after_s.map(|s| format!(" (the server says to wait {s} s)")).unwrap_or_default()
+    )]
+    ResendTooSoon {
+        parcel_id: String,
+        retry_after_s: Option<u64>,
+    },
+    #[error("{}", resend_refused(parcel_id, *status, message))]
+    ResendRefused {
+        parcel_id: String,
+        status: u16,
+        message: String,
+    },
     #[error("{0} confirmations still wait for upload; sync before enrolling again")]
     PendingUploads(u32),
 
@@ -89,6 +111,21 @@ pub enum Error {
     Storage(rusqlite::Error),
     #[error("the handset database holds unexpected data: {0}")]
     Corrupt(String),
+}
+
+/// Why the depot would not resend a notice, in the courier's terms.
+fn resend_refused(parcel_id: &str, status: u16, message: &str) -> String {
+    match status {
+        403 => format!(
+            "the server will not resend the notice for parcel {parcel_id}: it is not on this courier's current route; sync, and ask dispatch if it should be ({message})"
+        ),
+        404 => format!(
+            "the server knows no parcel {parcel_id}, or does not offer resending notices yet ({message})"
+        ),
+        _ => format!(
+            "the server cannot resend the notice for parcel {parcel_id} now: {message} (HTTP {status})"
+        ),
+    }
 }
 
 impl From<SignedManifestError> for Error {

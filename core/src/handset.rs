@@ -5,14 +5,14 @@ use crate::codes::Code;
 use crate::confirmation::FailReason;
 use crate::envelope::{Envelope, SigningKey, VerifyingKey};
 use crate::error::Error;
-use crate::input::parse_code_input;
+use crate::input::{DEFAULT_LANGUAGES, Language, parse_code_input_in};
 use crate::secrets::{self, SecretStore};
 use crate::store::{
     Identity, Installed, OutboxItem, Recorded, RejectedItem, Status, StopView, Store, VerifyOutcome,
 };
 use chrono::{DateTime, Duration, Utc};
 use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
 
 /// Where time comes from; tests and simulations substitute their own.
 pub trait Clock: Send + Sync {
@@ -34,6 +34,10 @@ pub struct Handset {
     clock: Arc<dyn Clock>,
     /// The device key, loaded once: a Keystore round trip per verify would be slow.
     key: Mutex<Option<SigningKey>>,
+    /// The languages spoken codes are read in, in order of priority. The app
+    /// sets them (from the courier's settings or the customer's locale); they
+    /// are not stored.
+    languages: RwLock<Vec<Language>>,
 }
 
 impl Handset {
@@ -52,7 +56,37 @@ impl Handset {
             secrets,
             clock,
             key: Mutex::new(None),
+            languages: RwLock::new(DEFAULT_LANGUAGES.to_vec()),
         })
+    }
+
+    /// Sets the languages spoken codes are read in, first one first when a
+    /// word means different things in two of them. Repeats are dropped; an
+    /// empty list means English, the default.
+    pub fn set_languages(&self, languages: &[Language]) -> Result<(), Error> {
+        let mut list: Vec<Language> = Vec::with_capacity(languages.len());
+        for l in languages {
+            if !list.contains(l) {
+                list.push(*l);
+            }
+        }
+        if list.is_empty() {
+            list = DEFAULT_LANGUAGES.to_vec();
+        }
+        *self
+            .languages
+            .write()
+            .map_err(|_| Error::Corrupt("the languages lock was poisoned".into()))? = list;
+        Ok(())
+    }
+
+    /// The languages spoken codes are read in.
+    pub fn languages(&self) -> Result<Vec<Language>, Error> {
+        Ok(self
+            .languages
+            .read()
+            .map_err(|_| Error::Corrupt("the languages lock was poisoned".into()))?
+            .clone())
     }
 
     /// Runs `f` with the store; the one writer.
@@ -159,12 +193,20 @@ impl Handset {
         self.lock()?.stops(now)
     }
 
-    /// Reads the input for the parcel's code length. Unreadable input is an
-    /// error that does not count as a try.
+    /// Reads the input for the parcel's code length, in the handset's
+    /// languages. Unreadable input is an error that does not count as a try.
     pub fn read_code(&self, parcel_id: &str, input: &str) -> Result<Code, Error> {
         let now = self.now()?;
         let digits = self.lock()?.code_digits(parcel_id, now)?;
-        Ok(parse_code_input(input, digits)?)
+        Ok(parse_code_input_in(input, digits, &self.languages()?)?)
+    }
+
+    /// Whether asking the depot to resend the parcel's notice can help: the
+    /// parcel is on a manifest valid now, needs a code, has no outcome and is
+    /// neither held nor locked. The error says why not.
+    pub fn check_resend(&self, parcel_id: &str) -> Result<(), Error> {
+        let now = self.now()?;
+        self.lock()?.code_digits(parcel_id, now).map(|_| ())
     }
 
     /// Checks a code offline against the parcel's tag; the try or the delivery

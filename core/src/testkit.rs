@@ -148,6 +148,21 @@ impl TestDepot {
             .unwrap_or_else(|e| unreachable!("{e}"))
     }
 
+    /// Signs `m` with `"hold": true` on each of `held`.
+    pub fn seal_holding(&self, m: &Manifest, held: &[&str]) -> Envelope {
+        let held = held.iter().map(|p| p.to_string()).collect();
+        m.seal_holding(&self.server_key, &held)
+            .unwrap_or_else(|e| unreachable!("{e}"))
+    }
+
+    /// Signs any JSON as a manifest body, valid or not (for tests of what a
+    /// handset does with fields it does not know, or with malformed ones).
+    pub fn seal_json(&self, body: &serde_json::Value) -> Envelope {
+        let bytes = serde_json::to_vec(body).unwrap_or_else(|e| unreachable!("{e}"));
+        self.server_key
+            .seal(crate::envelope::Context::Manifest, &bytes)
+    }
+
     /// Opens a handset at `db` and enrolls it as `device_id` against this depot.
     pub fn enrolled_handset(
         &self,

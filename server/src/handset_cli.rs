@@ -6,8 +6,9 @@ use chrono::NaiveDate;
 use clap::{Args, Subcommand};
 use doorcode_core::confirmation::FailReason;
 use doorcode_core::handset::Handset;
+use doorcode_core::input::{self, Language};
 use doorcode_core::secrets::FileSecretStore;
-use doorcode_core::sync::{SyncClient, SyncConfig};
+use doorcode_core::sync::{ManifestSync, SyncClient, SyncConfig, SyncObserver, SyncProgress};
 use serde::Serialize;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -33,7 +34,7 @@ enum HandsetCmd {
         #[arg(long, default_value = "desktop handset")]
         name: String,
     },
-    /// Pull the day's manifest and upload confirmations.
+    /// Pull the day's manifest and upload confirmations (progress on stderr).
     Sync {
         /// Delivery date (default: today on this machine).
         #[arg(long)]
@@ -48,11 +49,16 @@ enum HandsetCmd {
     Verify {
         parcel: String,
         /// What the customer said or the courier typed ("four two double seven one oh").
-        #[arg(required = true, num_args = 1.., trailing_var_arg = true)]
+        #[arg(required = true, num_args = 1..)]
         text: Vec<String>,
         /// Check against the offline tag only, without asking the server.
         #[arg(long)]
         offline: bool,
+        /// The languages the code may be spoken in, first one first: en, es,
+        /// pt, fr, de, it, hi (Hindi in Latin letters). Default: en.
+        /// Before or after the text: `verify P cuatro dos … --lang es,en`.
+        #[arg(long, value_delimiter = ',', value_parser = parse_language)]
+        lang: Vec<Language>,
     },
     /// Hand over a parcel that needs no code.
     Deliver { parcel: String },
@@ -63,8 +69,18 @@ enum HandsetCmd {
         #[arg(long)]
         reason: String,
     },
+    /// Ask the depot to send the customer's notice again (the code never arrived).
+    Resend { parcel: String },
     /// Enrollment, counts, the outbox and refused confirmations.
     Status,
+}
+
+fn parse_language(tag: &str) -> Result<Language, String> {
+    input::parse_languages(tag)
+        .map_err(|e| e.to_string())?
+        .first()
+        .copied()
+        .ok_or_else(|| "name a language: en, es, pt, fr, de, it or hi".to_string())
 }
 
 /// Where a handset database keeps its secrets.
@@ -89,6 +105,41 @@ fn print(v: &impl Serialize) -> ExitCode {
             ExitCode::SUCCESS
         }
         Err(e) => fail(&e.to_string()),
+    }
+}
+
+/// A sync's steps on stderr as it runs (stdout stays one JSON document).
+struct StderrProgress;
+
+impl SyncObserver for StderrProgress {
+    fn on_progress(&self, p: &SyncProgress) {
+        match p {
+            SyncProgress::Started { date } => eprintln!("doorcode handset: syncing {date}"),
+            SyncProgress::ManifestPulled { manifest } => match manifest {
+                ManifestSync::Pulled {
+                    revision,
+                    stops,
+                    parcels,
+                } => eprintln!(
+                    "doorcode handset: manifest revision {revision} pulled (stops: {stops}, parcels: {parcels})"
+                ),
+                ManifestSync::Unchanged { revision } => match revision {
+                    Some(r) => eprintln!("doorcode handset: manifest revision {r} is current"),
+                    None => eprintln!("doorcode handset: manifest is current"),
+                },
+                ManifestSync::NoManifest => {
+                    eprintln!("doorcode handset: no route for this handset that day")
+                }
+                ManifestSync::Failed { error } => {
+                    eprintln!("doorcode handset: manifest not updated: {error}")
+                }
+            },
+            SyncProgress::Uploading { done, total } => {
+                eprintln!("doorcode handset: uploaded {done} of {total}")
+            }
+            // The report goes to stdout, an error through `fail`.
+            SyncProgress::Done { .. } | SyncProgress::Failed { .. } => {}
+        }
     }
 }
 
@@ -124,14 +175,16 @@ async fn run_inner(a: HandsetArgs) -> Result<ExitCode, String> {
                 ..SyncConfig::default()
             };
             let c = SyncClient::with_config(h, cfg).map_err(err)?;
-            print(&c.sync(date).await.map_err(err)?)
+            print(&c.sync_observed(date, &StderrProgress).await.map_err(err)?)
         }
         HandsetCmd::Stops => print(&h.stops().map_err(err)?),
         HandsetCmd::Verify {
             parcel,
             text,
             offline,
+            lang,
         } => {
+            h.set_languages(&lang).map_err(err)?;
             let text = text.join(" ");
             let out = if offline {
                 h.verify(&parcel, &text).map_err(err)?
@@ -151,6 +204,14 @@ async fn run_inner(a: HandsetArgs) -> Result<ExitCode, String> {
                 format!("unknown reason {reason:?}; use one of {}", all.join(", "))
             })?;
             print(&h.fail(&parcel, r).map_err(err)?)
+        }
+        HandsetCmd::Resend { parcel } => {
+            SyncClient::new(h)
+                .map_err(err)?
+                .resend(&parcel)
+                .await
+                .map_err(err)?;
+            print(&serde_json::json!({ "parcel_id": parcel, "resend": "requested" }))
         }
         HandsetCmd::Status => {
             let status = h.status().map_err(err)?;

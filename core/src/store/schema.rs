@@ -6,7 +6,7 @@ use rusqlite::{Connection, Transaction};
 
 /// Each entry upgrades from version `index` to `index + 1`.
 const MIGRATIONS: &[fn(&Transaction<'_>) -> rusqlite::Result<()>] =
-    &[v1_initial, v2_revision_watermark];
+    &[v1_initial, v2_revision_watermark, v3_holds_and_body_digest];
 
 /// The version a fresh database ends at.
 pub const LATEST: u32 = MIGRATIONS.len() as u32;
@@ -107,6 +107,19 @@ fn v2_revision_watermark(tx: &Transaction<'_>) -> rusqlite::Result<()> {
         INSERT INTO revisions (route_id, delivery_date, revision)
             SELECT route_id, delivery_date, revision FROM manifests;
         CREATE INDEX outbox_status_seq ON outbox (status, seq);
+        ",
+    )
+}
+
+/// A parcel the customer reported they did not order is held; and each
+/// revision watermark keeps the SHA-256 of its manifest's signed body, so the
+/// same revision with other bytes is refused as a conflict. Watermarks from
+/// before this step have no digest (NULL) until that revision is offered again.
+fn v3_holds_and_body_digest(tx: &Transaction<'_>) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "
+        ALTER TABLE parcels ADD COLUMN hold INTEGER NOT NULL DEFAULT 0;
+        ALTER TABLE revisions ADD COLUMN body_sha256 BLOB;
         ",
     )
 }

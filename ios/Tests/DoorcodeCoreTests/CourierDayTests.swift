@@ -157,6 +157,57 @@ final class CourierDayTests: XCTestCase {
 
     func testVectorsOfInput() throws {
         XCTAssertEqual(try readCodeInput(input: "four two double seven one oh", digits: 6), "427710")
+        XCTAssertEqual(try readCodeInput(input: "cuatro dos doble siete uno cero", digits: 6, languages: [.spanish]), "427710")
+        XCTAssertEqual(try readCodeInput(input: "char do saat saat ek shunya", digits: 6, languages: [.hindi]), "427710")
+        XCTAssertEqual(languageFromTag(tag: "pt-BR"), .portuguese)
         XCTAssertThrowsError(try readCodeInput(input: "12345", digits: 6))
+        XCTAssertThrowsError(try readCodeInput(input: "cuatro dos siete siete uno cero", digits: 6))
+    }
+
+    /// Mirrors DoorstepTest.kt: the progress stream and the chosen languages.
+    func testSyncProgressStreamAndLanguages() async throws {
+        let server = try TestServer()
+        try server.start()
+        defer { server.stop() }
+        _ = try await server.admin("POST", "/v1/parcels", """
+            {"parcels":[{"parcel_id":"F-1","recipient":{"name":"R","email":"r@example.invalid"},"address":"1 Test St","value":100,"currency":"EUR","requires_code":true},
+                        {"parcel_id":"F-2","recipient":{"name":"R","email":"r@example.invalid"},"address":"1 Test St","value":100,"currency":"EUR","requires_code":true}]}
+            """)
+        _ = try await server.admin("POST", "/v1/routes", """
+            {"route_id":"R-F","courier_id":"C-FLOW","delivery_date":"\(today())",
+             "stops":[{"stop_id":"S-1","address":"1 Test St","parcel_ids":["F-1","F-2"]}]}
+            """)
+        let enrollment = try await server.admin("POST", "/v1/enrollments", #"{"courier_id":"C-FLOW"}"#)
+        let code = try XCTUnwrap(enrollment["enrollment_code"] as? String)
+        let db = FileManager.default.temporaryDirectory.appendingPathComponent("\(UUID().uuidString).db").path
+        let handset = try Handset.open(dbPath: db, secrets: MapSecretStore())
+        _ = try await handset.enroll(serverUrl: server.url, enrollmentCode: code, deviceName: "xctest")
+
+        var steps: [SyncProgress] = []
+        for await step in handset.syncProgress(date: today()) { steps.append(step) }
+        XCTAssertEqual(steps.count, 3)
+        guard case .started = steps[0], case .manifestPulled(.pulled) = steps[1], case .done = steps[2] else {
+            return XCTFail("\(steps)")
+        }
+
+        _ = try handset.fail(parcelId: "F-2", reason: .customerAbsent)
+        var uploads: [(UInt32, UInt32)] = []
+        var last: SyncProgress?
+        for await step in handset.syncProgress(date: today()) {
+            if case .uploading(let done, let total) = step { uploads.append((done, total)) }
+            last = step
+        }
+        XCTAssertEqual(uploads.map { $0.0 }, [0, 1])
+        XCTAssertEqual(uploads.map { $0.1 }, [1, 1])
+        guard case .done(let report) = last else { return XCTFail("\(String(describing: last))") }
+        XCTAssertEqual(report.uploaded, 1)
+
+        // The customer reads the code in Spanish.
+        let spanish = ["cero", "uno", "dos", "tres", "cuatro", "cinco", "seis", "siete", "ocho", "nueve"]
+        let spoken = try server.code(for: "F-1").map { spanish[$0.wholeNumberValue ?? 0] }.joined(separator: " ")
+        try handset.setLanguages(languages: [.spanish, .english])
+        guard case .accepted = try await handset.verify(parcelId: "F-1", input: spoken) else {
+            return XCTFail("the Spanish code was not accepted")
+        }
     }
 }

@@ -2,7 +2,11 @@ package dev.doorcode.core
 
 import kotlinx.coroutines.CoroutineDispatcher
 import kotlinx.coroutines.Dispatchers
+import kotlinx.coroutines.channels.Channel
 import kotlinx.coroutines.delay
+import kotlinx.coroutines.flow.Flow
+import kotlinx.coroutines.flow.buffer
+import kotlinx.coroutines.flow.channelFlow
 import kotlinx.coroutines.withContext
 
 /**
@@ -28,6 +32,28 @@ class Courier(val handset: Handset, private val io: CoroutineDispatcher = Dispat
     suspend fun sync(date: String? = null): SyncReport = handset.sync(date)
 
     /**
+     * One sync of [date] as a cold [Flow] of its steps, for a progress bar:
+     * [SyncProgress.Started], [SyncProgress.ManifestPulled], then
+     * [SyncProgress.Uploading] (`done` of `total`) before the first batch and
+     * after each, and last [SyncProgress.Done] with the report or
+     * [SyncProgress.Failed]; then the flow completes. It never throws a
+     * [DoorcodeException]: a failure is the `Failed` step. Each collection
+     * runs one sync; cancelling the collector cancels the sync (whatever was
+     * recorded or acknowledged stays; the next sync carries on).
+     */
+    fun syncProgress(date: String? = null): Flow<SyncProgress> = channelFlow {
+        val listener = object : SyncListener {
+            // Called on the core's thread; the channel is unbounded, so this never blocks it.
+            override fun onProgress(progress: SyncProgress) { trySend(progress) }
+        }
+        try {
+            handset.syncWithProgress(date, listener)
+        } catch (_: DoorcodeException) {
+            // Already sent as SyncProgress.Failed, the flow's last element.
+        }
+    }.buffer(Channel.UNLIMITED)
+
+    /**
      * Syncs until nothing waits for upload and nothing failed, or [maxRounds]
      * ran, waiting the report's `nextRetryMs` (at most [maxWaitMs]) between
      * rounds. Returns the last report; the app shows its `errors` if any.
@@ -46,6 +72,23 @@ class Courier(val handset: Handset, private val io: CoroutineDispatcher = Dispat
     }
 
     suspend fun stops(): List<Stop> = withContext(io) { handset.stops() }
+
+    /**
+     * The languages spoken codes are read in, first one first (say
+     * `listOf(Language.SPANISH, Language.ENGLISH)` for a customer who reads
+     * the code in Spanish). Default English; set it each time the app opens
+     * the handset. [languageFromTag] maps a locale tag such as `es-MX`.
+     */
+    var languages: List<Language>
+        get() = handset.languages()
+        set(value) = handset.setLanguages(value)
+
+    /**
+     * Asks the depot to send the customer's notice again (the code never
+     * arrived). Throws [DoorcodeException.ResendLimited] within 10 minutes of
+     * the last resend.
+     */
+    suspend fun resend(parcelId: String) = handset.resend(parcelId)
 
     /** Online first (a few seconds at most), else the offline tag. */
     suspend fun verify(parcelId: String, input: String): VerifyResult = handset.verify(parcelId, input)

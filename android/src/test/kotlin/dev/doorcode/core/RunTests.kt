@@ -15,7 +15,7 @@ import kotlin.system.exitProcess
 fun main() {
     val classes = arrayOf(
         VectorsTest::class.java, ErrorMappingTest::class.java,
-        CourierDayTest::class.java, ConcurrencyTest::class.java,
+        CourierDayTest::class.java, ConcurrencyTest::class.java, DoorstepTest::class.java,
     )
     val core = JUnitCore()
     core.addListener(object : RunListener() {

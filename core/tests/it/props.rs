@@ -1,6 +1,5 @@
 //! Property tests: input parsing round-trips, tag width, and what brute force
 //! of one parcel's tag yields.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use chrono::NaiveDate;
 use doorcode_core::codes::{self, Code, CodeKey};

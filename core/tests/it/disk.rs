@@ -8,7 +8,6 @@
 //! "read-only" a real EROFS. Each scenario runs in a child copy of this test
 //! binary inside the namespace (the `#[ignore]`d `scenario_in_namespace`);
 //! the parent checks the child's verdict and the database it left behind.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use chrono::Utc;
 use doorcode_core::Error;
@@ -38,7 +37,7 @@ fn run_scenario(name: &str) -> PathBuf {
         .arg(&exe)
         .args([
             "--exact",
-            "scenario_in_namespace",
+            "disk::scenario_in_namespace",
             "--ignored",
             "--nocapture",
             "--test-threads",

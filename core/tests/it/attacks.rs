@@ -3,120 +3,23 @@
 //! pin, or made for another device or day; brute force at the door; and a
 //! thief reading the handset's SQLite file. Every refusal leaves what the
 //! handset already holds exactly as it was. See docs/SECURITY.md.
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use super::support::{Courier, contains, flip};
 use chrono::{Duration, Utc};
 use doorcode_core::codes::{self, Code};
 use doorcode_core::confirmation::FailReason;
 use doorcode_core::envelope::{Envelope, SigningKey};
-use doorcode_core::handset::Handset;
 use doorcode_core::manifest::Manifest;
-use doorcode_core::secrets::MemorySecretStore;
 use doorcode_core::store::{ParcelState, StopView, VerifyOutcome};
-use doorcode_core::testkit::{FixedClock, ManifestSpec, TestDepot, parcel_id};
+use doorcode_core::testkit::{TestDepot, parcel_id};
 use doorcode_core::{Error, b64};
-use std::path::PathBuf;
-use std::sync::Arc;
-use tempfile::TempDir;
 
 /// An enrolled handset holding revision 2 of today's manifest.
-struct Courier {
-    dir: TempDir,
-    depot: TestDepot,
-    secrets: Arc<MemorySecretStore>,
-    clock: Arc<FixedClock>,
-    h: Handset,
-    spec: ManifestSpec,
-}
-
 fn courier() -> Courier {
-    let dir = tempfile::tempdir().unwrap();
-    let depot = TestDepot::new();
-    let secrets = Arc::new(MemorySecretStore::default());
-    let clock = FixedClock::at(Utc::now());
-    let h = depot
-        .enrolled_handset(
-            &dir.path().join("h.db"),
-            secrets.clone(),
-            clock.clone(),
-            "d-1",
-        )
-        .unwrap();
-    let mut spec = ManifestSpec::today("d-1", 3, 2);
-    spec.revision = 2;
-    h.install_manifest(&depot.seal(&depot.manifest(&spec)))
-        .unwrap();
-    Courier {
-        dir,
-        depot,
-        secrets,
-        clock,
-        h,
-        spec,
-    }
-}
-
-impl Courier {
-    fn code(&self, pid: &str) -> String {
-        self.depot
-            .code(pid, self.spec.date, self.spec.attempt)
-            .expose()
-            .to_string()
-    }
-
-    fn db(&self) -> PathBuf {
-        self.dir.path().join("h.db")
-    }
-
-    /// The same handset after the app was killed and started again.
-    fn reopen(&mut self) {
-        self.h = self
-            .depot
-            .enrolled_handset(&self.db(), self.secrets.clone(), self.clock.clone(), "d-1")
-            .unwrap();
-    }
-
-    fn parcel(&self, pid: &str) -> (ParcelState, u32) {
-        let p = self
-            .h
-            .stops()
-            .unwrap()
-            .into_iter()
-            .flat_map(|s| s.parcels)
-            .find(|p| p.parcel_id == pid)
-            .unwrap();
-        (p.state, p.failed_tries)
-    }
-
-    /// `n` six-digit codes that are wrong for `pid` and also miss its
-    /// offline tag, so each one is a counted wrong try.
-    fn wrong_codes(&self, pid: &str, n: usize) -> Vec<String> {
-        let m = self.depot.manifest(&self.spec);
-        let (_, p) = m.parcels().find(|(_, p)| p.parcel_id == pid).unwrap();
-        let salt = p.salt_bytes().unwrap();
-        let real = self.code(pid);
-        (0..1_000_000u32)
-            .map(|i| format!("{i:06}"))
-            .filter(|c| *c != real)
-            .filter(|c| {
-                let code = Code::new(c.clone()).unwrap();
-                codes::offline_tag(&salt, pid, self.spec.date, &code, m.tag_bits).unwrap()
-                    != p.tag.unwrap()
-            })
-            .take(n)
-            .collect()
-    }
-}
-
-/// The envelope with one byte of its decoded `body` or `sig` flipped.
-fn flip(env: &Envelope, in_sig: bool, at: usize) -> Envelope {
-    let mut e = env.clone();
-    let field = if in_sig { &mut e.sig } else { &mut e.body };
-    let mut bytes = b64::decode(field).unwrap();
-    let i = at % bytes.len();
-    bytes[i] ^= 0x01;
-    *field = b64::encode(&bytes);
-    e
+    let mut c = Courier::new(3, 2);
+    c.spec.revision = 2;
+    c.install().unwrap();
+    c
 }
 
 fn seal_with(m: &Manifest, key: &SigningKey) -> Envelope {
@@ -190,10 +93,7 @@ fn older_manifest_replayed_after_a_newer_one_is_refused_as_rollback() {
     same.manifest_id = "m-forked".into();
     assert!(matches!(
         c.h.install_manifest(&c.depot.seal(&same)),
-        Err(Error::Rollback {
-            held: 2,
-            offered: 2
-        })
+        Err(Error::ManifestConflict { revision: 2 })
     ));
     assert_eq!(c.h.stops().unwrap(), before);
     assert_eq!(c.parcel(&pid), (ParcelState::Pending, 2), "tries kept");
@@ -373,17 +273,11 @@ fn thief_reading_the_handset_database_finds_tags_not_codes() {
     let salt: [u8; 16] = salt.try_into().unwrap();
     let date = chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d").unwrap();
     // No code in any file of the handset, in any table.
-    let mut bytes = Vec::new();
-    for e in std::fs::read_dir(c.dir.path()).unwrap() {
-        bytes.extend(std::fs::read(e.unwrap().path()).unwrap());
-    }
+    let bytes = c.file_bytes();
     for i in 0..3 {
         for j in 0..2 {
             let code = c.code(&parcel_id(i, j));
-            assert!(
-                !bytes.windows(6).any(|w| w == code.as_bytes()),
-                "a code is stored on the handset"
-            );
+            assert!(!contains(&bytes, &code), "a code is stored on the handset");
         }
     }
     // Trying all 10^6 codes offline leaves hundreds of equally good guesses

@@ -3,14 +3,10 @@
 //! reopened and checked: nothing the child was told is durable is lost, no
 //! try count goes backwards, and `seq` stays strictly increasing, never reused.
 //!
-//! Runs without libtest's harness so the same binary can be the child.
+//! The child is this test binary again, running only the `#[ignore]`d
+//! `crash::child` test; it reports each durable event on stdout as a line
+//! starting with `@@ ` (libtest's own lines are skipped).
 //! `DOORCODE_CRASH_KILLS` sets the number of kills (default 200).
-#![allow(
-    clippy::unwrap_used,
-    clippy::expect_used,
-    clippy::print_stdout,
-    clippy::panic
-)]
 
 use doorcode_core::confirmation::FailReason;
 use doorcode_core::handset::SystemClock;
@@ -27,12 +23,20 @@ use std::time::{Duration, Instant};
 const STOPS: usize = 600;
 const PER_STOP: usize = 2;
 
-fn main() {
-    if let Ok(dir) = std::env::var("DOORCODE_CRASH_CHILD") {
-        child(Path::new(&dir));
-        return;
-    }
+/// What marks the child's event lines among libtest's output.
+const EVENT: &str = "@@ ";
+
+#[test]
+fn sigkill_at_random_moments_loses_nothing() {
     parent();
+}
+
+/// The child: run by the parent test, never on its own.
+#[test]
+#[ignore = "run by sigkill_at_random_moments_loses_nothing as its child process"]
+fn child() {
+    let dir = std::env::var("DOORCODE_CRASH_CHILD").expect("run by the parent test");
+    child_loop(Path::new(&dir));
 }
 
 /// A tiny deterministic PRNG (xorshift64*) so runs are reproducible from the seed.
@@ -49,7 +53,7 @@ impl Rng {
     }
 }
 
-fn child(dir: &Path) {
+fn child_loop(dir: &Path) {
     let depot = TestDepot::new();
     let secrets = Arc::new(FileSecretStore::new(dir.join("secrets")).unwrap());
     let h = depot
@@ -67,6 +71,8 @@ fn child(dir: &Path) {
     let mut rng = Rng(seed | 1);
     let date = chrono::Utc::now().date_naive();
     let mut out = std::io::stdout().lock();
+    // libtest has printed "test crash::child ... " without a line break.
+    writeln!(out).unwrap();
     loop {
         let stops = h.stops().unwrap();
         let open: Vec<_> = stops
@@ -99,13 +105,13 @@ fn child(dir: &Path) {
                 .unwrap();
             continue;
         }
-        writeln!(out, "READY").unwrap();
+        writeln!(out, "{EVENT}READY").unwrap();
         out.flush().unwrap();
         for p in open.iter().take(50) {
             let code = depot.code(&p.parcel_id, date, p.attempt);
             if p.state == doorcode_core::store::ParcelState::Locked {
                 let r = h.fail(&p.parcel_id, FailReason::LockedOut).unwrap();
-                writeln!(out, "F {} {} {}", p.parcel_id, p.attempt, r.seq).unwrap();
+                writeln!(out, "{EVENT}F {} {} {}", p.parcel_id, p.attempt, r.seq).unwrap();
                 out.flush().unwrap();
                 continue;
             }
@@ -121,26 +127,32 @@ fn child(dir: &Path) {
                     });
                     match h.verify(&p.parcel_id, &wrong).unwrap() {
                         VerifyOutcome::Accepted { seq, .. } => {
-                            writeln!(out, "D {} {} {}", p.parcel_id, p.attempt, seq)
+                            writeln!(out, "{EVENT}D {} {} {}", p.parcel_id, p.attempt, seq)
                         }
                         VerifyOutcome::Rejected { attempts_left, .. } => {
-                            writeln!(out, "T {} {} {}", p.parcel_id, p.attempt, 5 - attempts_left)
+                            writeln!(
+                                out,
+                                "{EVENT}T {} {} {}",
+                                p.parcel_id,
+                                p.attempt,
+                                5 - attempts_left
+                            )
                         }
                         VerifyOutcome::Locked { .. } => {
-                            writeln!(out, "T {} {} 5", p.parcel_id, p.attempt)
+                            writeln!(out, "{EVENT}T {} {} 5", p.parcel_id, p.attempt)
                         }
                     }
                     .unwrap();
                 }
                 2 => match h.verify(&p.parcel_id, code.expose()).unwrap() {
                     VerifyOutcome::Accepted { seq, .. } => {
-                        writeln!(out, "D {} {} {}", p.parcel_id, p.attempt, seq).unwrap()
+                        writeln!(out, "{EVENT}D {} {} {}", p.parcel_id, p.attempt, seq).unwrap()
                     }
                     other => panic!("the right code was refused: {other:?}"),
                 },
                 _ => {
                     let r = h.fail(&p.parcel_id, FailReason::CustomerAbsent).unwrap();
-                    writeln!(out, "F {} {} {}", p.parcel_id, p.attempt, r.seq).unwrap();
+                    writeln!(out, "{EVENT}F {} {} {}", p.parcel_id, p.attempt, r.seq).unwrap();
                 }
             }
             out.flush().unwrap();
@@ -301,6 +313,14 @@ fn parent() {
     let mut killed = 0;
     for round in 0..kills {
         let mut child = Command::new(&exe)
+            .args([
+                "--exact",
+                "crash::child",
+                "--ignored",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
             .env("DOORCODE_CRASH_CHILD", dir.path())
             .env("DOORCODE_CRASH_SEED", rng.next().to_string())
             .stdout(Stdio::piped())
@@ -312,10 +332,13 @@ fn parent() {
         let reader = std::thread::spawn(move || {
             let mut lines = Vec::new();
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line == "READY" {
+                let Some(event) = line.strip_prefix(EVENT) else {
+                    continue; // libtest's own output
+                };
+                if event == "READY" {
                     let _ = tx.send(());
                 }
-                lines.push(line);
+                lines.push(event.to_string());
             }
             lines
         });
@@ -341,5 +364,4 @@ fn parent() {
     );
     assert_eq!(killed, kills);
     assert!(events > 0, "the child never recorded anything");
-    println!("1 passed, 0 failed");
 }

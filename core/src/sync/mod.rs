@@ -17,6 +17,12 @@ use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::Duration;
 
+mod progress;
+#[cfg(test)]
+mod tests;
+
+pub use progress::{NoProgress, SyncObserver, SyncProgress};
+
 /// Knobs for the network side. The defaults suit a phone on a bad network.
 #[derive(Debug, Clone)]
 pub struct SyncConfig {
@@ -373,7 +379,7 @@ impl SyncClient {
                     match resp.status() {
                         StatusCode::NOT_MODIFIED => Ok(None),
                         s if s.is_success() => {
-                            let bytes = resp.bytes().await.map_err(transport)?;
+                            let bytes = read_capped(resp, MAX_MANIFEST_BYTES).await?;
                             let env: Envelope = serde_json::from_slice(&bytes).map_err(|e| {
                                 Error::BadResponse(format!("the manifest envelope: {e}"))
                             })?;
@@ -445,16 +451,29 @@ impl SyncClient {
     /// and does not block the rest; a temporary one stops this round. The
     /// counts cover the batches that went through even when a later one failed.
     pub async fn push_confirmations(&self) -> PushOutcome {
+        self.push_observed(&NoProgress).await
+    }
+
+    /// [`Self::push_confirmations`], reporting n of m to `progress`.
+    async fn push_observed(&self, progress: &dyn SyncObserver) -> PushOutcome {
         let mut out = PushOutcome::default();
-        if let Err(e) = self.push_batches(&mut out).await {
+        if let Err(e) = self.push_batches(&mut out, progress).await {
             out.error = Some(e);
         }
         out
     }
 
-    async fn push_batches(&self, out: &mut PushOutcome) -> Result<(), Error> {
+    async fn push_batches(
+        &self,
+        out: &mut PushOutcome,
+        progress: &dyn SyncObserver,
+    ) -> Result<(), Error> {
         let base = self.server()?;
         let token = self.token()?;
+        let total = self.handset.status()?.outbox_pending;
+        if total > 0 {
+            progress.on_progress(&SyncProgress::Uploading { done: 0, total });
+        }
         loop {
             let batch = self.handset.pending_confirmations(self.cfg.batch_size)?;
             if batch.is_empty() {
@@ -514,6 +533,12 @@ impl SyncClient {
             }
             let progressed = !acks.is_empty() || rejected_now;
             self.handset.acknowledge(&acks)?;
+            let done = out.accepted + out.duplicates + out.rejected;
+            // Outcomes recorded during the sync join the queue: m grows.
+            progress.on_progress(&SyncProgress::Uploading {
+                done,
+                total: total.max(done),
+            });
             if temporary || !progressed {
                 return Ok(());
             }
@@ -522,9 +547,37 @@ impl SyncClient {
     }
 
     /// A whole sync: pull the day's manifest, push confirmations, wipe past
-    /// days. Never fails as a whole: what went wrong is in the report, with
-    /// when to try again.
+    /// days. Fails as a whole only for what no retry fixes (not enrolled,
+    /// the token refused); anything else is in the report, with when to try
+    /// again.
     pub async fn sync(&self, date: Option<NaiveDate>) -> Result<SyncReport, Error> {
+        self.sync_observed(date, &NoProgress).await
+    }
+
+    /// [`Self::sync`], telling `progress` each step as it happens: started,
+    /// manifest pulled, n of m uploaded, then done or failed (always last).
+    pub async fn sync_observed(
+        &self,
+        date: Option<NaiveDate>,
+        progress: &dyn SyncObserver,
+    ) -> Result<SyncReport, Error> {
+        let result = self.sync_steps(date, progress).await;
+        progress.on_progress(&match &result {
+            Ok(report) => SyncProgress::Done {
+                report: report.clone(),
+            },
+            Err(e) => SyncProgress::Failed {
+                error: e.to_string(),
+            },
+        });
+        result
+    }
+
+    async fn sync_steps(
+        &self,
+        date: Option<NaiveDate>,
+        progress: &dyn SyncObserver,
+    ) -> Result<SyncReport, Error> {
         // Fail fast on what no retry fixes.
         self.server()?;
         self.token()?;
@@ -536,6 +589,7 @@ impl SyncClient {
                 .with_timezone(&chrono::Local)
                 .date_naive(),
         };
+        progress.on_progress(&SyncProgress::Started { date });
         let mut errors = Vec::new();
         let mut online = false;
         let manifest = match self.pull_manifest(date).await {
@@ -552,7 +606,10 @@ impl SyncClient {
                 }
             }
         };
-        let push = self.push_confirmations().await;
+        progress.on_progress(&SyncProgress::ManifestPulled {
+            manifest: manifest.clone(),
+        });
+        let push = self.push_observed(progress).await;
         online |= push.accepted + push.duplicates + push.rejected > 0;
         match push.error {
             Some(Error::Unauthorized) => return Err(Error::Unauthorized),
@@ -653,6 +710,66 @@ impl SyncClient {
             .map_err(|e| Error::BadResponse(format!("the verify answer: {e}")))
     }
 
+    /// Asks the depot to send the customer's notice for `parcel_id` again:
+    /// the customer says the code never arrived. The code stays the same.
+    ///
+    /// Checked here first, without the network: the parcel must be on a
+    /// manifest valid now, need a code, have no outcome, and be neither held
+    /// nor locked (a resend cannot help those). The depot then allows it only
+    /// for a parcel on this courier's current route, and at most once per
+    /// parcel per 10 minutes, a limit it shares with the customer's own
+    /// "send it again" (`ResendTooSoon`). Not retried: a resend whose answer
+    /// was lost would only meet that limit.
+    pub async fn resend(&self, parcel_id: &str) -> Result<(), Error> {
+        self.handset.check_resend(parcel_id)?;
+        let base = self.server()?;
+        let token = self.token()?;
+        let mut url = reqwest::Url::parse(&base).map_err(|_| {
+            Error::Corrupt(format!("the stored server address {base:?} is not a URL"))
+        })?;
+        url.path_segments_mut()
+            .map_err(|_| {
+                Error::Corrupt(format!(
+                    "the stored server address {base:?} cannot take a path"
+                ))
+            })?
+            .pop_if_empty()
+            .extend(["v1", "parcels", parcel_id, "resend"]);
+        let resp = self
+            .http
+            .post(url)
+            .bearer_auth(token)
+            .send()
+            .await
+            .map_err(transport)?;
+        self.observe_clock(&resp);
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        let retry_after_s = resp
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        match Self::refusal(resp).await {
+            Error::Server { status: 429, .. } => Err(Error::ResendTooSoon {
+                parcel_id: parcel_id.to_string(),
+                retry_after_s,
+            }),
+            Error::Server {
+                status: code @ (403 | 404 | 409),
+                message,
+                ..
+            } => Err(Error::ResendRefused {
+                parcel_id: parcel_id.to_string(),
+                status: code,
+                message,
+            }),
+            other => Err(other),
+        }
+    }
+
     /// Records a failed delivery (no network needed; it uploads on the next sync).
     pub fn fail(
         &self,
@@ -661,6 +778,31 @@ impl SyncClient {
     ) -> Result<crate::store::Recorded, Error> {
         self.handset.fail(parcel_id, reason)
     }
+}
+
+/// The largest manifest envelope a handset reads. The biggest manifest the
+/// rules allow (20,000 parcels) is a few MB; fields the handset ignores may
+/// add some, but nothing the network sends may grow memory without bound.
+pub const MAX_MANIFEST_BYTES: usize = 16 << 20;
+
+/// The answer's body, refused once it passes `cap` bytes (before it is all
+/// read, whatever `Content-Length` claims).
+async fn read_capped(mut resp: reqwest::Response, cap: usize) -> Result<Vec<u8>, Error> {
+    let too_big = || Error::BadResponse(format!("the answer is larger than {cap} bytes"));
+    if resp
+        .content_length()
+        .is_some_and(|n| n > u64::try_from(cap).unwrap_or(u64::MAX))
+    {
+        return Err(too_big());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await.map_err(transport)? {
+        if body.len() + chunk.len() > cap {
+            return Err(too_big());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
 }
 
 /// A uniform random number in [0, 1) from the OS CSPRNG.
