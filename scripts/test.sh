@@ -6,11 +6,20 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*"; }
 
+# PostgreSQL first (started if installed and down), so the Rust tests below
+# run the storage suite (server/tests/storage_suite, one test per check) and
+# the multi-node tests on PostgreSQL as well as on SQLite.
+if ./scripts/postgres-up.sh; then
+  pg_up=1
+else
+  pg_up=0
+fi
+
 step "toolchain checks: rustfmt and clippy"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
-step "Rust tests (unit, integration, vectors, properties, crash)"
+step "Rust tests (unit, integration, the storage suite on SQLite and PostgreSQL, vectors, properties, crash)"
 cargo test --workspace --all-targets --locked
 
 step "protocol vectors from an independent Python implementation of DESIGN.md's formulas"
@@ -24,7 +33,7 @@ step "schemathesis against /openapi.json on a real server, bounded"
 scripts/schemathesis.sh
 
 # The same whole delivery day over HTTP, on PostgreSQL (when reachable).
-if ./scripts/postgres-up.sh >/dev/null 2>&1; then
+if [ "$pg_up" = 1 ]; then
   step "the whole-day test again, on PostgreSQL"
   DOORCODE_DAY_DB=postgres cargo test -p doorcode-server --test day --locked
 fi
@@ -38,7 +47,7 @@ step "bindings: Kotlin on the JVM against the real library and server, Swift par
 # The PostgreSQL tests print SKIPPED and return when no PostgreSQL is
 # reachable outside CI (under CI they fail). Say so here too, so a skipped
 # suite never reads as a passed one.
-if ./scripts/postgres-up.sh >/dev/null 2>&1; then
+if [ "$pg_up" = 1 ]; then
   step "all tests passed (PostgreSQL suite included)"
 else
   step "tests passed, but the PostgreSQL suite was SKIPPED: PostgreSQL not reachable (NOT a pass; see scripts/postgres-up.sh)"

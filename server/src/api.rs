@@ -1,11 +1,13 @@
 //! HTTP API: routes, auth extractors, handlers and the OpenAPI document.
 
 use crate::app::{App, ItemResult};
-use crate::error::{ApiError, Body, ErrorBody, PathArg};
+use crate::domain::disputes::{self, Cursor};
+use crate::domain::{At, ItemStatus, Label, ParcelState, RejectReason};
+use crate::error::{ApiError, Body, ErrorBody, OptionalBody, PathArg};
 use crate::keys::{new_token, random_bytes, token_hash};
 use crate::storage::{
-    Device, Moved, NewDevice, NewParcel, ParcelView, RouteInput, RouteSaved, RouteStopInput,
-    Signal, UpsertStatus, VerifyOutcome,
+    Closed, Device, Moved, NewDevice, NewEnrollment, NewParcel, ParcelView, RouteInput, RouteSaved,
+    RouteStopInput, Signal, StorageError, UpsertStatus, VerifyOutcome,
 };
 use axum::extract::{DefaultBodyLimit, FromRequestParts, MatchedPath, RawQuery, Request, State};
 use axum::http::request::Parts;
@@ -57,17 +59,24 @@ impl FromRequestParts<App> for Dispatch {
     }
 }
 
-/// A request made with an enrolled device's token.
+/// A request made with an enrolled, unrevoked device's token.
 pub struct DeviceAuth(pub Device);
 
 impl FromRequestParts<App> for DeviceAuth {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
         let h = token_hash(bearer(parts)?);
-        match app.storage.device_by_token(&h).await? {
-            Some(d) => Ok(DeviceAuth(d)),
-            None => Err(ApiError::unauthorized("not a device token")),
+        let Some(d) = app.storage.device_by_token(&h).await? else {
+            return Err(ApiError::unauthorized("not a device token"));
+        };
+        if d.revoked_at.is_some() {
+            return Err(ApiError::unauthorized("this device was revoked"));
         }
+        let now = app.cfg.now();
+        if crate::domain::devices::needs_seen(&d, now) {
+            app.storage.device_seen(&d.device_id, now).await?;
+        }
+        Ok(DeviceAuth(d))
     }
 }
 
@@ -75,6 +84,14 @@ impl FromRequestParts<App> for DeviceAuth {
 
 // The input rules themselves live in `validate` (DESIGN "Input the server refuses").
 use crate::validate::{id as check_id, text as check_text};
+
+/// A raw query's `key=value` pairs (a pair without `=` has an empty key).
+fn query_pairs(q: Option<&str>) -> impl Iterator<Item = (&str, &str)> {
+    q.unwrap_or("")
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| p.split_once('=').unwrap_or(("", p)))
+}
 
 fn parse_date(s: &str) -> Result<NaiveDate, ApiError> {
     NaiveDate::parse_from_str(s, "%Y-%m-%d")
@@ -119,6 +136,9 @@ pub struct ParcelResult {
     pub parcel_id: String,
     /// created | updated | rejected
     pub status: String,
+    /// For a rejected item refused by a rule, e.g. `requires_code_frozen`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reason: Option<RejectReason>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub requires_code: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -177,6 +197,7 @@ async fn post_parcels(
             Err(m) => results.push(ParcelResult {
                 parcel_id: p.parcel_id,
                 status: "rejected".into(),
+                reason: None,
                 requires_code: None,
                 track_url: None,
                 message: Some(m),
@@ -186,6 +207,7 @@ async fn post_parcels(
                 results.push(ParcelResult {
                     parcel_id: p.parcel_id.clone(),
                     status: String::new(),
+                    reason: None,
                     requires_code: Some(requires_code),
                     track_url: None,
                     message: None,
@@ -210,8 +232,21 @@ async fn post_parcels(
         r.status = match it.next() {
             Some(UpsertStatus::Created) => "created".into(),
             Some(UpsertStatus::Updated) => "updated".into(),
+            Some(UpsertStatus::Rejected(reason)) => {
+                r.reason = Some(reason);
+                r.requires_code = None;
+                r.message = Some(
+                    "requires_code is fixed while the parcel is on a route for a day; \
+                     reissue it with {\"requires_code\": …} to change it from its next attempt"
+                        .into(),
+                );
+                "rejected".into()
+            }
             None => return Err(ApiError::internal("upsert result count mismatch")),
         };
+        if r.reason.is_some() {
+            continue;
+        }
         if let Some(c) = app.storage.parcel_contact(&r.parcel_id).await? {
             r.track_url = Some(crate::notices::track_url(&app.public_url, &c.track_token));
         }
@@ -290,14 +325,8 @@ async fn post_route(
     let bad = |m: String| ApiError::unprocessable("invalid_route", m);
     check_id(&r.route_id, "route_id").map_err(bad)?;
     check_id(&r.courier_id, "courier_id").map_err(bad)?;
-    let today = app
-        .cfg
-        .now()
-        .with_timezone(&app.cfg.calendar.time_zone)
-        .date_naive();
-    if (r.delivery_date - today).num_days().abs() > 366 {
-        return Err(bad("delivery_date must be within a year of today".into()));
-    }
+    let today = app.policy().today(app.cfg.now());
+    crate::domain::route::check_date(r.delivery_date, today).map_err(bad)?;
     if r.stops.len() > doorcode_core::manifest::MAX_STOPS {
         return Err(bad("too many stops".into()));
     }
@@ -340,7 +369,12 @@ async fn post_route(
             })
             .collect(),
     };
-    let saved = app.storage.save_route(input, app.cfg.now()).await?;
+    let policy = app.policy();
+    let at = At {
+        now: app.cfg.now(),
+        policy: &policy,
+    };
+    let saved = app.storage.save_route(input, at).await?;
     app.notice_wake.notify_one();
     let built = app
         .rebuild_routes(&[(saved.route_id.clone(), saved.delivery_date)])
@@ -403,12 +437,12 @@ pub(crate) async fn post_enrollment(
     let now = app.cfg.now();
     let expires_at = now + chrono::Duration::minutes(ENROLLMENT_MINUTES);
     app.storage
-        .create_enrollment(
-            &token_hash(&normalize_enrollment(&code)),
-            &e.courier_id,
+        .create_enrollment(NewEnrollment {
+            code_hash: token_hash(&normalize_enrollment(&code)),
+            courier_id: e.courier_id.clone(),
             expires_at,
-            now,
-        )
+            created_at: now,
+        })
         .await?;
     Ok(Json(EnrollmentOut {
         enrollment_code: code,
@@ -417,18 +451,27 @@ pub(crate) async fn post_enrollment(
     }))
 }
 
-/// Void the current code, issue the next attempt and notify the customer.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReissueIn {
+    /// A new code policy from the next attempt; absent keeps the parcel's.
+    #[serde(default)]
+    pub requires_code: Option<bool>,
+}
+
+/// Void the current code, issue the next attempt (a new code and tracking
+/// link; the old link stops working) and notify the customer. The body may be
+/// left out.
 #[utoipa::path(post, path = "/v1/parcels/{id}/reissue", tag = "dispatch", security(("bearer" = [])),
-    params(("id" = String, Path, description = "parcel id")),
+    params(("id" = String, Path, description = "parcel id")), request_body = Option<ReissueIn>,
     responses((status = 200, body = ParcelDetail), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody)))]
 pub(crate) async fn post_reissue(
     State(app): State<App>,
     d: Dispatch,
     PathArg(id): PathArg<String>,
+    OptionalBody(body): OptionalBody<ReissueIn>,
 ) -> Result<Json<ParcelDetail>, ApiError> {
-    let moved = app.storage.reissue(&id, app.cfg.now()).await?;
-    app.notice_wake.notify_one();
-    app.rebuild_routes(&moved.routes).await?;
+    app.reissue(&id, body.requires_code).await?;
     tracing::info!(parcel_id = %id, "code reissued");
     get_parcel(State(app), d, PathArg(id)).await
 }
@@ -451,39 +494,79 @@ pub(crate) async fn post_close_day(
     PathArg(date): PathArg<String>,
 ) -> Result<Json<CloseOut>, ApiError> {
     let date = parse_date(&date)?;
-    let next =
-        app.cfg.calendar.next_working_day(date).ok_or_else(|| {
-            ApiError::unprocessable("no_working_day", "no working day within a year")
+    let policy = app.policy();
+    let at = At {
+        now: app.cfg.now(),
+        policy: &policy,
+    };
+    let Closed { next_date, moved } =
+        app.storage.close_day(date, at).await.map_err(|e| match e {
+            StorageError::Invalid(m) => ApiError::unprocessable("no_working_day", m),
+            e => e.into(),
         })?;
-    let moved = app.storage.close_day(date, next, app.cfg.now()).await?;
     app.notice_wake.notify_one();
     app.rebuild_routes(&moved.routes).await?;
-    tracing::info!(%date, %next, moved = moved.parcel_ids.len(), "day closed");
+    tracing::info!(%date, %next_date, moved = moved.parcel_ids.len(), "day closed");
     Ok(Json(CloseOut {
         date,
-        next_date: next,
+        next_date,
         moved,
     }))
 }
 
 #[derive(Debug, Serialize, ToSchema)]
 pub struct DisputesOut {
+    /// The delivery day these are about.
+    pub date: NaiveDate,
     /// Deliveries whose code failed the full check (or had none).
     pub disputes: Vec<Signal>,
-    /// Other fraud signals: many wrong tries, late confirmations, seq gaps or reuse, lockouts.
+    /// Other fraud signals: many wrong tries, tries mismatches, late and stale
+    /// confirmations, seq gaps or reuse, lockouts.
     pub signals: Vec<Signal>,
+    /// `cursor` for the next page; absent on the day's last page.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_cursor: Option<String>,
 }
 
-/// Disputes and other fraud signals.
-#[utoipa::path(get, path = "/v1/disputes", tag = "dispatch", security(("bearer" = [])), responses((status = 200, body = DisputesOut)))]
-async fn get_disputes(State(app): State<App>, _d: Dispatch) -> Result<Json<DisputesOut>, ApiError> {
-    let (disputes, signals) = app
-        .storage
-        .signals()
-        .await?
-        .into_iter()
-        .partition(|s| s.kind == "code_mismatch" || s.kind == "delivered_without_code");
-    Ok(Json(DisputesOut { disputes, signals }))
+/// A day's disputes and other fraud signals, oldest first, page by page.
+#[utoipa::path(get, path = "/v1/disputes", tag = "dispatch", security(("bearer" = [])),
+    params(("date" = Option<String>, Query, description = "YYYY-MM-DD, default today"),
+        ("limit" = Option<u32>, Query, description = "signals per page, 1..=1000, default 100"),
+        ("cursor" = Option<String>, Query, description = "next_cursor of the previous page")),
+    responses((status = 200, body = DisputesOut), (status = 400, body = ErrorBody)))]
+async fn get_disputes(
+    State(app): State<App>,
+    _d: Dispatch,
+    RawQuery(q): RawQuery,
+) -> Result<Json<DisputesOut>, ApiError> {
+    let bad = |m: String| ApiError::bad_request("bad_query", m);
+    let (mut date, mut limit, mut after) = (None, disputes::DEFAULT_LIMIT, Cursor::default());
+    for pair in query_pairs(q.as_deref()) {
+        match pair {
+            ("date", v) => date = Some(parse_date(v)?),
+            ("limit", v) => {
+                let n = v
+                    .parse::<u32>()
+                    .map_err(|_| bad(format!("limit must be 1..={}", disputes::MAX_LIMIT)))?;
+                limit = disputes::check_limit(n).map_err(bad)?;
+            }
+            ("cursor", v) => after = Cursor::parse(v).map_err(bad)?,
+            _ => {
+                return Err(bad(
+                    "only ?date=YYYY-MM-DD&limit=N&cursor=C are understood".into()
+                ));
+            }
+        }
+    }
+    let date = date.unwrap_or_else(|| app.policy().today(app.cfg.now()));
+    let (page, next) = app.signals_page(date, after, limit).await?;
+    let (disputes, signals) = page.into_iter().partition(|s| s.kind.is_dispute());
+    Ok(Json(DisputesOut {
+        date,
+        disputes,
+        signals,
+        next_cursor: next.map(Cursor::encode),
+    }))
 }
 
 // ---------- device ----------
@@ -575,15 +658,13 @@ async fn post_device(
     let device_id = format!("d-{}", uuid::Uuid::new_v4());
     let token = new_token().map_err(ApiError::internal)?;
     let new = NewDevice {
+        enrollment: token_hash(&code),
         device_id,
         name: d.device_name,
         public_key: d.device_public_key,
         token_hash: token_hash(&token),
     };
-    let enrolled = app
-        .storage
-        .enroll_device(&token_hash(&code), new, app.cfg.now())
-        .await;
+    let enrolled = app.storage.enroll_device(new, app.cfg.now()).await;
     let dev = match enrolled {
         Ok(Some(dev)) => {
             web.enroll_limit.refund(&client);
@@ -622,14 +703,9 @@ async fn get_manifest(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let mut date = None;
-    for pair in q
-        .as_deref()
-        .unwrap_or("")
-        .split('&')
-        .filter(|p| !p.is_empty())
-    {
-        match pair.split_once('=') {
-            Some(("date", v)) => date = Some(parse_date(v)?),
+    for pair in query_pairs(q.as_deref()) {
+        match pair {
+            ("date", v) => date = Some(parse_date(v)?),
             _ => {
                 return Err(ApiError::bad_request(
                     "bad_query",
@@ -645,10 +721,7 @@ async fn get_manifest(
             .date_naive()
     });
     // Most fetches (and every 304) find a current build: one read, no route load.
-    let current = app
-        .storage
-        .current_manifest(&device.courier_id, date, &device.device_id)
-        .await?;
+    let current = app.storage.current_manifest(&device, date).await?;
     let m = match current {
         Some(m) => m,
         None => {
@@ -728,12 +801,15 @@ async fn post_confirmations(
     }
     let results = app.ingest_batch(&device, b.confirmations).await;
     for r in &results {
-        app.metrics.confirmation(r.status);
+        app.metrics.confirmation(r.status.as_str());
         if r.disputed {
             app.metrics.confirmation("disputed");
         }
     }
-    let accepted = results.iter().filter(|r| r.status == "accepted").count();
+    let accepted = results
+        .iter()
+        .filter(|r| r.status == ItemStatus::Accepted)
+        .count();
     tracing::info!(device_id = %device.device_id, items = results.len(), accepted, "confirmations ingested");
     Ok(Json(ConfirmationResults { results }))
 }
@@ -800,8 +876,7 @@ async fn post_verify(
 #[derive(Debug, Serialize, ToSchema)]
 pub struct TrackView {
     pub parcel_id: String,
-    /// pending | scheduled | delivered | failed | disputed
-    pub status: String,
+    pub status: ParcelState,
     pub delivery_date: Option<NaiveDate>,
     /// The code, only while it is valid and the parcel is still out for delivery.
     pub code: Option<String>,
@@ -827,11 +902,16 @@ pub(crate) async fn track_view(app: &App, token: &str) -> Result<TrackView, ApiE
     if window.is_some_and(|(_, until)| now >= until + chrono::Duration::days(TRACK_LINK_DAYS)) {
         return Err(unknown());
     }
-    let open = p.status == "scheduled" || p.status == "failed";
-    let code = match (p.delivery_date, window) {
-        (Some(d), Some((_, until))) if p.requires_code && open && p.attempt > 0 && now < until => {
-            Some(app.code(&p.parcel_id, d, p.attempt)?.expose().to_string())
-        }
+    let visible = crate::domain::code_visible(
+        p.requires_code,
+        p.status,
+        p.attempt,
+        p.delivery_date,
+        &app.policy(),
+        now,
+    );
+    let code = match p.delivery_date {
+        Some(d) if visible => Some(app.code(&p.parcel_id, d, p.attempt)?.expose().to_string()),
         _ => None,
     };
     let day = p

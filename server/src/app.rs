@@ -2,12 +2,16 @@
 //! and crypto: building manifests, checking codes, ingesting confirmations.
 
 use crate::config::Config;
+use crate::domain::disputes::{self, Cursor};
+use crate::domain::verify::{Refused, VerifyInput};
+use crate::domain::{At, ItemStatus, Policy, RejectReason, devices};
 use crate::error::ApiError;
 use crate::keys::Signer;
 use crate::metrics::Metrics;
 use crate::notices::Channel;
 use crate::storage::{
-    Device, IngestConfirmation, IngestOutcome, RouteData, Storage, StoredManifest, VerifyOutcome,
+    BuildKey, Device, IngestConfirmation, IngestOutcome, Moved, ReissueInput, RouteData, Signal,
+    Storage, StoredManifest, Upload, VerifyOutcome,
 };
 use chrono::NaiveDate;
 use doorcode_core::codes::{Code, CodeKey, derive_code};
@@ -41,10 +45,9 @@ pub struct ItemResult {
     pub index: usize,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub confirmation_id: Option<String>,
-    /// accepted | duplicate | rejected
-    pub status: &'static str,
+    pub status: ItemStatus,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<String>,
+    pub reason: Option<RejectReason>,
     /// For rejections: true means retrying the same envelope can never succeed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub permanent: Option<bool>,
@@ -54,19 +57,24 @@ pub struct ItemResult {
 }
 
 impl ItemResult {
-    fn rejected(index: usize, id: Option<String>, reason: &str, permanent: bool) -> Self {
+    fn rejected(index: usize, id: Option<String>, reason: RejectReason) -> Self {
         Self {
             index,
             confirmation_id: id,
-            status: "rejected",
-            reason: Some(reason.to_string()),
-            permanent: Some(permanent),
+            status: ItemStatus::Rejected,
+            reason: Some(reason),
+            permanent: Some(reason.permanent()),
             disputed: false,
         }
     }
 }
 
 impl App {
+    /// The rules' numbers, from the configuration.
+    pub fn policy(&self) -> Policy {
+        Policy::of(&self.cfg)
+    }
+
     pub fn code(&self, parcel_id: &str, date: NaiveDate, attempt: u32) -> Result<Code, ApiError> {
         derive_code(
             &self.code_key,
@@ -86,10 +94,12 @@ impl App {
         route: &RouteData,
         device: &Device,
     ) -> Result<StoredManifest, ApiError> {
-        let cached = self
-            .storage
-            .manifest(&route.route_id, route.delivery_date, &device.device_id)
-            .await?;
+        let key = BuildKey {
+            route_id: &route.route_id,
+            date: route.delivery_date,
+            device_id: &device.device_id,
+        };
+        let cached = self.storage.manifest(key).await?;
         if let Some(m) = &cached {
             if m.revision >= route.revision {
                 return Ok(m.clone());
@@ -174,19 +184,57 @@ impl App {
         Ok(stored)
     }
 
-    /// Rebuild the manifests of changed routes for every device of their courier.
+    /// Rebuild the manifests of changed routes for their courier's devices,
+    /// except revoked and long-unseen ones ([`devices::gets_builds`]).
     pub async fn rebuild_routes(&self, routes: &[(String, NaiveDate)]) -> Result<u32, ApiError> {
         let mut built = 0;
+        let now = self.cfg.now();
         for (route_id, date) in routes {
             let Some(route) = self.storage.route(route_id, *date).await? else {
                 continue;
             };
             for d in self.storage.devices_of_courier(&route.courier_id).await? {
-                self.ensure_manifest(&route, &d).await?;
-                built += 1;
+                if devices::gets_builds(&d, now) {
+                    self.ensure_manifest(&route, &d).await?;
+                    built += 1;
+                }
             }
         }
         Ok(built)
+    }
+
+    /// One page of a day's signals (disputes among them), oldest first, and
+    /// the cursor of the next page if there is one.
+    pub async fn signals_page(
+        &self,
+        day: NaiveDate,
+        after: Cursor,
+        limit: u32,
+    ) -> Result<(Vec<Signal>, Option<Cursor>), ApiError> {
+        let mut page = self
+            .storage
+            .signals_on(day, after.0, limit.saturating_add(1))
+            .await?;
+        let next = disputes::next_cursor(&mut page, limit);
+        Ok((page, next))
+    }
+
+    /// Void a parcel's code: the next attempt, a new tracking link, a notice,
+    /// and its route's manifests rebuilt.
+    pub async fn reissue(
+        &self,
+        parcel_id: &str,
+        requires_code: Option<bool>,
+    ) -> Result<Moved, ApiError> {
+        let input = ReissueInput {
+            parcel_id: parcel_id.to_string(),
+            track_token: crate::keys::new_token().map_err(ApiError::internal)?,
+            requires_code,
+        };
+        let moved = self.storage.reissue(input, self.cfg.now()).await?;
+        self.notice_wake.notify_one();
+        self.rebuild_routes(&moved.routes).await?;
+        Ok(moved)
     }
 
     /// Check one upload's envelopes from `device` (signature, device, code)
@@ -209,7 +257,23 @@ impl App {
                 Err(r) => results.push(Some(r)),
             }
         }
-        let outcomes = self.storage.ingest_confirmations(ready).await;
+        let policy = self.policy();
+        let upload = Upload {
+            device_id: device.device_id.clone(),
+            items: ready,
+        };
+        let at = At {
+            now: self.cfg.now(),
+            policy: &policy,
+        };
+        let outcomes = match self.storage.ingest_confirmations(upload, at).await {
+            Ok(o) => o,
+            Err(e) => {
+                // Nothing of the upload was stored; every item may be retried.
+                tracing::error!(error = %e, "confirmation ingest");
+                Vec::new()
+            }
+        };
         for ((index, id, parcel_id), outcome) in pending.into_iter().zip(outcomes) {
             if let Some(slot) = results.get_mut(index) {
                 *slot = Some(Self::finish_one(device, index, id, &parcel_id, outcome));
@@ -219,7 +283,7 @@ impl App {
             .into_iter()
             .enumerate()
             .map(|(index, r)| {
-                r.unwrap_or_else(|| ItemResult::rejected(index, None, "server_error", false))
+                r.unwrap_or_else(|| ItemResult::rejected(index, None, RejectReason::ServerError))
             })
             .collect()
     }
@@ -237,13 +301,12 @@ impl App {
                 return Err(ItemResult::rejected(
                     index,
                     None,
-                    "malformed_envelope",
-                    true,
+                    RejectReason::MalformedEnvelope,
                 ));
             }
         };
         if env.kid != device.device_id {
-            return Err(ItemResult::rejected(index, None, "wrong_device", true));
+            return Err(ItemResult::rejected(index, None, RejectReason::WrongDevice));
         }
         let vk = match VerifyingKey::from_b64(device.device_id.clone(), &device.public_key) {
             Ok(k) => k,
@@ -251,8 +314,7 @@ impl App {
                 return Err(ItemResult::rejected(
                     index,
                     None,
-                    "device_key_invalid",
-                    true,
+                    RejectReason::DeviceKeyInvalid,
                 ));
             }
         };
@@ -260,36 +322,41 @@ impl App {
             Ok(c) => c,
             Err(SignedConfirmationError::Envelope(e)) => {
                 let reason = match e {
-                    EnvelopeError::BadSignature => "bad_signature",
-                    EnvelopeError::BadEncoding(_) => "bad_encoding",
-                    EnvelopeError::UnsupportedVersion(_) => "unsupported_version",
-                    EnvelopeError::UnknownKey(_) => "wrong_device",
-                    _ => "malformed_envelope",
+                    EnvelopeError::BadSignature => RejectReason::BadSignature,
+                    EnvelopeError::BadEncoding(_) => RejectReason::BadEncoding,
+                    EnvelopeError::UnsupportedVersion(_) => RejectReason::UnsupportedVersion,
+                    EnvelopeError::UnknownKey(_) => RejectReason::WrongDevice,
+                    _ => RejectReason::MalformedEnvelope,
                 };
-                return Err(ItemResult::rejected(index, None, reason, true));
+                return Err(ItemResult::rejected(index, None, reason));
             }
             Err(SignedConfirmationError::Body(e)) => {
                 let reason = match e {
                     doorcode_core::confirmation::ConfirmationError::DeviceMismatch => {
-                        "wrong_device"
+                        RejectReason::WrongDevice
                     }
                     doorcode_core::confirmation::ConfirmationError::UnknownFormat(_) => {
-                        "unknown_format"
+                        RejectReason::UnknownFormat
                     }
-                    _ => "malformed_body",
+                    _ => RejectReason::MalformedBody,
                 };
-                return Err(ItemResult::rejected(index, None, reason, true));
+                return Err(ItemResult::rejected(index, None, reason));
             }
         };
         let id = c.confirmation_id.to_string();
         let code_ok = match &c.code {
             Some(given) => match self.code(&c.parcel_id, c.delivery_date, c.attempt) {
                 Ok(expected) => Some(expected.ct_eq(given)),
-                Err(_) => return Err(ItemResult::rejected(index, Some(id), "server_error", false)),
+                Err(_) => {
+                    return Err(ItemResult::rejected(
+                        index,
+                        Some(id),
+                        RejectReason::ServerError,
+                    ));
+                }
             },
             None => None,
         };
-        let (_, valid_until) = self.cfg.calendar.window(c.delivery_date);
         let ingest = IngestConfirmation {
             confirmation_id: id.clone(),
             device_id: c.device_id.clone(),
@@ -299,15 +366,12 @@ impl App {
             parcel_id: c.parcel_id.clone(),
             delivery_date: c.delivery_date,
             attempt: c.attempt,
-            outcome: c.outcome.as_str().to_string(),
-            reason: c.reason.map(|r| r.as_str().to_string()),
-            verified: c.verified.as_str().to_string(),
+            outcome: c.outcome,
+            reason: c.reason,
+            verified: c.verified,
             failed_attempts: c.failed_attempts,
             recorded_at: c.recorded_at,
             code_ok,
-            late: c.recorded_at >= valid_until,
-            many_tries_threshold: self.cfg.many_tries_threshold,
-            received_at: self.cfg.now(),
         };
         Ok(ingest)
     }
@@ -318,78 +382,59 @@ impl App {
         index: usize,
         id: String,
         parcel_id: &str,
-        outcome: crate::storage::Result<IngestOutcome>,
+        outcome: IngestOutcome,
     ) -> ItemResult {
         match outcome {
-            Ok(IngestOutcome::Accepted { disputed }) => {
+            IngestOutcome::Accepted { disputed } => {
                 if disputed {
                     tracing::warn!(confirmation_id = %id, parcel_id = %parcel_id, device_id = %device.device_id, "confirmation disputed: code failed the full check");
                 }
                 ItemResult {
                     index,
                     confirmation_id: Some(id),
-                    status: "accepted",
+                    status: ItemStatus::Accepted,
                     reason: None,
                     permanent: None,
                     disputed,
                 }
             }
-            Ok(IngestOutcome::Duplicate) => ItemResult {
+            IngestOutcome::Duplicate => ItemResult {
                 index,
                 confirmation_id: Some(id),
-                status: "duplicate",
+                status: ItemStatus::Duplicate,
                 reason: None,
                 permanent: None,
                 disputed: false,
             },
-            Ok(IngestOutcome::Rejected(reason, permanent)) => {
-                ItemResult::rejected(index, Some(id), &reason, permanent)
-            }
-            Err(e) => {
-                tracing::error!(error = %e, "confirmation ingest");
-                ItemResult::rejected(index, Some(id), "server_error", false)
-            }
+            IngestOutcome::Rejected(reason) => ItemResult::rejected(index, Some(id), reason),
         }
     }
 
-    /// Online check at the door: counted, locked at `max_attempts`.
+    /// Online check at the door: refused outside the code's day and off the
+    /// courier's current route; counted, locked at `max_attempts`.
     pub async fn verify(
         &self,
         device: &Device,
         parcel_id: &str,
         given: &Code,
     ) -> Result<VerifyOutcome, ApiError> {
+        let policy = self.policy();
         for _ in 0..3 {
-            let Some(t) = self
-                .storage
-                .verify_target(&device.device_id, parcel_id)
-                .await?
-            else {
-                return Err(ApiError::not_found(
-                    "not_on_manifest",
-                    "this parcel is not on a manifest of this device",
-                ));
+            let facts = self.storage.verify_facts(device, parcel_id).await?;
+            let now = self.cfg.now();
+            let target = crate::domain::verify::target(&facts, now, &policy).map_err(refused)?;
+            let expected = self.code(parcel_id, target.delivery_date, target.attempt)?;
+            let input = VerifyInput {
+                device_id: device.device_id.clone(),
+                parcel_id: parcel_id.to_string(),
+                target,
+                ok: expected.ct_eq(given),
             };
-            if !t.requires_code {
-                return Err(ApiError::conflict(
-                    "no_code_required",
-                    "this parcel is handed over without a code",
-                ));
-            }
-            let expected = self.code(parcel_id, t.delivery_date, t.attempt)?;
-            let ok = expected.ct_eq(given);
-            let out = self
-                .storage
-                .record_verify(
-                    &device.device_id,
-                    parcel_id,
-                    t.delivery_date,
-                    t.attempt,
-                    ok,
-                    self.cfg.max_attempts,
-                    self.cfg.now(),
-                )
-                .await?;
+            let at = At {
+                now,
+                policy: &policy,
+            };
+            let out = self.storage.record_verify(input, at).await?;
             if out != VerifyOutcome::Stale {
                 return Ok(out);
             }
@@ -398,5 +443,37 @@ impl App {
             "changed",
             "the parcel changed while checking; sync and try again",
         ))
+    }
+}
+
+/// A try refused before it counts.
+fn refused(r: Refused) -> ApiError {
+    match r {
+        Refused::NotOnManifest => ApiError::not_found(
+            "not_on_manifest",
+            "this parcel is not on a manifest of this device",
+        ),
+        Refused::NotOnCurrentRoute => ApiError::conflict(
+            "not_on_current_route",
+            "this parcel is no longer on this courier's current route; sync the handset",
+        ),
+        Refused::NoCodeRequired => ApiError::conflict(
+            "no_code_required",
+            "this parcel is handed over without a code",
+        ),
+        Refused::NotYetValid(from) => ApiError::conflict(
+            "code_not_yet_valid",
+            format!(
+                "this parcel's code is valid from {}; this did not count as a try",
+                from.to_rfc3339()
+            ),
+        ),
+        Refused::Expired(until) => ApiError::conflict(
+            "code_expired",
+            format!(
+                "this parcel's code was valid until {}; this did not count as a try",
+                until.to_rfc3339()
+            ),
+        ),
     }
 }

@@ -110,6 +110,15 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A rejection's status, never a 5xx: a body the server could not read is the client's.
+fn client_side(status: StatusCode) -> StatusCode {
+    if status.is_server_error() {
+        StatusCode::BAD_REQUEST
+    } else {
+        status
+    }
+}
+
 /// `axum::Json` with rejections in our error shape (never a 5xx).
 pub struct Body<T>(pub T);
 
@@ -132,14 +141,38 @@ where
                     _ if status == StatusCode::PAYLOAD_TOO_LARGE => "body_too_large",
                     _ => "bad_body",
                 };
-                let status = if status.is_server_error() {
-                    StatusCode::BAD_REQUEST
-                } else {
-                    status
-                };
-                Err(ApiError::new(status, error, rej.body_text()))
+                Err(ApiError::new(client_side(status), error, rej.body_text()))
             }
         }
+    }
+}
+
+/// A JSON body that may be left out: an empty body is `T::default()`; any
+/// other body must be JSON (`application/json`) of `T`, with [`Body`]'s errors.
+pub struct OptionalBody<T>(pub T);
+
+impl<S, T> FromRequest<S> for OptionalBody<T>
+where
+    T: DeserializeOwned + Default,
+    S: Send + Sync,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let (parts, body) = req.into_parts();
+        let bytes =
+            axum::body::Bytes::from_request(Request::from_parts(parts.clone(), body), state)
+                .await
+                .map_err(|rej| {
+                    ApiError::new(client_side(rej.status()), "bad_body", rej.body_text())
+                })?;
+        if bytes.is_empty() {
+            return Ok(OptionalBody(T::default()));
+        }
+        let req = Request::from_parts(parts, axum::body::Body::from(bytes));
+        Body::<T>::from_request(req, state)
+            .await
+            .map(|Body(v)| OptionalBody(v))
     }
 }
 

@@ -9,6 +9,7 @@ pub mod app;
 pub mod client_addr;
 pub mod config;
 pub mod data_dir;
+pub mod domain;
 pub mod error;
 pub mod keys;
 pub mod limit;

@@ -224,7 +224,7 @@ async fn handle(
     };
     if p.delivery_date != Some(job.delivery_date)
         || p.attempt != job.attempt
-        || p.status == "delivered"
+        || p.status == crate::domain::ParcelState::Delivered
     {
         // Superseded by a newer attempt (which has its own notice) or done.
         return s.notice_failed(job.notice_id, "superseded", None).await;
@@ -441,7 +441,7 @@ mod tests {
             email: None,
             phone: None,
             requires_code: true,
-            status: "scheduled".into(),
+            status: crate::domain::ParcelState::Scheduled,
             delivery_date: None,
             attempt: 1,
             track_token: "t".into(),

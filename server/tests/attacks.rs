@@ -778,8 +778,11 @@ async fn online_brute_force_locks_the_parcel_for_every_device_until_dispatch_rei
 
 /// The phone scammer's best case: the customer read the code to a caller,
 /// dispatch reissued, but a handset that has not synced since still holds the
-/// old attempt and checks the old code offline. The handover is recorded
-/// (the courier did see a matching code), and dispatch is told at once.
+/// old attempt and checks the old code offline. That attempt is no longer on
+/// the courier's current route: the upload is refused for good
+/// (`not_on_current_route`), the parcel stays out for delivery with its new
+/// code, and dispatch is told at once, with "the code matched" (a real
+/// handover of a parcel whose code was replaced, not noise).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn old_code_used_after_a_reissue_is_signalled_to_dispatch() {
     let (_dir, mut t) = day().await;
@@ -790,19 +793,36 @@ async fn old_code_used_after_a_reissue_is_signalled_to_dispatch() {
     let stale =
         t.a.delivered(&da, "P-A3", 1, &code("P-A3", 1), "2026-11-23T10:00:00Z");
     let res = upload(&t.s, &t.a, vec![json!(t.a.sign(&stale))]).await;
-    assert_eq!(outcome(&res[0]).0, "accepted", "{}", res[0]);
+    assert_eq!(
+        outcome(&res[0]),
+        ("rejected", Some("not_on_current_route")),
+        "{}",
+        res[0]
+    );
+    assert_eq!(res[0]["permanent"], true);
+    let pv = t.s.admin_get("/v1/parcels/P-A3").await.1;
+    assert_eq!(
+        (pv["status"].as_str(), pv["attempt"].as_u64()),
+        (Some("scheduled"), Some(2)),
+        "the parcel's state does not change"
+    );
     let (_, dv) = t.s.admin_get("/v1/disputes").await;
     let signal = dv["signals"]
         .as_array()
         .unwrap()
         .iter()
-        .find(|s| s["kind"] == "superseded_code" && s["parcel_id"] == "P-A3")
-        .unwrap_or_else(|| panic!("no superseded_code signal: {dv}"))
+        .find(|s| s["kind"] == "stale_manifest" && s["parcel_id"] == "P-A3")
+        .unwrap_or_else(|| panic!("no stale_manifest signal: {dv}"))
         .clone();
+    assert_eq!(signal["code_matched"], true, "{signal}");
+    assert_eq!(signal["device_id"], t.a.device_id.as_str());
     assert!(
         signal["detail"].as_str().unwrap().contains("attempt 1"),
         "{signal}"
     );
+    // Uploading it again adds no second signal.
+    let res = upload(&t.s, &t.a, vec![json!(t.a.sign(&stale))]).await;
+    assert_eq!(outcome(&res[0]).1, Some("not_on_current_route"));
     // A delivery with the current attempt's code raises nothing of the kind.
     let mb = manifest(&t.s, &t.a2).await;
     let fresh = t.a2.delivered(
@@ -821,7 +841,7 @@ async fn old_code_used_after_a_reissue_is_signalled_to_dispatch() {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|s| s["kind"] == "superseded_code")
+        .filter(|s| s["kind"] == "stale_manifest")
         .count();
     assert_eq!(n, 1, "{dv}");
     t.s.handle.shutdown().await;
@@ -1558,4 +1578,363 @@ async fn codes_and_tokens_appear_in_no_text_log_at_trace_level() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codes_and_tokens_appear_in_no_json_log_at_trace_level() {
     day_on_real_processes(true).await;
+}
+
+// ---------- who may change what (DESIGN, December 2026) ----------
+
+/// The signals about DAY, page by page through `/v1/disputes`, and how many
+/// pages it took.
+async fn all_signals(s: &Server, limit: u32) -> (Vec<Value>, usize) {
+    let (mut all, mut pages, mut cursor) = (Vec::new(), 0, None::<String>);
+    loop {
+        let mut path = format!("/v1/disputes?date={DAY}&limit={limit}");
+        if let Some(c) = &cursor {
+            path.push_str(&format!("&cursor={c}"));
+        }
+        let (st, v) = s.admin_get(&path).await;
+        assert_eq!(st, 200, "{v}");
+        assert_eq!(v["date"], DAY);
+        pages += 1;
+        for k in ["disputes", "signals"] {
+            all.extend(v[k].as_array().unwrap().iter().cloned());
+        }
+        match v["next_cursor"].as_str() {
+            Some(c) => cursor = Some(c.to_string()),
+            None => return (all, pages),
+        }
+    }
+}
+
+/// `seq = 2^63-1` used to wrap the gap check, and larger values gave a
+/// retryable `server_error`: now both, and a revision above 2^53, are
+/// refused for good and leave nothing behind.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn huge_seq_and_revision_are_refused_for_good_and_leave_nothing() {
+    let (_dir, mut t) = day().await;
+    let da = door(&t.ma);
+    let right = code("P-A1", 1);
+    let mut big =
+        t.a.delivered(&da, "P-A1", 1, &right, "2026-11-23T09:00:00Z");
+    big.seq = u64::try_from(i64::MAX).unwrap();
+    let mut max =
+        t.a.delivered(&da, "P-A1", 1, &right, "2026-11-23T09:00:00Z");
+    max.seq = u64::MAX;
+    let mut rev =
+        t.a.delivered(&da, "P-A1", 1, &right, "2026-11-23T09:00:00Z");
+    rev.revision = (1 << 53) + 1;
+    let envs = [&big, &max, &rev].map(|c| json!(t.a.sign(c))).to_vec();
+    let res = upload(&t.s, &t.a, envs).await;
+    for r in &res {
+        assert_eq!(outcome(r), ("rejected", Some("out_of_range")), "{r}");
+        assert_eq!(r["permanent"], true, "never retried");
+    }
+    assert_eq!(status(&t.s, "P-A1").await, "scheduled");
+    // The device's real first confirmation is no gap.
+    t.a.seq = 0;
+    let ok =
+        t.a.delivered(&da, "P-A1", 1, &right, "2026-11-23T09:01:00Z");
+    assert_eq!(
+        outcome(&upload(&t.s, &t.a, vec![json!(t.a.sign(&ok))]).await[0]).0,
+        "accepted"
+    );
+    let (signals, _) = all_signals(&t.s, 100).await;
+    assert!(signals.is_empty(), "{signals:?}");
+    t.s.handle.shutdown().await;
+}
+
+/// A handset whose parcel moved to another courier used to be able to
+/// dispute it forever (and the customer lost the code on the page). Now
+/// its uploads are refused for good, the parcel stays out for delivery with
+/// the other courier, and dispatch learns whether the code matched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_handset_cannot_dispute_a_parcel_that_moved_to_another_courier() {
+    let (_dir, mut t) = day().await;
+    t.s.wait_outbox_empty().await;
+    // Dispatch moves P-A1 from C-42's route to C-43's, the same day.
+    let (st, v) = t.s.admin_post("/v1/routes", json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": DAY,
+        "stops": [{"stop_id": "S-1", "address": "1 Example Street", "parcel_ids": ["P-A2"]},
+                  {"stop_id": "S-2", "address": "2 Example Street", "parcel_ids": ["P-A3", "P-A4"]}]})).await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) =
+        t.s.admin_post(
+            "/v1/routes",
+            json!({"route_id": "R-8", "courier_id": "C-43", "delivery_date": DAY,
+        "stops": [{"stop_id": "S-9", "address": "9 Other Street", "parcel_ids": ["P-B1"]},
+                  {"stop_id": "S-1", "address": "1 Example Street", "parcel_ids": ["P-A1"]}]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    // C-42's handset never synced: a wrong code, and then the right old one.
+    let da = door(&t.ma);
+    let bad = t.a.delivered(
+        &da,
+        "P-A1",
+        1,
+        &wrong(&code("P-A1", 1)),
+        "2026-11-23T09:00:00Z",
+    );
+    let old =
+        t.a.delivered(&da, "P-A1", 1, &code("P-A1", 1), "2026-11-23T09:01:00Z");
+    let res = upload(
+        &t.s,
+        &t.a,
+        vec![json!(t.a.sign(&bad)), json!(t.a.sign(&old))],
+    )
+    .await;
+    for r in &res {
+        assert_eq!(
+            outcome(r),
+            ("rejected", Some("not_on_current_route")),
+            "{r}"
+        );
+        assert_eq!(r["permanent"], true);
+    }
+    assert_eq!(
+        status(&t.s, "P-A1").await,
+        "scheduled",
+        "never disputed by it"
+    );
+    let (signals, _) = all_signals(&t.s, 100).await;
+    let stale: Vec<(Value, Value)> = signals
+        .iter()
+        .filter(|s| s["kind"] == "stale_manifest")
+        .map(|s| (s["device_id"].clone(), s["code_matched"].clone()))
+        .collect();
+    let dev = json!(t.a.device_id);
+    assert_eq!(stale, [(dev.clone(), json!(false)), (dev, json!(true))]);
+    assert!(
+        signals.iter().all(|s| s["kind"] != "code_mismatch"),
+        "{signals:?}"
+    );
+    // The customer still has a working code on the page: the new attempt's.
+    let notice = t.s.wait_notices(1).await;
+    let last = notice
+        .iter()
+        .rev()
+        .find(|n| n["parcel_id"] == "P-A1")
+        .unwrap();
+    assert_eq!(last["code"], code("P-A1", 2).as_str());
+    let token = last["track_url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap();
+    let (st, tv) = t.s.get(&format!("/v1/track/{token}")).await;
+    assert_eq!(
+        (st, tv["code"].as_str()),
+        (200, Some(code("P-A1", 2).as_str()))
+    );
+    // C-43's handset delivers it with that code.
+    let mb = manifest(&t.s, &t.b).await;
+    let ok = t.b.delivered(
+        &door(&mb),
+        "P-A1",
+        2,
+        &code("P-A1", 2),
+        "2026-11-23T10:00:00Z",
+    );
+    assert_eq!(
+        outcome(&upload(&t.s, &t.b, vec![json!(t.b.sign(&ok))]).await[0]).0,
+        "accepted"
+    );
+    assert_eq!(status(&t.s, "P-A1").await, "delivered");
+    t.s.handle.shutdown().await;
+}
+
+/// 30 junk uploads used to push a courier's own fraud signals off the
+/// board, which showed only the latest. Now a day's signals page through
+/// `/v1/disputes` to the last one, whatever came before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn junk_uploads_never_push_a_days_fraud_signal_out_of_reach() {
+    let (_dir, mut t) = day().await;
+    let da = door(&t.ma);
+    let right = code("P-A1", 1);
+    // 150 seq jumps, each a signal.
+    let junk: Vec<Value> = (0..150)
+        .map(|i| {
+            t.a.seq += 1;
+            let at = format!("2026-11-23T09:{:02}:00Z", i % 60);
+            let c = t.a.delivered(&da, "P-A1", 1, &right, &at);
+            json!(t.a.sign(&c))
+        })
+        .collect();
+    let res = upload(&t.s, &t.a, junk).await;
+    assert!(res.iter().all(|r| r["status"] == "accepted"));
+    // Then the one that matters: a wrong code for P-A2.
+    let bad = t.a.delivered(
+        &da,
+        "P-A2",
+        1,
+        &wrong(&code("P-A2", 1)),
+        "2026-11-23T11:00:00Z",
+    );
+    let res = upload(&t.s, &t.a, vec![json!(t.a.sign(&bad))]).await;
+    assert_eq!(res[0]["disputed"], true);
+    let (_, first) = t.s.admin_get("/v1/disputes").await;
+    assert_eq!(
+        first["signals"].as_array().unwrap().len(),
+        100,
+        "100 a page by default"
+    );
+    assert!(first["disputes"].as_array().unwrap().is_empty());
+    let (signals, pages) = all_signals(&t.s, 100).await;
+    assert_eq!((signals.len(), pages), (151, 2));
+    assert!(
+        signals
+            .iter()
+            .any(|s| s["kind"] == "code_mismatch" && s["parcel_id"] == "P-A2"),
+        "the dispute is on the last page"
+    );
+    let mut ids: Vec<i64> = signals.iter().map(|s| s["id"].as_i64().unwrap()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), 151, "no signal twice across pages");
+    let (_, other) = t.s.admin_get("/v1/disputes?date=2026-11-24").await;
+    assert!(
+        other["signals"].as_array().unwrap().is_empty(),
+        "paged by day"
+    );
+    for bad in [
+        "limit=0",
+        "limit=1001",
+        "limit=x",
+        "cursor=-1",
+        "cursor=abc",
+        "date=2026-13-01",
+        "page=2",
+    ] {
+        let (st, v) = t.s.admin_get(&format!("/v1/disputes?{bad}")).await;
+        assert_eq!(
+            (st, v["error"].as_str().is_some()),
+            (400, true),
+            "{bad}: {v}"
+        );
+    }
+    t.s.handle.shutdown().await;
+}
+
+/// A reissue gives the parcel a new tracking link: whoever has the old one
+/// (a forwarded notice, a scammer) gets the unknown-link answer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reissued_parcels_old_tracking_link_answers_like_an_unknown_one() {
+    let (_dir, t) = day().await;
+    let notices = t.s.wait_notices(4).await;
+    let old = notices.iter().find(|n| n["parcel_id"] == "P-A1").unwrap()["track_url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_eq!(t.s.get(&format!("/v1/track/{old}")).await.0, 200);
+    t.s.wait_outbox_empty().await;
+    let before = t.s.notice_files().len();
+    let (st, pv) = t.s.admin_post("/v1/parcels/P-A1/reissue", json!({})).await;
+    assert_eq!(st, 200, "{pv}");
+    let new = pv["track_url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    assert_ne!(new, old);
+    let (st, gone) = t.s.get(&format!("/v1/track/{old}")).await;
+    let (_, unknown) = t.s.get(&format!("/v1/track/{}", "Z".repeat(43))).await;
+    assert_eq!((st, &gone), (404, &unknown), "like an unknown link");
+    let (st, tv) = t.s.get(&format!("/v1/track/{new}")).await;
+    assert_eq!(
+        (st, tv["code"].as_str()),
+        (200, Some(code("P-A1", 2).as_str()))
+    );
+    let notices = t.s.wait_notices(before + 1).await;
+    assert!(
+        notices[before]["track_url"]
+            .as_str()
+            .unwrap()
+            .ends_with(&new)
+    );
+    t.s.handle.shutdown().await;
+}
+
+/// Whether a parcel needs a code is fixed once it is on a route: a routine
+/// re-upload used to be able to make a code parcel code-free.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_re_upload_cannot_make_a_routed_code_parcel_code_free() {
+    let (_dir, t) = day().await;
+    let item = |id: &str, value: f64, explicit: Option<bool>| {
+        let mut p = json!({"parcel_id": id, "recipient": {"name": "New Name"}, "address": "1 Example Street",
+            "value": value, "currency": "EUR"});
+        if let Some(e) = explicit {
+            p["requires_code"] = json!(e);
+        }
+        p
+    };
+    let (st, v) =
+        t.s.admin_post(
+            "/v1/parcels",
+            json!({"parcels": [item("P-A1", 5.0, None), item("P-A2", 90.0, Some(false)),
+            item("P-A3", 75.0, Some(true)), item("P-NEW", 5.0, None)]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let r: Vec<(&str, Option<&str>)> = v["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["status"].as_str().unwrap(), r["reason"].as_str()))
+        .collect();
+    assert_eq!(
+        r,
+        [
+            ("rejected", Some("requires_code_frozen")),
+            ("rejected", Some("requires_code_frozen")),
+            ("updated", None),
+            ("created", None)
+        ]
+    );
+    let pv = t.s.admin_get("/v1/parcels/P-A1").await.1;
+    assert_eq!(
+        (pv["requires_code"].as_bool(), pv["recipient_name"].as_str()),
+        (Some(true), Some("Customer P-A1"))
+    );
+    // Dispatch changes the policy with a reissue, from the next attempt.
+    let (st, pv) =
+        t.s.admin_post("/v1/parcels/P-A1/reissue", json!({"requires_code": false}))
+            .await;
+    assert_eq!(
+        (st, pv["attempt"].as_u64(), pv["requires_code"].as_bool()),
+        (200, Some(2), Some(false)),
+        "{pv}"
+    );
+    let (st, v) =
+        t.s.admin_post("/v1/parcels/P-A1/reissue", json!({"requires_code": "no"}))
+            .await;
+    assert_eq!(st, 422, "{v}");
+    t.s.handle.shutdown().await;
+}
+
+/// A route for yesterday would have sent an already expired code.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_route_for_a_past_day_is_refused() {
+    let (_dir, t) = day().await;
+    let before = t.s.wait_notices(4).await.len();
+    let (st, v) =
+        t.s.admin_post(
+            "/v1/routes",
+            json!({"route_id": "R-9", "courier_id": "C-44", "delivery_date": "2026-11-22",
+        "stops": [{"stop_id": "S-1", "address": "1 Example Street", "parcel_ids": ["P-A1"]}]}),
+        )
+        .await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (422, Some("invalid_route")),
+        "{v}"
+    );
+    assert!(v["message"].as_str().unwrap().contains("past"));
+    assert_eq!(t.s.admin_get("/v1/parcels/P-A1").await.1["attempt"], 1);
+    t.s.wait_outbox_empty().await;
+    assert_eq!(t.s.notice_files().len(), before, "no notice for a past day");
+    t.s.handle.shutdown().await;
 }

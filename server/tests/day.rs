@@ -107,6 +107,11 @@ async fn whole_delivery_day() {
 
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), "2026-11-23T06:00:00Z");
+    // The clock moves to Tuesday for the redelivery: a code is valid only
+    // within its day.
+    let now = Arc::new(Mutex::new(t("2026-11-23T06:00:00Z")));
+    let clock = now.clone();
+    cfg.clock = Arc::new(move || *clock.lock().unwrap());
     // DOORCODE_DAY_DB=postgres runs this same day on PostgreSQL (scripts/test.sh does).
     cfg.database = common::day_database();
     let db = cfg.database.clone();
@@ -540,7 +545,15 @@ async fn whole_delivery_day() {
     .unwrap();
     assert_eq!(Some(tag), p.tag);
     assert!(m2.parcels().all(|(_, p)| p.parcel_id != "P-2001"));
-    // Redelivery with the new code succeeds.
+    // Tuesday morning, before the day starts, the new code is refused (not
+    // counted); on the day, redelivery with it succeeds.
+    let (st, v) = verify(&s, &a, "P-1004", new4.expose()).await;
+    assert_eq!(
+        (st, v["error"].as_str()),
+        (409, Some("code_not_yet_valid")),
+        "{v}"
+    );
+    *now.lock().unwrap() = t("2026-11-24T08:00:00Z");
     let door2 = Door {
         manifest_id: &m2.manifest_id,
         revision: m2.revision,

@@ -109,8 +109,11 @@ async fn smtp_delivers_after_a_temporary_failure() {
     let (port, sink) = smtp_sink(1, false).await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), "2026-11-23T06:00:00Z");
-    // A moving clock so the retry's backoff can elapse.
-    cfg.clock = Arc::new(chrono::Utc::now);
+    // A clock that moves from the pinned start, so the retry's backoff can
+    // elapse and the day (a route may not be for a past day) stays the same.
+    let (from, began) = (t("2026-11-23T06:00:00Z"), std::time::Instant::now());
+    cfg.clock =
+        Arc::new(move || from + chrono::Duration::from_std(began.elapsed()).unwrap_or_default());
     cfg.notify = Some(format!("smtp://127.0.0.1:{port}"));
     let s = start(cfg).await;
     day_with_one_parcel(&s, "2026-11-23").await;

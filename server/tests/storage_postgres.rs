@@ -1,45 +1,68 @@
-//! The generic storage suite against PostgreSQL, unchanged, plus what only a
-//! shared database has: several pools ("nodes") on one schema at once.
-//! Each test gets its own schema. Without a reachable PostgreSQL these tests
-//! FAIL under CI and print a loud SKIPPED banner elsewhere (see pgtest).
+//! The storage suite against PostgreSQL, plus what only a shared database
+//! has: several pools ("nodes") on one schema at once, migrations under a
+//! lock, an upgrade in place. Each test gets its own schema. Without a
+//! reachable PostgreSQL these tests FAIL under CI and print a loud SKIPPED
+//! banner elsewhere (see pgtest).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod pgtest;
+mod storage_suite;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
+use doorcode_core::confirmation::{Outcome, Verified};
+use doorcode_server::domain::verify::{Target, VerifyInput};
+use doorcode_server::domain::{At, Policy, RejectReason, SignalKind};
 use doorcode_server::storage::postgres::PostgresStorage;
 use doorcode_server::storage::*;
 use std::collections::HashSet;
 use std::sync::Arc;
+use storage_suite::{parcel, t0};
 
-fn t0() -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339("2026-11-23T06:00:00Z")
-        .unwrap()
-        .with_timezone(&Utc)
+struct Pg {
+    s: PostgresStorage,
+    schema: pgtest::PgSchema,
+}
+
+impl Pg {
+    fn storage(&self) -> &dyn Storage {
+        &self.s
+    }
+
+    async fn finish(self) {
+        drop(self.s);
+        // Connecting again runs no migration twice.
+        let again = PostgresStorage::connect(&self.schema.url).await.unwrap();
+        assert_eq!(
+            again.schema_version().await.unwrap(),
+            PostgresStorage::migrations()
+        );
+        drop(again);
+        self.schema.drop_schema().await;
+    }
+}
+
+async fn store(check: &str) -> Option<Pg> {
+    let schema = pgtest::fresh_schema(check).await?;
+    let s = PostgresStorage::connect(&schema.url_with("pool_size=4"))
+        .await
+        .unwrap();
+    Some(Pg { s, schema })
+}
+
+crate::storage_suite!();
+
+fn policy() -> Policy {
+    storage_suite::policy()
 }
 
 fn day() -> NaiveDate {
-    NaiveDate::from_ymd_opt(2026, 11, 23).unwrap()
-}
-
-fn parcel(id: &str) -> NewParcel {
-    NewParcel {
-        parcel_id: id.into(),
-        recipient_name: format!("Customer {id}"),
-        email: Some(format!("{id}@example.com")),
-        phone: None,
-        address: "1 Example Street".into(),
-        value: 100.0,
-        currency: "EUR".into(),
-        requires_code: true,
-        track_token: format!("track-{id}-0123456789abcdef"),
-    }
+    storage_suite::day(23)
 }
 
 /// n parcels on one route, one enrolled device with a stored manifest.
 async fn day_setup(s: &dyn Storage, n: usize) -> (Vec<String>, StoredManifest) {
     let ids: Vec<String> = (0..n).map(|i| format!("P-{i:03}")).collect();
-    s.upsert_parcels(ids.iter().map(|i| parcel(i)).collect(), t0())
+    s.upsert_parcels(ids.iter().map(|i| parcel(i, true)).collect(), t0())
         .await
         .unwrap();
     s.save_route(
@@ -54,16 +77,24 @@ async fn day_setup(s: &dyn Storage, n: usize) -> (Vec<String>, StoredManifest) {
                 parcel_ids: ids.clone(),
             }],
         },
-        t0(),
+        At {
+            now: t0(),
+            policy: &policy(),
+        },
     )
     .await
     .unwrap();
-    s.create_enrollment("enroll-1", "C-1", t0() + Duration::minutes(15), t0())
-        .await
-        .unwrap();
+    s.create_enrollment(NewEnrollment {
+        code_hash: "enroll-1".into(),
+        courier_id: "C-1".into(),
+        expires_at: t0() + Duration::minutes(15),
+        created_at: t0(),
+    })
+    .await
+    .unwrap();
     s.enroll_device(
-        "enroll-1",
         NewDevice {
+            enrollment: "enroll-1".into(),
             device_id: "D-1".into(),
             name: "phone".into(),
             public_key: "pk".into(),
@@ -99,33 +130,13 @@ fn confirmation(i: usize, pid: &str, m: &StoredManifest) -> IngestConfirmation {
         parcel_id: pid.into(),
         delivery_date: day(),
         attempt: 1,
-        outcome: "delivered".into(),
+        outcome: Outcome::Delivered,
         reason: None,
-        verified: "offline".into(),
+        verified: Verified::Offline,
         failed_attempts: 0,
         recorded_at: t0(),
         code_ok: Some(true),
-        late: false,
-        many_tries_threshold: 3,
-        received_at: t0(),
     }
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn pg_passes_the_storage_suite() {
-    let Some(pg) = pgtest::fresh_schema("pg_passes_the_storage_suite").await else {
-        return;
-    };
-    let s = PostgresStorage::connect(&pg.url).await.unwrap();
-    conformance::run_all(&s).await;
-    // Connecting again runs no migration twice and keeps the data.
-    drop(s);
-    let s = PostgresStorage::connect(&pg.url).await.unwrap();
-    assert!(s.parcel("a-1").await.unwrap().is_some());
-    assert_eq!(s.schema_version().await.unwrap(), 1);
-    assert_eq!(pg.count("doorcode_migrations").await, 1);
-    drop(s);
-    pg.drop_schema().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -141,9 +152,15 @@ async fn pg_migrations_once_when_nodes_start_together_and_newer_refused() {
         .collect();
     for s in starts {
         let s = s.await.unwrap().unwrap();
-        assert_eq!(s.schema_version().await.unwrap(), 1);
+        assert_eq!(
+            s.schema_version().await.unwrap(),
+            PostgresStorage::migrations()
+        );
     }
-    assert_eq!(pg.count("doorcode_migrations").await, 1);
+    assert_eq!(
+        pg.count("doorcode_migrations").await,
+        PostgresStorage::migrations()
+    );
     assert_eq!(pg.count("parcels").await, 0);
     pg.client
         .batch_execute(&format!(
@@ -174,7 +191,12 @@ async fn pg_two_nodes_ingest_the_same_batch_exactly_once() {
             let barrier = barrier.clone();
             tasks.push(tokio::spawn(async move {
                 barrier.wait().await;
-                (i, node.ingest_confirmation(c).await.unwrap())
+                let p = policy();
+                let at = At {
+                    now: t0(),
+                    policy: &p,
+                };
+                (i, node.ingest_confirmation(c, at).await.unwrap())
             }));
         }
     }
@@ -209,10 +231,18 @@ async fn pg_two_nodes_ingest_the_same_batch_exactly_once() {
     // The same id from another device is refused, not counted.
     let mut stolen = confirmation(0, &ids[0], &m);
     stolen.device_id = "D-other".into();
-    assert!(matches!(
-        b.ingest_confirmation(stolen).await,
-        Ok(IngestOutcome::Rejected(r, true)) if r == "confirmation_id_reused"
-    ));
+    assert_eq!(
+        b.ingest_confirmation(
+            stolen,
+            At {
+                now: t0(),
+                policy: &policy()
+            }
+        )
+        .await
+        .unwrap(),
+        IngestOutcome::Rejected(RejectReason::ConfirmationIdReused)
+    );
     drop((a, b));
     pg.drop_schema().await;
 }
@@ -235,9 +265,26 @@ async fn pg_attempt_counters_hold_under_concurrent_verifies() {
         let barrier = barrier.clone();
         tasks.push(tokio::spawn(async move {
             barrier.wait().await;
-            node.record_verify("D-1", &pid, day(), 1, false, max, t0())
-                .await
-                .unwrap()
+            let input = VerifyInput {
+                device_id: "D-1".into(),
+                parcel_id: pid,
+                target: Target {
+                    delivery_date: day(),
+                    attempt: 1,
+                },
+                ok: false,
+            };
+            let mut p = policy();
+            p.max_attempts = max;
+            node.record_verify(
+                input,
+                At {
+                    now: t0(),
+                    policy: &p,
+                },
+            )
+            .await
+            .unwrap()
         }));
     }
     let mut left = Vec::new();
@@ -322,4 +369,69 @@ async fn pg_two_nodes_never_claim_the_same_notice() {
     assert_eq!(back.len(), ids.len());
     drop((a, b));
     pg.drop_schema().await;
+}
+
+/// A schema-1 database with a device and signals, upgraded in place.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pg_schema_1_upgrades_with_its_devices_and_signals() {
+    let Some(pg) = pgtest::fresh_schema("pg_schema_1_upgrades").await else {
+        return;
+    };
+    let n = &pg.name;
+    pg.client
+        .batch_execute(&format!(
+            "SET search_path = {n};
+             {v1}
+             CREATE TABLE doorcode_migrations(version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
+             INSERT INTO doorcode_migrations(version) VALUES (1);
+             INSERT INTO devices(device_id, courier_id, name, public_key, token_hash, enrolled_at)
+               VALUES('D-1', 'C-1', 'phone', 'pk', 'th', '2026-11-20T08:00:00Z');
+             INSERT INTO confirmations(confirmation_id, device_id, seq, manifest_id, revision, parcel_id,
+               delivery_date, attempt, outcome, verified, failed_attempts, disputed, recorded_at, received_at)
+               VALUES('c-1', 'D-1', 1, 'm', 1, 'P-1', '2026-11-23', 1, 'delivered', 'offline', 0, FALSE,
+                 '2026-11-23T09:00:00Z', '2026-11-24T09:00:00Z');
+             INSERT INTO signals(kind, parcel_id, device_id, confirmation_id, detail, at)
+               VALUES('superseded_code', 'P-1', 'D-1', 'c-1', 'old', '2026-11-24T09:00:00Z'),
+                     ('verify_lockout', 'P-2', 'D-1', NULL, 'locked', '2026-11-25T10:00:00Z');
+             SET search_path = public;",
+            v1 = include_str!("../src/storage/migrations/postgres/0001_init.sql")
+        ))
+        .await
+        .unwrap();
+    let s = PostgresStorage::connect(&pg.url).await.unwrap();
+    assert_eq!(
+        s.schema_version().await.unwrap(),
+        PostgresStorage::migrations()
+    );
+    let d = s.device("D-1").await.unwrap().unwrap();
+    assert_eq!(
+        (d.last_seen_at, d.revoked_at),
+        (t("2026-11-20T08:00:00Z"), None),
+        "last seen at enrollment"
+    );
+    let on23 = s.signals_on(d23(), 0, 10).await.unwrap();
+    assert_eq!(
+        on23.iter().map(|x| x.kind).collect::<Vec<_>>(),
+        [SignalKind::SupersededCode],
+        "the confirmation's day, and the old kind kept"
+    );
+    let on25 = s
+        .signals_on(d23() + Duration::days(2), 0, 10)
+        .await
+        .unwrap();
+    assert_eq!(
+        on25[0].kind,
+        SignalKind::VerifyLockout,
+        "else the day it was raised"
+    );
+    drop(s);
+    pg.drop_schema().await;
+}
+
+fn t(s: &str) -> DateTime<Utc> {
+    DateTime::parse_from_rfc3339(s).unwrap().with_timezone(&Utc)
+}
+
+fn d23() -> NaiveDate {
+    day()
 }

@@ -614,3 +614,127 @@ async fn session_cookie_is_secure_behind_https() {
     assert!(header(r.headers(), "set-cookie").contains("; Secure"));
     s.handle.shutdown().await;
 }
+
+/// A code is valid only within its day: a parcel routed for tomorrow shows
+/// no code today, and its code appears when its day begins.
+#[tokio::test]
+async fn tomorrows_code_is_not_on_the_tracking_page_before_its_day() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "2026-11-23T09:00:00Z");
+    let clock = movable(&mut cfg, "2026-11-23T09:00:00Z");
+    let s = start(cfg).await;
+    let (st, r) = s
+        .admin_post(
+            "/v1/parcels",
+            json!({"parcels": [{"parcel_id": "P-2001", "recipient": {"name": "J. Doe"},
+            "address": "1 Main St", "value": 100, "currency": "EUR"}]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{r}");
+    let token = r["results"][0]["track_url"]
+        .as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string();
+    let (st, r) = s
+        .admin_post(
+            "/v1/routes",
+            json!({"route_id": "R-8", "courier_id": "C-42", "delivery_date": "2026-11-24",
+            "stops": [{"stop_id": "S-1", "address": "1 Main St", "parcel_ids": ["P-2001"]}]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{r}");
+    let code = derive_code(&vector_key(), "P-2001", d("2026-11-24"), 1, 6).unwrap();
+    let c = client();
+    let url = format!("{}/track/{token}", s.url);
+    let (st, _, html) = page(&c, &url).await;
+    assert_eq!(st, 200);
+    assert!(!html.contains(code.expose()), "not before its day");
+    assert!(html.contains("No code right now"));
+    assert_eq!(
+        s.get(&format!("/v1/track/{token}")).await.1["code"],
+        Value::Null
+    );
+    *clock.lock().unwrap() = t("2026-11-24T00:00:00Z");
+    let (_, _, html) = page(&c, &url).await;
+    assert!(html.contains(code.expose()), "from the start of its day");
+    s.handle.shutdown().await;
+}
+
+/// The board shows all of the day's signals, page by page: 60 junk
+/// signals do not hide the dispute raised after them.
+#[tokio::test]
+async fn the_board_pages_through_all_of_the_days_signals() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), "2026-11-23T09:00:00Z")).await;
+    seed(&s).await;
+    let mut hs = s.enroll("C-42").await;
+    let r = s
+        .http
+        .get(format!("{}/v1/manifest?date={DAY}", s.url))
+        .bearer_auth(&hs.token)
+        .send()
+        .await
+        .unwrap();
+    let env: doorcode_core::envelope::Envelope = r.json().await.unwrap();
+    let body: Value =
+        serde_json::from_slice(&doorcode_core::b64::decode(&env.body).unwrap()).unwrap();
+    let door = Door {
+        manifest_id: body["manifest_id"].as_str().unwrap(),
+        revision: body["revision"].as_u64().unwrap(),
+        date: DAY,
+    };
+    let right = derive_code(&vector_key(), "P-1001", d(DAY), 1, 6).unwrap();
+    let mut envs = Vec::new();
+    for _ in 0..60 {
+        hs.seq += 1; // a gap every time
+        let conf = hs.delivered(&door, "P-1001", 1, right.expose(), "2026-11-23T08:00:00Z");
+        envs.push(json!(hs.sign(&conf)));
+    }
+    let conf = hs.delivered(&door, "P-1002", 1, "000000", "2026-11-23T08:30:00Z");
+    envs.push(json!(hs.sign(&conf)));
+    let (st, r) = s
+        .post_as(
+            &hs.token,
+            "/v1/confirmations",
+            json!({"confirmations": envs}),
+        )
+        .await;
+    assert_eq!(st, 200, "{r}");
+    let c = client();
+    let (cookie, html) = login(&s, &c).await;
+    let seq_gaps = |html: &str| html.matches("<td>seq_gap</td>").count();
+    assert_eq!(seq_gaps(&html), 50, "the first page of signals");
+    assert!(!html.contains("<td>code_mismatch</td>"));
+    let next = html
+        .split("data-signals-page=\"next\"")
+        .next()
+        .and_then(|h| h.rsplit("href=\"").next())
+        .map(|h| h.split('"').next().unwrap().replace("&amp;", "&"))
+        .unwrap();
+    assert!(
+        next.starts_with("/board?date=2026-11-23&signals="),
+        "{next}"
+    );
+    let r = c
+        .get(format!("{}{next}", s.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 200);
+    let html = r.text().await.unwrap();
+    assert_eq!(seq_gaps(&html), 10, "the rest");
+    assert!(
+        html.contains("<td>code_mismatch</td>"),
+        "the dispute raised after them"
+    );
+    assert!(
+        !html.contains("data-signals-page=\"next\""),
+        "the last page"
+    );
+    assert!(html.contains("data-signals-page=\"first\""));
+    s.handle.shutdown().await;
+}

@@ -1,17 +1,28 @@
 //! Storage behind one small async trait, so SQLite (embedded, default) and
-//! PostgreSQL run the same domain operations and the same test suite.
+//! PostgreSQL persist the same decisions and pass the same test suite
+//! (`server/tests/storage_suite`).
 //!
-//! Every method is one domain operation and one transaction: a backend must
-//! give it all-or-nothing semantics. No delivery code is ever stored; codes are
-//! derived from the code key by the caller.
+//! Every method is one transaction: a backend must give it all-or-nothing
+//! semantics. A method that decides something loads the facts, calls the
+//! decision in [`crate::domain`] and applies the plan it returns; the rules
+//! live there, never here. No delivery code is ever stored; codes are derived
+//! from the code key by the caller.
 
-pub mod conformance;
 pub mod postgres;
+mod sql;
 pub mod sqlite;
 
+use crate::domain::verify::{VerifyFacts, VerifyInput};
+use crate::domain::{At, EventKind, ParcelState, Refusal, SignalKind};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
 use utoipa::ToSchema;
+
+pub use crate::domain::close_day::Closed;
+pub use crate::domain::ingest::{IngestConfirmation, IngestOutcome, Upload};
+pub use crate::domain::parcels::UpsertStatus;
+pub use crate::domain::reissue::ReissueInput;
+pub use crate::domain::verify::VerifyOutcome;
 
 /// Storage failures. `Conflict` and `NotFound` map to 4xx; `Backend` to 5xx.
 #[derive(Debug, thiserror::Error)]
@@ -28,9 +39,19 @@ pub enum StorageError {
 
 pub type Result<T> = std::result::Result<T, StorageError>;
 
+impl From<Refusal> for StorageError {
+    fn from(r: Refusal) -> Self {
+        match r {
+            Refusal::NotFound(m) => Self::NotFound(m),
+            Refusal::Conflict(m) => Self::Conflict(m),
+            Refusal::Invalid(m) => Self::Invalid(m),
+        }
+    }
+}
+
 /// A parcel as dispatch sends it. `requires_code` is already resolved by the
 /// code policy (explicit flag, else value threshold).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct NewParcel {
     pub parcel_id: String,
     pub recipient_name: String,
@@ -44,13 +65,6 @@ pub struct NewParcel {
     pub track_token: String,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum UpsertStatus {
-    Created,
-    Updated,
-}
-
 /// What dispatch and the customer page may see about a parcel: never a code.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ParcelView {
@@ -58,8 +72,7 @@ pub struct ParcelView {
     pub recipient_name: String,
     pub address: String,
     pub requires_code: bool,
-    /// pending | scheduled | delivered | failed | disputed
-    pub status: String,
+    pub status: ParcelState,
     pub delivery_date: Option<NaiveDate>,
     pub attempt: u32,
     pub route_id: Option<String>,
@@ -71,7 +84,7 @@ pub struct ParcelView {
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct ParcelEvent {
     pub at: DateTime<Utc>,
-    pub kind: String,
+    pub kind: EventKind,
     pub detail: String,
 }
 
@@ -83,7 +96,7 @@ pub struct ParcelContact {
     pub email: Option<String>,
     pub phone: Option<String>,
     pub requires_code: bool,
-    pub status: String,
+    pub status: ParcelState,
     pub delivery_date: Option<NaiveDate>,
     pub attempt: u32,
     pub track_token: String,
@@ -139,6 +152,14 @@ pub struct RouteParcelData {
     pub attempt: u32,
 }
 
+/// Which build: there is one per route, day and device.
+#[derive(Debug, Clone, Copy)]
+pub struct BuildKey<'a> {
+    pub route_id: &'a str,
+    pub date: NaiveDate,
+    pub device_id: &'a str,
+}
+
 /// A built, signed manifest for one device at one route revision.
 #[derive(Debug, Clone)]
 pub struct StoredManifest {
@@ -159,79 +180,44 @@ pub struct Device {
     pub courier_id: String,
     pub name: String,
     pub public_key: String,
+    pub revoked_at: Option<DateTime<Utc>>,
+    /// The last authenticated request (enrollment at first), to the hour.
+    pub last_seen_at: DateTime<Utc>,
+}
+
+/// A one-time enrollment code (stored hashed) for a courier's new handset.
+#[derive(Debug, Clone)]
+pub struct NewEnrollment {
+    pub code_hash: String,
+    pub courier_id: String,
+    pub expires_at: DateTime<Utc>,
+    pub created_at: DateTime<Utc>,
 }
 
 #[derive(Debug, Clone)]
 pub struct NewDevice {
+    /// The hash of the enrollment code it consumes.
+    pub enrollment: String,
     pub device_id: String,
     pub name: String,
     pub public_key: String,
     pub token_hash: String,
 }
 
-/// The facts of a verified confirmation, without its code. The caller has
-/// already checked the signature and compared the code in constant time.
-#[derive(Debug, Clone)]
-pub struct IngestConfirmation {
-    pub confirmation_id: String,
-    pub device_id: String,
-    pub seq: u64,
-    pub manifest_id: String,
-    pub revision: u64,
-    pub parcel_id: String,
-    pub delivery_date: NaiveDate,
-    pub attempt: u32,
-    pub outcome: String,
-    pub reason: Option<String>,
-    pub verified: String,
-    pub failed_attempts: u32,
-    pub recorded_at: DateTime<Utc>,
-    /// None when the confirmation carried no code.
-    pub code_ok: Option<bool>,
-    /// recorded_at is at or after the day's valid_until.
-    pub late: bool,
-    pub many_tries_threshold: u32,
-    pub received_at: DateTime<Utc>,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum IngestOutcome {
-    Accepted {
-        disputed: bool,
-    },
-    Duplicate,
-    /// (reason, permanent)
-    Rejected(String, bool),
-}
-
-#[derive(Debug, Clone)]
-pub struct VerifyTarget {
-    pub delivery_date: NaiveDate,
-    pub attempt: u32,
-    pub requires_code: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum VerifyOutcome {
-    Accepted,
-    Rejected {
-        attempts_left: u32,
-    },
-    Locked,
-    /// The parcel moved to another attempt while we checked; ask again.
-    Stale,
-}
-
 /// A dispute or fraud signal for dispatch.
 #[derive(Debug, Clone, Serialize, ToSchema)]
 pub struct Signal {
     pub id: i64,
-    /// code_mismatch | delivered_without_code | many_wrong_tries | late_confirmation | superseded_code | seq_gap | seq_reuse | verify_lockout
-    pub kind: String,
+    pub kind: SignalKind,
     pub parcel_id: Option<String>,
     pub device_id: Option<String>,
     pub confirmation_id: Option<String>,
+    /// The delivery day it concerns.
+    pub day: NaiveDate,
     pub detail: String,
+    /// For `stale_manifest`: whether the code matched that attempt's code.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub code_matched: Option<bool>,
     pub at: DateTime<Utc>,
 }
 
@@ -246,7 +232,7 @@ pub struct NoticeJob {
 }
 
 /// Result of moving parcels (close day, reissue): routes needing a rebuild.
-#[derive(Debug, Clone, Default, Serialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
 pub struct Moved {
     pub parcel_ids: Vec<String>,
     #[schema(value_type = Vec<Object>)]
@@ -255,7 +241,8 @@ pub struct Moved {
 
 #[async_trait::async_trait]
 pub trait Storage: Send + Sync {
-    /// Create or update parcels; one result per item, in order.
+    /// Create or update parcels; one result per item, in order
+    /// ([`crate::domain::parcels::decide`]).
     async fn upsert_parcels(
         &self,
         items: Vec<NewParcel>,
@@ -268,9 +255,8 @@ pub trait Storage: Send + Sync {
     /// dispatcher's board reads each with [`Storage::parcel`]).
     async fn parcel_ids_on(&self, date: NaiveDate) -> Result<Vec<String>>;
 
-    /// Create or replace a route for a date: revision+1, assign parcels
-    /// (attempt+1 when a parcel changes day), queue a notice per new code.
-    async fn save_route(&self, route: RouteInput, now: DateTime<Utc>) -> Result<RouteSaved>;
+    /// Create or replace a route for a date ([`crate::domain::route::decide`]).
+    async fn save_route(&self, route: RouteInput, at: At<'_>) -> Result<RouteSaved>;
     async fn route(&self, route_id: &str, date: NaiveDate) -> Result<Option<RouteData>>;
     async fn route_for_courier(
         &self,
@@ -278,97 +264,69 @@ pub trait Storage: Send + Sync {
         date: NaiveDate,
     ) -> Result<Option<RouteData>>;
 
-    async fn create_enrollment(
-        &self,
-        code_hash: &str,
-        courier_id: &str,
-        expires_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<()>;
+    async fn create_enrollment(&self, e: NewEnrollment) -> Result<()>;
     /// Consume a valid enrollment code and register the device; None if the
     /// code is unknown, used or expired.
-    async fn enroll_device(
-        &self,
-        code_hash: &str,
-        device: NewDevice,
-        now: DateTime<Utc>,
-    ) -> Result<Option<Device>>;
+    async fn enroll_device(&self, device: NewDevice, now: DateTime<Utc>) -> Result<Option<Device>>;
     async fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>>;
     async fn device(&self, device_id: &str) -> Result<Option<Device>>;
+    /// Every device of the courier, revoked and unseen ones too
+    /// ([`crate::domain::devices::gets_builds`] picks who gets builds).
     async fn devices_of_courier(&self, courier_id: &str) -> Result<Vec<Device>>;
+    /// Record a request from the device at `now`.
+    async fn device_seen(&self, device_id: &str, now: DateTime<Utc>) -> Result<()>;
+    /// Revoke a device; false if it is unknown. A revoked device stays revoked.
+    async fn revoke_device(&self, device_id: &str, now: DateTime<Utc>) -> Result<bool>;
 
-    async fn manifest(
-        &self,
-        route_id: &str,
-        date: NaiveDate,
-        device_id: &str,
-    ) -> Result<Option<StoredManifest>>;
+    async fn manifest(&self, key: BuildKey<'_>) -> Result<Option<StoredManifest>>;
     /// The device's stored manifest for its courier's route on `date`, if it
     /// was built at the route's current revision. One indexed read, so a
     /// fetch or a 304 does not load the whole route; None means load the
     /// route and build (or there is no route).
     async fn current_manifest(
         &self,
-        courier_id: &str,
+        device: &Device,
         date: NaiveDate,
-        device_id: &str,
-    ) -> Result<Option<StoredManifest>> {
-        let Some(route) = self.route_for_courier(courier_id, date).await? else {
-            return Ok(None);
-        };
-        Ok(self
-            .manifest(&route.route_id, date, device_id)
-            .await?
-            .filter(|m| m.revision >= route.revision))
-    }
+    ) -> Result<Option<StoredManifest>>;
     /// Store a build unless a build at the same or a newer revision exists.
     /// Returns the manifest now current (ours or the newer one).
     async fn store_manifest(&self, m: StoredManifest) -> Result<StoredManifest>;
 
-    async fn ingest_confirmation(&self, c: IngestConfirmation) -> Result<IngestOutcome>;
-    /// One upload's confirmations, in order, one result per item. The default
-    /// takes a transaction each; SQLite commits the upload in one transaction
-    /// (one fsync instead of one per item), each item in its own savepoint so
-    /// a failed item leaves the others as they would be alone.
-    async fn ingest_confirmations(
+    /// One upload, received at `at.now`, in one transaction: facts for all
+    /// its items, [`crate::domain::ingest::decide`], the plan applied. One
+    /// outcome per item, in order; an error means nothing was stored.
+    async fn ingest_confirmations(&self, upload: Upload, at: At<'_>) -> Result<Vec<IngestOutcome>>;
+    /// One confirmation (an upload of one).
+    async fn ingest_confirmation(
         &self,
-        items: Vec<IngestConfirmation>,
-    ) -> Vec<Result<IngestOutcome>> {
-        let mut out = Vec::with_capacity(items.len());
-        for c in items {
-            out.push(self.ingest_confirmation(c).await);
-        }
-        out
+        c: IngestConfirmation,
+        at: At<'_>,
+    ) -> Result<IngestOutcome> {
+        let upload = Upload {
+            device_id: c.device_id.clone(),
+            items: vec![c],
+        };
+        let out = self.ingest_confirmations(upload, at).await?;
+        out.into_iter()
+            .next()
+            .ok_or_else(|| StorageError::Backend("ingest returned no outcome".into()))
     }
 
-    /// Where a parcel stands for an online check by this device; None when the
-    /// parcel is not on any manifest built for the device.
-    async fn verify_target(&self, device_id: &str, parcel_id: &str)
-    -> Result<Option<VerifyTarget>>;
-    /// Count one online try for the parcel's attempt and lock at `max_attempts`.
-    #[allow(clippy::too_many_arguments)]
-    async fn record_verify(
-        &self,
-        device_id: &str,
-        parcel_id: &str,
-        date: NaiveDate,
-        attempt: u32,
-        ok: bool,
-        max_attempts: u32,
-        now: DateTime<Utc>,
-    ) -> Result<VerifyOutcome>;
+    /// Where a parcel stands for an online check by this device
+    /// ([`crate::domain::verify::target`] reads it).
+    async fn verify_facts(&self, device: &Device, parcel_id: &str) -> Result<VerifyFacts>;
+    /// Count one online try ([`crate::domain::verify::decide`] on the parcel
+    /// re-read under lock).
+    async fn record_verify(&self, input: VerifyInput, at: At<'_>) -> Result<VerifyOutcome>;
 
-    /// Void the current code: attempt+1, clear the lock, queue a notice.
-    async fn reissue(&self, parcel_id: &str, now: DateTime<Utc>) -> Result<Moved>;
-    /// Move undelivered parcels of `date` to `next`, attempt+1, queue notices.
-    async fn close_day(
-        &self,
-        date: NaiveDate,
-        next: NaiveDate,
-        now: DateTime<Utc>,
-    ) -> Result<Moved>;
+    /// Void the current code ([`crate::domain::reissue::decide`]).
+    async fn reissue(&self, input: ReissueInput, now: DateTime<Utc>) -> Result<Moved>;
+    /// Move undelivered parcels of `date` to the next working day
+    /// ([`crate::domain::close_day::decide`]).
+    async fn close_day(&self, date: NaiveDate, at: At<'_>) -> Result<Closed>;
 
-    async fn signals(&self) -> Result<Vec<Signal>>;
+    /// Up to `limit` of the signals about `day` with an id above `after`, by id.
+    async fn signals_on(&self, day: NaiveDate, after: i64, limit: u32) -> Result<Vec<Signal>>;
 
     /// Claim due notices for `lease_secs`; an unacknowledged claim comes back
     /// after the lease, so a crash mid-send never loses a notice.
@@ -393,10 +351,11 @@ pub trait Storage: Send + Sync {
     async fn notice_counts(&self) -> Result<(u64, u64, u64)>;
 }
 
-/// The `superseded_code` signal's detail: a parcel was handed over against
-/// the code of an attempt dispatch had already replaced (a handset that had
-/// not synced since the reissue). The customer, or whoever read them the old
-/// code, got the parcel; dispatch should find out which.
-pub(crate) fn superseded_detail(used: u32, current: i64) -> String {
-    format!("delivered with the code of attempt {used} after dispatch issued attempt {current}")
+/// The facts types the backends fill, in one place for their `use`.
+pub(crate) mod facts {
+    pub use crate::domain::close_day::CloseFacts;
+    pub use crate::domain::ingest::{DeviceFacts, IngestFacts, ManifestItem};
+    pub use crate::domain::route::RouteFacts;
+    pub use crate::domain::route::RouteParcel;
+    pub use crate::domain::{ParcelFacts, close_day::NextStop, close_day::Placed};
 }

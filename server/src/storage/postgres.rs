@@ -1,171 +1,51 @@
 //! PostgreSQL storage: a pool of connections (deadpool-postgres), shared by
-//! any number of stateless server nodes.
+//! any number of stateless server nodes. Each trait method is one
+//! transaction: load the facts, call the decision in [`crate::domain`],
+//! apply its plan.
 //!
-//! - Every domain operation is one transaction, retried a few times on
-//!   serialization failures (40001) and deadlocks (40P01). Most run
-//!   SERIALIZABLE, so outcomes are those of some serial order, as with
-//!   SQLite's single writer. The two hot paths, confirmation ingest and online
-//!   verify, run READ COMMITTED and lock the rows they change first
-//!   (`SELECT … FOR UPDATE`: the device, then the parcel), so concurrent
-//!   requests queue instead of aborting; serializable writers of the same
-//!   rows then see a concurrent update and retry. Reads of one statement
-//!   run outside an explicit transaction; reads of several use one
-//!   REPEATABLE READ snapshot.
+//! - Every operation is retried a few times on serialization failures
+//!   (40001) and deadlocks (40P01). Most run SERIALIZABLE, so outcomes are
+//!   those of some serial order, as with SQLite's single writer. The two hot
+//!   paths, confirmation ingest and online verify, run READ COMMITTED and
+//!   lock the rows they change first (`SELECT … FOR UPDATE`: the device, then
+//!   the upload's parcels in id order), so concurrent requests queue instead
+//!   of aborting; serializable writers of the same rows then see a concurrent
+//!   update and retry. Reads of one statement run outside an explicit
+//!   transaction; reads of several use one REPEATABLE READ snapshot.
+//! - An upload is one transaction: its facts in a few `= ANY($1)` queries,
+//!   its rows in one `UNNEST` insert per table. Confirmations go in first,
+//!   `ON CONFLICT (confirmation_id) DO NOTHING`: if another transaction
+//!   stored one of the ids meanwhile (another device's upload of the same
+//!   id), the whole upload runs again on fresh facts.
 //! - The notice outbox is claimed in READ COMMITTED with
 //!   `FOR UPDATE SKIP LOCKED` and a lease, so concurrent senders on several
 //!   nodes never claim the same notice.
-//! - Confirmation ingest inserts with `ON CONFLICT (confirmation_id) DO
-//!   NOTHING` before any other write and decides accepted or duplicate from
-//!   that insert's result.
-//! - Migrations are versioned in `doorcode_migrations` and applied under a
-//!   session advisory lock, so nodes starting together apply each once.
+//! - Migrations (`migrations/postgres/`) are versioned in
+//!   `doorcode_migrations` and applied under a session advisory lock, so
+//!   nodes starting together apply each once.
 //!
 //! URL: `postgres://user@host:port/db?schema=NAME&pool_size=N` plus any
 //! tokio-postgres parameter. `schema` and `pool_size` are doorcode's own: the
 //! schema is created if missing and set as `search_path` on every connection.
 
+use super::facts::*;
+use super::sql::{PARCEL_FACTS, PARCEL_FACTS_FROM};
 use super::*;
+use crate::domain::ingest::{ConfirmationRow, IngestPlan, Keys};
+use crate::domain::{self, At, Changes, Label, NoticeState, ParcelChange, RouteChange};
+use bytes::BytesMut;
 use chrono::{DateTime, NaiveDate, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use std::collections::HashMap;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::types::ToSql;
+use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
 use tokio_postgres::{IsolationLevel, NoTls, Row};
 
 /// Schema migrations, applied in order; `doorcode_migrations` lists the applied ones.
-const MIGRATIONS: &[&str] = &[r#"
-CREATE TABLE parcels(
-  parcel_id TEXT PRIMARY KEY,
-  recipient_name TEXT NOT NULL,
-  email TEXT,
-  phone TEXT,
-  address TEXT NOT NULL,
-  value DOUBLE PRECISION NOT NULL,
-  currency TEXT NOT NULL,
-  requires_code BOOLEAN NOT NULL,
-  track_token TEXT NOT NULL UNIQUE,
-  status TEXT NOT NULL DEFAULT 'pending',
-  delivery_date DATE,
-  attempt BIGINT NOT NULL DEFAULT 0,
-  route_id TEXT,
-  wrong_tries BIGINT NOT NULL DEFAULT 0,
-  locked BOOLEAN NOT NULL DEFAULT FALSE,
-  created_at TIMESTAMPTZ NOT NULL,
-  updated_at TIMESTAMPTZ NOT NULL
-);
-CREATE TABLE parcel_events(
-  id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-  parcel_id TEXT NOT NULL,
-  at TIMESTAMPTZ NOT NULL,
-  kind TEXT NOT NULL,
-  detail TEXT NOT NULL
-);
-CREATE INDEX parcel_events_parcel ON parcel_events(parcel_id, id);
-CREATE TABLE routes(
-  route_id TEXT NOT NULL,
-  delivery_date DATE NOT NULL,
-  courier_id TEXT NOT NULL,
-  revision BIGINT NOT NULL,
-  updated_at TIMESTAMPTZ NOT NULL,
-  PRIMARY KEY(route_id, delivery_date)
-);
-CREATE UNIQUE INDEX routes_courier_day ON routes(courier_id, delivery_date);
-CREATE TABLE stops(
-  route_id TEXT NOT NULL,
-  delivery_date DATE NOT NULL,
-  stop_id TEXT NOT NULL,
-  sequence BIGINT NOT NULL,
-  address TEXT NOT NULL,
-  recipient TEXT NOT NULL,
-  PRIMARY KEY(route_id, delivery_date, stop_id)
-);
-CREATE TABLE stop_parcels(
-  route_id TEXT NOT NULL,
-  delivery_date DATE NOT NULL,
-  stop_id TEXT NOT NULL,
-  parcel_id TEXT NOT NULL,
-  position BIGINT NOT NULL,
-  PRIMARY KEY(delivery_date, parcel_id)
-);
-CREATE INDEX stop_parcels_route ON stop_parcels(route_id, delivery_date);
-CREATE TABLE enrollments(
-  code_hash TEXT PRIMARY KEY,
-  courier_id TEXT NOT NULL,
-  expires_at TIMESTAMPTZ NOT NULL,
-  created_at TIMESTAMPTZ NOT NULL,
-  used_at TIMESTAMPTZ
-);
-CREATE TABLE devices(
-  device_id TEXT PRIMARY KEY,
-  courier_id TEXT NOT NULL,
-  name TEXT NOT NULL,
-  public_key TEXT NOT NULL,
-  token_hash TEXT NOT NULL UNIQUE,
-  enrolled_at TIMESTAMPTZ NOT NULL,
-  last_seq BIGINT NOT NULL DEFAULT 0
-);
-CREATE INDEX devices_courier ON devices(courier_id);
-CREATE TABLE manifests(
-  route_id TEXT NOT NULL,
-  delivery_date DATE NOT NULL,
-  device_id TEXT NOT NULL,
-  manifest_id TEXT NOT NULL,
-  revision BIGINT NOT NULL,
-  envelope TEXT NOT NULL,
-  PRIMARY KEY(route_id, delivery_date, device_id)
-);
-CREATE TABLE manifest_items(
-  device_id TEXT NOT NULL,
-  manifest_id TEXT NOT NULL,
-  revision BIGINT NOT NULL,
-  parcel_id TEXT NOT NULL,
-  delivery_date DATE NOT NULL,
-  attempt BIGINT NOT NULL,
-  PRIMARY KEY(device_id, manifest_id, revision, parcel_id)
-);
-CREATE INDEX manifest_items_parcel ON manifest_items(device_id, parcel_id);
-CREATE TABLE confirmations(
-  confirmation_id TEXT PRIMARY KEY,
-  device_id TEXT NOT NULL,
-  seq BIGINT NOT NULL,
-  manifest_id TEXT NOT NULL,
-  revision BIGINT NOT NULL,
-  parcel_id TEXT NOT NULL,
-  delivery_date DATE NOT NULL,
-  attempt BIGINT NOT NULL,
-  outcome TEXT NOT NULL,
-  reason TEXT,
-  verified TEXT NOT NULL,
-  failed_attempts BIGINT NOT NULL,
-  code_ok BOOLEAN,
-  disputed BOOLEAN NOT NULL,
-  recorded_at TIMESTAMPTZ NOT NULL,
-  received_at TIMESTAMPTZ NOT NULL
-);
-CREATE INDEX confirmations_seq ON confirmations(device_id, seq);
-CREATE TABLE signals(
-  id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-  kind TEXT NOT NULL,
-  parcel_id TEXT,
-  device_id TEXT,
-  confirmation_id TEXT,
-  detail TEXT NOT NULL,
-  at TIMESTAMPTZ NOT NULL
-);
-CREATE TABLE notices(
-  id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
-  parcel_id TEXT NOT NULL,
-  delivery_date DATE NOT NULL,
-  attempt BIGINT NOT NULL,
-  status TEXT NOT NULL DEFAULT 'pending',
-  tries BIGINT NOT NULL DEFAULT 0,
-  next_attempt_at TIMESTAMPTZ NOT NULL,
-  claimed_until TIMESTAMPTZ,
-  last_error TEXT,
-  created_at TIMESTAMPTZ NOT NULL,
-  sent_at TIMESTAMPTZ
-);
-CREATE INDEX notices_due ON notices(status, next_attempt_at);
-"#];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/postgres/0001_init.sql"),
+    include_str!("migrations/postgres/0002_seen_revoked_signal_days.sql"),
+];
 
 /// How many times one operation runs before a serialization failure is returned.
 const MAX_TRIES: u32 = 10;
@@ -175,12 +55,14 @@ pub const DEFAULT_POOL_SIZE: usize = 16;
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 type Tx<'a> = deadpool_postgres::Transaction<'a>;
 
-/// An error inside a transaction: a database error (maybe retryable) or a
-/// domain answer such as NotFound / Conflict.
+/// An error inside a transaction: a database error (maybe retryable), a
+/// domain answer such as NotFound / Conflict, or "run it again" (facts went
+/// stale under us).
 #[derive(Debug)]
 enum TxError {
     Pg(tokio_postgres::Error),
     Storage(StorageError),
+    Retry,
 }
 
 impl From<tokio_postgres::Error> for TxError {
@@ -276,13 +158,20 @@ macro_rules! transact {
             let err = match out {
                 Ok(v) => match $tx.commit().await {
                     Ok(()) => break Ok(v),
-                    Err(e) => e,
+                    Err(e) => Some(e),
                 },
                 Err(TxError::Storage(e)) => break Err(e),
-                Err(TxError::Pg(e)) => e,
+                Err(TxError::Pg(e)) => Some(e),
+                Err(TxError::Retry) => None,
             };
-            if !retryable(&err) || tries >= MAX_TRIES {
-                break Err(pg_be(&err));
+            match err {
+                Some(e) if !retryable(&e) || tries >= MAX_TRIES => break Err(pg_be(&e)),
+                None if tries >= MAX_TRIES => {
+                    break Err(StorageError::Backend(
+                        "gave up after concurrent writes".into(),
+                    ));
+                }
+                _ => {}
             }
             // Dropping the transaction rolled it back; wait a little, jittered.
             let jitter = u64::from(uuid::Uuid::new_v4().as_bytes()[0]) % 8;
@@ -468,6 +357,7 @@ fn fin<T>(r: TxResult<T>) -> Result<T> {
         Ok(v) => Ok(v),
         Err(TxError::Pg(e)) => Err(pg_be(&e)),
         Err(TxError::Storage(e)) => Err(e),
+        Err(TxError::Retry) => Err(StorageError::Backend("concurrent write".into())),
     }
 }
 
@@ -510,6 +400,11 @@ impl PostgresStorage {
         Ok(Self { pool })
     }
 
+    /// The number of migrations this server knows (the schema version it writes).
+    pub fn migrations() -> i64 {
+        i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX)
+    }
+
     /// The applied schema version.
     pub async fn schema_version(&self) -> Result<i64> {
         transact!(self, RC, |tx| async {
@@ -525,93 +420,489 @@ impl PostgresStorage {
     }
 }
 
-async fn event(
-    tx: &Tx<'_>,
-    parcel_id: &str,
-    now: DateTime<Utc>,
-    kind: &str,
-    detail: &str,
-) -> TxResult<()> {
-    exec(
+/// Statuses are stored as their [`Label`] words in TEXT columns.
+macro_rules! label_columns {
+    ($($t:ty),*) => {$(
+        impl ToSql for $t {
+            fn to_sql(
+                &self,
+                ty: &Type,
+                out: &mut BytesMut,
+            ) -> std::result::Result<IsNull, Box<dyn std::error::Error + Sync + Send>> {
+                self.as_str().to_sql(ty, out)
+            }
+            fn accepts(ty: &Type) -> bool {
+                <&str as ToSql>::accepts(ty)
+            }
+            to_sql_checked!();
+        }
+        impl<'a> FromSql<'a> for $t {
+            fn from_sql(
+                ty: &Type,
+                raw: &'a [u8],
+            ) -> std::result::Result<Self, Box<dyn std::error::Error + Sync + Send>> {
+                let s = <&str as FromSql>::from_sql(ty, raw)?;
+                <$t as Label>::parse(s)
+                    .ok_or_else(|| format!("unknown {} {s:?}", stringify!($t)).into())
+            }
+            fn accepts(ty: &Type) -> bool {
+                <&str as FromSql>::accepts(ty)
+            }
+        }
+    )*};
+}
+
+label_columns!(ParcelState, SignalKind, EventKind, NoticeState);
+
+// ---------- facts ----------
+
+fn parcel_of(r: &Row) -> TxResult<ParcelFacts> {
+    Ok(ParcelFacts {
+        parcel_id: get(r, 0)?,
+        state: get(r, 1)?,
+        requires_code: get(r, 2)?,
+        delivery_date: get(r, 3)?,
+        attempt: u32_of(get(r, 4)?)?,
+        wrong_tries: u32_of(get(r, 5)?)?,
+        locked: get(r, 6)?,
+        route_id: get(r, 7)?,
+        route_courier: get(r, 8)?,
+    })
+}
+
+/// One parcel's facts, its row locked until the transaction ends.
+async fn locked_parcel(tx: &Tx<'_>, parcel_id: &str) -> TxResult<Option<ParcelFacts>> {
+    let sql = format!("{PARCEL_FACTS} {PARCEL_FACTS_FROM} WHERE p.parcel_id = $1 FOR UPDATE OF p");
+    query_opt(tx, &sql, &[&parcel_id])
+        .await?
+        .as_ref()
+        .map(parcel_of)
+        .transpose()
+}
+
+/// Parcels by id, rows locked in id order (so two uploads never deadlock).
+async fn locked_parcels(tx: &Tx<'_>, ids: &[String]) -> TxResult<HashMap<String, ParcelFacts>> {
+    let sql = format!(
+        "{PARCEL_FACTS} {PARCEL_FACTS_FROM} WHERE p.parcel_id = ANY($1) ORDER BY p.parcel_id FOR UPDATE OF p"
+    );
+    let mut out = HashMap::new();
+    for r in query(tx, &sql, &[&ids]).await? {
+        let p = parcel_of(&r)?;
+        out.insert(p.parcel_id.clone(), p);
+    }
+    Ok(out)
+}
+
+async fn ingest_facts(tx: &Tx<'_>, device_id: &str, k: &Keys) -> TxResult<IngestFacts> {
+    // The device first: one device's uploads queue behind each other.
+    let device = match query_opt(
         tx,
-        "INSERT INTO parcel_events(parcel_id, at, kind, detail) VALUES($1, $2, $3, $4)",
-        &[&parcel_id, &now, &kind, &detail],
+        "SELECT courier_id, last_seq, revoked_at IS NOT NULL FROM devices WHERE device_id=$1 FOR UPDATE",
+        &[&device_id],
     )
-    .await?;
+    .await?
+    {
+        Some(r) => Some(DeviceFacts {
+            device_id: device_id.to_string(),
+            courier_id: get(&r, 0)?,
+            last_seq: u64_of(get(&r, 1)?)?,
+            revoked: get(&r, 2)?,
+        }),
+        None => None,
+    };
+    let mut f = IngestFacts {
+        device,
+        parcels: locked_parcels(tx, &k.parcel_ids).await?,
+        ..IngestFacts::default()
+    };
+    let ids = &k.confirmation_ids;
+    let seen =
+        "SELECT confirmation_id, device_id FROM confirmations WHERE confirmation_id = ANY($1)";
+    for r in query(tx, seen, &[ids]).await? {
+        f.seen.insert(get(&r, 0)?, get(&r, 1)?);
+    }
+    let items =
+        "SELECT manifest_id, revision, parcel_id, delivery_date, attempt FROM manifest_items
+                 WHERE device_id=$1 AND parcel_id = ANY($2)";
+    for r in query(tx, items, &[&device_id, &k.parcel_ids]).await? {
+        f.manifest_items.insert(ManifestItem {
+            manifest_id: get(&r, 0)?,
+            revision: u64_of(get(&r, 1)?)?,
+            parcel_id: get(&r, 2)?,
+            delivery_date: get(&r, 3)?,
+            attempt: u32_of(get(&r, 4)?)?,
+        });
+    }
+    let seqs = k
+        .seqs
+        .iter()
+        .map(|s| i64_of(*s))
+        .collect::<TxResult<Vec<_>>>()?;
+    let used = "SELECT seq FROM confirmations WHERE device_id=$1 AND seq = ANY($2)";
+    for r in query(tx, used, &[&device_id, &seqs]).await? {
+        f.used_seqs.insert(u64_of(get(&r, 0)?)?);
+    }
+    let stale = "SELECT confirmation_id FROM signals WHERE kind=$1 AND confirmation_id = ANY($2)";
+    for r in query(tx, stale, &[&SignalKind::StaleManifest, ids]).await? {
+        f.stale_signalled.insert(get(&r, 0)?);
+    }
+    Ok(f)
+}
+
+async fn route_facts(tx: &Tx<'_>, route: &RouteInput) -> TxResult<RouteFacts> {
+    let date = route.delivery_date;
+    let mut f = RouteFacts::default();
+    if let Some(r) = query_opt(
+        tx,
+        "SELECT route_id FROM routes WHERE courier_id=$1 AND delivery_date=$2 AND route_id<>$3",
+        &[&route.courier_id, &date, &route.route_id],
+    )
+    .await?
+    {
+        f.other_route = Some(get(&r, 0)?);
+    }
+    if let Some(r) = query_opt(
+        tx,
+        "SELECT revision FROM routes WHERE route_id=$1 AND delivery_date=$2",
+        &[&route.route_id, &date],
+    )
+    .await?
+    {
+        f.revision = Some(u64_of(get(&r, 0)?)?);
+    }
+    let ids: Vec<&str> = route
+        .stops
+        .iter()
+        .flat_map(|s| s.parcel_ids.iter().map(String::as_str))
+        .collect();
+    // Each parcel, and the other route it may be on for this date.
+    let sql = format!(
+        "{PARCEL_FACTS}, p.recipient_name, e.route_id {PARCEL_FACTS_FROM}
+         LEFT JOIN stop_parcels e ON e.parcel_id = p.parcel_id AND e.delivery_date = $2 AND e.route_id <> $3
+         WHERE p.parcel_id = ANY($1)"
+    );
+    for r in query(tx, &sql, &[&ids, &date, &route.route_id]).await? {
+        let p = RouteParcel {
+            facts: parcel_of(&r)?,
+            recipient_name: get(&r, 9)?,
+            elsewhere: get(&r, 10)?,
+        };
+        f.parcels.insert(p.facts.parcel_id.clone(), p);
+    }
+    let before = "SELECT s.parcel_id, p.status FROM stop_parcels s JOIN parcels p ON p.parcel_id = s.parcel_id
+                  WHERE s.route_id=$1 AND s.delivery_date=$2";
+    for r in query(tx, before, &[&route.route_id, &date]).await? {
+        f.before.push((get(&r, 0)?, get(&r, 1)?));
+    }
+    Ok(f)
+}
+
+async fn close_facts(tx: &Tx<'_>, date: NaiveDate, next: NaiveDate) -> TxResult<CloseFacts> {
+    let mut f = CloseFacts::default();
+    let placed = "SELECT p.parcel_id, p.status, p.attempt, p.requires_code, s.route_id, r.courier_id, s.stop_id,
+           st.address, st.recipient
+         FROM parcels p
+         JOIN stop_parcels s ON s.parcel_id=p.parcel_id AND s.delivery_date=p.delivery_date
+         JOIN routes r ON r.route_id=s.route_id AND r.delivery_date=s.delivery_date
+         JOIN stops st ON st.route_id=s.route_id AND st.delivery_date=s.delivery_date AND st.stop_id=s.stop_id
+         WHERE p.delivery_date=$1
+         ORDER BY s.route_id, st.sequence, s.position";
+    for r in query(tx, placed, &[&date]).await? {
+        f.placed.push(Placed {
+            parcel_id: get(&r, 0)?,
+            state: get(&r, 1)?,
+            attempt: u32_of(get(&r, 2)?)?,
+            requires_code: get(&r, 3)?,
+            route_id: get(&r, 4)?,
+            courier_id: get(&r, 5)?,
+            stop_id: get(&r, 6)?,
+            address: get(&r, 7)?,
+            recipient: get(&r, 8)?,
+        });
+    }
+    // The next day's routes of the closed day's couriers and route ids.
+    let next_routes = "SELECT route_id, courier_id FROM routes WHERE delivery_date=$2 AND (
+           courier_id IN (SELECT courier_id FROM routes WHERE delivery_date=$1)
+           OR route_id IN (SELECT route_id FROM routes WHERE delivery_date=$1))";
+    for r in query(tx, next_routes, &[&date, &next]).await? {
+        f.next_routes.push((get(&r, 0)?, get(&r, 1)?));
+    }
+    let stops = format!(
+        "SELECT st.route_id, st.stop_id, st.sequence, st.address,
+           (SELECT COUNT(*) FROM stop_parcels sp
+            WHERE sp.route_id=st.route_id AND sp.delivery_date=st.delivery_date AND sp.stop_id=st.stop_id)
+         FROM stops st WHERE st.delivery_date=$2 AND st.route_id IN (SELECT route_id FROM ({next_routes}) n)"
+    );
+    for r in query(tx, &stops, &[&date, &next]).await? {
+        f.next_stops.push(NextStop {
+            route_id: get(&r, 0)?,
+            stop_id: get(&r, 1)?,
+            sequence: u32_of(get(&r, 2)?)?,
+            address: get(&r, 3)?,
+            parcels: u32_of(get(&r, 4)?)?,
+        });
+    }
+    Ok(f)
+}
+
+// ---------- applying a plan ----------
+
+async fn route_change(tx: &Tx<'_>, c: &RouteChange, now: &DateTime<Utc>) -> TxResult<()> {
+    match c {
+        RouteChange::Put(h) | RouteChange::Open(h) => {
+            let sql = if matches!(c, RouteChange::Put(_)) {
+                "INSERT INTO routes(route_id, delivery_date, courier_id, revision, updated_at) VALUES($1,$2,$3,$4,$5)
+                 ON CONFLICT(route_id, delivery_date) DO UPDATE SET courier_id=$3, revision=$4, updated_at=$5"
+            } else {
+                "INSERT INTO routes(route_id, delivery_date, courier_id, revision, updated_at) VALUES($1,$2,$3,$4,$5)"
+            };
+            let rev = i64_of(h.revision)?;
+            exec(tx, sql, &[&h.route_id, &h.date, &h.courier_id, &rev, now]).await?
+        }
+        RouteChange::Bump(r) => {
+            let sql = "UPDATE routes SET revision = revision + 1, updated_at = $3 WHERE route_id = $1 AND delivery_date = $2";
+            exec(tx, sql, &[&r.route_id, &r.date, now]).await?
+        }
+        RouteChange::Clear(r) => {
+            let p: Params<'_> = &[&r.route_id, &r.date];
+            exec(
+                tx,
+                "DELETE FROM stop_parcels WHERE route_id=$1 AND delivery_date=$2",
+                p,
+            )
+            .await?;
+            exec(
+                tx,
+                "DELETE FROM stops WHERE route_id=$1 AND delivery_date=$2",
+                p,
+            )
+            .await?
+        }
+        RouteChange::AddStop(st) => {
+            let sql = "INSERT INTO stops(route_id, delivery_date, stop_id, sequence, address, recipient) VALUES($1,$2,$3,$4,$5,$6)";
+            let seq = i64::from(st.sequence);
+            exec(
+                tx,
+                sql,
+                &[
+                    &st.route_id,
+                    &st.date,
+                    &st.stop_id,
+                    &seq,
+                    &st.address,
+                    &st.recipient,
+                ],
+            )
+            .await?
+        }
+        RouteChange::Place(pl) => {
+            let sql = "INSERT INTO stop_parcels(route_id, delivery_date, stop_id, parcel_id, position) VALUES($1,$2,$3,$4,$5)
+                 ON CONFLICT(delivery_date, parcel_id) DO UPDATE SET route_id=$1, stop_id=$3, position=$5";
+            let pos = i64::from(pl.position);
+            exec(
+                tx,
+                sql,
+                &[&pl.route_id, &pl.date, &pl.stop_id, &pl.parcel_id, &pos],
+            )
+            .await?
+        }
+        RouteChange::Unplace(date, parcel_id) => {
+            let sql = "DELETE FROM stop_parcels WHERE delivery_date=$1 AND parcel_id=$2";
+            exec(tx, sql, &[date, parcel_id]).await?
+        }
+    };
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
-async fn signal(
-    tx: &Tx<'_>,
-    kind: &str,
-    parcel_id: Option<&str>,
-    device_id: Option<&str>,
-    confirmation_id: Option<&str>,
-    detail: &str,
-    now: DateTime<Utc>,
-) -> TxResult<()> {
-    exec(
-        tx,
-        "INSERT INTO signals(kind, parcel_id, device_id, confirmation_id, detail, at) VALUES($1,$2,$3,$4,$5,$6)",
-        &[&kind, &parcel_id, &device_id, &confirmation_id, &detail, &now],
-    )
-    .await?;
+async fn parcel_change(tx: &Tx<'_>, c: &ParcelChange, now: &DateTime<Utc>) -> TxResult<()> {
+    match c {
+        ParcelChange::Put(p) => {
+            let sql = "INSERT INTO parcels(parcel_id, recipient_name, email, phone, address, value, currency,
+                   requires_code, track_token, created_at, updated_at) VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$10)
+                 ON CONFLICT(parcel_id) DO UPDATE SET recipient_name=$2, email=$3, phone=$4, address=$5,
+                   value=$6, currency=$7, requires_code=$8, updated_at=$10";
+            let v: Params<'_> = &[
+                &p.parcel_id,
+                &p.recipient_name,
+                &p.email,
+                &p.phone,
+                &p.address,
+                &p.value,
+                &p.currency,
+                &p.requires_code,
+                &p.track_token,
+                now,
+            ];
+            exec(tx, sql, v).await?
+        }
+        ParcelChange::Schedule(s) => {
+            let sql = "UPDATE parcels SET status=$2, delivery_date=$3, attempt=$4, route_id=$5, requires_code=$6,
+                   track_token=COALESCE($7, track_token), wrong_tries=0, locked=FALSE, updated_at=$8 WHERE parcel_id=$1";
+            let a = i64::from(s.attempt);
+            let v: Params<'_> = &[
+                &s.parcel_id,
+                &ParcelState::Scheduled,
+                &s.date,
+                &a,
+                &s.route_id,
+                &s.requires_code,
+                &s.track_token,
+                now,
+            ];
+            exec(tx, sql, v).await?
+        }
+        ParcelChange::Unschedule(parcel_id) => {
+            let sql = "UPDATE parcels SET status=$2, delivery_date=NULL, route_id=NULL, updated_at=$3 WHERE parcel_id=$1";
+            exec(tx, sql, &[parcel_id, &ParcelState::Pending, now]).await?
+        }
+        ParcelChange::Reassign(parcel_id, route_id) => {
+            let sql = "UPDATE parcels SET route_id=$2, updated_at=$3 WHERE parcel_id=$1";
+            exec(tx, sql, &[parcel_id, route_id, now]).await?
+        }
+        ParcelChange::Tries(t) => {
+            let sql =
+                "UPDATE parcels SET wrong_tries=$2, locked=$3, updated_at=$4 WHERE parcel_id=$1";
+            exec(
+                tx,
+                sql,
+                &[&t.parcel_id, &i64::from(t.wrong_tries), &t.locked, now],
+            )
+            .await?
+        }
+    };
     Ok(())
 }
 
-async fn bump_route(
-    tx: &Tx<'_>,
-    route_id: &str,
-    date: NaiveDate,
-    now: DateTime<Utc>,
-) -> TxResult<()> {
-    exec(
-        tx,
-        "UPDATE routes SET revision = revision + 1, updated_at = $3 WHERE route_id = $1 AND delivery_date = $2",
-        &[&route_id, &date, &now],
-    )
-    .await?;
-    Ok(())
-}
-
-/// Move a parcel to a (new) day and attempt, unlock it, and queue its notice.
-async fn schedule(
-    tx: &Tx<'_>,
-    parcel_id: &str,
-    route_id: &str,
-    date: NaiveDate,
-    attempt: u32,
-    requires_code: bool,
-    now: DateTime<Utc>,
-) -> TxResult<u32> {
-    let a = i64::from(attempt);
-    exec(
-        tx,
-        "UPDATE parcels SET status='scheduled', delivery_date=$2, attempt=$3, route_id=$4,
-           wrong_tries=0, locked=FALSE, updated_at=$5 WHERE parcel_id=$1",
-        &[&parcel_id, &date, &a, &route_id, &now],
-    )
-    .await?;
-    event(
-        tx,
-        parcel_id,
-        now,
-        "scheduled",
-        &format!("route {route_id} on {date}, attempt {attempt}"),
-    )
-    .await?;
-    if requires_code {
+/// Persist a decision's [`Changes`]: row changes one statement each, then
+/// states, events, signals and notices one `UNNEST` statement per table.
+async fn apply(tx: &Tx<'_>, ch: &Changes, now: &DateTime<Utc>) -> TxResult<()> {
+    for c in &ch.routes {
+        route_change(tx, c, now).await?;
+    }
+    for c in &ch.parcels {
+        parcel_change(tx, c, now).await?;
+    }
+    if !ch.states.is_empty() {
+        let (ids, states): (Vec<&str>, Vec<ParcelState>) =
+            ch.states.iter().map(|(p, s)| (p.as_str(), *s)).unzip();
         exec(
             tx,
-            "INSERT INTO notices(parcel_id, delivery_date, attempt, next_attempt_at, created_at) VALUES($1,$2,$3,$4,$4)",
-            &[&parcel_id, &date, &a, &now],
+            "UPDATE parcels p SET status=u.status, updated_at=$3
+             FROM UNNEST($1::text[], $2::text[]) AS u(id, status) WHERE p.parcel_id=u.id",
+            &[&ids, &states, now],
         )
         .await?;
-        return Ok(1);
     }
-    Ok(0)
+    if !ch.events.is_empty() {
+        let ids: Vec<&str> = ch.events.iter().map(|e| e.parcel_id.as_str()).collect();
+        let kinds: Vec<EventKind> = ch.events.iter().map(|e| e.kind).collect();
+        let details: Vec<&str> = ch.events.iter().map(|e| e.detail.as_str()).collect();
+        exec(
+            tx,
+            "INSERT INTO parcel_events(parcel_id, at, kind, detail)
+             SELECT u.p, $1, u.k, u.d FROM UNNEST($2::text[], $3::text[], $4::text[]) WITH ORDINALITY AS u(p, k, d, n)
+             ORDER BY u.n",
+            &[now, &ids, &kinds, &details],
+        )
+        .await?;
+    }
+    if !ch.signals.is_empty() {
+        let s = &ch.signals;
+        let kinds: Vec<SignalKind> = s.iter().map(|x| x.kind).collect();
+        let parcels: Vec<&str> = s.iter().map(|x| x.parcel_id.as_str()).collect();
+        let devices: Vec<Option<&str>> = s.iter().map(|x| x.device_id.as_deref()).collect();
+        let confs: Vec<Option<&str>> = s.iter().map(|x| x.confirmation_id.as_deref()).collect();
+        let days: Vec<NaiveDate> = s.iter().map(|x| x.day).collect();
+        let details: Vec<&str> = s.iter().map(|x| x.detail.as_str()).collect();
+        let matched: Vec<Option<bool>> = s.iter().map(|x| x.code_matched).collect();
+        exec(
+            tx,
+            "INSERT INTO signals(kind, parcel_id, device_id, confirmation_id, day, detail, code_matched, at)
+             SELECT u.k, u.p, u.d, u.c, u.day, u.detail, u.m, $1
+             FROM UNNEST($2::text[], $3::text[], $4::text[], $5::text[], $6::date[], $7::text[], $8::bool[])
+               WITH ORDINALITY AS u(k, p, d, c, day, detail, m, n)
+             ORDER BY u.n",
+            &[now, &kinds, &parcels, &devices, &confs, &days, &details, &matched],
+        )
+        .await?;
+    }
+    if !ch.notices.is_empty() {
+        let ids: Vec<&str> = ch.notices.iter().map(|n| n.parcel_id.as_str()).collect();
+        let days: Vec<NaiveDate> = ch.notices.iter().map(|n| n.delivery_date).collect();
+        let attempts: Vec<i64> = ch.notices.iter().map(|n| i64::from(n.attempt)).collect();
+        exec(
+            tx,
+            "INSERT INTO notices(parcel_id, delivery_date, attempt, status, next_attempt_at, created_at)
+             SELECT u.p, u.d, u.a, $1, $2, $2 FROM UNNEST($3::text[], $4::date[], $5::bigint[]) WITH ORDINALITY AS u(p, d, a, n)
+             ORDER BY u.n",
+            &[&NoticeState::Pending, now, &ids, &days, &attempts],
+        )
+        .await?;
+    }
+    Ok(())
 }
+
+/// An upload's plan: its confirmations first (see the module doc), the
+/// device's seq, then the changes.
+async fn apply_ingest(
+    tx: &Tx<'_>,
+    device_id: &str,
+    plan: &IngestPlan,
+    now: &DateTime<Utc>,
+) -> TxResult<()> {
+    if !plan.confirmations.is_empty() {
+        let rows = &plan.confirmations;
+        let col = |f: fn(&ConfirmationRow) -> String| rows.iter().map(f).collect::<Vec<_>>();
+        let num = |f: fn(&ConfirmationRow) -> u64| {
+            rows.iter()
+                .map(|r| i64_of(f(r)))
+                .collect::<TxResult<Vec<_>>>()
+        };
+        let inserted = query(
+            tx,
+            "INSERT INTO confirmations(confirmation_id, device_id, seq, manifest_id, revision, parcel_id, delivery_date,
+               attempt, outcome, reason, verified, failed_attempts, code_ok, disputed, recorded_at, received_at)
+             SELECT u.*, $16 FROM UNNEST($1::text[], $2::text[], $3::bigint[], $4::text[], $5::bigint[], $6::text[],
+               $7::date[], $8::bigint[], $9::text[], $10::text[], $11::text[], $12::bigint[], $13::bool[], $14::bool[],
+               $15::timestamptz[]) AS u
+             ON CONFLICT (confirmation_id) DO NOTHING RETURNING confirmation_id",
+            &[
+                &col(|r| r.c.confirmation_id.clone()),
+                &col(|r| r.c.device_id.clone()),
+                &num(|r| r.c.seq)?,
+                &col(|r| r.c.manifest_id.clone()),
+                &num(|r| r.c.revision)?,
+                &col(|r| r.c.parcel_id.clone()),
+                &rows.iter().map(|r| r.c.delivery_date).collect::<Vec<_>>(),
+                &num(|r| u64::from(r.c.attempt))?,
+                &col(|r| r.c.outcome.as_str().to_string()),
+                &rows.iter().map(|r| r.c.reason.map(Label::as_str)).collect::<Vec<_>>(),
+                &col(|r| r.c.verified.as_str().to_string()),
+                &num(|r| u64::from(r.c.failed_attempts))?,
+                &rows.iter().map(|r| r.c.code_ok).collect::<Vec<_>>(),
+                &rows.iter().map(|r| r.disputed).collect::<Vec<_>>(),
+                &rows.iter().map(|r| r.c.recorded_at).collect::<Vec<_>>(),
+                now,
+            ],
+        )
+        .await?;
+        if inserted.len() != rows.len() {
+            // Another transaction stored one of these ids since the facts were read.
+            return Err(TxError::Retry);
+        }
+    }
+    if let Some(seq) = plan.last_seq {
+        exec(
+            tx,
+            "UPDATE devices SET last_seq=GREATEST(last_seq, $2) WHERE device_id=$1",
+            &[&device_id, &i64_of(seq)?],
+        )
+        .await?;
+    }
+    apply(tx, &plan.changes, now).await
+}
+
+// ---------- reads ----------
 
 const CONTACT_COLS: &str = "parcel_id, recipient_name, email, phone, requires_code, status, delivery_date, attempt, track_token";
 
@@ -629,12 +920,28 @@ fn contact_of(r: &Row) -> TxResult<ParcelContact> {
     })
 }
 
+const DEVICE_COLS: &str = "device_id, courier_id, name, public_key, revoked_at, last_seen_at";
+
 fn device_of(r: &Row) -> TxResult<Device> {
     Ok(Device {
         device_id: get(r, 0)?,
         courier_id: get(r, 1)?,
         name: get(r, 2)?,
         public_key: get(r, 3)?,
+        revoked_at: get(r, 4)?,
+        last_seen_at: get(r, 5)?,
+    })
+}
+
+fn manifest_of(r: &Row, date: NaiveDate, device_id: &str) -> TxResult<StoredManifest> {
+    Ok(StoredManifest {
+        route_id: get(r, 0)?,
+        delivery_date: date,
+        device_id: device_id.to_string(),
+        manifest_id: get(r, 1)?,
+        revision: u64_of(get(r, 2)?)?,
+        envelope_json: get(r, 3)?,
+        items: Vec::new(),
     })
 }
 
@@ -648,13 +955,8 @@ async fn load_route(tx: &Tx<'_>, route_id: &str, date: NaiveDate) -> TxResult<Op
     else {
         return Ok(None);
     };
-    let stops_rows = query(
-        tx,
-        "SELECT stop_id, sequence, address, recipient FROM stops
-         WHERE route_id=$1 AND delivery_date=$2 ORDER BY sequence",
-        &[&route_id, &date],
-    )
-    .await?;
+    // All of the route's parcels in one query, grouped by stop here.
+    let mut by_stop: HashMap<String, Vec<RouteParcelData>> = HashMap::new();
     let parcel_rows = query(
         tx,
         "SELECT s.stop_id, p.parcel_id, p.requires_code, p.attempt FROM stop_parcels s
@@ -664,25 +966,32 @@ async fn load_route(tx: &Tx<'_>, route_id: &str, date: NaiveDate) -> TxResult<Op
         &[&route_id, &date],
     )
     .await?;
-    let mut stops = Vec::with_capacity(stops_rows.len());
-    for r in &stops_rows {
+    for p in &parcel_rows {
+        by_stop
+            .entry(get(p, 0)?)
+            .or_default()
+            .push(RouteParcelData {
+                parcel_id: get(p, 1)?,
+                requires_code: get(p, 2)?,
+                attempt: u32_of(get(p, 3)?)?,
+            });
+    }
+    let mut stops = Vec::new();
+    let stop_rows = query(
+        tx,
+        "SELECT stop_id, sequence, address, recipient FROM stops
+         WHERE route_id=$1 AND delivery_date=$2 ORDER BY sequence",
+        &[&route_id, &date],
+    )
+    .await?;
+    for r in &stop_rows {
         let stop_id: String = get(r, 0)?;
-        let mut parcels = Vec::new();
-        for p in &parcel_rows {
-            if get::<&str>(p, 0)? == stop_id {
-                parcels.push(RouteParcelData {
-                    parcel_id: get(p, 1)?,
-                    requires_code: get(p, 2)?,
-                    attempt: u32_of(get(p, 3)?)?,
-                });
-            }
-        }
         stops.push(RouteStopData {
+            parcels: by_stop.remove(&stop_id).unwrap_or_default(),
             stop_id,
             sequence: u32_of(get(r, 1)?)?,
             address: get(r, 2)?,
             recipient: get(r, 3)?,
-            parcels,
         });
     }
     Ok(Some(RouteData {
@@ -701,38 +1010,14 @@ impl Storage for PostgresStorage {
         items: Vec<NewParcel>,
         now: DateTime<Utc>,
     ) -> Result<Vec<UpsertStatus>> {
-        transact!(self, SER, |tx| {
-            async {
-            let mut out = Vec::with_capacity(items.len());
-            for p in &items {
-                let n = exec(
-                    &tx,
-                    "UPDATE parcels SET recipient_name=$2, email=$3, phone=$4, address=$5, value=$6,
-                       currency=$7, requires_code=$8, updated_at=$9 WHERE parcel_id=$1",
-                    &[&p.parcel_id, &p.recipient_name, &p.email, &p.phone, &p.address, &p.value, &p.currency, &p.requires_code, &now],
-                )
-                .await?;
-                if n > 0 {
-                    event(&tx, &p.parcel_id, now, "updated", "parcel details updated").await?;
-                    out.push(UpsertStatus::Updated);
-                } else {
-                    exec(
-                        &tx,
-                        "INSERT INTO parcels(parcel_id, recipient_name, email, phone, address, value, currency,
-                           requires_code, track_token, created_at, updated_at)
-                         VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$10)",
-                        &[&p.parcel_id, &p.recipient_name, &p.email, &p.phone, &p.address, &p.value, &p.currency, &p.requires_code, &p.track_token, &now],
-                    )
-                    .await?;
-                    let detail = if p.requires_code { "requires a code" } else { "no code needed" };
-                    event(&tx, &p.parcel_id, now, "created", detail).await?;
-                    out.push(UpsertStatus::Created);
-                }
-            }
+        let ids: Vec<String> = items.iter().map(|p| p.parcel_id.clone()).collect();
+        transact!(self, SER, |tx| async {
+            let existing = locked_parcels(&tx, &ids).await?;
+            let (out, ch) = domain::parcels::decide(&existing, &items);
+            apply(&tx, &ch, &now).await?;
             Ok(out)
         }
-        .await
-        })
+        .await)
     }
 
     async fn parcel(&self, parcel_id: &str) -> Result<Option<ParcelView>> {
@@ -809,152 +1094,16 @@ impl Storage for PostgresStorage {
         .await)
     }
 
-    async fn save_route(&self, route: RouteInput, now: DateTime<Utc>) -> Result<RouteSaved> {
-        transact!(self, SER, |tx| {
-            async {
-            let date = route.delivery_date;
-            if let Some(other) = query_opt(
-                &tx,
-                "SELECT route_id FROM routes WHERE courier_id=$1 AND delivery_date=$2 AND route_id<>$3",
-                &[&route.courier_id, &date, &route.route_id],
-            )
-            .await?
-            {
-                let other: String = get(&other, 0)?;
-                return Err(StorageError::Conflict(format!(
-                    "courier {} already has route {other} on {date}",
-                    route.courier_id
-                ))
-                .into());
-            }
-            // Check every parcel before changing anything.
-            let mut wanted: Vec<(String, bool, Option<NaiveDate>, u32, String)> = Vec::new();
-            for s in &route.stops {
-                for pid in &s.parcel_ids {
-                    let Some(r) = query_opt(
-                        &tx,
-                        "SELECT status, requires_code, delivery_date, attempt, recipient_name FROM parcels WHERE parcel_id=$1",
-                        &[pid],
-                    )
-                    .await?
-                    else {
-                        return Err(StorageError::NotFound(format!("parcel {pid} is not known; POST it to /v1/parcels first")).into());
-                    };
-                    if get::<&str>(&r, 0)? == "delivered" {
-                        return Err(StorageError::Conflict(format!("parcel {pid} is already delivered")).into());
-                    }
-                    if let Some(e) = query_opt(
-                        &tx,
-                        "SELECT route_id FROM stop_parcels WHERE delivery_date=$1 AND parcel_id=$2 AND route_id<>$3",
-                        &[&date, pid, &route.route_id],
-                    )
-                    .await?
-                    {
-                        let r: String = get(&e, 0)?;
-                        return Err(StorageError::Conflict(format!("parcel {pid} is already on route {r} on {date}")).into());
-                    }
-                    wanted.push((pid.clone(), get(&r, 1)?, get(&r, 2)?, u32_of(get(&r, 3)?)?, get(&r, 4)?));
-                }
-            }
-            let old_rev = match query_opt(
-                &tx,
-                "SELECT revision FROM routes WHERE route_id=$1 AND delivery_date=$2",
-                &[&route.route_id, &date],
-            )
-            .await?
-            {
-                Some(r) => get::<i64>(&r, 0)?,
-                None => 0,
-            };
-            let revision = old_rev + 1;
-            exec(
-                &tx,
-                "INSERT INTO routes(route_id, delivery_date, courier_id, revision, updated_at) VALUES($1,$2,$3,$4,$5)
-                 ON CONFLICT(route_id, delivery_date) DO UPDATE SET courier_id=$3, revision=$4, updated_at=$5",
-                &[&route.route_id, &date, &route.courier_id, &revision, &now],
-            )
-            .await?;
-            // Parcels dropped from this route go back to pending.
-            let before = query(
-                &tx,
-                "SELECT parcel_id FROM stop_parcels WHERE route_id=$1 AND delivery_date=$2",
-                &[&route.route_id, &date],
-            )
-            .await?;
-            for r in &before {
-                let pid: &str = get(r, 0)?;
-                if !wanted.iter().any(|w| w.0 == pid) {
-                    exec(
-                        &tx,
-                        "UPDATE parcels SET status='pending', delivery_date=NULL, route_id=NULL, updated_at=$2
-                         WHERE parcel_id=$1 AND status IN ('scheduled','failed')",
-                        &[&pid, &now],
-                    )
-                    .await?;
-                    event(&tx, pid, now, "unscheduled", &format!("removed from route {}", route.route_id)).await?;
-                }
-            }
-            exec(&tx, "DELETE FROM stop_parcels WHERE route_id=$1 AND delivery_date=$2", &[&route.route_id, &date]).await?;
-            exec(&tx, "DELETE FROM stops WHERE route_id=$1 AND delivery_date=$2", &[&route.route_id, &date]).await?;
-            let mut notices = 0u32;
-            let mut seq = 0i64;
-            for s in &route.stops {
-                seq += 1;
-                let recipient = match &s.recipient {
-                    Some(r) => r.clone(),
-                    None => s
-                        .parcel_ids
-                        .first()
-                        .and_then(|p| wanted.iter().find(|w| &w.0 == p))
-                        .map(|w| w.4.clone())
-                        .unwrap_or_else(|| "Recipient".to_string()),
-                };
-                exec(
-                    &tx,
-                    "INSERT INTO stops(route_id, delivery_date, stop_id, sequence, address, recipient) VALUES($1,$2,$3,$4,$5,$6)",
-                    &[&route.route_id, &date, &s.stop_id, &seq, &s.address, &recipient],
-                )
-                .await?;
-                for (pos, pid) in s.parcel_ids.iter().enumerate() {
-                    let pos = i64::try_from(pos).map_err(be)?;
-                    exec(
-                        &tx,
-                        "INSERT INTO stop_parcels(route_id, delivery_date, stop_id, parcel_id, position) VALUES($1,$2,$3,$4,$5)",
-                        &[&route.route_id, &date, &s.stop_id, pid, &pos],
-                    )
-                    .await?;
-                }
-            }
-            for (pid, requires_code, pdate, attempt, _) in &wanted {
-                if *pdate == Some(date) && *attempt > 0 {
-                    // Same day, same code: only the route assignment may change.
-                    exec(&tx, "UPDATE parcels SET route_id=$2, updated_at=$3 WHERE parcel_id=$1", &[pid, &route.route_id, &now]).await?;
-                    continue;
-                }
-                if let Some(old) = pdate {
-                    // Leaving another day's route: that route changes too.
-                    let old_route = query_opt(
-                        &tx,
-                        "DELETE FROM stop_parcels WHERE delivery_date=$1 AND parcel_id=$2 RETURNING route_id",
-                        &[old, pid],
-                    )
-                    .await?;
-                    if let Some(r) = old_route {
-                        let r: String = get(&r, 0)?;
-                        bump_route(&tx, &r, *old, now).await?;
-                    }
-                }
-                notices += schedule(&tx, pid, &route.route_id, date, attempt + 1, *requires_code, now).await?;
-            }
-            Ok(RouteSaved {
-                route_id: route.route_id.clone(),
-                delivery_date: date,
-                revision: u64_of(revision)?,
-                notices_queued: notices,
-            })
+    async fn save_route(&self, route: RouteInput, at: At<'_>) -> Result<RouteSaved> {
+        let (now, today) = (at.now, at.policy.today(at.now));
+        transact!(self, SER, |tx| async {
+            let facts = route_facts(&tx, &route).await?;
+            let (saved, ch) =
+                domain::route::decide(&facts, &route, today).map_err(StorageError::from)?;
+            apply(&tx, &ch, &now).await?;
+            Ok(saved)
         }
-        .await
-        })
+        .await)
     }
 
     async fn route(&self, route_id: &str, date: NaiveDate) -> Result<Option<RouteData>> {
@@ -981,19 +1130,13 @@ impl Storage for PostgresStorage {
         .await)
     }
 
-    async fn create_enrollment(
-        &self,
-        code_hash: &str,
-        courier_id: &str,
-        expires_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
+    async fn create_enrollment(&self, e: NewEnrollment) -> Result<()> {
         transact!(self, SER, |tx| {
             async {
             exec(
                 &tx,
                 "INSERT INTO enrollments(code_hash, courier_id, expires_at, created_at) VALUES($1,$2,$3,$4)",
-                &[&code_hash, &courier_id, &expires_at, &now],
+                &[&e.code_hash, &e.courier_id, &e.expires_at, &e.created_at],
             )
             .await?;
             Ok(())
@@ -1002,12 +1145,8 @@ impl Storage for PostgresStorage {
         })
     }
 
-    async fn enroll_device(
-        &self,
-        code_hash: &str,
-        device: NewDevice,
-        now: DateTime<Utc>,
-    ) -> Result<Option<Device>> {
+    async fn enroll_device(&self, device: NewDevice, now: DateTime<Utc>) -> Result<Option<Device>> {
+        let code_hash = &device.enrollment;
         transact!(self, SER, |tx| {
             async {
             // Consuming the code is the first write: of two concurrent uses, one wins.
@@ -1024,7 +1163,8 @@ impl Storage for PostgresStorage {
             let courier_id: String = get(&r, 0)?;
             exec(
                 &tx,
-                "INSERT INTO devices(device_id, courier_id, name, public_key, token_hash, enrolled_at) VALUES($1,$2,$3,$4,$5,$6)",
+                "INSERT INTO devices(device_id, courier_id, name, public_key, token_hash, enrolled_at, last_seen_at)
+                 VALUES($1,$2,$3,$4,$5,$6,$6)",
                 &[&device.device_id, &courier_id, &device.name, &device.public_key, &device.token_hash, &now],
             )
             .await?;
@@ -1033,6 +1173,8 @@ impl Storage for PostgresStorage {
                 courier_id,
                 name: device.name.clone(),
                 public_key: device.public_key.clone(),
+                revoked_at: None,
+                last_seen_at: now,
             }))
         }
         .await
@@ -1041,102 +1183,98 @@ impl Storage for PostgresStorage {
 
     async fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>> {
         fin(async {
-            self.read_opt(
-                "SELECT device_id, courier_id, name, public_key FROM devices WHERE token_hash=$1",
-                &[&token_hash],
-            )
-            .await?
-            .as_ref()
-            .map(device_of)
-            .transpose()
+            let sql = format!("SELECT {DEVICE_COLS} FROM devices WHERE token_hash=$1");
+            self.read_opt(&sql, &[&token_hash])
+                .await?
+                .as_ref()
+                .map(device_of)
+                .transpose()
         }
         .await)
     }
 
     async fn device(&self, device_id: &str) -> Result<Option<Device>> {
         fin(async {
-            self.read_opt(
-                "SELECT device_id, courier_id, name, public_key FROM devices WHERE device_id=$1",
-                &[&device_id],
-            )
-            .await?
-            .as_ref()
-            .map(device_of)
-            .transpose()
+            let sql = format!("SELECT {DEVICE_COLS} FROM devices WHERE device_id=$1");
+            self.read_opt(&sql, &[&device_id])
+                .await?
+                .as_ref()
+                .map(device_of)
+                .transpose()
         }
         .await)
     }
 
     async fn devices_of_courier(&self, courier_id: &str) -> Result<Vec<Device>> {
         fin(async {
-            self.read(
-                "SELECT device_id, courier_id, name, public_key FROM devices WHERE courier_id=$1 ORDER BY enrolled_at, device_id",
-                &[&courier_id],
-            )
-            .await?
-            .iter()
-            .map(device_of)
-            .collect()
+            let sql = format!(
+                "SELECT {DEVICE_COLS} FROM devices WHERE courier_id=$1 ORDER BY enrolled_at, device_id"
+            );
+            self.read(&sql, &[&courier_id])
+                .await?
+                .iter()
+                .map(device_of)
+                .collect()
         }
         .await)
     }
 
-    async fn manifest(
-        &self,
-        route_id: &str,
-        date: NaiveDate,
-        device_id: &str,
-    ) -> Result<Option<StoredManifest>> {
+    async fn device_seen(&self, device_id: &str, now: DateTime<Utc>) -> Result<()> {
         fin(async {
-            let Some(r) = self
-                .read_opt(
-                    "SELECT manifest_id, revision, envelope FROM manifests WHERE route_id=$1 AND delivery_date=$2 AND device_id=$3",
-                    &[&route_id, &date, &device_id],
+            self.read(
+                "UPDATE devices SET last_seen_at=GREATEST(last_seen_at, $2) WHERE device_id=$1",
+                &[&device_id, &now],
+            )
+            .await
+            .map(drop)
+        }
+        .await)
+    }
+
+    async fn revoke_device(&self, device_id: &str, now: DateTime<Utc>) -> Result<bool> {
+        fin(async {
+            let n = self
+                .read(
+                    "UPDATE devices SET revoked_at=COALESCE(revoked_at, $2) WHERE device_id=$1 RETURNING 1",
+                    &[&device_id, &now],
                 )
-                .await?
-            else {
-                return Ok(None);
-            };
-            Ok(Some(StoredManifest {
-                route_id: route_id.to_string(),
-                delivery_date: date,
-                device_id: device_id.to_string(),
-                manifest_id: get(&r, 0)?,
-                revision: u64_of(get(&r, 1)?)?,
-                envelope_json: get(&r, 2)?,
-                items: Vec::new(),
-            }))
+                .await?;
+            Ok(!n.is_empty())
+        }
+        .await)
+    }
+
+    async fn manifest(&self, key: BuildKey<'_>) -> Result<Option<StoredManifest>> {
+        let (route_id, date, device_id) = (key.route_id, key.date, key.device_id);
+        fin(async {
+            self.read_opt(
+                "SELECT route_id, manifest_id, revision, envelope FROM manifests
+                 WHERE route_id=$1 AND delivery_date=$2 AND device_id=$3",
+                &[&route_id, &date, &device_id],
+            )
+            .await?
+            .map(|r| manifest_of(&r, date, device_id))
+            .transpose()
         }
         .await)
     }
 
     async fn current_manifest(
         &self,
-        courier_id: &str,
+        dev: &Device,
         date: NaiveDate,
-        device_id: &str,
     ) -> Result<Option<StoredManifest>> {
+        let (courier_id, device_id) = (&dev.courier_id, dev.device_id.as_str());
         fin(async {
-            let Some(r) = self
-                .read_opt(
-                    "SELECT m.route_id, m.manifest_id, m.revision, m.envelope FROM routes r
-                     JOIN manifests m ON m.route_id=r.route_id AND m.delivery_date=r.delivery_date AND m.device_id=$3
-                     WHERE r.courier_id=$1 AND r.delivery_date=$2 AND m.revision >= r.revision",
-                    &[&courier_id, &date, &device_id],
-                )
-                .await?
-            else {
-                return Ok(None);
-            };
-            Ok(Some(StoredManifest {
-                route_id: get(&r, 0)?,
-                delivery_date: date,
-                device_id: device_id.to_string(),
-                manifest_id: get(&r, 1)?,
-                revision: u64_of(get(&r, 2)?)?,
-                envelope_json: get(&r, 3)?,
-                items: Vec::new(),
-            }))
+            self.read_opt(
+                "SELECT m.route_id, m.manifest_id, m.revision, m.envelope FROM routes r
+                 JOIN manifests m ON m.route_id=r.route_id AND m.delivery_date=r.delivery_date AND m.device_id=$3
+                 WHERE r.courier_id=$1 AND r.delivery_date=$2 AND m.revision >= r.revision",
+                &[&courier_id, &date, &device_id],
+            )
+            .await?
+            .map(|r| manifest_of(&r, date, device_id))
+            .transpose()
         }
         .await)
     }
@@ -1147,20 +1285,15 @@ impl Storage for PostgresStorage {
             let date = m.delivery_date;
             if let Some(r) = query_opt(
                 &tx,
-                "SELECT manifest_id, revision, envelope FROM manifests WHERE route_id=$1 AND delivery_date=$2 AND device_id=$3",
+                "SELECT route_id, manifest_id, revision, envelope FROM manifests
+                 WHERE route_id=$1 AND delivery_date=$2 AND device_id=$3",
                 &[&m.route_id, &date, &m.device_id],
             )
             .await?
             {
-                let revision = u64_of(get(&r, 1)?)?;
-                if revision >= m.revision {
-                    return Ok(StoredManifest {
-                        manifest_id: get(&r, 0)?,
-                        revision,
-                        envelope_json: get(&r, 2)?,
-                        items: Vec::new(),
-                        ..m.clone()
-                    });
+                let newer = manifest_of(&r, date, &m.device_id)?;
+                if newer.revision >= m.revision {
+                    return Ok(newer);
                 }
             }
             let rev = i64_of(m.revision)?;
@@ -1171,404 +1304,135 @@ impl Storage for PostgresStorage {
                 &[&m.route_id, &date, &m.device_id, &m.manifest_id, &rev, &m.envelope_json],
             )
             .await?;
-            for (pid, attempt) in &m.items {
-                exec(
-                    &tx,
-                    "INSERT INTO manifest_items(device_id, manifest_id, revision, parcel_id, delivery_date, attempt) VALUES($1,$2,$3,$4,$5,$6)
-                     ON CONFLICT DO NOTHING",
-                    &[&m.device_id, &m.manifest_id, &rev, pid, &date, &i64::from(*attempt)],
-                )
-                .await?;
-            }
+            let pids: Vec<&str> = m.items.iter().map(|(p, _)| p.as_str()).collect();
+            let attempts: Vec<i64> = m.items.iter().map(|(_, a)| i64::from(*a)).collect();
+            // All of a build's items in one statement.
+            exec(
+                &tx,
+                "INSERT INTO manifest_items(device_id, manifest_id, revision, parcel_id, delivery_date, attempt)
+                 SELECT $1, $2, $3, u.p, $4, u.a FROM UNNEST($5::text[], $6::bigint[]) AS u(p, a)
+                 ON CONFLICT DO NOTHING",
+                &[&m.device_id, &m.manifest_id, &rev, &date, &pids, &attempts],
+            )
+            .await?;
             Ok(m.clone())
         }
         .await
         })
     }
 
-    async fn ingest_confirmation(&self, c: IngestConfirmation) -> Result<IngestOutcome> {
-        // READ COMMITTED with explicit row locks, device first, then parcel:
-        // one device's confirmations queue behind each other instead of
-        // failing serialization, and every read after the locks sees the
-        // latest committed state.
-        transact!(self, RC, |tx| {
-            async {
-            let now = c.received_at;
-            let device = query_opt(&tx, "SELECT last_seq FROM devices WHERE device_id=$1 FOR UPDATE", &[&c.device_id]).await?;
-            let seen = "SELECT device_id FROM confirmations WHERE confirmation_id=$1";
-            let answer_seen = |dev: String| {
-                if dev == c.device_id {
-                    IngestOutcome::Duplicate
-                } else {
-                    IngestOutcome::Rejected("confirmation_id_reused".into(), true)
-                }
-            };
-            if let Some(r) = query_opt(&tx, seen, &[&c.confirmation_id]).await? {
-                return Ok(answer_seen(get(&r, 0)?));
-            }
-            let Some(p) = query_opt(
-                &tx,
-                "SELECT status, requires_code, attempt FROM parcels WHERE parcel_id=$1 FOR UPDATE",
-                &[&c.parcel_id],
-            )
-            .await?
-            else {
-                return Ok(IngestOutcome::Rejected("unknown_parcel".into(), true));
-            };
-            let status: String = get(&p, 0)?;
-            let requires_code: bool = get(&p, 1)?;
-            let current_attempt: i64 = get(&p, 2)?;
-            let rev = i64_of(c.revision)?;
-            let attempt = i64::from(c.attempt);
-            let on_manifest = query_opt(
-                &tx,
-                "SELECT 1 FROM manifest_items WHERE device_id=$1 AND manifest_id=$2 AND revision=$3
-                   AND parcel_id=$4 AND delivery_date=$5 AND attempt=$6",
-                &[&c.device_id, &c.manifest_id, &rev, &c.parcel_id, &c.delivery_date, &attempt],
-            )
-            .await?
-            .is_some();
-            if !on_manifest {
-                return Ok(IngestOutcome::Rejected("not_on_manifest".into(), true));
-            }
-            let seq = i64_of(c.seq)?;
-            let reused = query_opt(
-                &tx,
-                "SELECT 1 FROM confirmations WHERE device_id=$1 AND seq=$2",
-                &[&c.device_id, &seq],
-            )
-            .await?
-            .is_some();
-            let Some(device) = device else {
-                return Err(StorageError::Backend(format!("device {} is not enrolled", c.device_id)).into());
-            };
-            let last_seq: i64 = get(&device, 0)?;
-            let delivered = c.outcome == "delivered";
-            let code_fine = match c.code_ok {
-                Some(ok) => ok,
-                None => !requires_code,
-            };
-            let disputed = delivered && !code_fine;
-            // The first write: of concurrent ingests of this id (another
-            // device's, or any not queued behind the device lock) exactly one
-            // inserts; the others wait for it, insert nothing, and answer from
-            // the row it committed.
-            let inserted = exec(
-                &tx,
-                "INSERT INTO confirmations(confirmation_id, device_id, seq, manifest_id, revision, parcel_id, delivery_date, attempt,
-                   outcome, reason, verified, failed_attempts, code_ok, disputed, recorded_at, received_at)
-                 VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$11,$12,$13,$14,$15,$16)
-                 ON CONFLICT (confirmation_id) DO NOTHING",
-                &[
-                    &c.confirmation_id, &c.device_id, &seq, &c.manifest_id, &rev, &c.parcel_id, &c.delivery_date, &attempt,
-                    &c.outcome, &c.reason, &c.verified, &i64::from(c.failed_attempts), &c.code_ok, &disputed, &c.recorded_at, &now,
-                ],
-            )
-            .await?;
-            if inserted == 0 {
-                let r = query_one(&tx, seen, &[&c.confirmation_id]).await?;
-                return Ok(answer_seen(get(&r, 0)?));
-            }
-            let pid = Some(c.parcel_id.as_str());
-            let did = Some(c.device_id.as_str());
-            let cid = Some(c.confirmation_id.as_str());
-            if reused {
-                signal(&tx, "seq_reuse", pid, did, cid, &format!("seq {seq} was already used by this device"), now).await?;
-            } else if seq > last_seq + 1 {
-                signal(&tx, "seq_gap", pid, did, cid, &format!("seq jumped from {last_seq} to {seq}"), now).await?;
-            }
-            exec(&tx, "UPDATE devices SET last_seq=GREATEST(last_seq, $2) WHERE device_id=$1", &[&c.device_id, &seq]).await?;
-            if c.late {
-                signal(&tx, "late_confirmation", pid, did, cid, "recorded at or after the code's valid_until", now).await?;
-            }
-            if delivered && attempt < current_attempt {
-                signal(&tx, "superseded_code", pid, did, cid, &super::superseded_detail(c.attempt, current_attempt), now).await?;
-            }
-            if c.failed_attempts >= c.many_tries_threshold {
-                signal(&tx, "many_wrong_tries", pid, did, cid, &format!("{} wrong tries at the door", c.failed_attempts), now).await?;
-            }
-            let open = status == "scheduled" || status == "failed";
-            if delivered {
-                if !disputed {
-                    if open {
-                        exec(&tx, "UPDATE parcels SET status='delivered', updated_at=$2 WHERE parcel_id=$1", &[&c.parcel_id, &now]).await?;
-                    }
-                    event(&tx, &c.parcel_id, now, "delivered", &format!("confirmed by device {} (verified {})", c.device_id, c.verified)).await?;
-                } else {
-                    if status != "delivered" {
-                        exec(&tx, "UPDATE parcels SET status='disputed', updated_at=$2 WHERE parcel_id=$1", &[&c.parcel_id, &now]).await?;
-                    }
-                    let kind = if c.code_ok.is_some() { "code_mismatch" } else { "delivered_without_code" };
-                    signal(&tx, kind, pid, did, cid, "a delivery confirmation failed the server's full code check", now).await?;
-                    event(&tx, &c.parcel_id, now, "disputed", &format!("{kind} from device {}", c.device_id)).await?;
-                }
-            } else {
-                if status == "scheduled" {
-                    exec(&tx, "UPDATE parcels SET status='failed', updated_at=$2 WHERE parcel_id=$1", &[&c.parcel_id, &now]).await?;
-                }
-                let reason = c.reason.clone().unwrap_or_default();
-                if reason == "locked_out" {
-                    signal(&tx, "many_wrong_tries", pid, did, cid, "parcel locked out at the door", now).await?;
-                }
-                event(&tx, &c.parcel_id, now, "failed", &format!("attempt {} failed: {reason}", c.attempt)).await?;
-            }
-            Ok(IngestOutcome::Accepted { disputed })
+    async fn ingest_confirmations(&self, up: Upload, at: At<'_>) -> Result<Vec<IngestOutcome>> {
+        if up.items.is_empty() {
+            return Ok(Vec::new());
         }
-        .await
-        })
-    }
-
-    async fn verify_target(
-        &self,
-        device_id: &str,
-        parcel_id: &str,
-    ) -> Result<Option<VerifyTarget>> {
-        fin(async {
-            let Some(r) = self
-                .read_opt(
-                    "SELECT p.delivery_date, p.attempt, p.requires_code FROM parcels p
-                     WHERE p.parcel_id=$2 AND p.delivery_date IS NOT NULL AND EXISTS(
-                       SELECT 1 FROM manifest_items m WHERE m.device_id=$1 AND m.parcel_id=p.parcel_id
-                         AND m.delivery_date=p.delivery_date AND m.attempt=p.attempt)",
-                    &[&device_id, &parcel_id],
-                )
-                .await?
-            else {
-                return Ok(None);
-            };
-            Ok(Some(VerifyTarget {
-                delivery_date: get(&r, 0)?,
-                attempt: u32_of(get(&r, 1)?)?,
-                requires_code: get(&r, 2)?,
-            }))
+        let (now, policy, keys) = (at.now, at.policy, IngestFacts::keys(&up.items));
+        let (device_id, items) = (up.device_id.as_str(), &up.items);
+        // READ COMMITTED with explicit row locks, device first, then parcels:
+        // one device's uploads queue behind each other instead of failing
+        // serialization, and every read after the locks sees the latest
+        // committed state.
+        transact!(self, RC, |tx| async {
+            let facts = ingest_facts(&tx, device_id, &keys).await?;
+            let plan = domain::ingest::decide(&facts, items, policy);
+            apply_ingest(&tx, device_id, &plan, &now).await?;
+            Ok(plan.outcomes)
         }
         .await)
     }
 
-    async fn record_verify(
-        &self,
-        device_id: &str,
-        parcel_id: &str,
-        date: NaiveDate,
-        attempt: u32,
-        ok: bool,
-        max_attempts: u32,
-        now: DateTime<Utc>,
-    ) -> Result<VerifyOutcome> {
-        let (d, p) = (device_id, parcel_id);
+    async fn verify_facts(&self, device: &Device, parcel_id: &str) -> Result<VerifyFacts> {
+        // One statement outside a transaction: the parcel and whether a build
+        // for the device carries its current attempt.
+        let sql = format!(
+            "{PARCEL_FACTS}, EXISTS(SELECT 1 FROM manifest_items m WHERE m.device_id=$1 AND m.parcel_id=p.parcel_id
+               AND m.delivery_date=p.delivery_date AND m.attempt=p.attempt)
+             {PARCEL_FACTS_FROM} WHERE p.parcel_id=$2"
+        );
+        fin(async {
+            let row = self
+                .read_opt(&sql, &[&device.device_id, &parcel_id])
+                .await?;
+            let (parcel, on_manifest) = match row {
+                Some(r) => (Some(parcel_of(&r)?), get::<bool>(&r, 9)?),
+                None => (None, false),
+            };
+            Ok(VerifyFacts {
+                parcel,
+                on_manifest,
+                device_courier: device.courier_id.clone(),
+            })
+        }
+        .await)
+    }
+
+    async fn record_verify(&self, input: VerifyInput, at: At<'_>) -> Result<VerifyOutcome> {
+        let (now, policy) = (at.now, at.policy);
         // READ COMMITTED with the parcel row locked: concurrent tries for one
         // parcel (from any node) queue and each counts on the latest count.
-        transact!(self, RC, |tx| {
-            async {
-            let Some(r) = query_opt(
-                &tx,
-                "SELECT delivery_date, attempt, wrong_tries, locked FROM parcels WHERE parcel_id=$1 FOR UPDATE",
-                &[&p],
-            )
-            .await?
-            else {
-                return Ok(VerifyOutcome::Stale);
-            };
-            let pdate: Option<NaiveDate> = get(&r, 0)?;
-            if pdate != Some(date) || u32_of(get(&r, 1)?)? != attempt {
-                return Ok(VerifyOutcome::Stale);
-            }
-            if get::<bool>(&r, 3)? {
-                return Ok(VerifyOutcome::Locked);
-            }
-            if ok {
-                event(&tx, p, now, "verified_online", &format!("code accepted for device {d}")).await?;
-                return Ok(VerifyOutcome::Accepted);
-            }
-            let wrong = u32_of(get(&r, 2)?)?.saturating_add(1);
-            let lock = wrong >= max_attempts;
-            exec(
-                &tx,
-                "UPDATE parcels SET wrong_tries=$2, locked=$3, updated_at=$4 WHERE parcel_id=$1",
-                &[&p, &i64::from(wrong), &lock, &now],
-            )
-            .await?;
-            event(&tx, p, now, "wrong_code", &format!("online try {wrong} of {max_attempts} failed (device {d})")).await?;
-            if lock {
-                signal(&tx, "verify_lockout", Some(p), Some(d), None, &format!("locked after {wrong} wrong online tries"), now).await?;
-                event(&tx, p, now, "locked", "too many wrong codes; dispatch can reissue").await?;
-                return Ok(VerifyOutcome::Locked);
-            }
-            Ok(VerifyOutcome::Rejected { attempts_left: max_attempts - wrong })
+        transact!(self, RC, |tx| async {
+            let parcel = locked_parcel(&tx, &input.parcel_id).await?;
+            let (out, ch) = domain::verify::decide(parcel.as_ref(), &input, policy);
+            apply(&tx, &ch, &now).await?;
+            Ok(out)
         }
-        .await
-        })
+        .await)
     }
 
-    async fn reissue(&self, parcel_id: &str, now: DateTime<Utc>) -> Result<Moved> {
-        let p = parcel_id;
-        transact!(self, SER, |tx| {
-            async {
-            let Some(r) = query_opt(
-                &tx,
-                "SELECT status, delivery_date, attempt, route_id, requires_code FROM parcels WHERE parcel_id=$1 FOR UPDATE",
-                &[&p],
-            )
-            .await?
-            else {
-                return Err(StorageError::NotFound(format!("parcel {p} is not known")).into());
-            };
-            if get::<&str>(&r, 0)? == "delivered" {
-                return Err(StorageError::Conflict(format!("parcel {p} is already delivered")).into());
-            }
-            let (Some(date), Some(route_id)) = (get::<Option<NaiveDate>>(&r, 1)?, get::<Option<String>>(&r, 3)?) else {
-                return Err(StorageError::Conflict(format!("parcel {p} is not on a route; nothing to reissue")).into());
-            };
-            let attempt = u32_of(get(&r, 2)?)?;
-            event(&tx, p, now, "code_voided", &format!("attempt {attempt} voided by dispatch")).await?;
-            schedule(&tx, p, &route_id, date, attempt + 1, get(&r, 4)?, now).await?;
-            bump_route(&tx, &route_id, date, now).await?;
-            Ok(Moved { parcel_ids: vec![p.to_string()], routes: vec![(route_id, date)] })
-        }
-        .await
-        })
-    }
-
-    async fn close_day(
-        &self,
-        date: NaiveDate,
-        next: NaiveDate,
-        now: DateTime<Utc>,
-    ) -> Result<Moved> {
-        transact!(self, SER, |tx| {
-            async {
-            let rows = query(
-                &tx,
-                "SELECT p.parcel_id, p.attempt, p.requires_code, s.route_id, s.stop_id, r.courier_id, st.address, st.recipient
-                 FROM parcels p
-                 JOIN stop_parcels s ON s.parcel_id=p.parcel_id AND s.delivery_date=p.delivery_date
-                 JOIN routes r ON r.route_id=s.route_id AND r.delivery_date=s.delivery_date
-                 JOIN stops st ON st.route_id=s.route_id AND st.delivery_date=s.delivery_date AND st.stop_id=s.stop_id
-                 WHERE p.delivery_date=$1 AND p.status IN ('scheduled','failed')
-                 ORDER BY s.route_id, st.sequence, s.position",
-                &[&date],
-            )
-            .await?;
-            let mut moved = Moved::default();
-            for row in &rows {
-                let pid: String = get(row, 0)?;
-                let attempt = u32_of(get(row, 1)?)?;
-                let requires_code: bool = get(row, 2)?;
-                let route_id: String = get(row, 3)?;
-                let stop_id: String = get(row, 4)?;
-                let courier: String = get(row, 5)?;
-                let address: String = get(row, 6)?;
-                let recipient: String = get(row, 7)?;
-                // The courier's route on the next day, or the same route id carried over.
-                let target = match query_opt(
-                    &tx,
-                    "SELECT route_id FROM routes WHERE courier_id=$1 AND delivery_date=$2",
-                    &[&courier, &next],
-                )
-                .await?
-                {
-                    Some(t) => get::<String>(&t, 0)?,
-                    None => {
-                        exec(
-                            &tx,
-                            "INSERT INTO routes(route_id, delivery_date, courier_id, revision, updated_at) VALUES($1,$2,$3,0,$4)
-                             ON CONFLICT(route_id, delivery_date) DO NOTHING",
-                            &[&route_id, &next, &courier, &now],
-                        )
-                        .await?;
-                        route_id.clone()
-                    }
-                };
-                // The next day's route may already use this stop id for another address.
-                let taken = query_opt(
-                    &tx,
-                    "SELECT address FROM stops WHERE route_id=$1 AND delivery_date=$2 AND stop_id=$3",
-                    &[&target, &next, &stop_id],
-                )
-                .await?;
-                let stop_id = match taken {
-                    Some(a) if get::<&str>(&a, 0)? != address => format!("{stop_id}~{date}"),
-                    _ => stop_id,
-                };
-                let max_seq: i64 = get(
-                    &query_one(
-                        &tx,
-                        "SELECT COALESCE(MAX(sequence), 0) FROM stops WHERE route_id=$1 AND delivery_date=$2",
-                        &[&target, &next],
-                    )
-                    .await?,
-                    0,
-                )?;
-                exec(
-                    &tx,
-                    "INSERT INTO stops(route_id, delivery_date, stop_id, sequence, address, recipient) VALUES($1,$2,$3,$4,$5,$6)
-                     ON CONFLICT DO NOTHING",
-                    &[&target, &next, &stop_id, &(max_seq + 1), &address, &recipient],
-                )
-                .await?;
-                let pos: i64 = get(
-                    &query_one(
-                        &tx,
-                        "SELECT COUNT(*) FROM stop_parcels WHERE route_id=$1 AND delivery_date=$2 AND stop_id=$3",
-                        &[&target, &next, &stop_id],
-                    )
-                    .await?,
-                    0,
-                )?;
-                exec(
-                    &tx,
-                    "INSERT INTO stop_parcels(route_id, delivery_date, stop_id, parcel_id, position) VALUES($1,$2,$3,$4,$5)
-                     ON CONFLICT(delivery_date, parcel_id) DO UPDATE SET route_id=$1, stop_id=$3, position=$5",
-                    &[&target, &next, &stop_id, &pid, &pos],
-                )
-                .await?;
-                event(&tx, &pid, now, "day_closed", &format!("not delivered on {date}; moved to {next}")).await?;
-                schedule(&tx, &pid, &target, next, attempt + 1, requires_code, now).await?;
-                if !moved.routes.iter().any(|(r, _)| r == &target) {
-                    moved.routes.push((target.clone(), next));
-                }
-                moved.parcel_ids.push(pid);
-            }
-            for (r, _) in &moved.routes {
-                bump_route(&tx, r, next, now).await?;
-            }
+    async fn reissue(&self, input: ReissueInput, now: DateTime<Utc>) -> Result<Moved> {
+        transact!(self, SER, |tx| async {
+            let parcel = locked_parcel(&tx, &input.parcel_id).await?;
+            let (moved, ch) =
+                domain::reissue::decide(parcel.as_ref(), &input).map_err(StorageError::from)?;
+            apply(&tx, &ch, &now).await?;
             Ok(moved)
         }
-        .await
-        })
+        .await)
     }
 
-    async fn signals(&self) -> Result<Vec<Signal>> {
-        transact!(self, SNAP, |tx| {
-            async {
-            query(&tx, "SELECT id, kind, parcel_id, device_id, confirmation_id, detail, at FROM signals ORDER BY id", &[])
-                .await?
-                .iter()
-                .map(|r| {
-                    Ok(Signal {
-                        id: get(r, 0)?,
-                        kind: get(r, 1)?,
-                        parcel_id: get(r, 2)?,
-                        device_id: get(r, 3)?,
-                        confirmation_id: get(r, 4)?,
-                        detail: get(r, 5)?,
-                        at: get(r, 6)?,
-                    })
-                })
-                .collect()
+    async fn close_day(&self, date: NaiveDate, at: At<'_>) -> Result<Closed> {
+        let (now, next) = (at.now, domain::close_day::next_day(date, at.policy)?);
+        transact!(self, SER, |tx| async {
+            let facts = close_facts(&tx, date, next).await?;
+            let (moved, ch) = domain::close_day::decide(&facts, date, next);
+            apply(&tx, &ch, &now).await?;
+            Ok(Closed {
+                next_date: next,
+                moved,
+            })
         }
-        .await
-        })
+        .await)
     }
 
-    async fn claim_notices(
-        &self,
-        now: DateTime<Utc>,
-        lease_secs: i64,
-        limit: u32,
-    ) -> Result<Vec<NoticeJob>> {
-        let until = now + chrono::Duration::seconds(lease_secs);
-        let limit = i64::from(limit);
+    async fn signals_on(&self, day: NaiveDate, after: i64, limit: u32) -> Result<Vec<Signal>> {
+        fin(async {
+            self.read(
+                "SELECT id, kind, parcel_id, device_id, confirmation_id, day, detail, code_matched, at FROM signals
+                 WHERE day=$1 AND id>$2 ORDER BY id LIMIT $3",
+                &[&day, &after, &i64::from(limit)],
+            )
+            .await?
+            .iter()
+            .map(|r| {
+                Ok(Signal {
+                    id: get(r, 0)?,
+                    kind: get(r, 1)?,
+                    parcel_id: get(r, 2)?,
+                    device_id: get(r, 3)?,
+                    confirmation_id: get(r, 4)?,
+                    day: get(r, 5)?,
+                    detail: get(r, 6)?,
+                    code_matched: get(r, 7)?,
+                    at: get(r, 8)?,
+                })
+            })
+            .collect()
+        }
+        .await)
+    }
+
+    async fn claim_notices(&self, now: DateTime<Utc>, secs: i64, n: u32) -> Result<Vec<NoticeJob>> {
+        let until = now + chrono::Duration::seconds(secs);
+        let limit = i64::from(n);
         // READ COMMITTED: rows another node holds are skipped, and a row it
         // claimed and committed meanwhile is re-checked against the WHERE
         // (its lease is in the future now) before we take it.
@@ -1580,12 +1444,12 @@ impl Storage for PostgresStorage {
                 // (as an IN sub-select it may be re-run per row and take more).
                 "WITH due AS MATERIALIZED (
                    SELECT id FROM notices
-                   WHERE status='pending' AND next_attempt_at <= $1 AND (claimed_until IS NULL OR claimed_until <= $1)
+                   WHERE status=$4 AND next_attempt_at <= $1 AND (claimed_until IS NULL OR claimed_until <= $1)
                    ORDER BY id LIMIT $3
                    FOR UPDATE SKIP LOCKED)
                  UPDATE notices n SET claimed_until=$2 FROM due WHERE n.id = due.id
                  RETURNING n.id, n.parcel_id, n.delivery_date, n.attempt, n.tries",
-                &[&now, &until, &limit],
+                &[&now, &until, &limit, &NoticeState::Pending],
             )
             .await?
             .iter()
@@ -1614,8 +1478,8 @@ impl Storage for PostgresStorage {
             async {
             exec(
                 &tx,
-                "UPDATE notices SET claimed_until=$2 WHERE id = ANY($1) AND status='pending' AND claimed_until IS NOT NULL",
-                &[&ids, &until],
+                "UPDATE notices SET claimed_until=$2 WHERE id = ANY($1) AND status=$3 AND claimed_until IS NOT NULL",
+                &[&ids, &until, &NoticeState::Pending],
             )
             .await?;
             Ok(())
@@ -1629,8 +1493,8 @@ impl Storage for PostgresStorage {
             async {
             exec(
                 &tx,
-                "UPDATE notices SET status='sent', sent_at=$2, claimed_until=NULL, tries=tries+1 WHERE id=$1",
-                &[&notice_id, &now],
+                "UPDATE notices SET status=$3, sent_at=$2, claimed_until=NULL, tries=tries+1 WHERE id=$1",
+                &[&notice_id, &now, &NoticeState::Sent],
             )
             .await?;
             Ok(())
@@ -1639,15 +1503,11 @@ impl Storage for PostgresStorage {
         })
     }
 
-    async fn notice_failed(
-        &self,
-        notice_id: i64,
-        error: &str,
-        retry_at: Option<DateTime<Utc>>,
-    ) -> Result<()> {
+    async fn notice_failed(&self, id: i64, e: &str, retry: Option<DateTime<Utc>>) -> Result<()> {
+        let (notice_id, error) = (id, e);
         transact!(self, RC, |tx| {
             async {
-            match retry_at {
+            match retry {
                 Some(t) => exec(
                     &tx,
                     "UPDATE notices SET tries=tries+1, last_error=$2, next_attempt_at=$3, claimed_until=NULL WHERE id=$1",
@@ -1656,8 +1516,8 @@ impl Storage for PostgresStorage {
                 .await?,
                 None => exec(
                     &tx,
-                    "UPDATE notices SET tries=tries+1, last_error=$2, status='failed', claimed_until=NULL WHERE id=$1",
-                    &[&notice_id, &error],
+                    "UPDATE notices SET tries=tries+1, last_error=$2, status=$3, claimed_until=NULL WHERE id=$1",
+                    &[&notice_id, &error, &NoticeState::Failed],
                 )
                 .await?,
             };
@@ -1668,19 +1528,25 @@ impl Storage for PostgresStorage {
     }
 
     async fn notice_counts(&self) -> Result<(u64, u64, u64)> {
-        transact!(self, SNAP, |tx| {
-            async {
-            let r = query_one(
-                &tx,
-                "SELECT COUNT(*) FILTER (WHERE status='pending'), COUNT(*) FILTER (WHERE status='sent'),
-                   COUNT(*) FILTER (WHERE status='failed') FROM notices",
-                &[],
-            )
-            .await?;
-            Ok((u64_of(get(&r, 0)?)?, u64_of(get(&r, 1)?)?, u64_of(get(&r, 2)?)?))
+        fin(async {
+            let rows = self
+                .read(
+                    "SELECT status, COUNT(*) FROM notices WHERE status = ANY($1) GROUP BY status",
+                    &[&NoticeState::ALL],
+                )
+                .await?;
+            let mut by = HashMap::new();
+            for r in &rows {
+                by.insert(get::<NoticeState>(r, 0)?, u64_of(get(r, 1)?)?);
+            }
+            let n = |s| by.get(&s).copied().unwrap_or(0);
+            Ok((
+                n(NoticeState::Pending),
+                n(NoticeState::Sent),
+                n(NoticeState::Failed),
+            ))
         }
-        .await
-        })
+        .await)
     }
 }
 

@@ -1,148 +1,25 @@
 //! Embedded SQLite storage: one connection (so one writer), WAL, versioned
-//! migrations in `user_version`. Each trait method runs in one IMMEDIATE
-//! transaction on a blocking thread.
+//! migrations in `user_version` (`migrations/sqlite/`). Each trait method runs
+//! in one IMMEDIATE transaction on a blocking thread: load the facts, call
+//! the decision in [`crate::domain`], apply its plan.
 
+use super::facts::*;
+use super::sql::{PARCEL_FACTS, PARCEL_FACTS_FROM};
 use super::*;
+use crate::domain::ingest::{ConfirmationRow, IngestPlan, Keys};
+use crate::domain::{self, At, Changes, Label, NoticeState, ParcelChange, RouteChange};
 use chrono::{DateTime, NaiveDate, Utc};
-use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, TransactionBehavior, params};
+use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
 /// Schema migrations, applied in order; `user_version` counts the applied ones.
-const MIGRATIONS: &[&str] = &[r#"
-CREATE TABLE parcels(
-  parcel_id TEXT PRIMARY KEY,
-  recipient_name TEXT NOT NULL,
-  email TEXT,
-  phone TEXT,
-  address TEXT NOT NULL,
-  value REAL NOT NULL,
-  currency TEXT NOT NULL,
-  requires_code INTEGER NOT NULL,
-  track_token TEXT NOT NULL UNIQUE,
-  status TEXT NOT NULL DEFAULT 'pending',
-  delivery_date TEXT,
-  attempt INTEGER NOT NULL DEFAULT 0,
-  route_id TEXT,
-  wrong_tries INTEGER NOT NULL DEFAULT 0,
-  locked INTEGER NOT NULL DEFAULT 0,
-  created_at TEXT NOT NULL,
-  updated_at TEXT NOT NULL
-);
-CREATE TABLE parcel_events(
-  id INTEGER PRIMARY KEY,
-  parcel_id TEXT NOT NULL,
-  at TEXT NOT NULL,
-  kind TEXT NOT NULL,
-  detail TEXT NOT NULL
-);
-CREATE INDEX parcel_events_parcel ON parcel_events(parcel_id, id);
-CREATE TABLE routes(
-  route_id TEXT NOT NULL,
-  delivery_date TEXT NOT NULL,
-  courier_id TEXT NOT NULL,
-  revision INTEGER NOT NULL,
-  updated_at TEXT NOT NULL,
-  PRIMARY KEY(route_id, delivery_date)
-);
-CREATE UNIQUE INDEX routes_courier_day ON routes(courier_id, delivery_date);
-CREATE TABLE stops(
-  route_id TEXT NOT NULL,
-  delivery_date TEXT NOT NULL,
-  stop_id TEXT NOT NULL,
-  sequence INTEGER NOT NULL,
-  address TEXT NOT NULL,
-  recipient TEXT NOT NULL,
-  PRIMARY KEY(route_id, delivery_date, stop_id)
-);
-CREATE TABLE stop_parcels(
-  route_id TEXT NOT NULL,
-  delivery_date TEXT NOT NULL,
-  stop_id TEXT NOT NULL,
-  parcel_id TEXT NOT NULL,
-  position INTEGER NOT NULL,
-  PRIMARY KEY(delivery_date, parcel_id)
-);
-CREATE INDEX stop_parcels_route ON stop_parcels(route_id, delivery_date);
-CREATE TABLE enrollments(
-  code_hash TEXT PRIMARY KEY,
-  courier_id TEXT NOT NULL,
-  expires_at TEXT NOT NULL,
-  created_at TEXT NOT NULL,
-  used_at TEXT
-);
-CREATE TABLE devices(
-  device_id TEXT PRIMARY KEY,
-  courier_id TEXT NOT NULL,
-  name TEXT NOT NULL,
-  public_key TEXT NOT NULL,
-  token_hash TEXT NOT NULL UNIQUE,
-  enrolled_at TEXT NOT NULL,
-  last_seq INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX devices_courier ON devices(courier_id);
-CREATE TABLE manifests(
-  route_id TEXT NOT NULL,
-  delivery_date TEXT NOT NULL,
-  device_id TEXT NOT NULL,
-  manifest_id TEXT NOT NULL,
-  revision INTEGER NOT NULL,
-  envelope TEXT NOT NULL,
-  PRIMARY KEY(route_id, delivery_date, device_id)
-);
-CREATE TABLE manifest_items(
-  device_id TEXT NOT NULL,
-  manifest_id TEXT NOT NULL,
-  revision INTEGER NOT NULL,
-  parcel_id TEXT NOT NULL,
-  delivery_date TEXT NOT NULL,
-  attempt INTEGER NOT NULL,
-  PRIMARY KEY(device_id, manifest_id, revision, parcel_id)
-);
-CREATE INDEX manifest_items_parcel ON manifest_items(device_id, parcel_id);
-CREATE TABLE confirmations(
-  confirmation_id TEXT PRIMARY KEY,
-  device_id TEXT NOT NULL,
-  seq INTEGER NOT NULL,
-  manifest_id TEXT NOT NULL,
-  revision INTEGER NOT NULL,
-  parcel_id TEXT NOT NULL,
-  delivery_date TEXT NOT NULL,
-  attempt INTEGER NOT NULL,
-  outcome TEXT NOT NULL,
-  reason TEXT,
-  verified TEXT NOT NULL,
-  failed_attempts INTEGER NOT NULL,
-  code_ok INTEGER,
-  disputed INTEGER NOT NULL,
-  recorded_at TEXT NOT NULL,
-  received_at TEXT NOT NULL
-);
-CREATE INDEX confirmations_seq ON confirmations(device_id, seq);
-CREATE TABLE signals(
-  id INTEGER PRIMARY KEY,
-  kind TEXT NOT NULL,
-  parcel_id TEXT,
-  device_id TEXT,
-  confirmation_id TEXT,
-  detail TEXT NOT NULL,
-  at TEXT NOT NULL
-);
-CREATE TABLE notices(
-  id INTEGER PRIMARY KEY,
-  parcel_id TEXT NOT NULL,
-  delivery_date TEXT NOT NULL,
-  attempt INTEGER NOT NULL,
-  status TEXT NOT NULL DEFAULT 'pending',
-  tries INTEGER NOT NULL DEFAULT 0,
-  next_attempt_at TEXT NOT NULL,
-  claimed_until TEXT,
-  last_error TEXT,
-  created_at TEXT NOT NULL,
-  sent_at TEXT
-);
-CREATE INDEX notices_due ON notices(status, next_attempt_at);
-"#];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/sqlite/0001_init.sql"),
+    include_str!("migrations/sqlite/0002_seen_revoked_signal_days.sql"),
+];
 
 /// The SQLite backend. Cheap to clone.
 #[derive(Clone)]
@@ -160,35 +37,75 @@ impl From<rusqlite::Error> for StorageError {
     }
 }
 
-/// Fixed-width UTC timestamps, so text order is time order.
-fn ts(t: DateTime<Utc>) -> String {
-    t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
+fn bad_text(what: &str, e: impl std::fmt::Display) -> FromSqlError {
+    FromSqlError::Other(format!("{what}: {e}").into())
 }
 
-fn parse_ts(s: &str) -> Result<DateTime<Utc>> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .map_err(be)
+/// Statuses are stored as their [`Label`] words.
+macro_rules! label_columns {
+    ($($t:ty),*) => {$(
+        impl ToSql for $t {
+            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+                Ok(ToSqlOutput::Borrowed(ValueRef::Text(self.as_str().as_bytes())))
+            }
+        }
+        impl FromSql for $t {
+            fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+                let s = v.as_str()?;
+                <$t as Label>::parse(s).ok_or_else(|| bad_text(stringify!($t), s))
+            }
+        }
+    )*};
 }
 
-fn ds(d: NaiveDate) -> String {
-    d.format("%Y-%m-%d").to_string()
+label_columns!(ParcelState, SignalKind, EventKind, NoticeState);
+
+/// A date column: `YYYY-MM-DD`.
+struct Day(NaiveDate);
+
+impl ToSql for Day {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(self.0.format("%Y-%m-%d").to_string()))
+    }
 }
 
-fn parse_date(s: &str) -> Result<NaiveDate> {
-    NaiveDate::parse_from_str(s, "%Y-%m-%d").map_err(be)
+impl FromSql for Day {
+    fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+        let s = v.as_str()?;
+        NaiveDate::parse_from_str(s, "%Y-%m-%d")
+            .map(Day)
+            .map_err(|e| bad_text("date", e))
+    }
 }
 
-fn u32_of(v: i64) -> Result<u32> {
-    u32::try_from(v).map_err(be)
+/// A timestamp column: fixed-width UTC, so text order is time order.
+struct Ts(DateTime<Utc>);
+
+impl ToSql for Ts {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(ToSqlOutput::from(
+            self.0.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string(),
+        ))
+    }
 }
 
-fn u64_of(v: i64) -> Result<u64> {
-    u64::try_from(v).map_err(be)
+impl FromSql for Ts {
+    fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
+        let s = v.as_str()?;
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| Ts(t.with_timezone(&Utc)))
+            .map_err(|e| bad_text("timestamp", e))
+    }
 }
 
-fn i64_of(v: u64) -> Result<i64> {
-    i64::try_from(v).map_err(be)
+fn day_opt(v: Option<Day>) -> Option<NaiveDate> {
+    v.map(|d| d.0)
+}
+
+/// A JSON array for `IN (SELECT value FROM json_each(?))`: one statement for
+/// all of an upload's ids.
+fn json_list<T: serde::Serialize>(v: &[T]) -> Result<String> {
+    serde_json::to_string(v).map_err(be)
 }
 
 /// All connection PRAGMAs in one place.
@@ -220,162 +137,433 @@ fn migrate(conn: &mut Connection) -> Result<()> {
     Ok(())
 }
 
-fn event(
-    tx: &Transaction<'_>,
-    parcel_id: &str,
-    now: DateTime<Utc>,
-    kind: &str,
-    detail: &str,
-) -> Result<()> {
-    tx.execute(
-        "INSERT INTO parcel_events(parcel_id, at, kind, detail) VALUES(?1, ?2, ?3, ?4)",
-        params![parcel_id, ts(now), kind, detail],
-    )?;
-    Ok(())
+// ---------- facts ----------
+
+fn parcel_facts(r: &rusqlite::Row<'_>) -> rusqlite::Result<ParcelFacts> {
+    Ok(ParcelFacts {
+        parcel_id: r.get(0)?,
+        state: r.get(1)?,
+        requires_code: r.get(2)?,
+        delivery_date: day_opt(r.get(3)?),
+        attempt: r.get(4)?,
+        wrong_tries: r.get(5)?,
+        locked: r.get(6)?,
+        route_id: r.get(7)?,
+        route_courier: r.get(8)?,
+    })
 }
 
-fn signal(
-    tx: &Transaction<'_>,
-    kind: &str,
-    parcel_id: Option<&str>,
-    device_id: Option<&str>,
-    confirmation_id: Option<&str>,
-    detail: &str,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    tx.execute(
-        "INSERT INTO signals(kind, parcel_id, device_id, confirmation_id, detail, at) VALUES(?1,?2,?3,?4,?5,?6)",
-        params![kind, parcel_id, device_id, confirmation_id, detail, ts(now)],
-    )?;
-    Ok(())
+fn one_parcel(tx: &Transaction<'_>, parcel_id: &str) -> Result<Option<ParcelFacts>> {
+    let sql = format!("{PARCEL_FACTS} {PARCEL_FACTS_FROM} WHERE p.parcel_id = ?1");
+    Ok(tx
+        .prepare_cached(&sql)?
+        .query_row([parcel_id], parcel_facts)
+        .optional()?)
 }
 
-fn queue_notice(
-    tx: &Transaction<'_>,
-    parcel_id: &str,
-    date: NaiveDate,
-    attempt: u32,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    tx.execute(
-        "INSERT INTO notices(parcel_id, delivery_date, attempt, next_attempt_at, created_at) VALUES(?1,?2,?3,?4,?4)",
-        params![parcel_id, ds(date), attempt, ts(now)],
-    )?;
-    Ok(())
-}
-
-fn bump_route(
-    tx: &Transaction<'_>,
-    route_id: &str,
-    date: NaiveDate,
-    now: DateTime<Utc>,
-) -> Result<()> {
-    tx.execute(
-        "UPDATE routes SET revision = revision + 1, updated_at = ?3 WHERE route_id = ?1 AND delivery_date = ?2",
-        params![route_id, ds(date), ts(now)],
-    )?;
-    Ok(())
-}
-
-/// Move a parcel to a (new) day and attempt, unlock it, and queue its notice.
-fn schedule(
-    tx: &Transaction<'_>,
-    parcel_id: &str,
-    route_id: &str,
-    date: NaiveDate,
-    attempt: u32,
-    requires_code: bool,
-    now: DateTime<Utc>,
-) -> Result<u32> {
-    tx.execute(
-        "UPDATE parcels SET status='scheduled', delivery_date=?2, attempt=?3, route_id=?4,
-           wrong_tries=0, locked=0, updated_at=?5 WHERE parcel_id=?1",
-        params![parcel_id, ds(date), attempt, route_id, ts(now)],
-    )?;
-    event(
-        tx,
-        parcel_id,
-        now,
-        "scheduled",
-        &format!("route {route_id} on {date}, attempt {attempt}"),
-    )?;
-    if requires_code {
-        queue_notice(tx, parcel_id, date, attempt, now)?;
-        return Ok(1);
+fn parcels_in(tx: &Transaction<'_>, ids: &[String]) -> Result<HashMap<String, ParcelFacts>> {
+    let sql = format!(
+        "{PARCEL_FACTS} {PARCEL_FACTS_FROM} WHERE p.parcel_id IN (SELECT value FROM json_each(?1))"
+    );
+    let mut st = tx.prepare_cached(&sql)?;
+    let rows = st.query_map([json_list(ids)?], parcel_facts)?;
+    let mut out = HashMap::new();
+    for p in rows {
+        let p = p?;
+        out.insert(p.parcel_id.clone(), p);
     }
-    Ok(0)
+    Ok(out)
 }
 
-/// A parcels row as read for [`ParcelContact`], before type conversions.
-type ContactRow = (
-    String,
-    String,
-    Option<String>,
-    Option<String>,
-    bool,
-    String,
-    Option<String>,
-    i64,
-    String,
-);
-
-fn contact_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<ContactRow> {
-    Ok((
-        r.get(0)?,
-        r.get(1)?,
-        r.get(2)?,
-        r.get(3)?,
-        r.get(4)?,
-        r.get(5)?,
-        r.get(6)?,
-        r.get(7)?,
-        r.get(8)?,
-    ))
+fn ingest_facts(tx: &Transaction<'_>, device_id: &str, k: &Keys) -> Result<IngestFacts> {
+    let mut f = IngestFacts {
+        device: tx
+            .prepare_cached(
+                "SELECT courier_id, last_seq, revoked_at IS NOT NULL FROM devices WHERE device_id=?1",
+            )?
+            .query_row([device_id], |r| {
+                Ok(DeviceFacts {
+                    device_id: device_id.to_string(),
+                    courier_id: r.get(0)?,
+                    last_seq: r.get(1)?,
+                    revoked: r.get(2)?,
+                })
+            })
+            .optional()?,
+        parcels: parcels_in(tx, &k.parcel_ids)?,
+        ..IngestFacts::default()
+    };
+    let ids = json_list(&k.confirmation_ids)?;
+    let mut st = tx.prepare_cached(
+        "SELECT confirmation_id, device_id FROM confirmations
+         WHERE confirmation_id IN (SELECT value FROM json_each(?1))",
+    )?;
+    for row in st.query_map([&ids], |r| Ok((r.get(0)?, r.get(1)?)))? {
+        let (id, dev) = row?;
+        f.seen.insert(id, dev);
+    }
+    let mut st = tx.prepare_cached(
+        "SELECT manifest_id, revision, parcel_id, delivery_date, attempt FROM manifest_items
+         WHERE device_id=?1 AND parcel_id IN (SELECT value FROM json_each(?2))",
+    )?;
+    let rows = st.query_map(params![device_id, json_list(&k.parcel_ids)?], |r| {
+        Ok(ManifestItem {
+            manifest_id: r.get(0)?,
+            revision: r.get(1)?,
+            parcel_id: r.get(2)?,
+            delivery_date: r.get::<_, Day>(3)?.0,
+            attempt: r.get(4)?,
+        })
+    })?;
+    for item in rows {
+        f.manifest_items.insert(item?);
+    }
+    let mut st = tx.prepare_cached(
+        "SELECT seq FROM confirmations WHERE device_id=?1 AND seq IN (SELECT value FROM json_each(?2))",
+    )?;
+    for seq in st.query_map(params![device_id, json_list(&k.seqs)?], |r| r.get(0))? {
+        f.used_seqs.insert(seq?);
+    }
+    let mut st = tx.prepare_cached(
+        "SELECT confirmation_id FROM signals
+         WHERE kind=?1 AND confirmation_id IN (SELECT value FROM json_each(?2))",
+    )?;
+    for id in st.query_map(params![SignalKind::StaleManifest, ids], |r| r.get(0))? {
+        f.stale_signalled.insert(id?);
+    }
+    Ok(f)
 }
+
+fn route_facts(tx: &Transaction<'_>, route: &RouteInput) -> Result<RouteFacts> {
+    let date = Day(route.delivery_date);
+    let other = tx
+        .query_row(
+            "SELECT route_id FROM routes WHERE courier_id=?1 AND delivery_date=?2 AND route_id<>?3",
+            params![route.courier_id, date, route.route_id],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let revision = tx
+        .query_row(
+            "SELECT revision FROM routes WHERE route_id=?1 AND delivery_date=?2",
+            params![route.route_id, date],
+            |r| r.get(0),
+        )
+        .optional()?;
+    let ids: Vec<String> = route
+        .stops
+        .iter()
+        .flat_map(|s| s.parcel_ids.clone())
+        .collect();
+    let mut parcels = HashMap::new();
+    // Each parcel, and the other route it may be on for this date.
+    let sql = format!(
+        "{PARCEL_FACTS}, p.recipient_name, e.route_id {PARCEL_FACTS_FROM}
+         LEFT JOIN stop_parcels e ON e.parcel_id = p.parcel_id AND e.delivery_date = ?2 AND e.route_id <> ?3
+         WHERE p.parcel_id IN (SELECT value FROM json_each(?1))"
+    );
+    let mut st = tx.prepare(&sql)?;
+    let rows = st.query_map(params![json_list(&ids)?, date, route.route_id], |r| {
+        Ok(RouteParcel {
+            facts: parcel_facts(r)?,
+            recipient_name: r.get(9)?,
+            elsewhere: r.get(10)?,
+        })
+    })?;
+    for p in rows {
+        let p = p?;
+        parcels.insert(p.facts.parcel_id.clone(), p);
+    }
+    let mut st = tx.prepare(
+        "SELECT s.parcel_id, p.status FROM stop_parcels s JOIN parcels p ON p.parcel_id = s.parcel_id
+         WHERE s.route_id=?1 AND s.delivery_date=?2",
+    )?;
+    let before = st
+        .query_map(params![route.route_id, date], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<rusqlite::Result<_>>()?;
+    Ok(RouteFacts {
+        other_route: other,
+        revision,
+        parcels,
+        before,
+    })
+}
+
+fn close_facts(tx: &Transaction<'_>, date: NaiveDate, next: NaiveDate) -> Result<CloseFacts> {
+    let (d, n) = (Day(date), Day(next));
+    let mut st = tx.prepare(
+        "SELECT p.parcel_id, p.status, p.attempt, p.requires_code, s.route_id, r.courier_id, s.stop_id,
+           st.address, st.recipient
+         FROM parcels p
+         JOIN stop_parcels s ON s.parcel_id=p.parcel_id AND s.delivery_date=p.delivery_date
+         JOIN routes r ON r.route_id=s.route_id AND r.delivery_date=s.delivery_date
+         JOIN stops st ON st.route_id=s.route_id AND st.delivery_date=s.delivery_date AND st.stop_id=s.stop_id
+         WHERE p.delivery_date=?1
+         ORDER BY s.route_id, st.sequence, s.position",
+    )?;
+    let placed = st
+        .query_map([&d], |r| {
+            Ok(Placed {
+                parcel_id: r.get(0)?,
+                state: r.get(1)?,
+                attempt: r.get(2)?,
+                requires_code: r.get(3)?,
+                route_id: r.get(4)?,
+                courier_id: r.get(5)?,
+                stop_id: r.get(6)?,
+                address: r.get(7)?,
+                recipient: r.get(8)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    // The next day's routes of the closed day's couriers and route ids.
+    let next_routes_sql = "SELECT route_id, courier_id FROM routes WHERE delivery_date=?2 AND (
+           courier_id IN (SELECT courier_id FROM routes WHERE delivery_date=?1)
+           OR route_id IN (SELECT route_id FROM routes WHERE delivery_date=?1))";
+    let mut st = tx.prepare(next_routes_sql)?;
+    let next_routes = st
+        .query_map(params![d, n], |r| Ok((r.get(0)?, r.get(1)?)))?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let mut st = tx.prepare(&format!(
+        "SELECT st.route_id, st.stop_id, st.sequence, st.address,
+           (SELECT COUNT(*) FROM stop_parcels sp
+            WHERE sp.route_id=st.route_id AND sp.delivery_date=st.delivery_date AND sp.stop_id=st.stop_id)
+         FROM stops st WHERE st.delivery_date=?2 AND st.route_id IN (SELECT route_id FROM ({next_routes_sql}))"
+    ))?;
+    let next_stops = st
+        .query_map(params![d, n], |r| {
+            Ok(NextStop {
+                route_id: r.get(0)?,
+                stop_id: r.get(1)?,
+                sequence: r.get(2)?,
+                address: r.get(3)?,
+                parcels: r.get(4)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(CloseFacts {
+        placed,
+        next_routes,
+        next_stops,
+    })
+}
+
+/// The parcel and whether a build for the device carries its current
+/// attempt, in one statement.
+fn verify_facts_in(tx: &Transaction<'_>, device: &Device, parcel_id: &str) -> Result<VerifyFacts> {
+    let sql = format!(
+        "{PARCEL_FACTS}, EXISTS(SELECT 1 FROM manifest_items m WHERE m.device_id=?1 AND m.parcel_id=p.parcel_id
+           AND m.delivery_date=p.delivery_date AND m.attempt=p.attempt)
+         {PARCEL_FACTS_FROM} WHERE p.parcel_id=?2"
+    );
+    let row = tx
+        .prepare_cached(&sql)?
+        .query_row(params![device.device_id, parcel_id], |r| {
+            Ok((parcel_facts(r)?, r.get::<_, bool>(9)?))
+        })
+        .optional()?;
+    Ok(VerifyFacts {
+        on_manifest: row.as_ref().is_some_and(|(_, on)| *on),
+        parcel: row.map(|(p, _)| p),
+        device_courier: device.courier_id.clone(),
+    })
+}
+
+// ---------- applying a plan ----------
+
+fn route_change(tx: &Transaction<'_>, c: &RouteChange, now: DateTime<Utc>) -> Result<()> {
+    let now = Ts(now);
+    match c {
+        RouteChange::Put(h) => tx.execute(
+            "INSERT INTO routes(route_id, delivery_date, courier_id, revision, updated_at) VALUES(?1,?2,?3,?4,?5)
+             ON CONFLICT(route_id, delivery_date) DO UPDATE SET courier_id=?3, revision=?4, updated_at=?5",
+            params![h.route_id, Day(h.date), h.courier_id, h.revision, now],
+        )?,
+        RouteChange::Open(h) => tx.execute(
+            "INSERT INTO routes(route_id, delivery_date, courier_id, revision, updated_at) VALUES(?1,?2,?3,?4,?5)",
+            params![h.route_id, Day(h.date), h.courier_id, h.revision, now],
+        )?,
+        RouteChange::Bump(r) => tx.execute(
+            "UPDATE routes SET revision = revision + 1, updated_at = ?3 WHERE route_id = ?1 AND delivery_date = ?2",
+            params![r.route_id, Day(r.date), now],
+        )?,
+        RouteChange::Clear(r) => {
+            let p = params![r.route_id, Day(r.date)];
+            tx.execute("DELETE FROM stop_parcels WHERE route_id=?1 AND delivery_date=?2", p)?;
+            tx.execute("DELETE FROM stops WHERE route_id=?1 AND delivery_date=?2", p)?
+        }
+        RouteChange::AddStop(st) => tx.execute(
+            "INSERT INTO stops(route_id, delivery_date, stop_id, sequence, address, recipient) VALUES(?1,?2,?3,?4,?5,?6)",
+            params![st.route_id, Day(st.date), st.stop_id, st.sequence, st.address, st.recipient],
+        )?,
+        RouteChange::Place(pl) => tx.execute(
+            "INSERT OR REPLACE INTO stop_parcels(route_id, delivery_date, stop_id, parcel_id, position) VALUES(?1,?2,?3,?4,?5)",
+            params![pl.route_id, Day(pl.date), pl.stop_id, pl.parcel_id, pl.position],
+        )?,
+        RouteChange::Unplace(date, parcel_id) => tx.execute(
+            "DELETE FROM stop_parcels WHERE delivery_date=?1 AND parcel_id=?2",
+            params![Day(*date), parcel_id],
+        )?,
+    };
+    Ok(())
+}
+
+fn parcel_change(tx: &Transaction<'_>, c: &ParcelChange, now: DateTime<Utc>) -> Result<()> {
+    let now = Ts(now);
+    match c {
+        ParcelChange::Put(p) => tx.execute(
+            "INSERT INTO parcels(parcel_id, recipient_name, email, phone, address, value, currency,
+               requires_code, track_token, created_at, updated_at)
+             VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?10)
+             ON CONFLICT(parcel_id) DO UPDATE SET recipient_name=?2, email=?3, phone=?4, address=?5,
+               value=?6, currency=?7, requires_code=?8, updated_at=?10",
+            params![p.parcel_id, p.recipient_name, p.email, p.phone, p.address, p.value, p.currency, p.requires_code, p.track_token, now],
+        )?,
+        ParcelChange::Schedule(s) => tx.execute(
+            "UPDATE parcels SET status=?2, delivery_date=?3, attempt=?4, route_id=?5, requires_code=?6,
+               track_token=COALESCE(?7, track_token), wrong_tries=0, locked=0, updated_at=?8 WHERE parcel_id=?1",
+            params![s.parcel_id, ParcelState::Scheduled, Day(s.date), s.attempt, s.route_id, s.requires_code, s.track_token, now],
+        )?,
+        ParcelChange::Unschedule(parcel_id) => tx.execute(
+            "UPDATE parcels SET status=?2, delivery_date=NULL, route_id=NULL, updated_at=?3 WHERE parcel_id=?1",
+            params![parcel_id, ParcelState::Pending, now],
+        )?,
+        ParcelChange::Reassign(parcel_id, route_id) => tx.execute(
+            "UPDATE parcels SET route_id=?2, updated_at=?3 WHERE parcel_id=?1",
+            params![parcel_id, route_id, now],
+        )?,
+        ParcelChange::Tries(t) => tx.execute(
+            "UPDATE parcels SET wrong_tries=?2, locked=?3, updated_at=?4 WHERE parcel_id=?1",
+            params![t.parcel_id, t.wrong_tries, t.locked, now],
+        )?,
+    };
+    Ok(())
+}
+
+/// Persist a decision's [`Changes`] in the caller's transaction.
+fn apply(tx: &Transaction<'_>, ch: &Changes, now: DateTime<Utc>) -> Result<()> {
+    for c in &ch.routes {
+        route_change(tx, c, now)?;
+    }
+    for c in &ch.parcels {
+        parcel_change(tx, c, now)?;
+    }
+    let mut st =
+        tx.prepare_cached("UPDATE parcels SET status=?2, updated_at=?3 WHERE parcel_id=?1")?;
+    for (pid, state) in &ch.states {
+        st.execute(params![pid, state, Ts(now)])?;
+    }
+    let mut st = tx.prepare_cached(
+        "INSERT INTO parcel_events(parcel_id, at, kind, detail) VALUES(?1, ?2, ?3, ?4)",
+    )?;
+    for e in &ch.events {
+        st.execute(params![e.parcel_id, Ts(now), e.kind, e.detail])?;
+    }
+    let mut st = tx.prepare_cached(
+        "INSERT INTO signals(kind, parcel_id, device_id, confirmation_id, day, detail, code_matched, at)
+         VALUES(?1,?2,?3,?4,?5,?6,?7,?8)",
+    )?;
+    for s in &ch.signals {
+        let p = params![
+            s.kind,
+            s.parcel_id,
+            s.device_id,
+            s.confirmation_id,
+            Day(s.day),
+            s.detail,
+            s.code_matched,
+            Ts(now)
+        ];
+        st.execute(p)?;
+    }
+    let mut st = tx.prepare_cached(
+        "INSERT INTO notices(parcel_id, delivery_date, attempt, status, next_attempt_at, created_at)
+         VALUES(?1,?2,?3,?4,?5,?5)",
+    )?;
+    for n in &ch.notices {
+        let p = params![
+            n.parcel_id,
+            Day(n.delivery_date),
+            n.attempt,
+            NoticeState::Pending,
+            Ts(now)
+        ];
+        st.execute(p)?;
+    }
+    Ok(())
+}
+
+/// An upload's plan: its confirmations, the device's seq, then the changes.
+fn apply_ingest(
+    tx: &Transaction<'_>,
+    device_id: &str,
+    plan: &IngestPlan,
+    now: DateTime<Utc>,
+) -> Result<()> {
+    let mut st = tx.prepare_cached(
+        "INSERT INTO confirmations(confirmation_id, device_id, seq, manifest_id, revision, parcel_id, delivery_date, attempt,
+           outcome, reason, verified, failed_attempts, code_ok, disputed, recorded_at, received_at)
+         VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
+    )?;
+    for ConfirmationRow { c, disputed } in &plan.confirmations {
+        st.execute(params![
+            c.confirmation_id,
+            c.device_id,
+            c.seq,
+            c.manifest_id,
+            c.revision,
+            c.parcel_id,
+            Day(c.delivery_date),
+            c.attempt,
+            c.outcome.as_str(),
+            c.reason.map(Label::as_str),
+            c.verified.as_str(),
+            c.failed_attempts,
+            c.code_ok,
+            disputed,
+            Ts(c.recorded_at),
+            Ts(now)
+        ])?;
+    }
+    if let Some(seq) = plan.last_seq {
+        tx.prepare_cached("UPDATE devices SET last_seq=MAX(last_seq, ?2) WHERE device_id=?1")?
+            .execute(params![device_id, seq])?;
+    }
+    apply(tx, &plan.changes, now)
+}
+
+// ---------- reads ----------
 
 const CONTACT_COLS: &str = "parcel_id, recipient_name, email, phone, requires_code, status, delivery_date, attempt, track_token";
 
 fn contact(conn: &Connection, where_: &str, key: &str) -> Result<Option<ParcelContact>> {
-    let row = conn
-        .query_row(
-            &format!("SELECT {CONTACT_COLS} FROM parcels WHERE {where_} = ?1"),
-            [key],
-            contact_row,
-        )
-        .optional()?;
-    let Some((
-        parcel_id,
-        recipient_name,
-        email,
-        phone,
-        requires_code,
-        status,
-        date,
-        attempt,
-        track_token,
-    )) = row
-    else {
-        return Ok(None);
-    };
-    Ok(Some(ParcelContact {
-        parcel_id,
-        recipient_name,
-        email,
-        phone,
-        requires_code,
-        status,
-        delivery_date: date.as_deref().map(parse_date).transpose()?,
-        attempt: u32_of(attempt)?,
-        track_token,
-    }))
+    let sql = format!("SELECT {CONTACT_COLS} FROM parcels WHERE {where_} = ?1");
+    Ok(conn
+        .prepare_cached(&sql)?
+        .query_row([key], |r| {
+            Ok(ParcelContact {
+                parcel_id: r.get(0)?,
+                recipient_name: r.get(1)?,
+                email: r.get(2)?,
+                phone: r.get(3)?,
+                requires_code: r.get(4)?,
+                status: r.get(5)?,
+                delivery_date: day_opt(r.get(6)?),
+                attempt: r.get(7)?,
+                track_token: r.get(8)?,
+            })
+        })
+        .optional()?)
 }
 
 fn load_route(conn: &Connection, route_id: &str, date: NaiveDate) -> Result<Option<RouteData>> {
     let head = conn
         .query_row(
             "SELECT courier_id, revision FROM routes WHERE route_id=?1 AND delivery_date=?2",
-            params![route_id, ds(date)],
-            |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)),
+            params![route_id, Day(date)],
+            |r| Ok((r.get::<_, String>(0)?, r.get::<_, u64>(1)?)),
         )
         .optional()?;
     let Some((courier_id, revision)) = head else {
@@ -383,276 +571,52 @@ fn load_route(conn: &Connection, route_id: &str, date: NaiveDate) -> Result<Opti
     };
     // All of the route's parcels in one query, grouped by stop here: a query
     // per stop scanned the whole route each time (stops x parcels rows).
-    let mut by_stop: std::collections::HashMap<String, Vec<RouteParcelData>> =
-        std::collections::HashMap::new();
+    let mut by_stop: HashMap<String, Vec<RouteParcelData>> = HashMap::new();
     let mut pst = conn.prepare_cached(
         "SELECT s.stop_id, p.parcel_id, p.requires_code, p.attempt FROM stop_parcels s
          JOIN parcels p ON p.parcel_id = s.parcel_id
          WHERE s.route_id=?1 AND s.delivery_date=?2 AND p.delivery_date = s.delivery_date
          ORDER BY s.stop_id, s.position",
     )?;
-    let rows = pst.query_map(params![route_id, ds(date)], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, bool>(2)?,
-            r.get::<_, i64>(3)?,
-        ))
+    let rows = pst.query_map(params![route_id, Day(date)], |r| {
+        let p = RouteParcelData {
+            parcel_id: r.get(1)?,
+            requires_code: r.get(2)?,
+            attempt: r.get(3)?,
+        };
+        Ok((r.get::<_, String>(0)?, p))
     })?;
     for row in rows {
-        let (stop_id, parcel_id, requires_code, attempt) = row?;
-        by_stop.entry(stop_id).or_default().push(RouteParcelData {
-            parcel_id,
-            requires_code,
-            attempt: u32_of(attempt)?,
-        });
+        let (stop_id, p) = row?;
+        by_stop.entry(stop_id).or_default().push(p);
     }
-    let mut stops = Vec::new();
     let mut st = conn.prepare_cached(
         "SELECT stop_id, sequence, address, recipient FROM stops
          WHERE route_id=?1 AND delivery_date=?2 ORDER BY sequence",
     )?;
-    let rows = st.query_map(params![route_id, ds(date)], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, String>(2)?,
-            r.get::<_, String>(3)?,
-        ))
-    })?;
-    for row in rows {
-        let (stop_id, sequence, address, recipient) = row?;
-        let parcels = by_stop.remove(&stop_id).unwrap_or_default();
-        stops.push(RouteStopData {
-            stop_id,
-            sequence: u32_of(sequence)?,
-            address,
-            recipient,
-            parcels,
-        });
-    }
+    let stops = st
+        .query_map(params![route_id, Day(date)], |r| {
+            let stop_id: String = r.get(0)?;
+            Ok(RouteStopData {
+                parcels: by_stop.remove(&stop_id).unwrap_or_default(),
+                stop_id,
+                sequence: r.get(1)?,
+                address: r.get(2)?,
+                recipient: r.get(3)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(Some(RouteData {
         route_id: route_id.to_string(),
         courier_id,
         delivery_date: date,
-        revision: u64_of(revision)?,
+        revision,
         stops,
     }))
 }
 
-/// One confirmation inside the caller's transaction.
-fn ingest_in(tx: &Transaction<'_>, c: IngestConfirmation) -> Result<IngestOutcome> {
-    let now = c.received_at;
-    let seen: Option<String> = tx
-        .query_row(
-            "SELECT device_id FROM confirmations WHERE confirmation_id=?1",
-            [&c.confirmation_id],
-            |r| r.get(0),
-        )
-        .optional()?;
-    if let Some(dev) = seen {
-        return Ok(if dev == c.device_id {
-            IngestOutcome::Duplicate
-        } else {
-            IngestOutcome::Rejected("confirmation_id_reused".into(), true)
-        });
-    }
-    let parcel = tx
-        .query_row(
-            "SELECT status, requires_code, attempt FROM parcels WHERE parcel_id=?1",
-            [&c.parcel_id],
-            |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, bool>(1)?,
-                    r.get::<_, i64>(2)?,
-                ))
-            },
-        )
-        .optional()?;
-    let Some((status, requires_code, current_attempt)) = parcel else {
-        return Ok(IngestOutcome::Rejected("unknown_parcel".into(), true));
-    };
-    let rev = i64_of(c.revision)?;
-    let on_manifest: bool = tx
-        .query_row(
-            "SELECT 1 FROM manifest_items WHERE device_id=?1 AND manifest_id=?2 AND revision=?3
-               AND parcel_id=?4 AND delivery_date=?5 AND attempt=?6",
-            params![
-                c.device_id,
-                c.manifest_id,
-                rev,
-                c.parcel_id,
-                ds(c.delivery_date),
-                c.attempt
-            ],
-            |_| Ok(true),
-        )
-        .optional()?
-        .unwrap_or(false);
-    if !on_manifest {
-        return Ok(IngestOutcome::Rejected("not_on_manifest".into(), true));
-    }
-    let seq = i64_of(c.seq)?;
-    let pid = Some(c.parcel_id.as_str());
-    let did = Some(c.device_id.as_str());
-    let cid = Some(c.confirmation_id.as_str());
-    let reused: bool = tx
-        .query_row(
-            "SELECT 1 FROM confirmations WHERE device_id=?1 AND seq=?2",
-            params![c.device_id, seq],
-            |_| Ok(true),
-        )
-        .optional()?
-        .unwrap_or(false);
-    let last_seq: i64 = tx.query_row(
-        "SELECT last_seq FROM devices WHERE device_id=?1",
-        [&c.device_id],
-        |r| r.get(0),
-    )?;
-    if reused {
-        signal(
-            tx,
-            "seq_reuse",
-            pid,
-            did,
-            cid,
-            &format!("seq {seq} was already used by this device"),
-            now,
-        )?;
-    } else if seq > last_seq + 1 {
-        signal(
-            tx,
-            "seq_gap",
-            pid,
-            did,
-            cid,
-            &format!("seq jumped from {last_seq} to {seq}"),
-            now,
-        )?;
-    }
-    tx.execute(
-        "UPDATE devices SET last_seq=MAX(last_seq, ?2) WHERE device_id=?1",
-        params![c.device_id, seq],
-    )?;
-    if c.late {
-        signal(
-            tx,
-            "late_confirmation",
-            pid,
-            did,
-            cid,
-            "recorded at or after the code's valid_until",
-            now,
-        )?;
-    }
-    if c.outcome == "delivered" && i64::from(c.attempt) < current_attempt {
-        let detail = superseded_detail(c.attempt, current_attempt);
-        signal(tx, "superseded_code", pid, did, cid, &detail, now)?;
-    }
-    if c.failed_attempts >= c.many_tries_threshold {
-        signal(
-            tx,
-            "many_wrong_tries",
-            pid,
-            did,
-            cid,
-            &format!("{} wrong tries at the door", c.failed_attempts),
-            now,
-        )?;
-    }
-    let mut disputed = false;
-    let open = status == "scheduled" || status == "failed";
-    if c.outcome == "delivered" {
-        let code_fine = match c.code_ok {
-            Some(ok) => ok,
-            None => !requires_code,
-        };
-        if code_fine {
-            if open {
-                tx.execute(
-                    "UPDATE parcels SET status='delivered', updated_at=?2 WHERE parcel_id=?1",
-                    params![c.parcel_id, ts(now)],
-                )?;
-            }
-            event(
-                tx,
-                &c.parcel_id,
-                now,
-                "delivered",
-                &format!(
-                    "confirmed by device {} (verified {})",
-                    c.device_id, c.verified
-                ),
-            )?;
-        } else {
-            disputed = true;
-            if status != "delivered" {
-                tx.execute(
-                    "UPDATE parcels SET status='disputed', updated_at=?2 WHERE parcel_id=?1",
-                    params![c.parcel_id, ts(now)],
-                )?;
-            }
-            let kind = if c.code_ok.is_some() {
-                "code_mismatch"
-            } else {
-                "delivered_without_code"
-            };
-            signal(
-                tx,
-                kind,
-                pid,
-                did,
-                cid,
-                "a delivery confirmation failed the server's full code check",
-                now,
-            )?;
-            event(
-                tx,
-                &c.parcel_id,
-                now,
-                "disputed",
-                &format!("{kind} from device {}", c.device_id),
-            )?;
-        }
-    } else {
-        if status == "scheduled" {
-            tx.execute(
-                "UPDATE parcels SET status='failed', updated_at=?2 WHERE parcel_id=?1",
-                params![c.parcel_id, ts(now)],
-            )?;
-        }
-        let reason = c.reason.clone().unwrap_or_default();
-        if reason == "locked_out" {
-            signal(
-                tx,
-                "many_wrong_tries",
-                pid,
-                did,
-                cid,
-                "parcel locked out at the door",
-                now,
-            )?;
-        }
-        event(
-            tx,
-            &c.parcel_id,
-            now,
-            "failed",
-            &format!("attempt {} failed: {reason}", c.attempt),
-        )?;
-    }
-    tx.execute(
-        "INSERT INTO confirmations(confirmation_id, device_id, seq, manifest_id, revision, parcel_id, delivery_date, attempt,
-           outcome, reason, verified, failed_attempts, code_ok, disputed, recorded_at, received_at)
-         VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?11,?12,?13,?14,?15,?16)",
-        params![
-            c.confirmation_id, c.device_id, seq, c.manifest_id, rev, c.parcel_id, ds(c.delivery_date), c.attempt,
-            c.outcome, c.reason, c.verified, c.failed_attempts, c.code_ok, disputed, ts(c.recorded_at), ts(now)
-        ],
-    )?;
-    Ok(IngestOutcome::Accepted { disputed })
-}
+const DEVICE_COLS: &str =
+    "device_id, courier_id, name, public_key, revoked_at, COALESCE(last_seen_at, enrolled_at)";
 
 fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
     Ok(Device {
@@ -660,6 +624,24 @@ fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
         courier_id: r.get(1)?,
         name: r.get(2)?,
         public_key: r.get(3)?,
+        revoked_at: r.get::<_, Option<Ts>>(4)?.map(|t| t.0),
+        last_seen_at: r.get::<_, Ts>(5)?.0,
+    })
+}
+
+fn stored_manifest(
+    r: &rusqlite::Row<'_>,
+    date: NaiveDate,
+    device_id: &str,
+) -> rusqlite::Result<StoredManifest> {
+    Ok(StoredManifest {
+        route_id: r.get(0)?,
+        delivery_date: date,
+        device_id: device_id.to_string(),
+        manifest_id: r.get(1)?,
+        revision: r.get(2)?,
+        envelope_json: r.get(3)?,
+        items: Vec::new(),
     })
 }
 
@@ -672,6 +654,11 @@ impl SqliteStorage {
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
         })
+    }
+
+    /// The number of migrations this server knows (the schema version it writes).
+    pub fn schema_version() -> usize {
+        MIGRATIONS.len()
     }
 
     /// Run one domain operation as one IMMEDIATE transaction off the async threads.
@@ -705,31 +692,9 @@ impl Storage for SqliteStorage {
         now: DateTime<Utc>,
     ) -> Result<Vec<UpsertStatus>> {
         self.tx(move |tx| {
-            let mut out = Vec::with_capacity(items.len());
-            for p in items {
-                let exists: bool = tx
-                    .query_row("SELECT 1 FROM parcels WHERE parcel_id=?1", [&p.parcel_id], |_| Ok(true))
-                    .optional()?
-                    .unwrap_or(false);
-                if exists {
-                    tx.execute(
-                        "UPDATE parcels SET recipient_name=?2, email=?3, phone=?4, address=?5, value=?6,
-                           currency=?7, requires_code=?8, updated_at=?9 WHERE parcel_id=?1",
-                        params![p.parcel_id, p.recipient_name, p.email, p.phone, p.address, p.value, p.currency, p.requires_code, ts(now)],
-                    )?;
-                    event(tx, &p.parcel_id, now, "updated", "parcel details updated")?;
-                    out.push(UpsertStatus::Updated);
-                } else {
-                    tx.execute(
-                        "INSERT INTO parcels(parcel_id, recipient_name, email, phone, address, value, currency,
-                           requires_code, track_token, created_at, updated_at)
-                         VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?10)",
-                        params![p.parcel_id, p.recipient_name, p.email, p.phone, p.address, p.value, p.currency, p.requires_code, p.track_token, ts(now)],
-                    )?;
-                    event(tx, &p.parcel_id, now, "created", if p.requires_code { "requires a code" } else { "no code needed" })?;
-                    out.push(UpsertStatus::Created);
-                }
-            }
+            let ids: Vec<String> = items.iter().map(|p| p.parcel_id.clone()).collect();
+            let (out, ch) = domain::parcels::decide(&parcels_in(tx, &ids)?, &items);
+            apply(tx, &ch, now)?;
             Ok(out)
         })
         .await
@@ -738,51 +703,44 @@ impl Storage for SqliteStorage {
     async fn parcel(&self, parcel_id: &str) -> Result<Option<ParcelView>> {
         let id = parcel_id.to_string();
         self.tx(move |tx| {
-            let row = tx
+            let Some(mut v) = tx
                 .query_row(
                     "SELECT parcel_id, recipient_name, address, requires_code, status, delivery_date, attempt,
                        route_id, wrong_tries, locked FROM parcels WHERE parcel_id=?1",
                     [&id],
                     |r| {
-                        Ok((
-                            r.get::<_, String>(0)?,
-                            r.get::<_, String>(1)?,
-                            r.get::<_, String>(2)?,
-                            r.get::<_, bool>(3)?,
-                            r.get::<_, String>(4)?,
-                            r.get::<_, Option<String>>(5)?,
-                            r.get::<_, i64>(6)?,
-                            r.get::<_, Option<String>>(7)?,
-                            r.get::<_, i64>(8)?,
-                            r.get::<_, bool>(9)?,
-                        ))
+                        Ok(ParcelView {
+                            parcel_id: r.get(0)?,
+                            recipient_name: r.get(1)?,
+                            address: r.get(2)?,
+                            requires_code: r.get(3)?,
+                            status: r.get(4)?,
+                            delivery_date: day_opt(r.get(5)?),
+                            attempt: r.get(6)?,
+                            route_id: r.get(7)?,
+                            wrong_tries: r.get(8)?,
+                            locked: r.get(9)?,
+                            events: Vec::new(),
+                        })
                     },
                 )
-                .optional()?;
-            let Some((parcel_id, recipient_name, address, requires_code, status, date, attempt, route_id, wrong, locked)) = row else {
+                .optional()?
+            else {
                 return Ok(None);
             };
-            let mut st = tx.prepare("SELECT at, kind, detail FROM parcel_events WHERE parcel_id=?1 ORDER BY id")?;
-            let events = st
-                .query_map([&parcel_id], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?)))?
-                .map(|r| {
-                    let (at, kind, detail) = r?;
-                    Ok(ParcelEvent { at: parse_ts(&at)?, kind, detail })
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Ok(Some(ParcelView {
-                parcel_id,
-                recipient_name,
-                address,
-                requires_code,
-                status,
-                delivery_date: date.as_deref().map(parse_date).transpose()?,
-                attempt: u32_of(attempt)?,
-                route_id,
-                wrong_tries: u32_of(wrong)?,
-                locked,
-                events,
-            }))
+            let mut st = tx.prepare_cached(
+                "SELECT at, kind, detail FROM parcel_events WHERE parcel_id=?1 ORDER BY id",
+            )?;
+            v.events = st
+                .query_map([&id], |r| {
+                    Ok(ParcelEvent {
+                        at: r.get::<_, Ts>(0)?.0,
+                        kind: r.get(1)?,
+                        detail: r.get(2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Some(v))
         })
         .await
     }
@@ -798,148 +756,24 @@ impl Storage for SqliteStorage {
     }
 
     async fn parcel_ids_on(&self, date: NaiveDate) -> Result<Vec<String>> {
-        let d = date.to_string();
         self.tx(move |tx| {
-            let mut st = tx.prepare(
+            let mut st = tx.prepare_cached(
                 "SELECT parcel_id FROM parcels WHERE delivery_date=?1 ORDER BY parcel_id",
             )?;
             let ids = st
-                .query_map([&d], |r| r.get::<_, String>(0))?
-                .collect::<std::result::Result<Vec<_>, _>>()?;
+                .query_map([Day(date)], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(ids)
         })
         .await
     }
 
-    async fn save_route(&self, route: RouteInput, now: DateTime<Utc>) -> Result<RouteSaved> {
+    async fn save_route(&self, route: RouteInput, at: At<'_>) -> Result<RouteSaved> {
+        let (now, today) = (at.now, at.policy.today(at.now));
         self.tx(move |tx| {
-            let date = ds(route.delivery_date);
-            let other: Option<String> = tx
-                .query_row(
-                    "SELECT route_id FROM routes WHERE courier_id=?1 AND delivery_date=?2 AND route_id<>?3",
-                    params![route.courier_id, date, route.route_id],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            if let Some(other) = other {
-                return Err(StorageError::Conflict(format!(
-                    "courier {} already has route {other} on {date}",
-                    route.courier_id
-                )));
-            }
-            // Check every parcel before changing anything.
-            let mut wanted = Vec::new();
-            for s in &route.stops {
-                for pid in &s.parcel_ids {
-                    let row = tx
-                        .query_row(
-                            "SELECT status, requires_code, delivery_date, attempt, recipient_name FROM parcels WHERE parcel_id=?1",
-                            [pid],
-                            |r| Ok((r.get::<_, String>(0)?, r.get::<_, bool>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, i64>(3)?, r.get::<_, String>(4)?)),
-                        )
-                        .optional()?;
-                    let Some((status, requires_code, pdate, attempt, name)) = row else {
-                        return Err(StorageError::NotFound(format!("parcel {pid} is not known; POST it to /v1/parcels first")));
-                    };
-                    if status == "delivered" {
-                        return Err(StorageError::Conflict(format!("parcel {pid} is already delivered")));
-                    }
-                    let elsewhere: Option<String> = tx
-                        .query_row(
-                            "SELECT route_id FROM stop_parcels WHERE delivery_date=?1 AND parcel_id=?2 AND route_id<>?3",
-                            params![date, pid, route.route_id],
-                            |r| r.get(0),
-                        )
-                        .optional()?;
-                    if let Some(r) = elsewhere {
-                        return Err(StorageError::Conflict(format!("parcel {pid} is already on route {r} on {date}")));
-                    }
-                    wanted.push((pid.clone(), requires_code, pdate, u32_of(attempt)?, name));
-                }
-            }
-            let old_rev: Option<i64> = tx
-                .query_row(
-                    "SELECT revision FROM routes WHERE route_id=?1 AND delivery_date=?2",
-                    params![route.route_id, date],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let revision = old_rev.unwrap_or(0) + 1;
-            tx.execute(
-                "INSERT INTO routes(route_id, delivery_date, courier_id, revision, updated_at) VALUES(?1,?2,?3,?4,?5)
-                 ON CONFLICT(route_id, delivery_date) DO UPDATE SET courier_id=?3, revision=?4, updated_at=?5",
-                params![route.route_id, date, route.courier_id, revision, ts(now)],
-            )?;
-            // Parcels dropped from this route go back to pending.
-            let mut st = tx.prepare("SELECT parcel_id FROM stop_parcels WHERE route_id=?1 AND delivery_date=?2")?;
-            let before: Vec<String> = st
-                .query_map(params![route.route_id, date], |r| r.get(0))?
-                .collect::<rusqlite::Result<_>>()?;
-            drop(st);
-            for pid in before {
-                if !wanted.iter().any(|w| w.0 == pid) {
-                    tx.execute(
-                        "UPDATE parcels SET status='pending', delivery_date=NULL, route_id=NULL, updated_at=?2
-                         WHERE parcel_id=?1 AND status IN ('scheduled','failed')",
-                        params![pid, ts(now)],
-                    )?;
-                    event(tx, &pid, now, "unscheduled", &format!("removed from route {}", route.route_id))?;
-                }
-            }
-            tx.execute("DELETE FROM stop_parcels WHERE route_id=?1 AND delivery_date=?2", params![route.route_id, date])?;
-            tx.execute("DELETE FROM stops WHERE route_id=?1 AND delivery_date=?2", params![route.route_id, date])?;
-            let mut notices = 0u32;
-            let mut seq = 0u32;
-            for s in &route.stops {
-                seq += 1;
-                let recipient = match &s.recipient {
-                    Some(r) => r.clone(),
-                    None => s
-                        .parcel_ids
-                        .first()
-                        .and_then(|p| wanted.iter().find(|w| &w.0 == p))
-                        .map(|w| w.4.clone())
-                        .unwrap_or_else(|| "Recipient".to_string()),
-                };
-                tx.execute(
-                    "INSERT INTO stops(route_id, delivery_date, stop_id, sequence, address, recipient) VALUES(?1,?2,?3,?4,?5,?6)",
-                    params![route.route_id, date, s.stop_id, seq, s.address, recipient],
-                )?;
-                for (pos, pid) in s.parcel_ids.iter().enumerate() {
-                    let pos = i64::try_from(pos).map_err(be)?;
-                    tx.execute(
-                        "INSERT INTO stop_parcels(route_id, delivery_date, stop_id, parcel_id, position) VALUES(?1,?2,?3,?4,?5)",
-                        params![route.route_id, date, s.stop_id, pid, pos],
-                    )?;
-                }
-            }
-            for (pid, requires_code, pdate, attempt, _) in &wanted {
-                if pdate.as_deref() == Some(date.as_str()) && *attempt > 0 {
-                    // Same day, same code: only the route assignment may change.
-                    tx.execute(
-                        "UPDATE parcels SET route_id=?2, updated_at=?3 WHERE parcel_id=?1",
-                        params![pid, route.route_id, ts(now)],
-                    )?;
-                    continue;
-                }
-                if let Some(old) = pdate {
-                    // Leaving another day's route: that route changes too.
-                    let old_route: Option<String> = tx
-                        .query_row("SELECT route_id FROM stop_parcels WHERE delivery_date=?1 AND parcel_id=?2", params![old, pid], |r| r.get(0))
-                        .optional()?;
-                    tx.execute("DELETE FROM stop_parcels WHERE delivery_date=?1 AND parcel_id=?2", params![old, pid])?;
-                    if let Some(r) = old_route {
-                        bump_route(tx, &r, parse_date(old)?, now)?;
-                    }
-                }
-                notices += schedule(tx, pid, &route.route_id, route.delivery_date, attempt + 1, *requires_code, now)?;
-            }
-            Ok(RouteSaved {
-                route_id: route.route_id.clone(),
-                delivery_date: route.delivery_date,
-                revision: u64_of(revision)?,
-                notices_queued: notices,
-            })
+            let (saved, ch) = domain::route::decide(&route_facts(tx, &route)?, &route, today)?;
+            apply(tx, &ch, now)?;
+            Ok(saved)
         })
         .await
     }
@@ -959,7 +793,7 @@ impl Storage for SqliteStorage {
             let rid: Option<String> = tx
                 .query_row(
                     "SELECT route_id FROM routes WHERE courier_id=?1 AND delivery_date=?2",
-                    params![c, ds(date)],
+                    params![c, Day(date)],
                     |r| r.get(0),
                 )
                 .optional()?;
@@ -971,52 +805,43 @@ impl Storage for SqliteStorage {
         .await
     }
 
-    async fn create_enrollment(
-        &self,
-        code_hash: &str,
-        courier_id: &str,
-        expires_at: DateTime<Utc>,
-        now: DateTime<Utc>,
-    ) -> Result<()> {
-        let (h, c) = (code_hash.to_string(), courier_id.to_string());
+    async fn create_enrollment(&self, e: NewEnrollment) -> Result<()> {
         self.tx(move |tx| {
             tx.execute(
                 "INSERT INTO enrollments(code_hash, courier_id, expires_at, created_at) VALUES(?1,?2,?3,?4)",
-                params![h, c, ts(expires_at), ts(now)],
+                params![e.code_hash, e.courier_id, Ts(e.expires_at), Ts(e.created_at)],
             )?;
             Ok(())
         })
         .await
     }
 
-    async fn enroll_device(
-        &self,
-        code_hash: &str,
-        device: NewDevice,
-        now: DateTime<Utc>,
-    ) -> Result<Option<Device>> {
-        let h = code_hash.to_string();
+    async fn enroll_device(&self, device: NewDevice, now: DateTime<Utc>) -> Result<Option<Device>> {
+        let h = device.enrollment.clone();
         self.tx(move |tx| {
             let courier: Option<String> = tx
                 .query_row(
                     "SELECT courier_id FROM enrollments WHERE code_hash=?1 AND used_at IS NULL AND expires_at > ?2",
-                    params![h, ts(now)],
+                    params![h, Ts(now)],
                     |r| r.get(0),
                 )
                 .optional()?;
             let Some(courier_id) = courier else {
                 return Ok(None);
             };
-            tx.execute("UPDATE enrollments SET used_at=?2 WHERE code_hash=?1", params![h, ts(now)])?;
+            tx.execute("UPDATE enrollments SET used_at=?2 WHERE code_hash=?1", params![h, Ts(now)])?;
             tx.execute(
-                "INSERT INTO devices(device_id, courier_id, name, public_key, token_hash, enrolled_at) VALUES(?1,?2,?3,?4,?5,?6)",
-                params![device.device_id, courier_id, device.name, device.public_key, device.token_hash, ts(now)],
+                "INSERT INTO devices(device_id, courier_id, name, public_key, token_hash, enrolled_at, last_seen_at)
+                 VALUES(?1,?2,?3,?4,?5,?6,?6)",
+                params![device.device_id, courier_id, device.name, device.public_key, device.token_hash, Ts(now)],
             )?;
             Ok(Some(Device {
                 device_id: device.device_id,
                 courier_id,
                 name: device.name,
                 public_key: device.public_key,
+                revoked_at: None,
+                last_seen_at: now,
             }))
         })
         .await
@@ -1025,12 +850,10 @@ impl Storage for SqliteStorage {
     async fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>> {
         let h = token_hash.to_string();
         self.tx(move |tx| {
+            let sql = format!("SELECT {DEVICE_COLS} FROM devices WHERE token_hash=?1");
             Ok(tx
-                .query_row(
-                    "SELECT device_id, courier_id, name, public_key FROM devices WHERE token_hash=?1",
-                    [h],
-                    device_row,
-                )
+                .prepare_cached(&sql)?
+                .query_row([h], device_row)
                 .optional()?)
         })
         .await
@@ -1039,13 +862,8 @@ impl Storage for SqliteStorage {
     async fn device(&self, device_id: &str) -> Result<Option<Device>> {
         let d = device_id.to_string();
         self.tx(move |tx| {
-            Ok(tx
-                .query_row(
-                    "SELECT device_id, courier_id, name, public_key FROM devices WHERE device_id=?1",
-                    [d],
-                    device_row,
-                )
-                .optional()?)
+            let sql = format!("SELECT {DEVICE_COLS} FROM devices WHERE device_id=?1");
+            Ok(tx.query_row(&sql, [d], device_row).optional()?)
         })
         .await
     }
@@ -1053,389 +871,212 @@ impl Storage for SqliteStorage {
     async fn devices_of_courier(&self, courier_id: &str) -> Result<Vec<Device>> {
         let c = courier_id.to_string();
         self.tx(move |tx| {
-            let mut st = tx.prepare(
-                "SELECT device_id, courier_id, name, public_key FROM devices WHERE courier_id=?1 ORDER BY enrolled_at",
-            )?;
+            let sql = format!(
+                "SELECT {DEVICE_COLS} FROM devices WHERE courier_id=?1 ORDER BY enrolled_at, device_id"
+            );
+            let mut st = tx.prepare(&sql)?;
             let v = st.query_map([c], device_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
             Ok(v)
         })
         .await
     }
 
-    async fn manifest(
-        &self,
-        route_id: &str,
-        date: NaiveDate,
-        device_id: &str,
-    ) -> Result<Option<StoredManifest>> {
-        let (r, d) = (route_id.to_string(), device_id.to_string());
+    async fn device_seen(&self, device_id: &str, now: DateTime<Utc>) -> Result<()> {
+        let d = device_id.to_string();
         self.tx(move |tx| {
-            let row = tx
+            tx.execute(
+                "UPDATE devices SET last_seen_at=?2 WHERE device_id=?1",
+                params![d, Ts(now)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revoke_device(&self, device_id: &str, now: DateTime<Utc>) -> Result<bool> {
+        let d = device_id.to_string();
+        self.tx(move |tx| {
+            let n = tx.execute(
+                "UPDATE devices SET revoked_at=COALESCE(revoked_at, ?2) WHERE device_id=?1",
+                params![d, Ts(now)],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn manifest(&self, key: BuildKey<'_>) -> Result<Option<StoredManifest>> {
+        let (r, d, date) = (
+            key.route_id.to_string(),
+            key.device_id.to_string(),
+            key.date,
+        );
+        self.tx(move |tx| {
+            Ok(tx
                 .query_row(
-                    "SELECT manifest_id, revision, envelope FROM manifests WHERE route_id=?1 AND delivery_date=?2 AND device_id=?3",
-                    params![r, ds(date), d],
-                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?)),
+                    "SELECT route_id, manifest_id, revision, envelope FROM manifests
+                     WHERE route_id=?1 AND delivery_date=?2 AND device_id=?3",
+                    params![r, Day(date), d],
+                    |row| stored_manifest(row, date, &d),
                 )
-                .optional()?;
-            let Some((manifest_id, revision, envelope_json)) = row else {
-                return Ok(None);
-            };
-            Ok(Some(StoredManifest {
-                route_id: r,
-                delivery_date: date,
-                device_id: d,
-                manifest_id,
-                revision: u64_of(revision)?,
-                envelope_json,
-                items: Vec::new(),
-            }))
+                .optional()?)
         })
         .await
     }
 
     async fn current_manifest(
         &self,
-        courier_id: &str,
+        dev: &Device,
         date: NaiveDate,
-        device_id: &str,
     ) -> Result<Option<StoredManifest>> {
-        let (c, d) = (courier_id.to_string(), device_id.to_string());
+        let (c, d) = (dev.courier_id.clone(), dev.device_id.clone());
         self.tx(move |tx| {
-            let row = tx
-                .query_row(
+            Ok(tx
+                .prepare_cached(
                     "SELECT m.route_id, m.manifest_id, m.revision, m.envelope FROM routes r
                      JOIN manifests m ON m.route_id=r.route_id AND m.delivery_date=r.delivery_date AND m.device_id=?3
                      WHERE r.courier_id=?1 AND r.delivery_date=?2 AND m.revision >= r.revision",
-                    params![c, ds(date), d],
-                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?, row.get::<_, i64>(2)?, row.get::<_, String>(3)?)),
-                )
-                .optional()?;
-            let Some((route_id, manifest_id, revision, envelope_json)) = row else {
-                return Ok(None);
-            };
-            Ok(Some(StoredManifest {
-                route_id,
-                delivery_date: date,
-                device_id: d,
-                manifest_id,
-                revision: u64_of(revision)?,
-                envelope_json,
-                items: Vec::new(),
-            }))
+                )?
+                .query_row(params![c, Day(date), d], |row| stored_manifest(row, date, &d))
+                .optional()?)
         })
         .await
     }
 
     async fn store_manifest(&self, m: StoredManifest) -> Result<StoredManifest> {
         self.tx(move |tx| {
-            let date = ds(m.delivery_date);
+            let date = Day(m.delivery_date);
             let existing = tx
                 .query_row(
-                    "SELECT manifest_id, revision, envelope FROM manifests WHERE route_id=?1 AND delivery_date=?2 AND device_id=?3",
+                    "SELECT route_id, manifest_id, revision, envelope FROM manifests
+                     WHERE route_id=?1 AND delivery_date=?2 AND device_id=?3",
                     params![m.route_id, date, m.device_id],
-                    |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?, row.get::<_, String>(2)?)),
+                    |row| stored_manifest(row, m.delivery_date, &m.device_id),
                 )
                 .optional()?;
-            if let Some((manifest_id, revision, envelope_json)) = existing {
-                let revision = u64_of(revision)?;
-                if revision >= m.revision {
-                    return Ok(StoredManifest { manifest_id, revision, envelope_json, items: Vec::new(), ..m });
-                }
+            if let Some(newer) = existing.filter(|e| e.revision >= m.revision) {
+                return Ok(newer);
             }
-            let rev = i64_of(m.revision)?;
             tx.execute(
                 "INSERT INTO manifests(route_id, delivery_date, device_id, manifest_id, revision, envelope) VALUES(?1,?2,?3,?4,?5,?6)
                  ON CONFLICT(route_id, delivery_date, device_id) DO UPDATE SET manifest_id=?4, revision=?5, envelope=?6",
-                params![m.route_id, date, m.device_id, m.manifest_id, rev, m.envelope_json],
+                params![m.route_id, date, m.device_id, m.manifest_id, m.revision, m.envelope_json],
+            )?;
+            let mut st = tx.prepare_cached(
+                "INSERT OR IGNORE INTO manifest_items(device_id, manifest_id, revision, parcel_id, delivery_date, attempt)
+                 VALUES(?1,?2,?3,?4,?5,?6)",
             )?;
             for (pid, attempt) in &m.items {
-                tx.execute(
-                    "INSERT OR IGNORE INTO manifest_items(device_id, manifest_id, revision, parcel_id, delivery_date, attempt) VALUES(?1,?2,?3,?4,?5,?6)",
-                    params![m.device_id, m.manifest_id, rev, pid, date, attempt],
-                )?;
+                st.execute(params![m.device_id, m.manifest_id, m.revision, pid, date, attempt])?;
             }
+            drop(st);
             Ok(m)
         })
         .await
     }
 
-    async fn ingest_confirmation(&self, c: IngestConfirmation) -> Result<IngestOutcome> {
-        self.tx(move |tx| ingest_in(tx, c)).await
-    }
-
-    async fn ingest_confirmations(
-        &self,
-        items: Vec<IngestConfirmation>,
-    ) -> Vec<Result<IngestOutcome>> {
-        let n = items.len();
-        let done = self
-            .tx(move |tx| {
-                let mut out = Vec::with_capacity(items.len());
-                for c in items {
-                    tx.execute_batch("SAVEPOINT item")?;
-                    let r = ingest_in(tx, c);
-                    if r.is_err() {
-                        tx.execute_batch("ROLLBACK TO item")?;
-                    }
-                    tx.execute_batch("RELEASE item")?;
-                    out.push(r);
-                }
-                Ok(out)
-            })
-            .await;
-        match done {
-            Ok(out) => out,
-            // Nothing was committed: every item failed with the transaction.
-            Err(e) => {
-                let msg = e.to_string();
-                (0..n)
-                    .map(|_| Err(StorageError::Backend(msg.clone())))
-                    .collect()
-            }
+    async fn ingest_confirmations(&self, up: Upload, at: At<'_>) -> Result<Vec<IngestOutcome>> {
+        if up.items.is_empty() {
+            return Ok(Vec::new());
         }
-    }
-
-    async fn verify_target(
-        &self,
-        device_id: &str,
-        parcel_id: &str,
-    ) -> Result<Option<VerifyTarget>> {
-        let (d, p) = (device_id.to_string(), parcel_id.to_string());
+        let (now, policy) = (at.now, at.policy.clone());
+        // One transaction, so one fsync, for the whole upload.
         self.tx(move |tx| {
-            let row = tx
-                .query_row(
-                    "SELECT p.delivery_date, p.attempt, p.requires_code FROM parcels p
-                     WHERE p.parcel_id=?2 AND p.delivery_date IS NOT NULL AND EXISTS(
-                       SELECT 1 FROM manifest_items m WHERE m.device_id=?1 AND m.parcel_id=p.parcel_id
-                         AND m.delivery_date=p.delivery_date AND m.attempt=p.attempt)",
-                    params![d, p],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, bool>(2)?)),
-                )
-                .optional()?;
-            let Some((date, attempt, requires_code)) = row else {
-                return Ok(None);
-            };
-            Ok(Some(VerifyTarget { delivery_date: parse_date(&date)?, attempt: u32_of(attempt)?, requires_code }))
+            let facts = ingest_facts(tx, &up.device_id, &IngestFacts::keys(&up.items))?;
+            let plan = domain::ingest::decide(&facts, &up.items, &policy);
+            apply_ingest(tx, &up.device_id, &plan, now)?;
+            Ok(plan.outcomes)
         })
         .await
     }
 
-    async fn record_verify(
-        &self,
-        device_id: &str,
-        parcel_id: &str,
-        date: NaiveDate,
-        attempt: u32,
-        ok: bool,
-        max_attempts: u32,
-        now: DateTime<Utc>,
-    ) -> Result<VerifyOutcome> {
-        let (d, p) = (device_id.to_string(), parcel_id.to_string());
+    async fn verify_facts(&self, device: &Device, parcel_id: &str) -> Result<VerifyFacts> {
+        let (d, p) = (device.clone(), parcel_id.to_string());
+        self.tx(move |tx| verify_facts_in(tx, &d, &p)).await
+    }
+
+    async fn record_verify(&self, input: VerifyInput, at: At<'_>) -> Result<VerifyOutcome> {
+        let (now, policy) = (at.now, at.policy.clone());
         self.tx(move |tx| {
-            let row = tx
-                .query_row(
-                    "SELECT delivery_date, attempt, wrong_tries, locked FROM parcels WHERE parcel_id=?1",
-                    [&p],
-                    |r| Ok((r.get::<_, Option<String>>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?, r.get::<_, bool>(3)?)),
-                )
-                .optional()?;
-            let Some((pdate, pattempt, wrong, locked)) = row else {
-                return Ok(VerifyOutcome::Stale);
-            };
-            if pdate.as_deref() != Some(ds(date).as_str()) || u32_of(pattempt)? != attempt {
-                return Ok(VerifyOutcome::Stale);
-            }
-            if locked {
-                return Ok(VerifyOutcome::Locked);
-            }
-            if ok {
-                event(tx, &p, now, "verified_online", &format!("code accepted for device {d}"))?;
-                return Ok(VerifyOutcome::Accepted);
-            }
-            let wrong = u32_of(wrong)?.saturating_add(1);
-            let lock = wrong >= max_attempts;
-            tx.execute(
-                "UPDATE parcels SET wrong_tries=?2, locked=?3, updated_at=?4 WHERE parcel_id=?1",
-                params![p, wrong, lock, ts(now)],
-            )?;
-            event(tx, &p, now, "wrong_code", &format!("online try {wrong} of {max_attempts} failed (device {d})"))?;
-            if lock {
-                signal(tx, "verify_lockout", Some(&p), Some(&d), None, &format!("locked after {wrong} wrong online tries"), now)?;
-                event(tx, &p, now, "locked", "too many wrong codes; dispatch can reissue")?;
-                return Ok(VerifyOutcome::Locked);
-            }
-            Ok(VerifyOutcome::Rejected { attempts_left: max_attempts - wrong })
+            let parcel = one_parcel(tx, &input.parcel_id)?;
+            let (out, ch) = domain::verify::decide(parcel.as_ref(), &input, &policy);
+            apply(tx, &ch, now)?;
+            Ok(out)
         })
         .await
     }
 
-    async fn reissue(&self, parcel_id: &str, now: DateTime<Utc>) -> Result<Moved> {
-        let p = parcel_id.to_string();
+    async fn reissue(&self, input: ReissueInput, now: DateTime<Utc>) -> Result<Moved> {
         self.tx(move |tx| {
-            let row = tx
-                .query_row(
-                    "SELECT status, delivery_date, attempt, route_id, requires_code FROM parcels WHERE parcel_id=?1",
-                    [&p],
-                    |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<String>>(1)?, r.get::<_, i64>(2)?, r.get::<_, Option<String>>(3)?, r.get::<_, bool>(4)?)),
-                )
-                .optional()?;
-            let Some((status, date, attempt, route_id, requires_code)) = row else {
-                return Err(StorageError::NotFound(format!("parcel {p} is not known")));
-            };
-            if status == "delivered" {
-                return Err(StorageError::Conflict(format!("parcel {p} is already delivered")));
-            }
-            let (Some(date), Some(route_id)) = (date, route_id) else {
-                return Err(StorageError::Conflict(format!("parcel {p} is not on a route; nothing to reissue")));
-            };
-            let date = parse_date(&date)?;
-            event(tx, &p, now, "code_voided", &format!("attempt {attempt} voided by dispatch"))?;
-            schedule(tx, &p, &route_id, date, u32_of(attempt)? + 1, requires_code, now)?;
-            bump_route(tx, &route_id, date, now)?;
-            Ok(Moved { parcel_ids: vec![p.clone()], routes: vec![(route_id, date)] })
-        })
-        .await
-    }
-
-    async fn close_day(
-        &self,
-        date: NaiveDate,
-        next: NaiveDate,
-        now: DateTime<Utc>,
-    ) -> Result<Moved> {
-        self.tx(move |tx| {
-            let d = ds(date);
-            let mut st = tx.prepare(
-                "SELECT p.parcel_id, p.attempt, p.requires_code, s.route_id, s.stop_id, r.courier_id, st.address, st.recipient
-                 FROM parcels p
-                 JOIN stop_parcels s ON s.parcel_id=p.parcel_id AND s.delivery_date=p.delivery_date
-                 JOIN routes r ON r.route_id=s.route_id AND r.delivery_date=s.delivery_date
-                 JOIN stops st ON st.route_id=s.route_id AND st.delivery_date=s.delivery_date AND st.stop_id=s.stop_id
-                 WHERE p.delivery_date=?1 AND p.status IN ('scheduled','failed')
-                 ORDER BY s.route_id, st.sequence, s.position",
-            )?;
-            let rows = st
-                .query_map([&d], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, bool>(2)?, r.get::<_, String>(3)?,
-                        r.get::<_, String>(4)?, r.get::<_, String>(5)?, r.get::<_, String>(6)?, r.get::<_, String>(7)?,
-                    ))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            drop(st);
-            let n = ds(next);
-            let mut moved = Moved::default();
-            for (pid, attempt, requires_code, route_id, stop_id, courier, address, recipient) in rows {
-                // The courier's route on the next day, or the same route id carried over.
-                let target: Option<String> = tx
-                    .query_row("SELECT route_id FROM routes WHERE courier_id=?1 AND delivery_date=?2", params![courier, n], |r| r.get(0))
-                    .optional()?;
-                let target = match target {
-                    Some(t) => t,
-                    None => {
-                        tx.execute(
-                            "INSERT INTO routes(route_id, delivery_date, courier_id, revision, updated_at) VALUES(?1,?2,?3,0,?4)
-                             ON CONFLICT(route_id, delivery_date) DO NOTHING",
-                            params![route_id, n, courier, ts(now)],
-                        )?;
-                        route_id.clone()
-                    }
-                };
-                // The next day's route may already use this stop id for another address.
-                let taken: Option<String> = tx
-                    .query_row(
-                        "SELECT address FROM stops WHERE route_id=?1 AND delivery_date=?2 AND stop_id=?3",
-                        params![target, n, stop_id],
-                        |r| r.get(0),
-                    )
-                    .optional()?;
-                let stop_id = match taken {
-                    Some(a) if a != address => format!("{stop_id}~{date}"),
-                    _ => stop_id,
-                };
-                let max_seq: i64 = tx.query_row(
-                    "SELECT COALESCE(MAX(sequence), 0) FROM stops WHERE route_id=?1 AND delivery_date=?2",
-                    params![target, n],
-                    |r| r.get(0),
-                )?;
-                tx.execute(
-                    "INSERT OR IGNORE INTO stops(route_id, delivery_date, stop_id, sequence, address, recipient) VALUES(?1,?2,?3,?4,?5,?6)",
-                    params![target, n, stop_id, max_seq + 1, address, recipient],
-                )?;
-                let pos: i64 = tx.query_row(
-                    "SELECT COUNT(*) FROM stop_parcels WHERE route_id=?1 AND delivery_date=?2 AND stop_id=?3",
-                    params![target, n, stop_id],
-                    |r| r.get(0),
-                )?;
-                tx.execute(
-                    "INSERT OR REPLACE INTO stop_parcels(route_id, delivery_date, stop_id, parcel_id, position) VALUES(?1,?2,?3,?4,?5)",
-                    params![target, n, stop_id, pid, pos],
-                )?;
-                event(tx, &pid, now, "day_closed", &format!("not delivered on {date}; moved to {next}"))?;
-                schedule(tx, &pid, &target, next, u32_of(attempt)? + 1, requires_code, now)?;
-                if !moved.routes.iter().any(|(r, _)| r == &target) {
-                    moved.routes.push((target.clone(), next));
-                }
-                moved.parcel_ids.push(pid);
-            }
-            for (r, _) in &moved.routes {
-                bump_route(tx, r, next, now)?;
-            }
+            let parcel = one_parcel(tx, &input.parcel_id)?;
+            let (moved, ch) = domain::reissue::decide(parcel.as_ref(), &input)?;
+            apply(tx, &ch, now)?;
             Ok(moved)
         })
         .await
     }
 
-    async fn signals(&self) -> Result<Vec<Signal>> {
-        self.tx(|tx| {
-            let mut st = tx.prepare("SELECT id, kind, parcel_id, device_id, confirmation_id, detail, at FROM signals ORDER BY id")?;
-            let rows = st
-                .query_map([], |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, Option<String>>(2)?, r.get::<_, Option<String>>(3)?,
-                        r.get::<_, Option<String>>(4)?, r.get::<_, String>(5)?, r.get::<_, String>(6)?,
-                    ))
-                })?
-                .collect::<rusqlite::Result<Vec<_>>>()?;
-            rows.into_iter()
-                .map(|(id, kind, parcel_id, device_id, confirmation_id, detail, at)| {
-                    Ok(Signal { id, kind, parcel_id, device_id, confirmation_id, detail, at: parse_ts(&at)? })
-                })
-                .collect()
+    async fn close_day(&self, date: NaiveDate, at: At<'_>) -> Result<Closed> {
+        let (now, next) = (at.now, domain::close_day::next_day(date, at.policy)?);
+        self.tx(move |tx| {
+            let (moved, ch) = domain::close_day::decide(&close_facts(tx, date, next)?, date, next);
+            apply(tx, &ch, now)?;
+            Ok(Closed {
+                next_date: next,
+                moved,
+            })
         })
         .await
     }
 
-    async fn claim_notices(
-        &self,
-        now: DateTime<Utc>,
-        lease_secs: i64,
-        limit: u32,
-    ) -> Result<Vec<NoticeJob>> {
+    async fn signals_on(&self, day: NaiveDate, after: i64, limit: u32) -> Result<Vec<Signal>> {
         self.tx(move |tx| {
-            let n = ts(now);
-            let mut st = tx.prepare(
-                "SELECT id, parcel_id, delivery_date, attempt, tries FROM notices
-                 WHERE status='pending' AND next_attempt_at <= ?1 AND (claimed_until IS NULL OR claimed_until <= ?1)
-                 ORDER BY id LIMIT ?2",
+            let mut st = tx.prepare_cached(
+                "SELECT id, kind, parcel_id, device_id, confirmation_id, day, detail, code_matched, at FROM signals
+                 WHERE day=?1 AND id>?2 ORDER BY id LIMIT ?3",
             )?;
             let rows = st
-                .query_map(params![n, limit], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, String>(1)?, r.get::<_, String>(2)?, r.get::<_, i64>(3)?, r.get::<_, i64>(4)?))
+                .query_map(params![Day(day), after, limit], |r| {
+                    Ok(Signal {
+                        id: r.get(0)?,
+                        kind: r.get(1)?,
+                        parcel_id: r.get(2)?,
+                        device_id: r.get(3)?,
+                        confirmation_id: r.get(4)?,
+                        day: r.get::<_, Day>(5)?.0,
+                        detail: r.get(6)?,
+                        code_matched: r.get(7)?,
+                        at: r.get::<_, Ts>(8)?.0,
+                    })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;
-            drop(st);
-            let until = ts(now + chrono::Duration::seconds(lease_secs));
-            let mut jobs = Vec::with_capacity(rows.len());
-            for (id, parcel_id, date, attempt, tries) in rows {
-                tx.execute("UPDATE notices SET claimed_until=?2 WHERE id=?1", params![id, until])?;
-                jobs.push(NoticeJob {
-                    notice_id: id,
-                    parcel_id,
-                    delivery_date: parse_date(&date)?,
-                    attempt: u32_of(attempt)?,
-                    tries: u32_of(tries)?,
-                });
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn claim_notices(&self, now: DateTime<Utc>, secs: i64, n: u32) -> Result<Vec<NoticeJob>> {
+        self.tx(move |tx| {
+            let mut st = tx.prepare_cached(
+                "SELECT id, parcel_id, delivery_date, attempt, tries FROM notices
+                 WHERE status=?3 AND next_attempt_at <= ?1 AND (claimed_until IS NULL OR claimed_until <= ?1)
+                 ORDER BY id LIMIT ?2",
+            )?;
+            let jobs = st
+                .query_map(params![Ts(now), n, NoticeState::Pending], |r| {
+                    Ok(NoticeJob {
+                        notice_id: r.get(0)?,
+                        parcel_id: r.get(1)?,
+                        delivery_date: r.get::<_, Day>(2)?.0,
+                        attempt: r.get(3)?,
+                        tries: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let until = Ts(now + chrono::Duration::seconds(secs));
+            let mut st = tx.prepare_cached("UPDATE notices SET claimed_until=?2 WHERE id=?1")?;
+            for j in &jobs {
+                st.execute(params![j.notice_id, until])?;
             }
             Ok(jobs)
         })
@@ -1446,11 +1087,11 @@ impl Storage for SqliteStorage {
         let ids = notice_ids.to_vec();
         self.tx(move |tx| {
             let mut st = tx.prepare_cached(
-                "UPDATE notices SET claimed_until=?2 WHERE id=?1 AND status='pending' AND claimed_until IS NOT NULL",
+                "UPDATE notices SET claimed_until=?2 WHERE id=?1 AND status=?3 AND claimed_until IS NOT NULL",
             )?;
-            let until = ts(until);
+            let until = Ts(until);
             for id in ids {
-                st.execute(params![id, until])?;
+                st.execute(params![id, until, NoticeState::Pending])?;
             }
             Ok(())
         })
@@ -1460,30 +1101,25 @@ impl Storage for SqliteStorage {
     async fn notice_sent(&self, notice_id: i64, now: DateTime<Utc>) -> Result<()> {
         self.tx(move |tx| {
             tx.execute(
-                "UPDATE notices SET status='sent', sent_at=?2, claimed_until=NULL, tries=tries+1 WHERE id=?1",
-                params![notice_id, ts(now)],
+                "UPDATE notices SET status=?3, sent_at=?2, claimed_until=NULL, tries=tries+1 WHERE id=?1",
+                params![notice_id, Ts(now), NoticeState::Sent],
             )?;
             Ok(())
         })
         .await
     }
 
-    async fn notice_failed(
-        &self,
-        notice_id: i64,
-        error: &str,
-        retry_at: Option<DateTime<Utc>>,
-    ) -> Result<()> {
-        let e = error.to_string();
+    async fn notice_failed(&self, id: i64, e: &str, retry: Option<DateTime<Utc>>) -> Result<()> {
+        let e = e.to_string();
         self.tx(move |tx| {
-            match retry_at {
+            match retry {
                 Some(t) => tx.execute(
                     "UPDATE notices SET tries=tries+1, last_error=?2, next_attempt_at=?3, claimed_until=NULL WHERE id=?1",
-                    params![notice_id, e, ts(t)],
+                    params![id, e, Ts(t)],
                 )?,
                 None => tx.execute(
-                    "UPDATE notices SET tries=tries+1, last_error=?2, status='failed', claimed_until=NULL WHERE id=?1",
-                    params![notice_id, e],
+                    "UPDATE notices SET tries=tries+1, last_error=?2, status=?3, claimed_until=NULL WHERE id=?1",
+                    params![id, e, NoticeState::Failed],
                 )?,
             };
             Ok(())
@@ -1493,14 +1129,14 @@ impl Storage for SqliteStorage {
 
     async fn notice_counts(&self) -> Result<(u64, u64, u64)> {
         self.tx(|tx| {
-            let count = |s: &str| -> Result<u64> {
-                let n: i64 =
-                    tx.query_row("SELECT COUNT(*) FROM notices WHERE status=?1", [s], |r| {
-                        r.get(0)
-                    })?;
-                u64_of(n)
-            };
-            Ok((count("pending")?, count("sent")?, count("failed")?))
+            let mut st = tx.prepare_cached("SELECT COUNT(*) FROM notices WHERE status=?1")?;
+            let mut count =
+                |s: NoticeState| -> Result<u64> { Ok(st.query_row([s], |r| r.get(0))?) };
+            Ok((
+                count(NoticeState::Pending)?,
+                count(NoticeState::Sent)?,
+                count(NoticeState::Failed)?,
+            ))
         })
         .await
     }

@@ -9,6 +9,8 @@
 use super::{WebState, esc, html, page, plain, same_origin};
 use crate::api::{Dispatch, EnrollmentIn};
 use crate::app::App;
+use crate::domain::disputes::Cursor;
+use crate::domain::{Label, ParcelState};
 use crate::error::{ApiError, Body, PathArg};
 use crate::keys::{new_token, token_hash};
 use crate::storage::{ParcelView, Signal};
@@ -26,7 +28,8 @@ use std::time::{Duration, Instant};
 const COOKIE: &str = "doorcode_board";
 /// Sessions end after this long, or at logout or restart.
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
-const STATES: [&str; 5] = ["pending", "scheduled", "failed", "delivered", "disputed"];
+/// Signals per board page.
+const SIGNALS_PER_PAGE: u32 = 50;
 
 pub(crate) struct Session {
     csrf: String,
@@ -131,6 +134,8 @@ pub struct BoardQuery {
     status: Option<String>,
     q: Option<String>,
     done: Option<String>,
+    /// Where the page of signals starts (the previous page's last id).
+    signals: Option<String>,
 }
 
 fn today(app: &App) -> NaiveDate {
@@ -151,10 +156,12 @@ struct Day {
     parcels: Vec<ParcelView>,
     /// route id -> courier id
     couriers: BTreeMap<String, String>,
+    /// This page of the day's signals, and where the next one starts.
     signals: Vec<Signal>,
+    next: Option<Cursor>,
 }
 
-async fn load(app: &App, date: NaiveDate) -> Result<Day, ApiError> {
+async fn load(app: &App, date: NaiveDate, q: &BoardQuery) -> Result<Day, ApiError> {
     let mut parcels = Vec::new();
     for id in app.storage.parcel_ids_on(date).await? {
         if let Some(p) = app.storage.parcel(&id).await? {
@@ -175,11 +182,17 @@ async fn load(app: &App, date: NaiveDate) -> Result<Day, ApiError> {
             }
         }
     }
-    let signals = app.storage.signals().await?;
+    let after = q
+        .signals
+        .as_deref()
+        .and_then(|c| Cursor::parse(c).ok())
+        .unwrap_or_default();
+    let (signals, next) = app.signals_page(date, after, SIGNALS_PER_PAGE).await?;
     Ok(Day {
         parcels,
         couriers,
         signals,
+        next,
     })
 }
 
@@ -196,13 +209,11 @@ fn signal_rows(list: &[&Signal]) -> String {
     }
     let rows: String = list
         .iter()
-        .rev()
-        .take(30)
         .map(|s| {
             format!(
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 esc(&s.at.format("%Y-%m-%d %H:%M").to_string()),
-                esc(&s.kind),
+                esc(s.kind.as_str()),
                 esc(s.parcel_id.as_deref().unwrap_or("")),
                 esc(s.device_id.as_deref().unwrap_or("")),
                 esc(&s.detail)
@@ -219,14 +230,16 @@ fn signal_rows(list: &[&Signal]) -> String {
 fn live(date: NaiveDate, q: &BoardQuery, d: &Day, csrf: &str) -> String {
     let ds = date.to_string();
     // Counts by state.
-    let mut counts: BTreeMap<&str, usize> = STATES.iter().map(|s| (*s, 0)).collect();
+    let mut counts: BTreeMap<&str, usize> =
+        ParcelState::ALL.iter().map(|s| (s.as_str(), 0)).collect();
     for p in &d.parcels {
         if let Some(c) = counts.get_mut(p.status.as_str()) {
             *c += 1;
         }
     }
-    let summary: String = STATES
+    let summary: String = ParcelState::ALL
         .iter()
+        .map(|s| s.as_str())
         .map(|s| {
             format!(
                 "<li class=\"st-{s}\"><span class=\"n\">{}</span> {s}</li>",
@@ -243,9 +256,10 @@ fn live(date: NaiveDate, q: &BoardQuery, d: &Day, csrf: &str) -> String {
             .filter(|p| p.route_id.as_deref() == Some(rid))
             .collect();
         let total = on.len();
-        let delivered = on.iter().filter(|p| p.status == "delivered").count();
-        let failed = on.iter().filter(|p| p.status == "failed").count();
-        let disputed = on.iter().filter(|p| p.status == "disputed").count();
+        let count = |s: ParcelState| on.iter().filter(|p| p.status == s).count();
+        let delivered = count(ParcelState::Delivered);
+        let failed = count(ParcelState::Failed);
+        let disputed = count(ParcelState::Disputed);
         routes.push_str(&format!(
             "<li class=\"route\"><div class=\"rhead\"><strong>{c}</strong> <span class=\"muted\">route {r}</span>\
 <span class=\"rcount\">{delivered} of {total} delivered</span></div>\
@@ -259,7 +273,7 @@ fn live(date: NaiveDate, q: &BoardQuery, d: &Day, csrf: &str) -> String {
         routes = "<li class=\"empty\">No routes on this day.</li>".into();
     }
     // Parcels, filtered.
-    let want_status = q.status.as_deref().filter(|s| STATES.contains(s));
+    let want_status = q.status.as_deref().and_then(ParcelState::parse);
     let needle =
         q.q.as_deref()
             .map(str::trim)
@@ -290,7 +304,7 @@ fn live(date: NaiveDate, q: &BoardQuery, d: &Day, csrf: &str) -> String {
                 "<tr><td>{id}</td><td><span class=\"badge st-{st}\">{st}</span>{lock}</td><td>{who}</td><td>{addr}</td>\
 <td>{courier}</td><td>{att}</td><td>{wrong}</td></tr>",
                 id = esc(&p.parcel_id),
-                st = esc(&p.status),
+                st = esc(p.status.as_str()),
                 lock = if p.locked { " <span class=\"badge locked\">locked</span>" } else { "" },
                 who = esc(&p.recipient_name),
                 addr = esc(&p.address),
@@ -313,7 +327,7 @@ fn live(date: NaiveDate, q: &BoardQuery, d: &Day, csrf: &str) -> String {
     let attention: String = d
         .parcels
         .iter()
-        .filter(|p| p.locked || p.status == "disputed")
+        .filter(|p| p.locked || p.status == ParcelState::Disputed)
         .map(|p| {
             let why = if p.locked {
                 format!("locked after {} wrong tries", p.wrong_tries)
@@ -337,17 +351,33 @@ fn live(date: NaiveDate, q: &BoardQuery, d: &Day, csrf: &str) -> String {
     } else {
         format!("<ul class=\"attention\">{attention}</ul>")
     };
-    let (disputes, signals): (Vec<&Signal>, Vec<&Signal>) = d
-        .signals
-        .iter()
-        .partition(|s| s.kind == "code_mismatch" || s.kind == "delivered_without_code");
+    let (disputes, signals): (Vec<&Signal>, Vec<&Signal>) =
+        d.signals.iter().partition(|s| s.kind.is_dispute());
+    // The day's signals page by page, oldest first.
+    let mut pages = String::new();
+    if q.signals.is_some() {
+        pages.push_str(&format!(
+            "<a href=\"/board?date={ds}\" data-signals-page=\"first\">First signals of the day</a> "
+        ));
+    }
+    if let Some(next) = d.next {
+        pages.push_str(&format!(
+            "<a href=\"/board?date={ds}&amp;signals={c}\" data-signals-page=\"next\">Later signals</a>",
+            c = next.encode()
+        ));
+    }
+    let pages = if pages.is_empty() {
+        String::new()
+    } else {
+        format!("<p class=\"pages\">{pages}</p>")
+    };
     format!(
         "<section aria-labelledby=\"sum-h\"><h2 id=\"sum-h\">Parcels on {ds_e}</h2><ul class=\"summary\">{summary}</ul></section>\
 <section aria-labelledby=\"routes-h\"><h2 id=\"routes-h\">Routes</h2><ul class=\"routes\">{routes}</ul></section>\
 <section aria-labelledby=\"att-h\"><h2 id=\"att-h\">Locked and disputed parcels</h2>{attention}</section>\
 <section aria-labelledby=\"list-h\"><h2 id=\"list-h\">Parcels ({n} shown)</h2>{table}</section>\
 <section aria-labelledby=\"disp-h\"><h2 id=\"disp-h\">Disputes</h2>{dt}</section>\
-<section aria-labelledby=\"sig-h\"><h2 id=\"sig-h\">Fraud signals</h2>{st}</section>",
+<section aria-labelledby=\"sig-h\"><h2 id=\"sig-h\">Fraud signals</h2>{st}{pages}</section>",
         ds_e = esc(&ds),
         n = shown.len(),
         dt = signal_rows(&disputes),
@@ -364,7 +394,7 @@ fn board_page(
 ) -> String {
     let ds = date.to_string();
     let opts: String = std::iter::once(("", "all states"))
-        .chain(STATES.iter().map(|s| (*s, *s)))
+        .chain(ParcelState::ALL.iter().map(|s| (s.as_str(), s.as_str())))
         .map(|(v, label)| {
             let sel = if q.status.as_deref().unwrap_or("") == v {
                 " selected"
@@ -422,7 +452,7 @@ async fn render_board(
     status: StatusCode,
 ) -> Response {
     let date = day_of(app, q);
-    match load(app, date).await {
+    match load(app, date, q).await {
         Ok(d) => html(status, board_page(date, q, &d, csrf, notice)),
         Err(e) => oops(e),
     }
@@ -457,7 +487,7 @@ pub async fn get_live(
     };
     let q = q.map(|Query(q)| q).unwrap_or_default();
     let date = day_of(&app, &q);
-    match load(&app, date).await {
+    match load(&app, date, &q).await {
         Ok(d) => html(StatusCode::OK, live(date, &q, &d, &csrf)),
         Err(e) => oops(e),
     }
@@ -580,7 +610,7 @@ pub async fn post_reissue(
     let Some(pid) = f.parcel_id.filter(|p| !p.is_empty()) else {
         return plain(StatusCode::BAD_REQUEST, "No parcel", "Choose a parcel.");
     };
-    match crate::api::post_reissue(State(app.clone()), Dispatch, PathArg(pid.clone())).await {
+    match app.reissue(&pid, None).await {
         Ok(_) => {
             tracing::info!(parcel_id = %pid, "reissued from the board");
             see_other(&back_to(f.date.as_deref(), "reissued"))

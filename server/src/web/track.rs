@@ -5,6 +5,7 @@
 use super::{WebState, esc, html, minutes_text, not_found_page, page, plain, same_origin};
 use crate::api::{TrackView, track_view};
 use crate::app::App;
+use crate::domain::{EventKind, ParcelState};
 use crate::error::ApiError;
 use axum::extract::rejection::{FormRejection, PathRejection};
 use axum::extract::{Extension, Form, Path, RawQuery, State};
@@ -36,14 +37,13 @@ fn form_token(web: &WebState, token: &str) -> String {
     doorcode_core::b64::encode(tag.as_ref())
 }
 
-fn status_text(status: &str) -> &'static str {
+fn status_text(status: ParcelState) -> &'static str {
     match status {
-        "pending" => "Being prepared: not on a delivery round yet",
-        "scheduled" => "Out for delivery",
-        "failed" => "Delivery attempt failed: the courier may try again today",
-        "delivered" => "Delivered",
-        "disputed" => "Delivery under review",
-        _ => "Unknown",
+        ParcelState::Pending => "Being prepared: not on a delivery round yet",
+        ParcelState::Scheduled => "Out for delivery",
+        ParcelState::Failed => "Delivery attempt failed: the courier may try again today",
+        ParcelState::Delivered => "Delivered",
+        ParcelState::Disputed => "Delivery under review",
     }
 }
 
@@ -53,7 +53,7 @@ async fn delivered_at(app: &App, parcel_id: &str) -> Result<Option<DateTime<Utc>
         p.events
             .iter()
             .rev()
-            .find(|e| e.kind == "delivered")
+            .find(|e| e.kind == EventKind::Delivered)
             .map(|e| e.at)
     }))
 }
@@ -74,7 +74,7 @@ fn render(
     let msg = message
         .map(|m| format!("<p class=\"note\" role=\"status\">{}</p>", esc(m)))
         .unwrap_or_default();
-    let main_block = if t.status == "delivered" {
+    let main_block = if t.status == ParcelState::Delivered {
         let when = delivered
             .map(|at| at.with_timezone(&tz).format("%H:%M").to_string())
             .unwrap_or_else(|| "--:--".into());
@@ -95,7 +95,7 @@ fn render(
             tok = esc(token),
             ft = esc(&form_token(web, token)),
         )
-    } else if t.status == "disputed" {
+    } else if t.status == ParcelState::Disputed {
         "<section class=\"info\"><h2>We are checking this delivery</h2><p>A delivery was reported that we could not confirm. \
 Do not give anyone a code for this parcel. We will contact you.</p></section>"
             .to_string()
@@ -117,7 +117,7 @@ and you also get it in a message. It is only shown while it is valid.</p></secti
 <section class=\"safety\" aria-labelledby=\"safe-h\"><h2 id=\"safe-h\">Keep your code safe</h2><ul>{safety}</ul></section>\
 </main><footer><p>We will never ask you for your code by phone, by text message or through a link.</p></footer>",
         pid = esc(&t.parcel_id),
-        status = esc(status_text(&t.status)),
+        status = esc(status_text(t.status)),
         day_e = esc(&day),
     );
     page(&format!("Parcel {}", t.parcel_id), &body, false)
@@ -162,7 +162,7 @@ pub async fn get_page(
         Ok(None) => return not_found_page(),
         Err(r) => return r,
     };
-    let delivered = if t.status == "delivered" {
+    let delivered = if t.status == ParcelState::Delivered {
         delivered_at(&app, &t.parcel_id).await.unwrap_or_else(|e| {
             tracing::warn!(error = %e.message, "track page: delivery time");
             None

@@ -1,0 +1,116 @@
+//! Parcel upsert: create or update each item; whether a parcel needs a code
+//! is fixed once it is on a route for a day (`requires_code_frozen`).
+
+use super::*;
+use std::collections::HashMap;
+
+/// The answer for one parcel of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum UpsertStatus {
+    Created,
+    Updated,
+    Rejected(RejectReason),
+}
+
+/// Decide a batch, in order. `existing` holds the items' parcels storage has.
+pub fn decide(
+    existing: &HashMap<String, ParcelFacts>,
+    items: &[NewParcel],
+) -> (Vec<UpsertStatus>, Changes) {
+    let mut ch = Changes::default();
+    let mut created: HashMap<&str, bool> = HashMap::new();
+    let mut out = Vec::with_capacity(items.len());
+    for p in items {
+        let id = p.parcel_id.as_str();
+        let routed = match existing.get(id) {
+            Some(e) => Some((e.requires_code, e.delivery_date.is_some())),
+            None => created.get(id).map(|rc| (*rc, false)),
+        };
+        let status = match routed {
+            None => {
+                ch.parcels.push(ParcelChange::Put(p.clone()));
+                let detail = if p.requires_code {
+                    "requires a code"
+                } else {
+                    "no code needed"
+                };
+                ch.event(id, EventKind::Created, detail);
+                created.insert(id, p.requires_code);
+                UpsertStatus::Created
+            }
+            Some((rc, true)) if rc != p.requires_code => {
+                UpsertStatus::Rejected(RejectReason::RequiresCodeFrozen)
+            }
+            Some(_) => {
+                ch.parcels.push(ParcelChange::Put(p.clone()));
+                ch.event(id, EventKind::Updated, "parcel details updated");
+                UpsertStatus::Updated
+            }
+        };
+        out.push(status);
+    }
+    (out, ch)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::super::testing::*;
+    use super::*;
+
+    fn new(id: &str, requires_code: bool) -> NewParcel {
+        NewParcel {
+            parcel_id: id.into(),
+            recipient_name: "J. Doe".into(),
+            email: None,
+            phone: None,
+            address: "1 Street".into(),
+            value: 10.0,
+            currency: "EUR".into(),
+            requires_code,
+            track_token: "t".into(),
+        }
+    }
+
+    #[test]
+    fn new_parcels_are_created_and_known_ones_updated() {
+        let mut existing = HashMap::new();
+        let pending = ParcelFacts {
+            state: ParcelState::Pending,
+            delivery_date: None,
+            route_id: None,
+            route_courier: None,
+            ..parcel("P-1")
+        };
+        existing.insert("P-1".to_string(), pending);
+        let (st, ch) = decide(&existing, &[new("P-1", false), new("P-2", true)]);
+        assert_eq!(st, [UpsertStatus::Updated, UpsertStatus::Created]);
+        assert!(matches!(
+            &ch.parcels[..],
+            [ParcelChange::Put(_), ParcelChange::Put(_)]
+        ));
+        let kinds: Vec<EventKind> = ch.events.iter().map(|e| e.kind).collect();
+        assert_eq!(kinds, [EventKind::Updated, EventKind::Created]);
+    }
+
+    #[test]
+    fn requires_code_is_frozen_once_routed() {
+        let mut existing = HashMap::new();
+        existing.insert("P-1".to_string(), parcel("P-1"));
+        let (st, ch) = decide(&existing, &[new("P-1", false)]);
+        assert_eq!(
+            st,
+            [UpsertStatus::Rejected(RejectReason::RequiresCodeFrozen)]
+        );
+        assert_eq!(ch, Changes::default(), "nothing of the item is applied");
+        let (st, _) = decide(&existing, &[new("P-1", true)]);
+        assert_eq!(st, [UpsertStatus::Updated], "other details may change");
+    }
+
+    #[test]
+    fn an_id_twice_in_one_batch_is_created_then_updated() {
+        let (st, _) = decide(&HashMap::new(), &[new("P-1", true), new("P-1", false)]);
+        assert_eq!(st, [UpsertStatus::Created, UpsertStatus::Updated]);
+    }
+}
