@@ -30,7 +30,9 @@ if ! "$VENV/bin/schemathesis" --version 2>/dev/null | grep -q "version $VERSION\
 fi
 
 step "building the server"
-cargo build -p doorcode-server --locked
+# The same feature set as `cargo test --workspace --all-targets` (scripts/test.sh):
+# after that run this builds nothing; a `-p` build would rebuild ~30 crates.
+cargo build --workspace --all-targets --locked
 BIN="$PWD/target/debug/doorcode"
 
 work="$(mktemp -d "${TMPDIR:-/tmp}/doorcode-schemathesis.XXXXXX")"

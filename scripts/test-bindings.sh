@@ -36,9 +36,9 @@ if ! "$VENV/bin/python" -c "import tree_sitter, tree_sitter_swift" 2>/dev/null; 
 fi
 
 step "bindings: build libdoorcode_ffi, the doorcode server and the pinned uniffi-bindgen (separate -p: no cli features in the library)"
-cargo build -p doorcode-ffi --locked
-cargo build -p doorcode-server --bin doorcode --locked
-cargo build -p uniffi-bindgen --locked
+# The same feature set as `cargo test --workspace --all-targets` (scripts/test.sh):
+# after that run this builds nothing; a `-p` build would rebuild ~30 crates.
+cargo build --workspace --all-targets --locked
 LIB=$ROOT/target/debug/libdoorcode_ffi.so
 BINDGEN=$ROOT/target/debug/uniffi-bindgen
 

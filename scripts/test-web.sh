@@ -26,7 +26,9 @@ if [ ! -f web-tests/node_modules/playwright-core/package.json ] \
 fi
 
 step "building doorcode"
-cargo build -p doorcode-server --bin doorcode --locked
+# The same feature set as `cargo test --workspace --all-targets` (scripts/test.sh):
+# after that run this builds nothing; a `-p` build would rebuild ~30 crates.
+cargo build --workspace --all-targets --locked
 
 step "browser tests (headless Chromium)"
 cd web-tests

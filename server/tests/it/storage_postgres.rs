@@ -5,8 +5,6 @@
 //! banner elsewhere (see pgtest).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod pgtest;
-mod storage_suite;
 
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use doorcode_core::confirmation::{Outcome, Verified};
@@ -16,11 +14,11 @@ use doorcode_server::storage::postgres::PostgresStorage;
 use doorcode_server::storage::*;
 use std::collections::HashSet;
 use std::sync::Arc;
-use storage_suite::{parcel, t0};
+use crate::storage_suite::{parcel, t0};
 
 struct Pg {
     s: PostgresStorage,
-    schema: pgtest::PgSchema,
+    schema: crate::support::pg::PgSchema,
 }
 
 impl Pg {
@@ -42,7 +40,7 @@ impl Pg {
 }
 
 async fn store(check: &str) -> Option<Pg> {
-    let schema = pgtest::fresh_schema(check).await?;
+    let schema = crate::support::pg::fresh_schema(check).await?;
     let s = PostgresStorage::connect(&schema.url_with("pool_size=4"))
         .await
         .unwrap();
@@ -52,11 +50,11 @@ async fn store(check: &str) -> Option<Pg> {
 crate::storage_suite!();
 
 fn policy() -> Policy {
-    storage_suite::policy()
+    crate::storage_suite::policy()
 }
 
 fn day() -> NaiveDate {
-    storage_suite::day(23)
+    crate::storage_suite::day(23)
 }
 
 /// n parcels on one route, one enrolled device with a stored manifest.
@@ -141,7 +139,7 @@ fn confirmation(i: usize, pid: &str, m: &StoredManifest) -> IngestConfirmation {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_migrations_once_when_nodes_start_together_and_newer_refused() {
-    let Some(pg) = pgtest::fresh_schema("pg_migrations_once").await else {
+    let Some(pg) = crate::support::pg::fresh_schema("pg_migrations_once").await else {
         return;
     };
     let starts: Vec<_> = (0..6)
@@ -176,7 +174,7 @@ async fn pg_migrations_once_when_nodes_start_together_and_newer_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_two_nodes_ingest_the_same_batch_exactly_once() {
-    let Some(pg) = pgtest::fresh_schema("pg_two_nodes_ingest").await else {
+    let Some(pg) = crate::support::pg::fresh_schema("pg_two_nodes_ingest").await else {
         return;
     };
     let a = Arc::new(PostgresStorage::connect(&pg.url).await.unwrap());
@@ -249,7 +247,7 @@ async fn pg_two_nodes_ingest_the_same_batch_exactly_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_attempt_counters_hold_under_concurrent_verifies() {
-    let Some(pg) = pgtest::fresh_schema("pg_attempt_counters").await else {
+    let Some(pg) = crate::support::pg::fresh_schema("pg_attempt_counters").await else {
         return;
     };
     let a = Arc::new(PostgresStorage::connect(&pg.url).await.unwrap());
@@ -311,7 +309,7 @@ async fn pg_attempt_counters_hold_under_concurrent_verifies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_two_nodes_never_claim_the_same_notice() {
-    let Some(pg) = pgtest::fresh_schema("pg_notice_claims").await else {
+    let Some(pg) = crate::support::pg::fresh_schema("pg_notice_claims").await else {
         return;
     };
     let a = Arc::new(PostgresStorage::connect(&pg.url).await.unwrap());
@@ -374,7 +372,7 @@ async fn pg_two_nodes_never_claim_the_same_notice() {
 /// A schema-1 database with a device and signals, upgraded in place.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_schema_1_upgrades_with_its_devices_and_signals() {
-    let Some(pg) = pgtest::fresh_schema("pg_schema_1_upgrades").await else {
+    let Some(pg) = crate::support::pg::fresh_schema("pg_schema_1_upgrades").await else {
         return;
     };
     let n = &pg.name;

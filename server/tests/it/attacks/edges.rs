@@ -4,7 +4,7 @@
 //! the process (memory, slow clients, file modes, several nodes) against
 //! spawned `doorcode serve` processes.
 
-use super::common::*;
+use crate::support::*;
 use super::{DAY, NOW, day, upload};
 use doorcode_core::b64;
 use serde_json::{Value, json};
@@ -1190,7 +1190,7 @@ async fn enrollment_guessing_gets_429_after_10_failures_per_client_and_is_counte
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_nodes_and_a_slow_gateway_send_each_notice_once() {
-    let Some(pg) = super::pgtest::fresh_schema("attacks_lease").await else {
+    let Some(pg) = crate::support::pg::fresh_schema("attacks_lease").await else {
         return;
     };
     two_nodes_slow_gateway(Some(&pg.url)).await;

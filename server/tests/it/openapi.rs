@@ -5,9 +5,8 @@
 //! these undeclared before the document added them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
 
-use common::*;
+use crate::support::*;
 use serde_json::Value;
 
 /// The statuses the document declares for `method path`.

@@ -3,10 +3,9 @@
 //! page, the code only while valid, the delivered view, rate limits.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
 
 use chrono::{DateTime, Utc};
-use common::*;
+use crate::support::*;
 use doorcode_core::codes::derive_code;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};

@@ -7,13 +7,8 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::support::free_port;
+
 
 fn serve(dir: &std::path::Path, port: u16, json: bool) -> Child {
     let mut c = Command::new(env!("CARGO_BIN_EXE_doorcode"));

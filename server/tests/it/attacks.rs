@@ -8,12 +8,9 @@
 //! enrollment guessing) are in `attacks/edges.rs`. See docs/SECURITY.md.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-#[path = "attacks/edges.rs"]
 mod edges;
-mod pgtest;
 
-use common::*;
+use crate::support::*;
 use doorcode_core::b64;
 use doorcode_core::codes::{self, Code, derive_code};
 use doorcode_core::confirmation::{Confirmation, FailReason};
@@ -989,13 +986,6 @@ async fn phone_scammer_is_named_in_the_notice_and_on_the_tracking_page() {
 
 // ---------- a whole day on real processes: nothing secret in any log ----------
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A `doorcode serve` process at `RUST_LOG=trace`, stderr into a file; killed on drop.
 struct Serve {

@@ -12,6 +12,18 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod fleet;
+pub mod pg;
+
+/// A port nothing listens on now (for a `doorcode serve` process to bind).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
 pub fn vectors() -> Value {
     let path = std::env::var("DOORCODE_VECTORS")
         .map(PathBuf::from)
@@ -292,35 +304,3 @@ impl Handset {
     }
 }
 
-/// `DOORCODE_DAY_DB=postgres`: a fresh schema on `DOORCODE_TEST_PG` (default
-/// the local PostgreSQL) for tests that run a whole server; None otherwise.
-pub fn day_database() -> Option<String> {
-    if std::env::var("DOORCODE_DAY_DB").ok().as_deref() != Some("postgres") {
-        return None;
-    }
-    let base = std::env::var("DOORCODE_TEST_PG")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_string());
-    let sep = if base.contains('?') { '&' } else { '?' };
-    let schema = format!("test_day_{}", uuid::Uuid::new_v4().simple());
-    eprintln!("running on PostgreSQL, schema {schema}");
-    Some(format!("{base}{sep}schema={schema}"))
-}
-
-/// Drop the schema [`day_database`] made (the server created it).
-pub async fn drop_day_database(url: Option<&str>) {
-    let Some(url) = url else { return };
-    let Some((base, schema)) = url.rsplit_once("schema=") else {
-        return;
-    };
-    let base = base.trim_end_matches(['?', '&']);
-    let (client, conn) = tokio_postgres::connect(base, tokio_postgres::NoTls)
-        .await
-        .unwrap();
-    tokio::spawn(conn);
-    client
-        .batch_execute(&format!("DROP SCHEMA {schema} CASCADE"))
-        .await
-        .unwrap();
-}

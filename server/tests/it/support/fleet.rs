@@ -21,13 +21,7 @@ use std::time::{Duration, Instant};
 
 pub const CODE_KEY: [u8; 32] = [0x42; 32];
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+pub use super::free_port;
 
 /// A `doorcode serve` process; killed with SIGKILL on drop.
 pub struct ServerProc {

@@ -7,10 +7,8 @@
 //! Without a reachable PostgreSQL: FAILS under CI, loudly SKIPPED elsewhere.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
-mod pgtest;
 
-use common::{Door, Handset};
+use crate::support::{Door, Handset};
 use doorcode_core::codes::{CodeKey, derive_code};
 use doorcode_core::envelope::{SigningKey, VerifyingKey};
 use doorcode_core::manifest::{Manifest, open_manifest};
@@ -200,7 +198,7 @@ const PER_ROUTE: usize = 12;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_two_nodes_one_killed_mid_day() {
-    let Some(pg) = pgtest::fresh_schema("pg_two_nodes_one_killed_mid_day").await else {
+    let Some(pg) = crate::support::pg::fresh_schema("pg_two_nodes_one_killed_mid_day").await else {
         return;
     };
     let tmp = tempfile::tempdir().unwrap();

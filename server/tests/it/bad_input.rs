@@ -5,9 +5,8 @@
 //! byte-for-byte the same afterwards.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-mod common;
 
-use common::*;
+use crate::support::*;
 use serde_json::{Value, json};
 
 /// Every row of every table, as text: the stored state.

@@ -1,0 +1,44 @@
+//! doorcode-server's integration tests: one test binary, one module per
+//! concern, one support module for what they share (a server in-process or
+//! as a real `doorcode serve` process, a free port, an admin client, fleet
+//! helpers, a PostgreSQL schema per test).
+//!
+//! - `storage_sqlite`, `storage_postgres`: the one storage suite
+//!   (`storage_suite`) on each backend, plus what only that backend has;
+//! - `day`: a whole delivery day over real HTTP, on SQLite and PostgreSQL;
+//! - `attacks` (and `attacks::edges`): what an outsider can try, each one case;
+//! - `bad_input`, `timeout`, `openapi`: malformed requests get clear 4xx;
+//! - `notices`: real SMTP and webhook receivers;
+//! - `web`: the tracking page and the board over HTTP (the browser tests are
+//!   in `web-tests/`);
+//! - `e2e_sync`, `e2e_scale`, `multinode_pg`: real processes, killed and
+//!   restarted, through a faulty link, two nodes on one database;
+//! - `cli`, `demo`: the `doorcode` binary as a user runs it;
+//! - `vectors`, `verify_race`: the shared vectors, the lockout under races.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::print_stdout
+)]
+
+#[macro_use]
+mod storage_suite;
+mod support;
+
+mod attacks;
+mod bad_input;
+mod cli;
+mod day;
+mod demo;
+mod e2e_scale;
+mod e2e_sync;
+mod multinode_pg;
+mod notices;
+mod openapi;
+mod storage_postgres;
+mod storage_sqlite;
+mod timeout;
+mod vectors;
+mod verify_race;
+mod web;
