@@ -392,7 +392,7 @@ async fn pg_schema_1_upgrades_with_its_devices_and_signals() {
                VALUES('superseded_code', 'P-1', 'D-1', 'c-1', 'old', '2026-11-24T09:00:00Z'),
                      ('verify_lockout', 'P-2', 'D-1', NULL, 'locked', '2026-11-25T10:00:00Z');
              SET search_path = public;",
-            v1 = include_str!("../src/storage/migrations/postgres/0001_init.sql")
+            v1 = include_str!("../../src/storage/migrations/postgres/0001_init.sql")
         ))
         .await
         .unwrap();

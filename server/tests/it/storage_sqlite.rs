@@ -63,7 +63,7 @@ async fn schema_1_upgrades_with_its_devices_and_signals() {
     let path = dir.path().join("t.db");
     let c = rusqlite::Connection::open(&path).unwrap();
     c.execute_batch(include_str!(
-        "../src/storage/migrations/sqlite/0001_init.sql"
+        "../../src/storage/migrations/sqlite/0001_init.sql"
     ))
     .unwrap();
     c.execute_batch(
