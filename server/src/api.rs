@@ -836,6 +836,53 @@ pub struct VerifyOut {
     pub attempts_left: Option<u32>,
 }
 
+/// From the door, the courier asks for the customer's notice again (the code
+/// never arrived). Only for a parcel on this device's courier's current
+/// route, within its day; one per parcel per 10 minutes, shared with the
+/// customer's "send the notice again" on the tracking page.
+#[utoipa::path(post, path = "/v1/parcels/{id}/resend", tag = "device", security(("bearer" = [])),
+    params(("id" = String, Path, description = "parcel id")),
+    responses((status = 202, description = "the notice is sent again (same code)"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "sent recently; Retry-After says when to ask again"),
+        (status = 503, body = ErrorBody)))]
+async fn post_device_resend(
+    State(app): State<App>,
+    Extension(web): Extension<std::sync::Arc<crate::web::WebState>>,
+    DeviceAuth(device): DeviceAuth,
+    PathArg(id): PathArg<String>,
+) -> Result<Response, ApiError> {
+    check_id(&id, "parcel id").map_err(|m| ApiError::unprocessable("invalid_path", m))?;
+    let date = app.resend_day(&device, &id).await?;
+    if let Some(wait) = crate::web::track::resend_wait(&web, &id) {
+        let secs = wait.as_secs().max(1);
+        let mut r = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "resend_too_soon",
+            format!("the notice for {id} was sent recently; ask again in {secs} s"),
+        )
+        .into_response();
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return Ok(r);
+    }
+    match crate::web::track::resend_notice(&app, &id, date).await {
+        Ok(()) => {
+            tracing::info!(device_id = %device.device_id, parcel_id = %id, "notice resent at the courier's request");
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        Err(e) => {
+            tracing::warn!(parcel_id = %id, error = %e, "courier's resend failed");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "notice_failed",
+                "the notice could not be sent just now; try again in a minute",
+            ))
+        }
+    }
+}
+
 /// Online code check at the door; counts tries and locks at max_attempts.
 #[utoipa::path(post, path = "/v1/verify", tag = "device", security(("bearer" = [])), request_body = VerifyIn,
     responses((status = 200, body = VerifyOut), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
@@ -1100,6 +1147,7 @@ impl utoipa::Modify for StandardErrors {
         post_route,
         post_enrollment,
         post_reissue,
+        post_device_resend,
         post_close_day,
         get_disputes,
         post_device,
@@ -1170,6 +1218,7 @@ pub fn router(app: App, web: std::sync::Arc<crate::web::WebState>) -> Router {
         .route("/v1/parcels", post(post_parcels))
         .route("/v1/parcels/{id}", get(get_parcel))
         .route("/v1/parcels/{id}/reissue", post(post_reissue))
+        .route("/v1/parcels/{id}/resend", post(post_device_resend))
         .route("/v1/routes", post(post_route))
         .route("/v1/enrollments", post(post_enrollment))
         .route("/v1/days/{date}/close", post(post_close_day))

@@ -112,10 +112,14 @@ impl App {
         let date = route.delivery_date;
         let mut stops = Vec::with_capacity(route.stops.len());
         let mut items = Vec::new();
+        let mut held = std::collections::BTreeSet::new();
         for s in &route.stops {
             let mut parcels = Vec::with_capacity(s.parcels.len());
             for p in &s.parcels {
                 items.push((p.parcel_id.clone(), p.attempt));
+                if p.held {
+                    held.insert(p.parcel_id.clone());
+                }
                 if p.requires_code {
                     let code = self.code(&p.parcel_id, date, p.attempt)?;
                     let mp = ManifestParcel::with_code(
@@ -163,7 +167,7 @@ impl App {
             stops,
         };
         let env = manifest
-            .seal(&self.signer.current)
+            .seal_holding(&self.signer.current, &held)
             .map_err(|e| ApiError::internal(format!("manifest build: {e}")))?;
         let envelope_json =
             serde_json::to_string(&env).map_err(|e| ApiError::internal(e.to_string()))?;
@@ -233,6 +237,20 @@ impl App {
         };
         let moved = self.storage.reissue(input, self.cfg.now()).await?;
         self.notice_wake.notify_one();
+        self.rebuild_routes(&moved.routes).await?;
+        Ok(moved)
+    }
+
+    /// "I did not order this" from the tracking page: the code is void, the
+    /// parcel held, dispatch signalled, and its route's manifests rebuilt so
+    /// that handsets pull `"hold": true` on their next sync.
+    pub async fn hold(&self, parcel_id: &str) -> Result<Moved, ApiError> {
+        let policy = self.policy();
+        let at = At {
+            now: self.cfg.now(),
+            policy: &policy,
+        };
+        let moved = self.storage.hold_parcel(parcel_id, at).await?;
         self.rebuild_routes(&moved.routes).await?;
         Ok(moved)
     }
@@ -410,6 +428,20 @@ impl App {
         }
     }
 
+    /// The day whose notice a courier may ask to be sent again: the same
+    /// rules as an online try (on the device's current route, needs a code,
+    /// within its day, not held). Nothing is counted.
+    pub async fn resend_day(
+        &self,
+        device: &Device,
+        parcel_id: &str,
+    ) -> Result<NaiveDate, ApiError> {
+        let facts = self.storage.verify_facts(device, parcel_id).await?;
+        let target = crate::domain::verify::target(&facts, self.cfg.now(), &self.policy())
+            .map_err(refused)?;
+        Ok(target.delivery_date)
+    }
+
     /// Online check at the door: refused outside the code's day and off the
     /// courier's current route; counted, locked at `max_attempts`.
     pub async fn verify(
@@ -456,6 +488,11 @@ fn refused(r: Refused) -> ApiError {
         Refused::NotOnCurrentRoute => ApiError::conflict(
             "not_on_current_route",
             "this parcel is no longer on this courier's current route; sync the handset",
+        ),
+        Refused::Held => ApiError::conflict(
+            "held",
+            "the customer reported they did not order this parcel: do not hand it over \
+             (record it failed with reason refused); this did not count as a try",
         ),
         Refused::NoCodeRequired => ApiError::conflict(
             "no_code_required",

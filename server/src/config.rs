@@ -153,6 +153,11 @@ impl Calendar {
         (self.start_of(date), self.start_of(next))
     }
 
+    /// The depot's local date at `now`.
+    pub fn today(&self, now: DateTime<Utc>) -> NaiveDate {
+        now.with_timezone(&self.time_zone).date_naive()
+    }
+
     pub fn is_working_day(&self, date: NaiveDate) -> bool {
         self.working_days.contains(&date.weekday()) && !self.holidays.contains(&date)
     }

@@ -99,16 +99,23 @@ pub fn track_url(base: &str, token: &str) -> String {
 pub fn render(p: &ParcelContact, date: NaiveDate, code: &Code, track: &str) -> (String, String) {
     let day = date.format("%A %-d %B %Y");
     let subject = format!("Your delivery code for parcel {} on {date}", p.parcel_id);
+    // A later attempt follows a reissue or a day's close: the old code is void.
+    let replaces = if p.attempt > 1 {
+        "This is a new code: any code you received before for this parcel no longer works.\n\n"
+    } else {
+        ""
+    };
     let body = format!(
         "Hello {name},\n\n\
          Your parcel {pid} is due to be delivered on {day} ({date}).\n\n\
          Your delivery code: {code}\n\n\
+         {replaces}\
          - This code is for handing over parcel {pid} only.\n\
          - Share it only in person, with the courier at your door. Never give it out by phone, \
          by text message or through a link, whoever asks. We will never ask you for it.\n\
          - It is valid on {date} only. If the delivery moves to another day, you get a new code.\n\
-         - If you did not order anything, do not share this code with anyone. Ignore this message \
-         and tell the sender, or contact us through the tracking page.\n\n\
+         - If you did not order anything, do not share this code with anyone. Press \
+         \"I did not order this\" on the tracking page: {track}#not-mine\n\n\
          Track your parcel: {track}\n",
         name = p.recipient_name,
         pid = p.parcel_id,
@@ -463,5 +470,16 @@ mod tests {
         ] {
             assert!(b.contains(needle), "missing {needle:?} in\n{b}");
         }
+        assert!(
+            b.contains("http://x/track/t#not-mine"),
+            "links to the button"
+        );
+        assert!(
+            !b.contains("no longer works"),
+            "a first code replaces nothing"
+        );
+        let later = ParcelContact { attempt: 2, ..p };
+        let (_, b) = render(&later, d, &Code::new("654321").unwrap(), "http://x/track/t");
+        assert!(b.contains("any code you received before for this parcel no longer works"));
     }
 }

@@ -335,6 +335,17 @@ impl Run<'_> {
         let state = self.state(p);
         match c.outcome {
             Outcome::Delivered => {
+                if state == ParcelState::Held {
+                    // The customer said they did not order it: its code was void.
+                    self.set_state(&c.parcel_id, ParcelState::Disputed);
+                    let detail = "a delivery of a parcel the customer reported they did not order";
+                    self.signal(c, SignalKind::NotOrdered, detail.to_string());
+                    let detail = format!("delivered while on hold, by device {}", c.device_id);
+                    self.plan
+                        .changes
+                        .event(&c.parcel_id, EventKind::Disputed, detail);
+                    return true;
+                }
                 let code_fine = c.code_ok.unwrap_or(!p.requires_code);
                 if code_fine {
                     if state.is_open() {

@@ -26,6 +26,7 @@
 pub mod close_day;
 pub mod devices;
 pub mod disputes;
+pub mod hold;
 pub mod ingest;
 pub mod parcels;
 pub mod reissue;
@@ -84,6 +85,9 @@ label! {
         Delivered = "delivered",
         /// A delivery failed the server's full code check.
         Disputed = "disputed",
+        /// The customer pressed "I did not order this": no code, not to be
+        /// handed over, until dispatch releases it with a reissue.
+        Held = "held",
     }
 }
 
@@ -117,6 +121,9 @@ label! {
         /// Such confirmations are now refused as `not_on_current_route` with a
         /// `stale_manifest` signal; old rows keep their kind.
         SupersededCode = "superseded_code",
+        /// The customer reported a parcel they did not order (the tracking
+        /// page's button), or a handset delivered such a parcel.
+        NotOrdered = "not_ordered",
     }
 }
 
@@ -132,6 +139,7 @@ impl SignalKind {
         Self::VerifyLockout,
         Self::StaleManifest,
         Self::TriesMismatch,
+        Self::NotOrdered,
     ];
 
     /// Disputes are deliveries that failed the full check; the rest are signals.
@@ -155,6 +163,8 @@ label! {
         VerifiedOnline = "verified_online",
         WrongCode = "wrong_code",
         Locked = "locked",
+        /// On hold: the customer said they did not order it.
+        Held = "held",
     }
 }
 

@@ -1,6 +1,7 @@
 //! Reissue: dispatch voids the current code. The parcel gets the next
 //! attempt (so a new code and a new notice), unlocked, with a new tracking
-//! link; the old link then answers like an unknown one.
+//! link; the old link then answers like an unknown one. A reissue is also
+//! how dispatch releases a parcel the customer put on hold.
 
 use super::*;
 use crate::storage::Moved;
@@ -28,6 +29,13 @@ pub fn decide(
         )));
     }
     let (Some(date), Some(route_id)) = (p.delivery_date, p.route_id.as_deref()) else {
+        if p.state == ParcelState::Held {
+            // Released before it was ever routed: back to waiting for a route.
+            let mut ch = Changes::default();
+            ch.states.push((pid.clone(), ParcelState::Pending));
+            ch.event(pid, EventKind::Updated, "released from hold by dispatch");
+            return Ok((Moved::default(), ch));
+        }
         return Err(Refusal::Conflict(format!(
             "parcel {pid} is not on a route; nothing to reissue"
         )));

@@ -68,6 +68,12 @@ pub fn decide(
                 "parcel {pid} is already delivered"
             )));
         }
+        if p.facts.state == ParcelState::Held {
+            return Err(Refusal::Conflict(format!(
+                "parcel {pid} is on hold: the customer reported they did not order it; \
+                 leave it off the route, or release it with POST /v1/parcels/{pid}/reissue"
+            )));
+        }
         if let Some(r) = &p.elsewhere {
             return Err(Refusal::Conflict(format!(
                 "parcel {pid} is already on route {r} on {date}"

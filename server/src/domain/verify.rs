@@ -18,6 +18,8 @@ pub struct VerifyFacts {
 pub enum Refused {
     NotOnManifest,
     NotOnCurrentRoute,
+    /// The customer reported they did not order it: its code is void.
+    Held,
     NoCodeRequired,
     /// The code's day has not begun: `valid_from`.
     NotYetValid(DateTime<Utc>),
@@ -42,6 +44,9 @@ pub fn target(f: &VerifyFacts, now: DateTime<Utc>, policy: &Policy) -> Result<Ta
     };
     if !p.on_route_of(&f.device_courier, date, p.attempt) {
         return Err(Refused::NotOnCurrentRoute);
+    }
+    if p.state == ParcelState::Held {
+        return Err(Refused::Held);
     }
     if !p.requires_code {
         return Err(Refused::NoCodeRequired);

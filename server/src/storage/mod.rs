@@ -150,6 +150,8 @@ pub struct RouteParcelData {
     pub parcel_id: String,
     pub requires_code: bool,
     pub attempt: u32,
+    /// On hold (the customer did not order it): the manifest says `"hold": true`.
+    pub held: bool,
 }
 
 /// Which build: there is one per route, day and device.
@@ -321,6 +323,9 @@ pub trait Storage: Send + Sync {
 
     /// Void the current code ([`crate::domain::reissue::decide`]).
     async fn reissue(&self, input: ReissueInput, now: DateTime<Utc>) -> Result<Moved>;
+
+    /// Put a parcel on hold at the customer's word ([`crate::domain::hold::decide`]).
+    async fn hold_parcel(&self, parcel_id: &str, at: At<'_>) -> Result<Moved>;
     /// Move undelivered parcels of `date` to the next working day
     /// ([`crate::domain::close_day::decide`]).
     async fn close_day(&self, date: NaiveDate, at: At<'_>) -> Result<Closed>;

@@ -959,7 +959,7 @@ async fn load_route(tx: &Tx<'_>, route_id: &str, date: NaiveDate) -> TxResult<Op
     let mut by_stop: HashMap<String, Vec<RouteParcelData>> = HashMap::new();
     let parcel_rows = query(
         tx,
-        "SELECT s.stop_id, p.parcel_id, p.requires_code, p.attempt FROM stop_parcels s
+        "SELECT s.stop_id, p.parcel_id, p.requires_code, p.attempt, p.status FROM stop_parcels s
          JOIN parcels p ON p.parcel_id = s.parcel_id
          WHERE s.route_id=$1 AND s.delivery_date=$2 AND p.delivery_date = s.delivery_date
          ORDER BY s.stop_id, s.position",
@@ -974,6 +974,7 @@ async fn load_route(tx: &Tx<'_>, route_id: &str, date: NaiveDate) -> TxResult<Op
                 parcel_id: get(p, 1)?,
                 requires_code: get(p, 2)?,
                 attempt: u32_of(get(p, 3)?)?,
+                held: get::<ParcelState>(p, 4)? == ParcelState::Held,
             });
     }
     let mut stops = Vec::new();
@@ -1383,6 +1384,18 @@ impl Storage for PostgresStorage {
             let parcel = locked_parcel(&tx, &input.parcel_id).await?;
             let (moved, ch) =
                 domain::reissue::decide(parcel.as_ref(), &input).map_err(StorageError::from)?;
+            apply(&tx, &ch, &now).await?;
+            Ok(moved)
+        }
+        .await)
+    }
+
+    async fn hold_parcel(&self, parcel_id: &str, at: At<'_>) -> Result<Moved> {
+        let (now, today) = (at.now, at.policy.calendar.today(at.now));
+        transact!(self, SER, |tx| async {
+            let parcel = locked_parcel(&tx, parcel_id).await?;
+            let (moved, ch) = domain::hold::decide(parcel.as_ref(), parcel_id, today)
+                .map_err(StorageError::from)?;
             apply(&tx, &ch, &now).await?;
             Ok(moved)
         }

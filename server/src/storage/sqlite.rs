@@ -573,7 +573,7 @@ fn load_route(conn: &Connection, route_id: &str, date: NaiveDate) -> Result<Opti
     // per stop scanned the whole route each time (stops x parcels rows).
     let mut by_stop: HashMap<String, Vec<RouteParcelData>> = HashMap::new();
     let mut pst = conn.prepare_cached(
-        "SELECT s.stop_id, p.parcel_id, p.requires_code, p.attempt FROM stop_parcels s
+        "SELECT s.stop_id, p.parcel_id, p.requires_code, p.attempt, p.status FROM stop_parcels s
          JOIN parcels p ON p.parcel_id = s.parcel_id
          WHERE s.route_id=?1 AND s.delivery_date=?2 AND p.delivery_date = s.delivery_date
          ORDER BY s.stop_id, s.position",
@@ -583,6 +583,7 @@ fn load_route(conn: &Connection, route_id: &str, date: NaiveDate) -> Result<Opti
             parcel_id: r.get(1)?,
             requires_code: r.get(2)?,
             attempt: r.get(3)?,
+            held: r.get::<_, ParcelState>(4)? == ParcelState::Held,
         };
         Ok((r.get::<_, String>(0)?, p))
     })?;
@@ -1010,6 +1011,21 @@ impl Storage for SqliteStorage {
         self.tx(move |tx| {
             let parcel = one_parcel(tx, &input.parcel_id)?;
             let (moved, ch) = domain::reissue::decide(parcel.as_ref(), &input)?;
+            apply(tx, &ch, now)?;
+            Ok(moved)
+        })
+        .await
+    }
+
+    async fn hold_parcel(&self, parcel_id: &str, at: At<'_>) -> Result<Moved> {
+        let (pid, now, today) = (
+            parcel_id.to_string(),
+            at.now,
+            at.policy.calendar.today(at.now),
+        );
+        self.tx(move |tx| {
+            let parcel = one_parcel(tx, &pid)?;
+            let (moved, ch) = domain::hold::decide(parcel.as_ref(), &pid, today)?;
             apply(tx, &ch, now)?;
             Ok(moved)
         })

@@ -323,13 +323,18 @@ fn live(date: NaiveDate, q: &BoardQuery, d: &Day, csrf: &str) -> String {
 <th scope=\"col\">Wrong tries</th></tr></thead><tbody>{rows}</tbody></table></div>"
         )
     };
-    // Locked or disputed parcels: dispatch decides, reissue is one click.
+    // Locked, disputed or held parcels: dispatch decides, reissue is one
+    // click (for a held parcel it is the release, with a new code).
     let attention: String = d
         .parcels
         .iter()
-        .filter(|p| p.locked || p.status == ParcelState::Disputed)
+        .filter(|p| {
+            p.locked || matches!(p.status, ParcelState::Disputed | ParcelState::Held)
+        })
         .map(|p| {
-            let why = if p.locked {
+            let why = if p.status == ParcelState::Held {
+                "held: the customer says they did not order it".to_string()
+            } else if p.locked {
                 format!("locked after {} wrong tries", p.wrong_tries)
             } else {
                 "disputed delivery".to_string()
@@ -347,7 +352,7 @@ fn live(date: NaiveDate, q: &BoardQuery, d: &Day, csrf: &str) -> String {
         })
         .collect();
     let attention = if attention.is_empty() {
-        "<p class=\"empty\">No locked or disputed parcels.</p>".to_string()
+        "<p class=\"empty\">No locked, disputed or held parcels.</p>".to_string()
     } else {
         format!("<ul class=\"attention\">{attention}</ul>")
     };

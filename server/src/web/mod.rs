@@ -218,6 +218,7 @@ pub fn routes(web: Arc<WebState>) -> Router<App> {
         .route("/track/{token}", get(track::get_page))
         .route("/v1/track/{token}", get(track::get_json))
         .route("/track/{token}/resend", post(track::post_resend))
+        .route("/track/{token}/not-mine", post(track::post_not_mine))
         .route("/board", get(board::get_board))
         .route("/board/live", get(board::get_live))
         .route("/board/login", post(board::post_login))

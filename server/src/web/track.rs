@@ -1,6 +1,7 @@
 //! The customer's tracking page: parcel, day, status, the code while it is
 //! valid (large spaced digits, read digit by digit by screen readers), the
-//! safety text, and a rate-limited "send the notice again".
+//! safety text, a rate-limited "send the notice again" (shared with the
+//! courier's `POST /v1/parcels/{id}/resend`), and "I did not order this".
 
 use super::{WebState, esc, html, minutes_text, not_found_page, page, plain, same_origin};
 use crate::api::{TrackView, track_view};
@@ -44,6 +45,7 @@ fn status_text(status: ParcelState) -> &'static str {
         ParcelState::Failed => "Delivery attempt failed: the courier may try again today",
         ParcelState::Delivered => "Delivered",
         ParcelState::Disputed => "Delivery under review",
+        ParcelState::Held => "On hold: you told us you did not order this parcel",
     }
 }
 
@@ -95,6 +97,11 @@ fn render(
             tok = esc(token),
             ft = esc(&form_token(web, token)),
         )
+    } else if t.status == ParcelState::Held {
+        "<section class=\"info\" aria-labelledby=\"held-h\"><h2 id=\"held-h\">On hold</h2><p>You told us you did not order \
+this parcel. Its code no longer works and the courier will not hand it over. The depot will contact you. \
+Do not give anyone a code for this parcel.</p></section>"
+            .to_string()
     } else if t.status == ParcelState::Disputed {
         "<section class=\"info\"><h2>We are checking this delivery</h2><p>A delivery was reported that we could not confirm. \
 Do not give anyone a code for this parcel. We will contact you.</p></section>"
@@ -103,6 +110,23 @@ Do not give anyone a code for this parcel. We will contact you.</p></section>"
         "<section class=\"info\"><h2>No code right now</h2><p>Your code appears here on the delivery day, \
 and you also get it in a message. It is only shown while it is valid.</p></section>"
             .to_string()
+    };
+    // Offered until the parcel is handed over or already held.
+    let not_mine = if matches!(
+        t.status,
+        ParcelState::Pending | ParcelState::Scheduled | ParcelState::Failed
+    ) {
+        format!(
+            "<section class=\"notmine\" id=\"not-mine\" aria-labelledby=\"nm-h\"><h2 id=\"nm-h\">Not your parcel?</h2>\
+<p>If you did not order this, press the button. The code stops working at once, the courier will not hand the parcel \
+over, and the depot is told.</p>\
+<form method=\"post\" action=\"/track/{tok}/not-mine\"><input type=\"hidden\" name=\"t\" value=\"{ft}\">\
+<button type=\"submit\" class=\"secondary\" data-not-mine>I did not order this</button></form></section>",
+            tok = esc(token),
+            ft = esc(&form_token(web, token)),
+        )
+    } else {
+        String::new()
     };
     let safety: String = t
         .safety
@@ -113,7 +137,7 @@ and you also get it in a message. It is only shown while it is valid.</p></secti
         "<header><p class=\"brand\">doorcode <span>parcel tracking</span></p></header>\
 <main id=\"main\"><h1>Parcel {pid}</h1>{msg}\
 <dl class=\"facts\"><dt>Status</dt><dd id=\"status\">{status}</dd><dt>Delivery day</dt><dd>{day_e}</dd></dl>\
-{main_block}\
+{main_block}{not_mine}\
 <section class=\"safety\" aria-labelledby=\"safe-h\"><h2 id=\"safe-h\">Keep your code safe</h2><ul>{safety}</ul></section>\
 </main><footer><p>We will never ask you for your code by phone, by text message or through a link.</p></footer>",
         pid = esc(&t.parcel_id),
@@ -172,6 +196,7 @@ pub async fn get_page(
     };
     let message = match q.as_deref() {
         Some("resent=1") => Some("We sent the notice again."),
+        Some("held=1") => Some("Thank you. The parcel is on hold and its code no longer works."),
         _ => None,
     };
     html(
@@ -230,26 +255,7 @@ pub async fn post_resend(
             ),
         );
     };
-    // Per parcel: one resend per RESEND_EVERY; then the global cap.
-    let wait = {
-        let mut m = match web.resend_per_parcel.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
-        let now = Instant::now();
-        m.retain(|_, at| now.duration_since(*at) < RESEND_EVERY);
-        match m.get(&t.parcel_id) {
-            Some(at) => Some(RESEND_EVERY.saturating_sub(now.duration_since(*at))),
-            None => {
-                if web.resend_global.allow(&()) {
-                    m.insert(t.parcel_id.clone(), now);
-                    None
-                } else {
-                    Some(Duration::from_secs(60))
-                }
-            }
-        }
-    };
+    let wait = resend_wait(&web, &t.parcel_id);
     if let Some(w) = wait {
         let msg = format!(
             "The notice was sent recently. You can ask again in {}.",
@@ -264,19 +270,7 @@ pub async fn post_resend(
         }
         return r;
     }
-    let sent = async {
-        let p = app
-            .storage
-            .parcel_contact(&t.parcel_id)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or_else(|| "parcel gone".to_string())?;
-        let code = app
-            .code(&p.parcel_id, date, p.attempt)
-            .map_err(|e| e.message)?;
-        crate::notices::send_now(&app, &p, date, &code).await
-    }
-    .await;
+    let sent = resend_notice(&app, &t.parcel_id, date).await;
     match sent {
         Ok(()) => {
             tracing::info!(parcel_id = %t.parcel_id, "notice resent from the tracking page");
@@ -297,6 +291,118 @@ pub async fn post_resend(
                     &t,
                     None,
                     Some("We could not send the notice just now. Please try again later."),
+                ),
+            )
+        }
+    }
+}
+
+/// Claims the parcel's resend slot: None when a resend may go now (the slot
+/// is then taken), else how long to wait. One per parcel per [`RESEND_EVERY`]
+/// for the customer's page and the courier's handset together, then a global cap.
+pub fn resend_wait(web: &WebState, parcel_id: &str) -> Option<Duration> {
+    let mut m = match web.resend_per_parcel.lock() {
+        Ok(m) => m,
+        Err(p) => p.into_inner(),
+    };
+    let now = Instant::now();
+    m.retain(|_, at| now.duration_since(*at) < RESEND_EVERY);
+    match m.get(parcel_id) {
+        Some(at) => Some(RESEND_EVERY.saturating_sub(now.duration_since(*at))),
+        None => {
+            if web.resend_global.allow(&()) {
+                m.insert(parcel_id.to_string(), now);
+                None
+            } else {
+                Some(Duration::from_secs(60))
+            }
+        }
+    }
+}
+
+/// Sends the parcel's notice for `date` again, now (same code).
+pub async fn resend_notice(
+    app: &App,
+    parcel_id: &str,
+    date: chrono::NaiveDate,
+) -> Result<(), String> {
+    let p = app
+        .storage
+        .parcel_contact(parcel_id)
+        .await
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| "parcel gone".to_string())?;
+    let code = app
+        .code(&p.parcel_id, date, p.attempt)
+        .map_err(|e| e.message)?;
+    crate::notices::send_now(app, &p, date, &code).await
+}
+
+/// "I did not order this": the page's form token, then the parcel is held
+/// ([`App::hold`]) and the page shows it.
+pub async fn post_not_mine(
+    State(app): State<App>,
+    Extension(web): Extension<Arc<WebState>>,
+    ext: Extensions,
+    headers: HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    form: Result<Form<ResendForm>, FormRejection>,
+) -> Response {
+    if !web.track_limit.allow(&super::client_ip(&ext)) {
+        return too_many();
+    }
+    let Ok(Path(token)) = path else {
+        return not_found_page();
+    };
+    let t = match lookup(&app, &token).await {
+        Ok(Some(t)) => t,
+        Ok(None) => return not_found_page(),
+        Err(r) => return r,
+    };
+    let ok_form = match &form {
+        Ok(Form(f)) => {
+            doorcode_core::codes::ct_eq(f.t.as_bytes(), form_token(&web, &token).as_bytes())
+        }
+        Err(_) => false,
+    };
+    if !ok_form || !same_origin(&headers) {
+        return plain(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "Open the tracking page again and use its button.",
+        );
+    }
+    match app.hold(&t.parcel_id).await {
+        Ok(_) => {
+            tracing::info!(parcel_id = %t.parcel_id, "parcel held: the customer did not order it");
+            let loc = format!("/track/{token}?held=1");
+            match HeaderValue::from_str(&loc) {
+                Ok(v) => (StatusCode::SEE_OTHER, [(header::LOCATION, v)]).into_response(),
+                Err(_) => not_found_page(),
+            }
+        }
+        Err(e) if e.status == StatusCode::CONFLICT => html(
+            StatusCode::CONFLICT,
+            render(
+                &app,
+                &web,
+                &token,
+                &t,
+                None,
+                Some("This parcel has already been handed over. Please contact the depot."),
+            ),
+        ),
+        Err(e) => {
+            tracing::warn!(parcel_id = %t.parcel_id, error = %e.message, "hold failed");
+            html(
+                StatusCode::SERVICE_UNAVAILABLE,
+                render(
+                    &app,
+                    &web,
+                    &token,
+                    &t,
+                    None,
+                    Some("We could not record that just now. Please try again in a minute."),
                 ),
             )
         }

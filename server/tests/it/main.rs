@@ -9,6 +9,7 @@
 //! - `attacks` (and `attacks::edges`): what an outsider can try, each one case;
 //! - `bad_input`, `timeout`, `openapi`: malformed requests get clear 4xx;
 //! - `notices`: real SMTP and webhook receivers;
+//! - `door`: "I did not order this" (hold) and the courier's resend from the door;
 //! - `web`: the tracking page and the board over HTTP (the browser tests are
 //!   in `web-tests/`);
 //! - `e2e_sync`, `e2e_scale`, `multinode_pg`: real processes, killed and
@@ -31,6 +32,7 @@ mod bad_input;
 mod cli;
 mod day;
 mod demo;
+mod door;
 mod e2e_scale;
 mod e2e_sync;
 mod multinode_pg;

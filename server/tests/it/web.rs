@@ -9,7 +9,7 @@ use doorcode_core::codes::derive_code;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};
 
-const DAY: &str = "2026-11-23";
+pub(crate) const DAY: &str = "2026-11-23";
 
 /// A clock the test can move.
 fn movable(cfg: &mut doorcode_server::Config, now: &str) -> Arc<Mutex<DateTime<Utc>>> {
@@ -20,7 +20,7 @@ fn movable(cfg: &mut doorcode_server::Config, now: &str) -> Arc<Mutex<DateTime<U
 }
 
 /// `application/x-www-form-urlencoded` bodies (reqwest's `form` feature is off).
-trait FormBody {
+pub(crate) trait FormBody {
     fn form_body<K: AsRef<str>, V: AsRef<str>>(self, pairs: &[(K, V)]) -> Self;
 }
 
@@ -47,7 +47,7 @@ impl FormBody for reqwest::RequestBuilder {
     }
 }
 
-fn client() -> reqwest::Client {
+pub(crate) fn client() -> reqwest::Client {
     reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
@@ -55,7 +55,7 @@ fn client() -> reqwest::Client {
 }
 
 /// Three parcels needing a code on one route on DAY; returns their track tokens.
-async fn seed(s: &Server) -> Vec<String> {
+pub(crate) async fn seed(s: &Server) -> Vec<String> {
     let parcels: Vec<Value> = (1..=3)
         .map(|i| {
             json!({"parcel_id": format!("P-100{i}"), "recipient": {"name": format!("Customer {i}"), "email": format!("c{i}@example.com")},
@@ -93,14 +93,17 @@ async fn seed(s: &Server) -> Vec<String> {
     tokens
 }
 
-async fn page(c: &reqwest::Client, url: &str) -> (u16, reqwest::header::HeaderMap, String) {
+pub(crate) async fn page(
+    c: &reqwest::Client,
+    url: &str,
+) -> (u16, reqwest::header::HeaderMap, String) {
     let r = c.get(url).send().await.unwrap();
     let st = r.status().as_u16();
     let h = r.headers().clone();
     (st, h, r.text().await.unwrap())
 }
 
-fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
+pub(crate) fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
     h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
 }
 
@@ -120,7 +123,7 @@ fn assert_page_headers(h: &reqwest::header::HeaderMap) {
 }
 
 /// The value of `name="<field>" value="…"` in a page.
-fn field(html: &str, name: &str) -> String {
+pub(crate) fn field(html: &str, name: &str) -> String {
     let at = html
         .find(&format!("name=\"{name}\" value=\""))
         .unwrap_or_else(|| panic!("no field {name}"));
