@@ -324,6 +324,38 @@ test('a board POST without the CSRF token is refused', async () => {
   assert.equal((await api('GET', '/v1/parcels/P-1003')).json.delivery_date, day);
 });
 
+test('"I did not order this" voids the code on the page and the board shows the parcel held', async () => {
+  // Its own parcel and route, so the other tests' counts stay as they are.
+  let r = await api('POST', '/v1/parcels', { parcels: [{ parcel_id: 'P-2001', recipient: { name: 'Not Ordered', email: 'n@example.com' },
+    address: '99 Main Street, Springfield', value: 120, currency: 'EUR', requires_code: true }] });
+  assert.equal(r.status, 200, r.text);
+  const token = r.json.results[0].track_url.split('/track/')[1];
+  tokens['P-2001'] = token;
+  r = await api('POST', '/v1/routes', { route_id: 'R-9', courier_id: 'C-49', delivery_date: day,
+    stops: [{ stop_id: 'S-1', address: '99 Main Street, Springfield', parcel_ids: ['P-2001'] }] });
+  assert.equal(r.status, 200, r.text);
+  const ctx = await browser.newContext({ viewport: PHONE, isMobile: true, hasTouch: true });
+  const page = await ctx.newPage();
+  await page.goto(`${base}/track/${token}`);
+  const code = (await page.innerText('#code')).replace(/\D/g, '');
+  assert.match(code, /^\d{6}$/);
+  assert.equal(await page.locator('[data-not-mine]').count(), 1);
+  await Promise.all([page.waitForURL(/held=1/), page.click('[data-not-mine]')]);
+  assert.match(await page.textContent('[role=status]'), /on hold/i);
+  assert.match(await page.textContent('#status'), /did not order/);
+  assert.equal(await page.locator('#code').count(), 0, 'the code is gone from the page');
+  assert.ok(!(await page.innerText('main')).includes(code), 'the code is gone from the page');
+  assert.equal(await page.locator('[data-not-mine]').count(), 0);
+  await shot(page, 'track-held-phone');
+  await ctx.close();
+  const p = await api('GET', '/v1/parcels/P-2001');
+  assert.equal(p.json.status, 'held');
+  // The board lists it with the release (reissue) button and the signal.
+  await board.goto(`${base}/board?date=${day}`);
+  await board.waitForSelector('[data-reissue="P-2001"]');
+  assert.match(await board.textContent('#sig-h + *'), /not_ordered/);
+});
+
 test('the dispatcher closes the day and signs out', async () => {
   await board.goto(`${base}/board?date=${day}`);
   await board.click(`text=Close ${day}`);
