@@ -37,6 +37,7 @@ macro_rules! storage_suite {
             verify_is_refused_outside_the_codes_day,
             verify_is_refused_off_the_current_route,
             a_reissue_gives_a_new_tracking_link,
+            a_held_parcel_bumps_its_route_is_carried_held_and_a_reissue_releases_it,
             close_day_moves_undelivered,
             close_day_renames_a_taken_stop,
             close_day_never_uses_another_couriers_route,
@@ -1224,6 +1225,37 @@ pub async fn a_reissue_gives_a_new_tracking_link(s: &dyn Storage) {
     assert_eq!((c.parcel_id.as_str(), c.attempt), ("h-1", 2));
 }
 
+pub async fn a_held_parcel_bumps_its_route_is_carried_held_and_a_reissue_releases_it(
+    s: &dyn Storage,
+) {
+    one_route(s, &["k-1", "k-2"]).await;
+    let p = policy();
+    let before = s.route("R-1", day(23)).await.unwrap().unwrap().revision;
+    let moved = s.hold_parcel("k-1", at_time(t0(), &p)).await.unwrap();
+    assert_eq!(moved.routes, [("R-1".to_string(), day(23))]);
+    let r = s.route("R-1", day(23)).await.unwrap().unwrap();
+    assert!(r.revision > before, "handsets pull the hold");
+    let held: Vec<&str> = r
+        .stops
+        .iter()
+        .flat_map(|st| &st.parcels)
+        .filter(|x| x.held)
+        .map(|x| x.parcel_id.as_str())
+        .collect();
+    assert_eq!(held, ["k-1"]);
+    assert_eq!(state(s, "k-1").await, (ParcelState::Held, 1));
+    assert_eq!(kinds(s, day(23)).await, [SignalKind::NotOrdered]);
+    // Pressed again: nothing more.
+    let again = s.hold_parcel("k-1", at_time(t0(), &p)).await.unwrap();
+    assert!(again.routes.is_empty());
+    assert_eq!(kinds(s, day(23)).await.len(), 1);
+    // Dispatch releases it: the next attempt, scheduled, not held.
+    reissue(s, "k-1", "track-k-1-released-link").await;
+    assert_eq!(state(s, "k-1").await, (ParcelState::Scheduled, 2));
+    let r = s.route("R-1", day(23)).await.unwrap().unwrap();
+    assert!(r.stops.iter().flat_map(|st| &st.parcels).all(|x| !x.held));
+}
+
 // ---------- closing a day ----------
 
 pub async fn close_day_moves_undelivered(s: &dyn Storage) {
@@ -1358,7 +1390,7 @@ pub async fn signals_page_by_day(s: &dyn Storage) {
 }
 
 pub async fn every_signal_kind_is_raised_and_read_back(s: &dyn Storage) {
-    let m = one_route(s, &["e-1", "e-2", "e-3", "e-4", "e-5", "e-6", "e-7"]).await;
+    let m = one_route(s, &["e-1", "e-2", "e-3", "e-4", "e-5", "e-6", "e-7", "e-8"]).await;
     let p = policy();
     // e-7 leaves the courier's route (the handset still has it).
     save(
@@ -1367,10 +1399,12 @@ pub async fn every_signal_kind_is_raised_and_read_back(s: &dyn Storage) {
             "R-1",
             "C-1",
             day(23),
-            &["e-1", "e-2", "e-3", "e-4", "e-5", "e-6"],
+            &["e-1", "e-2", "e-3", "e-4", "e-5", "e-6", "e-8"],
         ),
     )
     .await;
+    // not_ordered: the customer holds e-8.
+    s.hold_parcel("e-8", at_time(t0(), &p)).await.unwrap();
     // verify_lockout (max 3) and many_wrong_tries online, on e-1.
     for _ in 0..3 {
         try_code(s, "e-1", 1, false).await;
