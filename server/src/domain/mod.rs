@@ -27,6 +27,7 @@ pub mod close_day;
 pub mod devices;
 pub mod disputes;
 pub mod ingest;
+pub mod lifecycle;
 pub mod parcels;
 pub mod reissue;
 pub mod route;
