@@ -615,3 +615,202 @@ async fn a_simulated_history_on_postgres() {
     a_simulated_history(Some(&pg)).await;
     pg.drop_schema().await;
 }
+
+// ---------- the board ----------
+
+fn no_redirects() -> reqwest::Client {
+    reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap()
+}
+
+async fn board_post(
+    c: &reqwest::Client,
+    s: &Server,
+    path: &str,
+    cookie: &str,
+    body: &str,
+) -> (u16, String, String) {
+    let r = c
+        .post(format!("{}{path}", s.url))
+        .header("cookie", cookie)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let st = r.status().as_u16();
+    let loc = r
+        .headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default();
+    (st, loc, r.text().await.unwrap())
+}
+
+async fn board_get(c: &reqwest::Client, s: &Server, path: &str, cookie: &str) -> (u16, String) {
+    let r = c
+        .get(format!("{}{path}", s.url))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+fn csrf_in(html: &str) -> String {
+    let (_, rest) = html.split_once("name=\"csrf\" value=\"").unwrap();
+    rest.split('"').next().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn the_board_erases_after_a_confirmation_and_shows_stats() {
+    let tmp = tempfile::tempdir().unwrap();
+    let s = start(config(tmp.path(), "2026-11-23T06:00:00Z")).await;
+    let (st, v) = s
+        .admin_post(
+            "/v1/parcels",
+            json!({"parcels": [parcel_json("P-B", &ERASED), parcel_json("P-S", &KEPT)]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = s
+        .admin_post(
+            "/v1/routes",
+            json!({"route_id": "R-1", "courier_id": "C-1", "delivery_date": "2026-11-23", "stops": [
+        {"stop_id": "S-1", "address": KEPT.address, "parcel_ids": ["P-S"]}]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let c = no_redirects();
+    // Signed out: no confirmation page, no table, and the POST is refused.
+    let (st, html) = board_get(&c, &s, "/board/erase?parcel_id=P-B", "").await;
+    assert!(st == 200 && html.contains("Sign in") && !html.contains(ERASED.name));
+    let (_, html) = board_get(&c, &s, "/board/stats", "").await;
+    assert!(!html.contains("id=\"stats\""));
+    assert_eq!(
+        board_post(&c, &s, "/board/erase", "", "parcel_id=P-B&confirm=erase")
+            .await
+            .0,
+        403
+    );
+
+    let (st, loc, _) = board_post(&c, &s, "/board/login", "", &format!("token={}", s.admin)).await;
+    assert_eq!((st, loc.as_str()), (303, "/board"));
+    let r = c
+        .post(format!("{}/board/login", s.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("token={}", s.admin))
+        .send()
+        .await
+        .unwrap();
+    let cookie = r.headers()["set-cookie"]
+        .to_str()
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let (st, board) = board_get(&c, &s, "/board", &cookie).await;
+    assert_eq!(st, 200);
+    assert!(board.contains("action=\"/board/erase\"") && board.contains("/board/stats"));
+
+    let (st, confirm) = board_get(&c, &s, "/board/erase?parcel_id=P-B", &cookie).await;
+    assert_eq!(st, 200, "{confirm}");
+    assert!(confirm.contains("cannot be undone") && confirm.contains(ERASED.name));
+    let csrf = csrf_in(&confirm);
+    // A wrong token, or no confirmation field: nothing erased.
+    let (st, _, _) = board_post(
+        &c,
+        &s,
+        "/board/erase",
+        &cookie,
+        "csrf=nope&parcel_id=P-B&confirm=erase",
+    )
+    .await;
+    assert_eq!(st, 403);
+    let (st, loc, _) = board_post(
+        &c,
+        &s,
+        "/board/erase",
+        &cookie,
+        &format!("csrf={csrf}&parcel_id=P-B"),
+    )
+    .await;
+    assert_eq!((st, loc.as_str()), (303, "/board/erase?parcel_id=P-B"));
+    assert_eq!(s.admin_get("/v1/parcels/P-B").await.0, 200);
+    let (st, loc, _) = board_post(
+        &c,
+        &s,
+        "/board/erase",
+        &cookie,
+        &format!("csrf={csrf}&parcel_id=P-B&confirm=erase"),
+    )
+    .await;
+    assert_eq!((st, loc.as_str()), (303, "/board?done=erased"));
+    assert_eq!(s.admin_get("/v1/parcels/P-B").await.0, 404);
+    let (_, board) = board_get(&c, &s, "/board?done=erased", &cookie).await;
+    assert!(board.contains("Personal data erased"));
+
+    // Still scheduled: the page says so, and only the forced form erases.
+    let (_, confirm) = board_get(&c, &s, "/board/erase?parcel_id=P-S", &cookie).await;
+    assert!(confirm.contains("still out for delivery") && confirm.contains("name=\"force\""));
+    let (st, _, page) = board_post(
+        &c,
+        &s,
+        "/board/erase",
+        &cookie,
+        &format!("csrf={csrf}&parcel_id=P-S&confirm=erase"),
+    )
+    .await;
+    assert_eq!(st, 409, "{page}");
+    assert_eq!(s.admin_get("/v1/parcels/P-S").await.0, 200);
+    let (st, _, _) = board_post(
+        &c,
+        &s,
+        "/board/erase",
+        &cookie,
+        &format!("csrf={csrf}&parcel_id=P-S&confirm=erase&force=true"),
+    )
+    .await;
+    assert_eq!(st, 303);
+    assert_eq!(s.admin_get("/v1/parcels/P-S").await.0, 404);
+    assert_eq!(
+        board_get(&c, &s, "/board/erase?parcel_id=P-S", &cookie)
+            .await
+            .0,
+        404
+    );
+
+    // The table has the same numbers as /v1/stats.
+    let (st, table) = board_get(
+        &c,
+        &s,
+        "/board/stats?from=2026-11-22&to=2026-11-23",
+        &cookie,
+    )
+    .await;
+    assert_eq!(st, 200);
+    assert!(table.contains("id=\"stats\""), "{table}");
+    let (_, v) = s.admin_get("/v1/stats?from=2026-11-23&to=2026-11-23").await;
+    let parcels = v["days"][0]["parcels"].as_u64().unwrap();
+    assert_eq!(parcels, 2);
+    assert!(
+        table.contains(&format!("<tr><td>2026-11-23</td><td>{parcels}</td>")),
+        "{table}"
+    );
+    assert!(
+        table.contains("<tr><td>2026-11-22</td><td>0</td>"),
+        "{table}"
+    );
+    let (st, _) = board_get(
+        &c,
+        &s,
+        "/board/stats?from=2026-11-24&to=2026-11-23",
+        &cookie,
+    )
+    .await;
+    assert_eq!(st, 400);
+    s.handle.shutdown().await;
+}
