@@ -814,3 +814,123 @@ async fn the_board_erases_after_a_confirmation_and_shows_stats() {
     assert_eq!(st, 400);
     s.handle.shutdown().await;
 }
+
+// ---------- schema 3: upgrade equals fresh ----------
+
+/// A schema-2 SQLite file with a parcel, upgraded to schema 3: the same
+/// tables, columns and indexes as a fresh database, the parcel kept and
+/// erasable.
+#[tokio::test]
+async fn schema_2_upgrades_to_the_fresh_schema_on_sqlite() {
+    use doorcode_server::storage::Storage;
+    use doorcode_server::storage::lifecycle::LifecycleStore as _;
+    use doorcode_server::storage::sqlite::SqliteStorage;
+    let dir = tempfile::tempdir().unwrap();
+    let old = dir.path().join("old.db");
+    let c = rusqlite::Connection::open(&old).unwrap();
+    c.execute_batch(include_str!(
+        "../../src/storage/migrations/sqlite/0001_init.sql"
+    ))
+    .unwrap();
+    c.execute_batch(include_str!(
+        "../../src/storage/migrations/sqlite/0002_seen_revoked_signal_days.sql"
+    ))
+    .unwrap();
+    c.execute_batch(
+        "PRAGMA user_version = 2;
+         INSERT INTO parcels(parcel_id, recipient_name, address, value, currency, requires_code,
+           track_token, status, created_at, updated_at)
+           VALUES('P-1', 'Old Customer', 'Old Street 1', 10, 'EUR', 0, 'tok', 'delivered',
+             '2026-11-20T08:00:00.000000Z', '2026-11-20T08:00:00.000000Z');",
+    )
+    .unwrap();
+    drop(c);
+    let s = SqliteStorage::open(&old).unwrap();
+    drop(SqliteStorage::open(&dir.path().join("fresh.db")).unwrap());
+    let schema = |p: &Path| -> Vec<(String, String, String)> {
+        let c = rusqlite::Connection::open(p).unwrap();
+        let mut out: Vec<(String, String, String)> = c
+            .prepare(
+                "SELECT m.type, m.name, COALESCE(group_concat(i.name || ':' || i.type || ':' || i.\"notnull\", ','), '')
+                 FROM sqlite_master m LEFT JOIN pragma_table_info(m.name) i
+                 WHERE m.name NOT LIKE 'sqlite_%' GROUP BY m.type, m.name",
+            )
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        out.sort();
+        out
+    };
+    let (up, fresh) = (schema(&old), schema(&dir.path().join("fresh.db")));
+    assert!(up.iter().any(|(_, n, _)| n == "parcel_records"));
+    assert_eq!(up, fresh, "upgraded and fresh schemas differ");
+    let e = s
+        .erase_parcel("P-1", false, d("2026-11-23"), t("2026-11-23T06:00:00Z"))
+        .await
+        .unwrap();
+    assert_eq!(
+        e.record.day,
+        d("2026-11-20"),
+        "never routed: its creation day"
+    );
+    assert!(s.parcel("P-1").await.unwrap().is_none());
+}
+
+/// The same on PostgreSQL: a schema upgraded from 2 has the columns and
+/// indexes of a fresh one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn schema_2_upgrades_to_the_fresh_schema_on_postgres() {
+    use doorcode_server::storage::postgres::PostgresStorage;
+    let Some(old) = crate::support::pg::fresh_schema("schema_2_upgrades_old").await else {
+        return;
+    };
+    let Some(fresh) = crate::support::pg::fresh_schema("schema_2_upgrades_fresh").await else {
+        return;
+    };
+    old.client
+        .batch_execute(&format!(
+            "SET search_path = {n};
+             {v1}
+             {v2}
+             CREATE TABLE doorcode_migrations(version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
+             INSERT INTO doorcode_migrations(version) VALUES (1), (2);
+             SET search_path = public;",
+            n = old.name,
+            v1 = include_str!("../../src/storage/migrations/postgres/0001_init.sql"),
+            v2 = include_str!("../../src/storage/migrations/postgres/0002_seen_revoked_signal_days.sql"),
+        ))
+        .await
+        .unwrap();
+    let up = PostgresStorage::connect(&old.url).await.unwrap();
+    let new = PostgresStorage::connect(&fresh.url).await.unwrap();
+    assert_eq!(
+        up.schema_version().await.unwrap(),
+        PostgresStorage::migrations()
+    );
+    async fn shape(pg: &PgSchema) -> Vec<String> {
+        let mut out: Vec<String> = pg
+            .client
+            .query(
+                "SELECT table_name || '.' || column_name || ':' || data_type || ':' || is_nullable
+                 FROM information_schema.columns WHERE table_schema = $1
+                 UNION ALL
+                 SELECT tablename || ' ' || indexname FROM pg_indexes WHERE schemaname = $1",
+                &[&pg.name],
+            )
+            .await
+            .unwrap()
+            .iter()
+            .map(|r| r.get::<_, String>(0))
+            .collect();
+        out.sort();
+        out
+    }
+    let (a, b) = (shape(&old).await, shape(&fresh).await);
+    assert!(a.iter().any(|l| l.starts_with("parcel_records.")));
+    assert_eq!(a, b, "upgraded and fresh schemas differ");
+    drop((up, new));
+    old.drop_schema().await;
+    fresh.drop_schema().await;
+}
