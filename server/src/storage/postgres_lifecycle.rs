@@ -143,7 +143,7 @@ impl LifecycleStore for PostgresStorage {
     ) -> Result<Erased> {
         transact!(self, RC, |tx| async {
             let Some(facts) = locked_parcel(&tx, parcel_id).await? else {
-                return Err(StorageError::NotFound(format!("unknown parcel {parcel_id}")).into());
+                return Err(StorageError::NotFound("no such parcel".into()).into());
             };
             rules::may_erase(facts.state, force).map_err(StorageError::from)?;
             let record = live_records(&tx, "p.parcel_id = $1", &[&parcel_id])

@@ -157,7 +157,7 @@ impl LifecycleStore for SqliteStorage {
         let erased = self
             .tx(move |tx| {
                 let Some(facts) = one_parcel(tx, &id)? else {
-                    return Err(StorageError::NotFound(format!("unknown parcel {id}")));
+                    return Err(StorageError::NotFound("no such parcel".into()));
                 };
                 rules::may_erase(facts.state, force)?;
                 let mut records = live_records(tx, "p.parcel_id = ?1", &[&id])?;
