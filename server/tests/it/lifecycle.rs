@@ -934,3 +934,131 @@ async fn schema_2_upgrades_to_the_fresh_schema_on_postgres() {
     old.drop_schema().await;
     fresh.drop_schema().await;
 }
+
+// ---------- retention while confirmations are ingested ----------
+
+/// A backlog of 2,000 parcels past the window is purged while a handset
+/// keeps uploading: every upload is answered 200 with every item accepted,
+/// and the uploads' latency while the job ran is printed.
+async fn retention_under_ingest(pg: Option<&PgSchema>) {
+    let tmp = tempfile::tempdir().unwrap();
+    let old_day = "2026-06-01";
+    let clock = Clock::at("2026-06-01T06:00:00Z");
+    let mut cfg = config(tmp.path(), "2026-06-01T06:00:00Z");
+    clock.install(&mut cfg);
+    cfg.database = pg.map(|p| p.url.clone());
+    let s = start(cfg).await;
+    let parcels = |prefix: &str, n: usize| -> Vec<Value> {
+        (0..n)
+            .map(|i| json!({"parcel_id": format!("{prefix}-{i}"), "recipient": {"name": format!("Old {prefix} {i}")},
+                "address": format!("{i} Backlog Road"), "value": 10.0, "currency": "EUR"}))
+            .collect()
+    };
+    let (st, v) = s
+        .admin_post("/v1/parcels", json!({"parcels": parcels("B", 2000)}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let stops: Vec<Value> = (0..2000)
+        .map(|i| json!({"stop_id": format!("S-{i}"), "address": format!("{i} Backlog Road"), "parcel_ids": [format!("B-{i}")]}))
+        .collect();
+    let (st, v) = s
+        .admin_post("/v1/routes", json!({"route_id": "R-OLD", "courier_id": "C-OLD", "delivery_date": old_day, "stops": stops}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+
+    // 91 days later: today's route, and the backlog past the window.
+    let today = d(old_day) + Duration::days(91);
+    let ds = today.to_string();
+    clock.set(today.and_hms_opt(6, 0, 0).unwrap().and_utc());
+    let (st, _) = s
+        .admin_post("/v1/parcels", json!({"parcels": parcels("T", 400)}))
+        .await;
+    assert_eq!(st, 200);
+    let stops: Vec<Value> = (0..400)
+        .map(|i| json!({"stop_id": format!("S-{i}"), "address": format!("{i} Today Road"), "parcel_ids": [format!("T-{i}")]}))
+        .collect();
+    let (st, v) = s
+        .admin_post(
+            "/v1/routes",
+            json!({"route_id": "R-1", "courier_id": "C-1", "delivery_date": ds, "stops": stops}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let mut h = s.enroll("C-1").await;
+    let m = open(&s, &h, &ds).await;
+    clock.set(today.and_hms_opt(10, 0, 0).unwrap().and_utc());
+
+    let app = s.handle.app.clone();
+    let job = tokio::spawn(async move {
+        doorcode_server::retention::run_once(&app, "load-node")
+            .await
+            .unwrap()
+    });
+    let door = Door {
+        manifest_id: &m.manifest_id,
+        revision: m.revision,
+        date: &ds,
+    };
+    let (mut during, mut next) = (Vec::new(), 0);
+    while next < 400 {
+        let envs: Vec<Value> = (next..next + 10)
+            .map(|i| {
+                let c = h.conf(&door, &format!("T-{i}"), 1, &format!("{ds}T09:00:00Z"));
+                serde_json::to_value(h.sign(&c)).unwrap()
+            })
+            .collect();
+        next += 10;
+        let running = !job.is_finished();
+        let t0 = std::time::Instant::now();
+        confirm(&s, &h, envs).await;
+        if running {
+            during.push(t0.elapsed());
+        }
+    }
+    let report = job.await.unwrap();
+    assert!(report.ran);
+    assert_eq!(
+        report.removed.0.get("parcels"),
+        Some(&2000),
+        "{:?}",
+        report.removed
+    );
+    assert!(report.steps >= 4, "bounded steps: {}", report.steps);
+    let (st, v) = s
+        .admin_get(&format!("/v1/stats?from={old_day}&to={ds}"))
+        .await;
+    assert_eq!(st, 200);
+    assert_eq!(
+        v["days"][0]["parcels"], 2000,
+        "the backlog's day still counts"
+    );
+    let backend = if pg.is_some() { "postgres" } else { "sqlite" };
+    during.sort();
+    if let Some(max) = during.last() {
+        let p = |q: f64| during[((during.len() - 1) as f64 * q).round() as usize];
+        println!(
+            "{backend}: {} uploads of 10 while retention purged 2000 parcels in {} steps: p50 {:?}, p99 {:?}, max {max:?}",
+            during.len(),
+            report.steps,
+            p(0.5),
+            p(0.99)
+        );
+    } else {
+        println!("{backend}: the retention run ended before the first upload");
+    }
+    s.handle.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_under_ingest_on_sqlite() {
+    retention_under_ingest(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_under_ingest_on_postgres() {
+    let Some(pg) = crate::support::pg::fresh_schema("retention_under_ingest").await else {
+        return;
+    };
+    retention_under_ingest(Some(&pg)).await;
+    pg.drop_schema().await;
+}
