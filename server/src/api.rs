@@ -1,5 +1,7 @@
 //! HTTP API: routes, auth extractors, handlers and the OpenAPI document.
 
+mod lifecycle;
+
 use crate::app::{App, ItemResult};
 use crate::domain::disputes::{self, Cursor};
 use crate::domain::{At, ItemStatus, Label, ParcelState, RejectReason};
@@ -1150,6 +1152,8 @@ impl utoipa::Modify for StandardErrors {
         post_device_resend,
         post_close_day,
         get_disputes,
+        lifecycle::post_erase,
+        lifecycle::get_stats,
         post_device,
         get_manifest,
         post_confirmations,
@@ -1215,6 +1219,7 @@ pub fn router(app: App, web: std::sync::Arc<crate::web::WebState>) -> Router {
     let cfg = app.cfg.clone();
     Router::new()
         .merge(crate::web::routes(web.clone()))
+        .merge(lifecycle::router())
         .route("/v1/parcels", post(post_parcels))
         .route("/v1/parcels/{id}", get(get_parcel))
         .route("/v1/parcels/{id}/reissue", post(post_reissue))

@@ -46,6 +46,10 @@ pub struct Config {
     /// How long a sender's claim on a notice lasts; it renews it every third
     /// of this while it sends, so a live sender never loses it.
     pub notice_lease: std::time::Duration,
+    /// Days personal data is kept after a parcel's last day (`--retention-days`).
+    pub retention_days: u32,
+    /// How often the retention job runs.
+    pub retention_every: std::time::Duration,
     pub clock: Clock,
 }
 
@@ -77,6 +81,8 @@ impl Config {
             write_timeout: std::time::Duration::from_secs(30),
             max_connections: 10_000,
             notice_lease: std::time::Duration::from_secs(60),
+            retention_days: crate::domain::lifecycle::DEFAULT_RETENTION_DAYS,
+            retention_every: std::time::Duration::from_secs(3600),
             clock: Arc::new(Utc::now),
         }
     }

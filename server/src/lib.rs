@@ -16,6 +16,7 @@ pub mod limit;
 pub mod metrics;
 pub mod netsim;
 pub mod notices;
+pub mod retention;
 pub mod serve;
 pub mod storage;
 pub mod validate;
@@ -200,7 +201,13 @@ pub async fn start(cfg: Config) -> Result<ServerHandle, StartError> {
             None => public.await,
         }
     });
-    let sender = tokio::spawn(notices::run_sender(app.clone(), rx));
+    let (app_s, job, job_rx) = (app.clone(), app.clone(), rx.clone());
+    let sender = tokio::spawn(async move {
+        tokio::join!(
+            notices::run_sender(app_s, rx),
+            retention::run_job(job, job_rx)
+        );
+    });
     tracing::info!(%addr, channel = app.channel.name(), "doorcode server listening");
     Ok(ServerHandle {
         addr,

@@ -93,6 +93,11 @@ struct ServeArgs {
     /// sends). For tests of the fleet; the default suits every channel.
     #[arg(long, default_value_t = 60, hide = true, value_parser = clap::value_parser!(u64).range(1..=3600))]
     notice_lease_secs: u64,
+    /// Days a parcel's personal data is kept after its last delivery day
+    /// (docs/OPERATIONS.md "Data lifecycle").
+    #[arg(long, env = "DOORCODE_RETENTION_DAYS", default_value_t = doorcode_server::domain::lifecycle::DEFAULT_RETENTION_DAYS,
+        value_parser = clap::value_parser!(u32).range(0..=i64::from(doorcode_server::domain::lifecycle::MAX_RETENTION_DAYS)))]
+    retention_days: u32,
 }
 
 #[tokio::main]
@@ -153,6 +158,7 @@ async fn serve(a: ServeArgs) -> ExitCode {
     cfg.trusted_proxies = a.trusted_proxies;
     cfg.max_connections = usize::try_from(a.max_connections).unwrap_or(usize::MAX);
     cfg.notice_lease = std::time::Duration::from_secs(a.notice_lease_secs);
+    cfg.retention_days = a.retention_days;
     let mut handle = match doorcode_server::start(cfg).await {
         Ok(h) => h,
         Err(e) => return fail(&e.to_string()),

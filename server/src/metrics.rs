@@ -47,6 +47,7 @@ pub struct Metrics {
     notices: Mutex<BTreeMap<(String, &'static str), u64>>,
     confirmations: Mutex<BTreeMap<&'static str, u64>>,
     verifies: Mutex<BTreeMap<&'static str, u64>>,
+    pub lifecycle: crate::retention::Counters,
 }
 
 impl Metrics {
@@ -224,6 +225,7 @@ impl Metrics {
                 let _ = writeln!(out, "doorcode_verify_total{{result=\"{result}\"}} {n}");
             }
         }
+        self.lifecycle.render(&mut out);
         out
     }
 }

@@ -22,12 +22,14 @@
 //! | closing a day | `close_day.rs` | [`close_day::decide`] |
 //! | who gets manifest builds | `devices.rs` | [`devices::gets_builds`] |
 //! | paging disputes and signals by day | `disputes.rs` | [`disputes::next_cursor`] |
+//! | retention cut-offs, who may be erased, the anonymous record, statistics | `lifecycle.rs` | [`lifecycle::cutoffs`], [`lifecycle::may_erase`], [`lifecycle::stats`] |
 
 pub mod close_day;
 pub mod devices;
 pub mod disputes;
 pub mod hold;
 pub mod ingest;
+pub mod lifecycle;
 pub mod parcels;
 pub mod reissue;
 pub mod route;

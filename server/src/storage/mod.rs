@@ -8,6 +8,7 @@
 //! live there, never here. No delivery code is ever stored; codes are derived
 //! from the code key by the caller.
 
+pub mod lifecycle;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
@@ -242,7 +243,7 @@ pub struct Moved {
 }
 
 #[async_trait::async_trait]
-pub trait Storage: Send + Sync {
+pub trait Storage: lifecycle::LifecycleStore + Send + Sync {
     /// Create or update parcels; one result per item, in order
     /// ([`crate::domain::parcels::decide`]).
     async fn upsert_parcels(

@@ -45,6 +45,7 @@ use tokio_postgres::{IsolationLevel, NoTls, Row};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/postgres/0001_init.sql"),
     include_str!("migrations/postgres/0002_seen_revoked_signal_days.sql"),
+    include_str!("migrations/postgres/0003_lifecycle.sql"),
 ];
 
 /// How many times one operation runs before a serialization failure is returned.
@@ -1583,3 +1584,6 @@ mod tests {
         assert!(matches!(e, Some(StorageError::Invalid(m)) if !m.contains("secret")));
     }
 }
+
+#[path = "postgres_lifecycle.rs"]
+mod lifecycle;

@@ -19,6 +19,7 @@ use std::sync::{Arc, Mutex};
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/sqlite/0001_init.sql"),
     include_str!("migrations/sqlite/0002_seen_revoked_signal_days.sql"),
+    include_str!("migrations/sqlite/0003_lifecycle.sql"),
 ];
 
 /// The SQLite backend. Cheap to clone.
@@ -114,7 +115,8 @@ fn apply_pragmas(conn: &Connection) -> Result<()> {
         "PRAGMA journal_mode=WAL;
          PRAGMA synchronous=FULL;
          PRAGMA foreign_keys=ON;
-         PRAGMA busy_timeout=5000;",
+         PRAGMA busy_timeout=5000;
+         PRAGMA secure_delete=ON;",
     )?;
     Ok(())
 }
@@ -1157,3 +1159,6 @@ impl Storage for SqliteStorage {
         .await
     }
 }
+
+#[path = "sqlite_lifecycle.rs"]
+mod lifecycle;

@@ -25,6 +25,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+#[path = "lifecycle.rs"]
+pub(super) mod lifecycle;
+
 const COOKIE: &str = "doorcode_board";
 /// Sessions end after this long, or at logout or restart.
 const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
@@ -430,12 +433,13 @@ fn board_page(
 <section aria-labelledby=\"close-h\"><h2 id=\"close-h\">Close the day</h2>\
 <p>Undelivered parcels of {ds_e} move to the next working day with a new code; customers get a new notice.</p>\
 <form method=\"post\" action=\"/board/close-day\">{csrf}<input type=\"hidden\" name=\"date\" value=\"{ds_e}\">\
-<button type=\"submit\" class=\"danger\">Close {ds_e}</button></form></section></div>\
+<button type=\"submit\" class=\"danger\">Close {ds_e}</button></form></section>{data}</div>\
 </main><footer><p>doorcode dispatch board</p></footer>",
         csrf = csrf_field(csrf),
         ds_e = esc(&ds),
         qv = esc(q.q.as_deref().unwrap_or("")),
         live = live(date, q, d, csrf),
+        data = lifecycle::tools(),
     );
     page(&format!("Board {ds}"), &body, true)
 }
@@ -476,6 +480,7 @@ pub async fn get_board(
     let notice = match q.done.as_deref() {
         Some("reissued") => Some("Code reissued; the customer gets a new notice.".to_string()),
         Some("closed") => Some("Day closed.".to_string()),
+        Some("erased") => Some("Personal data erased; the anonymous record stays.".to_string()),
         _ => None,
     };
     render_board(&app, &q, &csrf, notice, StatusCode::OK).await

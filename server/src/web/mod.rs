@@ -227,6 +227,11 @@ pub fn routes(web: Arc<WebState>) -> Router<App> {
         .route("/board/enroll", post(board::post_enroll))
         .route("/board/close-day", post(board::post_close_day))
         .route(
+            "/board/erase",
+            get(board::lifecycle::get_erase).post(board::lifecycle::post_erase),
+        )
+        .route("/board/stats", get(board::lifecycle::get_stats))
+        .route(
             "/static/web.css",
             get(|| async { asset("text/css; charset=utf-8", CSS) }),
         )

@@ -15,7 +15,8 @@
 //! - `e2e_sync`, `e2e_scale`, `multinode_pg`: real processes, killed and
 //!   restarted, through a faulty link, two nodes on one database;
 //! - `cli`, `demo`: the `doorcode` binary as a user runs it;
-//! - `vectors`, `verify_race`: the shared vectors, the lockout under races.
+//! - `vectors`, `verify_race`: the shared vectors, the lockout under races;
+//! - `lifecycle`: erasure (table and file dumps), a simulated 120-day history.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -35,6 +36,7 @@ mod demo;
 mod door;
 mod e2e_scale;
 mod e2e_sync;
+mod lifecycle;
 mod multinode_pg;
 mod notices;
 mod openapi;

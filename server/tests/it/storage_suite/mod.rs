@@ -44,6 +44,9 @@ macro_rules! storage_suite {
             signals_page_by_day,
             every_signal_kind_is_raised_and_read_back,
             notices_lease_retry_and_finish,
+            erase_keeps_only_the_anonymous_record,
+            retention_purges_in_batches_and_keeps_records,
+            one_node_holds_the_retention_lease,
         );
     };
     (@tests $($check:ident),* $(,)?) => {$(
@@ -67,6 +70,9 @@ use doorcode_server::domain::{
 };
 use doorcode_server::storage::*;
 use std::collections::BTreeSet;
+
+mod lifecycle;
+pub use lifecycle::*;
 
 // ---------- fixtures ----------
 

@@ -1,0 +1,266 @@
+//! The data lifecycle at run time: the retention job (started beside the
+//! notice sender), erasing one parcel (the API and the board both call
+//! [`erase`]), the statistics, and their metrics. The rules are in
+//! [`crate::domain::lifecycle`]; storage only persists.
+//!
+//! The job runs on one node at a time: each step first takes or renews a
+//! lease row (`job_leases`), so several nodes on one PostgreSQL database
+//! never purge side by side. Each step is one short transaction removing at
+//! most [`rules::BATCH`] rows per table, and the job yields between steps, so
+//! requests keep being answered while it works through a backlog.
+
+use crate::app::App;
+use crate::domain::lifecycle::{self as rules, AnonRecord, DayStats, Removed, TABLES};
+use crate::error::ApiError;
+use crate::notices::Channel;
+use crate::storage::StorageError;
+use crate::storage::lifecycle::Erased;
+use chrono::NaiveDate;
+use std::collections::HashSet;
+use std::fmt::Write as _;
+use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+/// The lease's job name.
+const JOB: &str = "retention";
+/// How long a node's lease lasts without renewal (each step renews it).
+const LEASE: chrono::Duration = chrono::Duration::minutes(10);
+/// Steps at most per run; a backlog larger than this continues next run.
+const MAX_STEPS: u32 = 10_000;
+
+/// Rows removed, by kind of run (`retention` or `erase`) and table (one of
+/// [`TABLES`]): a bounded label set. Also the last run's totals.
+#[derive(Default)]
+pub struct Counters {
+    rows: Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
+    runs: AtomicU64,
+    last_run_rows: AtomicU64,
+}
+
+impl Counters {
+    fn count(&self, kind: &'static str, removed: &Removed) {
+        if let Ok(mut m) = self.rows.lock() {
+            for (table, n) in &removed.0 {
+                if let Some(t) = TABLES.iter().find(|t| **t == table.as_str()) {
+                    *m.entry((kind, *t)).or_default() += n;
+                }
+            }
+        }
+    }
+
+    /// Append the Prometheus text of these counters.
+    pub fn render(&self, out: &mut String) {
+        let _ = writeln!(
+            out,
+            "# HELP doorcode_lifecycle_rows_total Rows removed by the retention job and by erasures, by table."
+        );
+        let _ = writeln!(out, "# TYPE doorcode_lifecycle_rows_total counter");
+        if let Ok(m) = self.rows.lock() {
+            for ((kind, table), n) in m.iter() {
+                let _ = writeln!(
+                    out,
+                    "doorcode_lifecycle_rows_total{{kind=\"{kind}\",table=\"{table}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP doorcode_retention_runs_total Retention runs this node completed."
+        );
+        let _ = writeln!(out, "# TYPE doorcode_retention_runs_total counter");
+        let _ = writeln!(
+            out,
+            "doorcode_retention_runs_total {}",
+            self.runs.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP doorcode_retention_last_run_rows Rows the last retention run removed."
+        );
+        let _ = writeln!(out, "# TYPE doorcode_retention_last_run_rows gauge");
+        let _ = writeln!(
+            out,
+            "doorcode_retention_last_run_rows {}",
+            self.last_run_rows.load(Ordering::Relaxed)
+        );
+    }
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Default)]
+pub struct RunReport {
+    /// False when another node holds the lease (nothing was done).
+    pub ran: bool,
+    pub steps: u32,
+    pub removed: Removed,
+}
+
+/// The notice files (`file:` channel) about `parcels`: their JSON names the
+/// parcel exactly (file names are only a sanitized prefix). Returns how many
+/// were removed. Files that are not notices are left alone.
+pub fn remove_notice_files(dir: &Path, parcels: &HashSet<String>) -> std::io::Result<u64> {
+    if parcels.is_empty() {
+        return Ok(0);
+    }
+    let entries = match std::fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    let mut n = 0;
+    for entry in entries {
+        let path = entry?.path();
+        if path.extension().and_then(|e| e.to_str()) != Some("json") {
+            continue;
+        }
+        let Ok(bytes) = std::fs::read(&path) else {
+            continue;
+        };
+        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+            continue;
+        };
+        if v.get("parcel_id")
+            .and_then(|p| p.as_str())
+            .is_some_and(|p| parcels.contains(p))
+        {
+            std::fs::remove_file(&path)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+async fn remove_files(app: &App, parcels: HashSet<String>, removed: &mut Removed) {
+    let Channel::File(dir) = app.channel.as_ref() else {
+        return;
+    };
+    let dir = dir.clone();
+    match tokio::task::spawn_blocking(move || remove_notice_files(&dir, &parcels)).await {
+        Ok(Ok(n)) => removed.add("notice_files", n),
+        Ok(Err(e)) => tracing::error!(error = %e, "could not remove notice files"),
+        Err(e) => tracing::error!(error = %e, "notice file removal stopped"),
+    }
+}
+
+/// Erase one parcel's personal data now (`POST /v1/parcels/{id}/erase` and
+/// the board): database rows, notice files, and the manifests of its
+/// current route, rebuilt without it.
+pub async fn erase(app: &App, parcel_id: &str, force: bool) -> Result<Erased, ApiError> {
+    let now = app.cfg.now();
+    let today = app.policy().today(now);
+    let mut erased = app
+        .storage
+        .erase_parcel(parcel_id, force, today, now)
+        .await?;
+    remove_files(
+        app,
+        HashSet::from([parcel_id.to_string()]),
+        &mut erased.removed,
+    )
+    .await;
+    app.metrics.lifecycle.count("erase", &erased.removed);
+    app.rebuild_routes(&erased.routes).await?;
+    tracing::info!(
+        parcel_id,
+        rows = erased.removed.total(),
+        "parcel's personal data erased"
+    );
+    Ok(erased)
+}
+
+/// One retention run at the configured clock: take the lease, then steps
+/// until nothing is left (or [`MAX_STEPS`]).
+pub async fn run_once(app: &App, holder: &str) -> Result<RunReport, StorageError> {
+    let mut report = RunReport::default();
+    let mut purged = HashSet::new();
+    loop {
+        let now = app.cfg.now();
+        if !app
+            .storage
+            .take_lease(JOB, holder, now, now + LEASE)
+            .await?
+        {
+            break;
+        }
+        report.ran = true;
+        let cut = rules::cutoffs(&app.policy(), now, app.cfg.retention_days);
+        let swept = app.storage.retention_step(cut, rules::BATCH, now).await?;
+        report.steps += 1;
+        report.removed.merge(&swept.removed);
+        purged.extend(swept.purged);
+        if swept.removed.total() == 0 || report.steps >= MAX_STEPS {
+            break;
+        }
+        // Let requests in between steps.
+        tokio::task::yield_now().await;
+    }
+    remove_files(app, purged, &mut report.removed).await;
+    if report.ran {
+        let c = &app.metrics.lifecycle;
+        c.count("retention", &report.removed);
+        c.runs.fetch_add(1, Ordering::Relaxed);
+        c.last_run_rows
+            .store(report.removed.total(), Ordering::Relaxed);
+        if report.removed.total() > 0 {
+            tracing::info!(
+                steps = report.steps,
+                rows = report.removed.total(),
+                "retention run"
+            );
+        }
+    }
+    Ok(report)
+}
+
+/// The background job: a run at start, then every `retention_every`.
+pub async fn run_job(app: App, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+    let holder = format!("node-{}", uuid::Uuid::new_v4());
+    loop {
+        if let Err(e) = run_once(&app, &holder).await {
+            tracing::error!(error = %e, "retention run");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(app.cfg.retention_every.max(Duration::from_millis(10))) => {}
+            _ = shutdown.changed() => return,
+        }
+    }
+}
+
+/// Per-day statistics over `from..=to` ([`rules::stats_range`] bounds it).
+pub async fn stats(app: &App, from: NaiveDate, to: NaiveDate) -> Result<Vec<DayStats>, ApiError> {
+    rules::stats_range(from, to).map_err(|e| ApiError::bad_request("bad_range", e.to_string()))?;
+    let records: Vec<AnonRecord> = app.storage.records_between(from, to).await?;
+    Ok(rules::stats(&records, from, to))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn notice_files_go_by_the_parcel_they_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = |name: &str, body: &str| std::fs::write(dir.path().join(name), body).unwrap();
+        // P.1 and P_1 share a sanitized file name; only the JSON tells them apart.
+        w("00000001-P_1.json", r#"{"parcel_id":"P.1","to":"a@x"}"#);
+        w("00000002-P_1.json", r#"{"parcel_id":"P_1","to":"b@x"}"#);
+        w("notes.txt", "P.1");
+        w("broken.json", "{");
+        let n = remove_notice_files(dir.path(), &HashSet::from(["P.1".to_string()])).unwrap();
+        assert_eq!(n, 1);
+        let mut left: Vec<String> = std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        left.sort();
+        assert_eq!(left, ["00000002-P_1.json", "broken.json", "notes.txt"]);
+        let missing = dir.path().join("none");
+        assert_eq!(
+            remove_notice_files(&missing, &HashSet::from(["x".into()])).unwrap(),
+            0
+        );
+    }
+}

@@ -1,0 +1,66 @@
+//! What the data lifecycle needs from storage (DESIGN "Data lifecycle"):
+//! erase a parcel, one bounded retention step, the one-node-at-a-time lease,
+//! and the anonymous records statistics are counted from. The rules (the
+//! cut-offs, who may be erased, what a record holds, how days are counted)
+//! are in [`crate::domain::lifecycle`]; the backends
+//! (`sqlite_lifecycle.rs`, `postgres_lifecycle.rs`) only persist.
+
+use super::Result;
+use crate::domain::lifecycle::{AnonRecord, Cutoffs, Removed};
+use chrono::{DateTime, NaiveDate, Utc};
+
+/// What an erase did.
+#[derive(Debug, Clone)]
+pub struct Erased {
+    /// What stays of the parcel.
+    pub record: AnonRecord,
+    /// Routes of today or later the parcel was on: their revision went up
+    /// and their manifests were deleted, so the caller rebuilds them.
+    pub routes: Vec<(String, NaiveDate)>,
+    pub removed: Removed,
+}
+
+/// What one retention step did; nothing removed means the run is done.
+#[derive(Debug, Clone, Default)]
+pub struct Swept {
+    pub removed: Removed,
+    /// Parcels whose personal data went (their notice files go next).
+    pub purged: Vec<String>,
+}
+
+#[async_trait::async_trait]
+pub trait LifecycleStore: Send + Sync {
+    /// Remove one parcel's personal data now, in one transaction: its
+    /// anonymous record is written, then the parcel, its events, notices,
+    /// confirmations, signals, route entries (stops only it used) and every
+    /// stored manifest that listed it are deleted. `NotFound` if unknown,
+    /// `Conflict` if still scheduled and not `force`
+    /// ([`crate::domain::lifecycle::may_erase`]). Routes of `today` or later
+    /// get a new revision.
+    async fn erase_parcel(
+        &self,
+        parcel_id: &str,
+        force: bool,
+        today: NaiveDate,
+        now: DateTime<Utc>,
+    ) -> Result<Erased>;
+
+    /// One retention step: at most `limit` parcels past `cut.purge_before`
+    /// purged (records kept), and at most `limit` rows per table of what
+    /// their day makes useless. One short transaction.
+    async fn retention_step(&self, cut: Cutoffs, limit: u32, now: DateTime<Utc>) -> Result<Swept>;
+
+    /// Take or renew the lease on `job` until `until`; false while another
+    /// holder's lease runs. With several nodes on one database, one runs the job.
+    async fn take_lease(
+        &self,
+        job: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool>;
+
+    /// The anonymous records of days `from..=to`: those kept for purged and
+    /// erased parcels, and those the live parcels would leave.
+    async fn records_between(&self, from: NaiveDate, to: NaiveDate) -> Result<Vec<AnonRecord>>;
+}
