@@ -157,6 +157,8 @@ pub struct DayStats {
     pub failed: BTreeMap<String, u64>,
     /// Parcels neither delivered, disputed nor failed (never confirmed).
     pub open: u64,
+    /// Parcels the customer reported as not ordered, still on hold.
+    pub held: u64,
     /// Signals about that day's parcels, by kind.
     pub signals: BTreeMap<String, u64>,
 }
@@ -207,6 +209,7 @@ pub fn stats(records: &[AnonRecord], from: NaiveDate, to: NaiveDate) -> Vec<DayS
                 *d.failed.entry(f.as_str().to_string()).or_default() += 1
             }
             (ParcelState::Scheduled | ParcelState::Pending, None) => d.open += 1,
+            (ParcelState::Held, _) => d.held += 1,
         }
         for k in &r.signals {
             *d.signals.entry(k.as_str().to_string()).or_default() += 1;

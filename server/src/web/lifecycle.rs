@@ -154,13 +154,14 @@ fn stats_rows(days: &[DayStats]) -> String {
     days.iter()
         .map(|d| {
             format!(
-                "<tr><td>{day}</td><td>{p}</td><td>{del}</td><td>{dis}</td><td>{failed}</td><td>{open}</td><td>{sig}</td></tr>",
+                "<tr><td>{day}</td><td>{p}</td><td>{del}</td><td>{dis}</td><td>{failed}</td><td>{open}</td><td>{held}</td><td>{sig}</td></tr>",
                 day = d.day,
                 p = d.parcels,
                 del = d.delivered,
                 dis = d.disputed,
                 failed = words(&d.failed),
                 open = d.open,
+                held = d.held,
                 sig = words(&d.signals),
             )
         })
@@ -205,7 +206,7 @@ pub async fn get_stats(
 <p class=\"muted\">From the anonymous records: days whose personal data is gone still count.</p>\
 <div class=\"scroll\"><table id=\"stats\"><thead><tr><th scope=\"col\">Day</th><th scope=\"col\">Parcels</th>\
 <th scope=\"col\">Delivered</th><th scope=\"col\">Disputed</th><th scope=\"col\">Failed</th>\
-<th scope=\"col\">Not confirmed</th><th scope=\"col\">Signals</th></tr></thead><tbody>{rows}</tbody></table></div>\
+<th scope=\"col\">Not confirmed</th><th scope=\"col\">Held</th><th scope=\"col\">Signals</th></tr></thead><tbody>{rows}</tbody></table></div>\
 <p><a href=\"/board\">Back to the board</a></p></main>",
         rows = stats_rows(&days),
     );
