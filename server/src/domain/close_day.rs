@@ -72,7 +72,10 @@ pub(crate) fn derived_id(base: &str, suffix: &str) -> String {
         return full;
     }
     let digest = ring::digest::digest(&ring::digest::SHA256, full.as_bytes());
-    let hash: String = digest.as_ref()[..6].iter().map(|b| format!("{b:02x}")).collect();
+    let hash: String = digest.as_ref()[..6]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
     // Ids are ASCII (validate.rs), so any byte offset is a char boundary.
     let keep = full.get(..64 - 1 - hash.len()).unwrap_or(base);
     format!("{keep}#{hash}")
