@@ -2,6 +2,8 @@
 //! Messages never carry a code or a token; extractor rejections are
 //! rewritten into this shape and any run of 6+ digits is masked.
 
+use crate::app::ServiceError;
+use crate::domain::verify::Refused;
 use crate::storage::StorageError;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -97,6 +99,63 @@ impl From<StorageError> for ApiError {
             StorageError::Invalid(m) => Self::unprocessable("invalid", m),
             StorageError::Backend(m) => Self::internal(m),
         }
+    }
+}
+
+/// The one place a service step's failure becomes an HTTP answer.
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Storage(e) => e.into(),
+            ServiceError::Refused(r) => refused(r),
+            ServiceError::Changed => Self::conflict(
+                "changed",
+                "the parcel changed while checking; sync and try again",
+            ),
+            ServiceError::UnknownParcel => Self::not_found("unknown_parcel", "no such parcel"),
+            ServiceError::UnknownTrackToken => {
+                Self::not_found("unknown_token", "no parcel has this tracking link")
+            }
+            ServiceError::NoRoute(date) => Self::not_found(
+                "no_manifest",
+                format!("no route for this courier on {date}"),
+            ),
+            ServiceError::NoWorkingDay(m) => Self::unprocessable("no_working_day", m),
+            ServiceError::Invalid { kind, message } => Self::unprocessable(kind, message),
+            ServiceError::Internal(detail) => Self::internal(detail),
+        }
+    }
+}
+
+/// A try refused before it counts.
+fn refused(r: Refused) -> ApiError {
+    match r {
+        Refused::NotOnManifest => ApiError::not_found(
+            "not_on_manifest",
+            "this parcel is not on a manifest of this device",
+        ),
+        Refused::NotOnCurrentRoute => ApiError::conflict(
+            "not_on_current_route",
+            "this parcel is no longer on this courier's current route; sync the handset",
+        ),
+        Refused::NoCodeRequired => ApiError::conflict(
+            "no_code_required",
+            "this parcel is handed over without a code",
+        ),
+        Refused::NotYetValid(from) => ApiError::conflict(
+            "code_not_yet_valid",
+            format!(
+                "this parcel's code is valid from {}; this did not count as a try",
+                from.to_rfc3339()
+            ),
+        ),
+        Refused::Expired(until) => ApiError::conflict(
+            "code_expired",
+            format!(
+                "this parcel's code was valid until {}; this did not count as a try",
+                until.to_rfc3339()
+            ),
+        ),
     }
 }
 

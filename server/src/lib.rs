@@ -168,17 +168,25 @@ pub async fn start(cfg: Config) -> Result<ServerHandle, StartError> {
     }
     let limits = cfg.conn_limits();
     let metrics = Arc::new(metrics::Metrics::default());
+    let cfg = Arc::new(cfg);
+    let code_key = Arc::new(code_key);
+    let notifier = notices::Notifier::new(
+        channel,
+        http,
+        public_url,
+        code_key.clone(),
+        cfg.clone(),
+        metrics.clone(),
+    );
     let app = App {
-        cfg: Arc::new(cfg),
+        cfg,
         storage,
-        code_key: Arc::new(code_key),
+        code_key,
         signer: Arc::new(signer),
         metrics: metrics.clone(),
         notice_wake: Arc::new(Notify::new()),
-        channel: Arc::new(channel),
-        http,
+        notifier,
         admin_hash: Arc::new(admin_hash),
-        public_url: Arc::new(public_url),
     };
     let (tx, rx) = watch::channel(false);
     let web = Arc::new(web::WebState::new(metrics)?);
@@ -200,8 +208,13 @@ pub async fn start(cfg: Config) -> Result<ServerHandle, StartError> {
             None => public.await,
         }
     });
-    let sender = tokio::spawn(notices::run_sender(app.clone(), rx));
-    tracing::info!(%addr, channel = app.channel.name(), "doorcode server listening");
+    let sender = tokio::spawn(notices::run_sender(
+        app.notifier.clone(),
+        app.storage.clone(),
+        app.notice_wake.clone(),
+        rx,
+    ));
+    tracing::info!(%addr, channel = app.notifier.channel().name(), "doorcode server listening");
     Ok(ServerHandle {
         addr,
         metrics_addr,

@@ -15,8 +15,6 @@ pub mod sqlite;
 use crate::domain::verify::{VerifyFacts, VerifyInput};
 use crate::domain::{At, EventKind, ParcelState, Refusal, SignalKind};
 use chrono::{DateTime, NaiveDate, Utc};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 pub use crate::domain::close_day::Closed;
 pub use crate::domain::ingest::{IngestConfirmation, IngestOutcome, Upload};
@@ -66,7 +64,7 @@ pub struct NewParcel {
 }
 
 /// What dispatch and the customer page may see about a parcel: never a code.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone)]
 pub struct ParcelView {
     pub parcel_id: String,
     pub recipient_name: String,
@@ -81,7 +79,7 @@ pub struct ParcelView {
     pub events: Vec<ParcelEvent>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone)]
 pub struct ParcelEvent {
     pub at: DateTime<Utc>,
     pub kind: EventKind,
@@ -118,7 +116,7 @@ pub struct RouteInput {
     pub stops: Vec<RouteStopInput>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone)]
 pub struct RouteSaved {
     pub route_id: String,
     pub delivery_date: NaiveDate,
@@ -205,7 +203,7 @@ pub struct NewDevice {
 }
 
 /// A dispute or fraud signal for dispatch.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone)]
 pub struct Signal {
     pub id: i64,
     pub kind: SignalKind,
@@ -216,7 +214,6 @@ pub struct Signal {
     pub day: NaiveDate,
     pub detail: String,
     /// For `stale_manifest`: whether the code matched that attempt's code.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub code_matched: Option<bool>,
     pub at: DateTime<Utc>,
 }
@@ -232,10 +229,9 @@ pub struct NoticeJob {
 }
 
 /// Result of moving parcels (close day, reissue): routes needing a rebuild.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Moved {
     pub parcel_ids: Vec<String>,
-    #[schema(value_type = Vec<Object>)]
     pub routes: Vec<(String, NaiveDate)>,
 }
 

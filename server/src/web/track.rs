@@ -3,10 +3,8 @@
 //! safety text, and a rate-limited "send the notice again".
 
 use super::{WebState, esc, html, minutes_text, not_found_page, page, plain, same_origin};
-use crate::api::{TrackView, track_view};
-use crate::app::App;
+use crate::app::{App, ServiceError, TrackView};
 use crate::domain::{EventKind, ParcelState};
-use crate::error::ApiError;
 use axum::extract::rejection::{FormRejection, PathRejection};
 use axum::extract::{Extension, Form, Path, RawQuery, State};
 use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
@@ -48,7 +46,10 @@ fn status_text(status: ParcelState) -> &'static str {
 }
 
 /// When the parcel was delivered (the server's record of the confirmation).
-async fn delivered_at(app: &App, parcel_id: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+async fn delivered_at(
+    app: &App,
+    parcel_id: &str,
+) -> Result<Option<DateTime<Utc>>, crate::storage::StorageError> {
     Ok(app.storage.parcel(parcel_id).await?.and_then(|p| {
         p.events
             .iter()
@@ -124,11 +125,11 @@ and you also get it in a message. It is only shown while it is valid.</p></secti
 }
 
 async fn lookup(app: &App, token: &str) -> Result<Option<TrackView>, Response> {
-    match track_view(app, token).await {
+    match app.track(token).await {
         Ok(v) => Ok(Some(v)),
-        Err(e) if e.status == StatusCode::NOT_FOUND => Ok(None),
+        Err(ServiceError::UnknownTrackToken) => Ok(None),
         Err(e) => {
-            tracing::error!(error = %e.message, "track page");
+            tracing::error!(error = %crate::error::redact_digits(&e.to_string()), "track page");
             Err(plain(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Something went wrong",
@@ -138,7 +139,7 @@ async fn lookup(app: &App, token: &str) -> Result<Option<TrackView>, Response> {
     }
 }
 
-/// Tracking page (HTML): a plain 404 page for unknown or expired tokens.
+/// TrackView page (HTML): a plain 404 page for unknown or expired tokens.
 #[utoipa::path(get, path = "/track/{token}", tag = "customer",
     params(("token" = String, Path, description = "track token from the notice")),
     responses((status = 200, description = "HTML page", content_type = "text/html"),
@@ -164,7 +165,7 @@ pub async fn get_page(
     };
     let delivered = if t.status == ParcelState::Delivered {
         delivered_at(&app, &t.parcel_id).await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e.message, "track page: delivery time");
+            tracing::warn!(error = %e, "track page: delivery time");
             None
         })
     } else {
@@ -273,8 +274,8 @@ pub async fn post_resend(
             .ok_or_else(|| "parcel gone".to_string())?;
         let code = app
             .code(&p.parcel_id, date, p.attempt)
-            .map_err(|e| e.message)?;
-        crate::notices::send_now(&app, &p, date, &code).await
+            .map_err(|e| e.to_string())?;
+        crate::notices::send_now(&app.notifier, &p, date, &code).await
     }
     .await;
     match sent {
@@ -300,30 +301,5 @@ pub async fn post_resend(
                 ),
             )
         }
-    }
-}
-
-/// `GET /v1/track/{token}` (documented in `api`), behind the same per-IP
-/// limit as the page: both answer "is this a token?".
-pub async fn get_json(
-    State(app): State<App>,
-    Extension(web): Extension<Arc<WebState>>,
-    ext: Extensions,
-    path: crate::error::PathArg<String>,
-) -> Response {
-    if !web.track_limit.allow(&super::client_ip(&ext)) {
-        let mut r = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many tracking lookups from this address; wait a minute",
-        )
-        .into_response();
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-        return r;
-    }
-    match crate::api::get_track_json(State(app), path).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
     }
 }
