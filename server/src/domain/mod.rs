@@ -33,13 +33,14 @@ pub mod route;
 pub mod verify;
 
 mod changes;
+pub mod records;
 mod status;
 
 pub use changes::*;
+pub use records::{Device, Moved, NewParcel, RouteInput, RouteSaved, RouteStopInput, Signal};
 pub use status::*;
 
 use crate::config::{Calendar, Config};
-use crate::storage::NewParcel;
 use chrono::{DateTime, NaiveDate, Utc};
 use doorcode_core::confirmation::{FailReason, Outcome, Verified};
 use serde::{Deserialize, Serialize};

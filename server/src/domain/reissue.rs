@@ -2,8 +2,8 @@
 //! attempt (so a new code and a new notice), unlocked, with a new tracking
 //! link; the old link then answers like an unknown one.
 
+use super::Moved;
 use super::*;
-use crate::storage::Moved;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReissueInput {
