@@ -16,7 +16,7 @@
 //! |---|---|---|
 //! | parcel upsert (`requires_code_frozen`) | `parcels.rs` | [`parcels::decide`] |
 //! | route save (attempts, notices, past dates) | `route.rs` | [`route::decide`] |
-//! | confirmation ingest (status and signals per item) | `ingest.rs` | [`ingest::decide`] |
+//! | confirmation ingest (status and signals per item) | `ingest/` | [`ingest::decide`] |
 //! | online verify (tries, lockout, the day's window) | `verify.rs` | [`verify::target`], [`verify::decide`] |
 //! | reissue (new attempt, new tracking link) | `reissue.rs` | [`reissue::decide`] |
 //! | closing a day | `close_day.rs` | [`close_day::decide`] |
