@@ -71,6 +71,15 @@ impl Channel {
         ))
     }
 
+    /// Whether the recipient has an address this channel can use.
+    fn reaches(&self, p: &ParcelContact) -> bool {
+        match self {
+            Channel::File(_) => true,
+            Channel::Smtp { .. } => p.email.is_some(),
+            Channel::Webhook(_) => p.email.is_some() || p.phone.is_some(),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Channel::File(_) => "file",
@@ -135,6 +144,26 @@ impl Notifier {
     /// The base URL of track links (`--public-url`).
     pub fn public_url(&self) -> &str {
         &self.public_url
+    }
+
+    /// The notice for a parcel's day and code, addressed for this channel.
+    fn message(&self, p: &ParcelContact, date: NaiveDate, code: &Code) -> Message {
+        let track = self.track_url(&p.track_token);
+        let (subject, body) = render(p, date, code, &track);
+        let to = p
+            .email
+            .clone()
+            .or_else(|| p.phone.clone())
+            .unwrap_or_default();
+        Message {
+            channel: self.channel.name().to_string(),
+            to,
+            subject,
+            body,
+            parcel_id: p.parcel_id.clone(),
+            code: code.expose().to_string(),
+            track_url: track,
+        }
     }
 
     /// The customer's tracking link for a track token.
@@ -289,12 +318,7 @@ async fn handle(
         Ok(c) => c,
         Err(e) => return s.notice_failed(job.notice_id, &e.to_string(), None).await,
     };
-    let reachable = match ch {
-        Channel::File(_) => true,
-        Channel::Smtp { .. } => p.email.is_some(),
-        Channel::Webhook(_) => p.email.is_some() || p.phone.is_some(),
-    };
-    if !reachable {
+    if !ch.reaches(&p) {
         // Retrying cannot help; dispatch sees it in the parcel and the outbox metrics.
         n.metrics.notice(ch.name(), "failed");
         tracing::warn!(
@@ -306,22 +330,7 @@ async fn handle(
             .notice_failed(job.notice_id, "no address for this channel", None)
             .await;
     }
-    let track = n.track_url(&p.track_token);
-    let (subject, body) = render(&p, job.delivery_date, &code, &track);
-    let to = p
-        .email
-        .clone()
-        .or_else(|| p.phone.clone())
-        .unwrap_or_default();
-    let msg = Message {
-        channel: ch.name().to_string(),
-        to,
-        subject,
-        body,
-        parcel_id: p.parcel_id.clone(),
-        code: code.expose().to_string(),
-        track_url: track,
-    };
+    let msg = n.message(&p, job.delivery_date, &code);
     match send(
         n,
         ch,
@@ -361,30 +370,10 @@ pub async fn send_now(
     code: &Code,
 ) -> Result<(), String> {
     let ch = n.channel.as_ref();
-    let reachable = match ch {
-        Channel::File(_) => true,
-        Channel::Smtp { .. } => p.email.is_some(),
-        Channel::Webhook(_) => p.email.is_some() || p.phone.is_some(),
-    };
-    if !reachable {
+    if !ch.reaches(p) {
         return Err("no address for this channel".into());
     }
-    let track = n.track_url(&p.track_token);
-    let (subject, body) = render(p, date, code, &track);
-    let to = p
-        .email
-        .clone()
-        .or_else(|| p.phone.clone())
-        .unwrap_or_default();
-    let msg = Message {
-        channel: ch.name().to_string(),
-        to,
-        subject,
-        body,
-        parcel_id: p.parcel_id.clone(),
-        code: code.expose().to_string(),
-        track_url: track,
-    };
+    let msg = n.message(p, date, code);
     // Resends have no outbox row; number their files after the clock.
     let id = n.cfg.now().timestamp_millis();
     let r = send(n, ch, id, p.email.as_deref(), p.phone.as_deref(), msg).await;

@@ -344,6 +344,55 @@ pub async fn post_logout(
     r
 }
 
+/// A board form: it carries the session's CSRF token.
+trait BoardForm {
+    fn csrf(&self) -> Option<&str>;
+}
+
+macro_rules! board_forms {
+    ($($t:ty),*) => {$(
+        impl BoardForm for $t {
+            fn csrf(&self) -> Option<&str> {
+                self.csrf.as_deref()
+            }
+        }
+    )*};
+}
+
+board_forms!(ReissueForm, EnrollForm, CloseForm);
+
+/// A board action's form, once its CSRF token matched the session's; with
+/// the session's token for the page the action renders. None: answer 403.
+fn checked<F: BoardForm>(
+    web: &WebState,
+    headers: &HeaderMap,
+    form: Result<Form<F>, FormRejection>,
+) -> Option<(F, String)> {
+    let Ok(Form(f)) = form else {
+        return None;
+    };
+    check_post(web, headers, f.csrf())?;
+    let csrf = session(web, headers).map(|s| s.1).unwrap_or_default();
+    Some((f, csrf))
+}
+
+/// A refused board action: the board again, saying why (`what: message`,
+/// `what` already HTML), for a client error; the error page for a fault.
+async fn refused(
+    app: &App,
+    q: &BoardQuery,
+    csrf: &str,
+    what: &str,
+    e: ApiError,
+    status: Option<StatusCode>,
+) -> Response {
+    if !e.status.is_client_error() {
+        return oops(e);
+    }
+    let msg = format!("{what}: {}", esc(&e.message));
+    render_board(app, q, csrf, Some(msg), status.unwrap_or(e.status)).await
+}
+
 #[derive(Deserialize)]
 pub struct ReissueForm {
     csrf: Option<String>,
@@ -364,13 +413,9 @@ pub async fn post_reissue(
     headers: HeaderMap,
     form: Result<Form<ReissueForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(f)) = form else {
+    let Some((f, csrf)) = checked(&web, &headers, form) else {
         return forbidden();
     };
-    if check_post(&web, &headers, f.csrf.as_deref()).is_none() {
-        return forbidden();
-    }
-    let csrf = session(&web, &headers).map(|s| s.1).unwrap_or_default();
     let Some(pid) = f.parcel_id.filter(|p| !p.is_empty()) else {
         return plain(StatusCode::BAD_REQUEST, "No parcel", "Choose a parcel.");
     };
@@ -379,15 +424,14 @@ pub async fn post_reissue(
             tracing::info!(parcel_id = %pid, "reissued from the board");
             see_other(&back_to(f.date.as_deref(), "reissued"))
         }
-        Err(e) if e.status.is_client_error() => {
+        Err(e) => {
             let q = BoardQuery {
                 date: f.date,
                 ..BoardQuery::default()
             };
-            let msg = format!("Could not reissue {}: {}", esc(&pid), esc(&e.message));
-            render_board(&app, &q, &csrf, Some(msg), e.status).await
+            let what = format!("Could not reissue {}", esc(&pid));
+            refused(&app, &q, &csrf, &what, e, None).await
         }
-        Err(e) => oops(e),
     }
 }
 
@@ -403,13 +447,9 @@ pub async fn post_enroll(
     headers: HeaderMap,
     form: Result<Form<EnrollForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(f)) = form else {
+    let Some((f, csrf)) = checked(&web, &headers, form) else {
         return forbidden();
     };
-    if check_post(&web, &headers, f.csrf.as_deref()).is_none() {
-        return forbidden();
-    }
-    let csrf = session(&web, &headers).map(|s| s.1).unwrap_or_default();
     let courier_id = f.courier_id.unwrap_or_default().trim().to_string();
     let q = BoardQuery::default();
     match app.enroll(&courier_id).await.map_err(ApiError::from) {
@@ -424,11 +464,18 @@ valid until {until}. It works once; type it into the courier's handset.",
             );
             render_board(&app, &q, &csrf, Some(msg), StatusCode::OK).await
         }
-        Err(e) if e.status.is_client_error() => {
-            let msg = format!("Could not create an enrollment code: {}", esc(&e.message));
-            render_board(&app, &q, &csrf, Some(msg), StatusCode::UNPROCESSABLE_ENTITY).await
+        Err(e) => {
+            let what = "Could not create an enrollment code";
+            refused(
+                &app,
+                &q,
+                &csrf,
+                what,
+                e,
+                Some(StatusCode::UNPROCESSABLE_ENTITY),
+            )
+            .await
         }
-        Err(e) => oops(e),
     }
 }
 
@@ -444,13 +491,9 @@ pub async fn post_close_day(
     headers: HeaderMap,
     form: Result<Form<CloseForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(f)) = form else {
+    let Some((f, csrf)) = checked(&web, &headers, form) else {
         return forbidden();
     };
-    if check_post(&web, &headers, f.csrf.as_deref()).is_none() {
-        return forbidden();
-    }
-    let csrf = session(&web, &headers).map(|s| s.1).unwrap_or_default();
     let date = f.date.unwrap_or_default();
     let closed = match crate::validate::date(&date) {
         Ok(d) => app.close_day(d).await.map_err(ApiError::from),
@@ -471,11 +514,9 @@ pub async fn post_close_day(
             );
             render_board(&app, &q, &csrf, Some(msg), StatusCode::OK).await
         }
-        Err(e) if e.status.is_client_error() => {
+        Err(e) => {
             let q = BoardQuery::default();
-            let msg = format!("Could not close the day: {}", esc(&e.message));
-            render_board(&app, &q, &csrf, Some(msg), e.status).await
+            refused(&app, &q, &csrf, "Could not close the day", e, None).await
         }
-        Err(e) => oops(e),
     }
 }
