@@ -986,7 +986,6 @@ async fn phone_scammer_is_named_in_the_notice_and_on_the_tracking_page() {
 
 // ---------- a whole day on real processes: nothing secret in any log ----------
 
-
 /// A `doorcode serve` process at `RUST_LOG=trace`, stderr into a file; killed on drop.
 struct Serve {
     child: std::process::Child,

@@ -4,8 +4,8 @@
 //! the process (memory, slow clients, file modes, several nodes) against
 //! spawned `doorcode serve` processes.
 
-use crate::support::*;
 use super::{DAY, NOW, day, upload};
+use crate::support::*;
 use doorcode_core::b64;
 use serde_json::{Value, json};
 use std::io::BufRead as _;

@@ -303,4 +303,3 @@ impl Handset {
         c.seal(&self.key).unwrap()
     }
 }
-
