@@ -189,8 +189,8 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Body(v)),
+        match axum::Json::<ObjectOnly<T>>::from_request(req, state).await {
+            Ok(axum::Json(ObjectOnly(v))) => Ok(Body(v)),
             Err(rej) => {
                 let status = rej.status();
                 let error = match &rej {
@@ -203,6 +203,28 @@ where
                 Err(ApiError::new(client_side(status), error, rej.body_text()))
             }
         }
+    }
+}
+
+/// A body's type, read only from a JSON object: serde would also take a
+/// struct written as an array of its fields (`[[…]]` for `{"confirmations":
+/// […]}`), which no client means and the OpenAPI document does not allow.
+struct ObjectOnly<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Object<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Object<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, map: M) -> Result<T, M::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Object(std::marker::PhantomData))
+            .map(ObjectOnly)
     }
 }
 
@@ -261,6 +283,50 @@ where
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::{Body, StatusCode};
+    use axum::extract::{FromRequest, Request};
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Batch {
+        confirmations: Vec<serde_json::Value>,
+    }
+
+    fn json(body: &'static str) -> Request {
+        Request::builder()
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_body_is_an_object_never_a_struct_written_as_an_array() {
+        let e = Body::<Batch>::from_request(json("[[null, true, -1.9e-19]]"), &())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(
+            (e.status, e.error),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body")
+        );
+        let ok = Body::<Batch>::from_request(json(r#"{"confirmations": [1, 2]}"#), &())
+            .await
+            .unwrap();
+        assert_eq!(ok.0.confirmations.len(), 2);
+        let e = Body::<Batch>::from_request(json(r#"{"confirmations": [], "x": 1}"#), &())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.error, "invalid_body", "unknown fields are still refused");
+        let e = Body::<Batch>::from_request(json("{\"confirmations\": ["), &())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.error, "malformed_json");
+    }
+
     #[test]
     fn digits_are_masked() {
         assert_eq!(
