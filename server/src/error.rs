@@ -2,6 +2,8 @@
 //! Messages never carry a code or a token; extractor rejections are
 //! rewritten into this shape and any run of 6+ digits is masked.
 
+use crate::app::ServiceError;
+use crate::domain::verify::Refused;
 use crate::storage::StorageError;
 use axum::extract::rejection::{JsonRejection, PathRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
@@ -100,6 +102,68 @@ impl From<StorageError> for ApiError {
     }
 }
 
+/// The one place a service step's failure becomes an HTTP answer.
+impl From<ServiceError> for ApiError {
+    fn from(e: ServiceError) -> Self {
+        match e {
+            ServiceError::Storage(e) => e.into(),
+            ServiceError::Refused(r) => refused(r),
+            ServiceError::Changed => Self::conflict(
+                "changed",
+                "the parcel changed while checking; sync and try again",
+            ),
+            ServiceError::UnknownParcel => Self::not_found("unknown_parcel", "no such parcel"),
+            ServiceError::UnknownTrackToken => {
+                Self::not_found("unknown_token", "no parcel has this tracking link")
+            }
+            ServiceError::NoRoute(date) => Self::not_found(
+                "no_manifest",
+                format!("no route for this courier on {date}"),
+            ),
+            ServiceError::NoWorkingDay(m) => Self::unprocessable("no_working_day", m),
+            ServiceError::Invalid { kind, message } => Self::unprocessable(kind, message),
+            ServiceError::Internal(detail) => Self::internal(detail),
+        }
+    }
+}
+
+/// A try refused before it counts.
+fn refused(r: Refused) -> ApiError {
+    match r {
+        Refused::NotOnManifest => ApiError::not_found(
+            "not_on_manifest",
+            "this parcel is not on a manifest of this device",
+        ),
+        Refused::NotOnCurrentRoute => ApiError::conflict(
+            "not_on_current_route",
+            "this parcel is no longer on this courier's current route; sync the handset",
+        ),
+        Refused::Held => ApiError::conflict(
+            "held",
+            "the customer reported they did not order this parcel: do not hand it over \
+             (record it failed with reason refused); this did not count as a try",
+        ),
+        Refused::NoCodeRequired => ApiError::conflict(
+            "no_code_required",
+            "this parcel is handed over without a code",
+        ),
+        Refused::NotYetValid(from) => ApiError::conflict(
+            "code_not_yet_valid",
+            format!(
+                "this parcel's code is valid from {}; this did not count as a try",
+                from.to_rfc3339()
+            ),
+        ),
+        Refused::Expired(until) => ApiError::conflict(
+            "code_expired",
+            format!(
+                "this parcel's code was valid until {}; this did not count as a try",
+                until.to_rfc3339()
+            ),
+        ),
+    }
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = ErrorBody {
@@ -130,8 +194,8 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match axum::Json::<T>::from_request(req, state).await {
-            Ok(axum::Json(v)) => Ok(Body(v)),
+        match axum::Json::<ObjectOnly<T>>::from_request(req, state).await {
+            Ok(axum::Json(ObjectOnly(v))) => Ok(Body(v)),
             Err(rej) => {
                 let status = rej.status();
                 let error = match &rej {
@@ -144,6 +208,28 @@ where
                 Err(ApiError::new(client_side(status), error, rej.body_text()))
             }
         }
+    }
+}
+
+/// A body's type, read only from a JSON object: serde would also take a
+/// struct written as an array of its fields (`[[…]]` for `{"confirmations":
+/// […]}`), which no client means and the OpenAPI document does not allow.
+struct ObjectOnly<T>(T);
+
+impl<'de, T: serde::Deserialize<'de>> serde::Deserialize<'de> for ObjectOnly<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Object<T>(std::marker::PhantomData<T>);
+        impl<'de, T: serde::Deserialize<'de>> serde::de::Visitor<'de> for Object<T> {
+            type Value = T;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<M: serde::de::MapAccess<'de>>(self, map: M) -> Result<T, M::Error> {
+                T::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+            }
+        }
+        d.deserialize_map(Object(std::marker::PhantomData))
+            .map(ObjectOnly)
     }
 }
 
@@ -202,6 +288,50 @@ where
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::{Body, StatusCode};
+    use axum::extract::{FromRequest, Request};
+
+    #[derive(Debug, serde::Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Batch {
+        confirmations: Vec<serde_json::Value>,
+    }
+
+    fn json(body: &'static str) -> Request {
+        Request::builder()
+            .header("content-type", "application/json")
+            .body(axum::body::Body::from(body))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_body_is_an_object_never_a_struct_written_as_an_array() {
+        let e = Body::<Batch>::from_request(json("[[null, true, -1.9e-19]]"), &())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(
+            (e.status, e.error),
+            (StatusCode::UNPROCESSABLE_ENTITY, "invalid_body")
+        );
+        let ok = Body::<Batch>::from_request(json(r#"{"confirmations": [1, 2]}"#), &())
+            .await
+            .unwrap();
+        assert_eq!(ok.0.confirmations.len(), 2);
+        let e = Body::<Batch>::from_request(json(r#"{"confirmations": [], "x": 1}"#), &())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.error, "invalid_body", "unknown fields are still refused");
+        let e = Body::<Batch>::from_request(json("{\"confirmations\": ["), &())
+            .await
+            .err()
+            .unwrap();
+        assert_eq!(e.error, "malformed_json");
+    }
+
     #[test]
     fn digits_are_masked() {
         assert_eq!(

@@ -169,17 +169,25 @@ pub async fn start(cfg: Config) -> Result<ServerHandle, StartError> {
     }
     let limits = cfg.conn_limits();
     let metrics = Arc::new(metrics::Metrics::default());
+    let cfg = Arc::new(cfg);
+    let code_key = Arc::new(code_key);
+    let notifier = notices::Notifier::new(
+        channel,
+        http,
+        public_url,
+        code_key.clone(),
+        cfg.clone(),
+        metrics.clone(),
+    );
     let app = App {
-        cfg: Arc::new(cfg),
+        cfg,
         storage,
-        code_key: Arc::new(code_key),
+        code_key,
         signer: Arc::new(signer),
         metrics: metrics.clone(),
         notice_wake: Arc::new(Notify::new()),
-        channel: Arc::new(channel),
-        http,
+        notifier,
         admin_hash: Arc::new(admin_hash),
-        public_url: Arc::new(public_url),
     };
     let (tx, rx) = watch::channel(false);
     let web = Arc::new(web::WebState::new(metrics)?);
@@ -201,14 +209,17 @@ pub async fn start(cfg: Config) -> Result<ServerHandle, StartError> {
             None => public.await,
         }
     });
-    let (app_s, job, job_rx) = (app.clone(), app.clone(), rx.clone());
+    let (job, job_rx) = (app.clone(), rx.clone());
+    let send = notices::run_sender(
+        app.notifier.clone(),
+        app.storage.clone(),
+        app.notice_wake.clone(),
+        rx,
+    );
     let sender = tokio::spawn(async move {
-        tokio::join!(
-            notices::run_sender(app_s, rx),
-            retention::run_job(job, job_rx)
-        );
+        tokio::join!(send, retention::run_job(job, job_rx));
     });
-    tracing::info!(%addr, channel = app.channel.name(), "doorcode server listening");
+    tracing::info!(%addr, channel = app.notifier.channel().name(), "doorcode server listening");
     Ok(ServerHandle {
         addr,
         metrics_addr,

@@ -3,13 +3,16 @@
 //! lease, sent, then marked sent; a crash between send and mark resends it.
 //! The code is derived at send time, so the outbox never stores it.
 
-use crate::app::App;
-use crate::storage::{NoticeJob, ParcelContact};
+use crate::config::Config;
+use crate::metrics::Metrics;
+use crate::storage::{NoticeJob, ParcelContact, Storage, StorageError};
 use chrono::{DateTime, NaiveDate, Utc};
-use doorcode_core::codes::Code;
+use doorcode_core::codes::{Code, CodeKey};
 use serde::Serialize;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Duration;
+use tokio::sync::Notify;
 
 const MAX_TRIES: u32 = 8;
 const BATCH: u32 = 50;
@@ -68,6 +71,15 @@ impl Channel {
         ))
     }
 
+    /// Whether the recipient has an address this channel can use.
+    fn reaches(&self, p: &ParcelContact) -> bool {
+        match self {
+            Channel::File(_) => true,
+            Channel::Smtp { .. } => p.email.is_some(),
+            Channel::Webhook(_) => p.email.is_some() || p.phone.is_some(),
+        }
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Channel::File(_) => "file",
@@ -91,6 +103,73 @@ pub struct Message {
 
 pub fn track_url(base: &str, token: &str) -> String {
     format!("{}/track/{token}", base.trim_end_matches('/'))
+}
+
+/// What sending a notice needs: the channel and its HTTP client, the code
+/// key (codes are derived at send time), the track links' base URL, the
+/// clock and the counters. Cheap to clone.
+#[derive(Clone)]
+pub struct Notifier {
+    channel: Arc<Channel>,
+    http: reqwest::Client,
+    public_url: Arc<String>,
+    code_key: Arc<CodeKey>,
+    cfg: Arc<Config>,
+    metrics: Arc<Metrics>,
+}
+
+impl Notifier {
+    pub fn new(
+        channel: Channel,
+        http: reqwest::Client,
+        public_url: String,
+        code_key: Arc<CodeKey>,
+        cfg: Arc<Config>,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        Self {
+            channel: Arc::new(channel),
+            http,
+            public_url: Arc::new(public_url),
+            code_key,
+            cfg,
+            metrics,
+        }
+    }
+
+    pub fn channel(&self) -> &Channel {
+        &self.channel
+    }
+
+    /// The base URL of track links (`--public-url`).
+    pub fn public_url(&self) -> &str {
+        &self.public_url
+    }
+
+    /// The notice for a parcel's day and code, addressed for this channel.
+    fn message(&self, p: &ParcelContact, date: NaiveDate, code: &Code) -> Message {
+        let track = self.track_url(&p.track_token);
+        let (subject, body) = render(p, date, code, &track);
+        let to = p
+            .email
+            .clone()
+            .or_else(|| p.phone.clone())
+            .unwrap_or_default();
+        Message {
+            channel: self.channel.name().to_string(),
+            to,
+            subject,
+            body,
+            parcel_id: p.parcel_id.clone(),
+            code: code.expose().to_string(),
+            track_url: track,
+        }
+    }
+
+    /// The customer's tracking link for a track token.
+    pub fn track_url(&self, token: &str) -> String {
+        track_url(&self.public_url, token)
+    }
 }
 
 /// The notice text: the parcel and its day, the code for this parcel only,
@@ -139,7 +218,7 @@ fn safe_file_part(s: &str) -> String {
 
 /// Send one message; errors are short and never contain the code.
 async fn send(
-    app: &App,
+    n: &Notifier,
     ch: &Channel,
     notice_id: i64,
     to_email: Option<&str>,
@@ -190,7 +269,7 @@ async fn send(
                 to: to.to_string(),
                 ..msg
             };
-            let resp = app
+            let resp = n
                 .http
                 .post(url)
                 .json(&msg)
@@ -218,12 +297,12 @@ fn backoff(tries: u32) -> chrono::Duration {
 }
 
 async fn handle(
-    app: &App,
-    ch: &Channel,
+    n: &Notifier,
+    s: &dyn Storage,
     job: NoticeJob,
     now: DateTime<Utc>,
-) -> Result<(), crate::storage::StorageError> {
-    let s = &app.storage;
+) -> Result<(), StorageError> {
+    let ch = n.channel.as_ref();
     let Some(p) = s.parcel_contact(&job.parcel_id).await? else {
         return s
             .notice_failed(job.notice_id, "parcel no longer exists", None)
@@ -237,23 +316,18 @@ async fn handle(
         return s.notice_failed(job.notice_id, "superseded", None).await;
     }
     let code = match doorcode_core::codes::derive_code(
-        &app.code_key,
+        &n.code_key,
         &p.parcel_id,
         job.delivery_date,
         job.attempt,
-        app.cfg.code_digits,
+        n.cfg.code_digits,
     ) {
         Ok(c) => c,
         Err(e) => return s.notice_failed(job.notice_id, &e.to_string(), None).await,
     };
-    let reachable = match ch {
-        Channel::File(_) => true,
-        Channel::Smtp { .. } => p.email.is_some(),
-        Channel::Webhook(_) => p.email.is_some() || p.phone.is_some(),
-    };
-    if !reachable {
+    if !ch.reaches(&p) {
         // Retrying cannot help; dispatch sees it in the parcel and the outbox metrics.
-        app.metrics.notice(ch.name(), "failed");
+        n.metrics.notice(ch.name(), "failed");
         tracing::warn!(
             notice_id = job.notice_id,
             channel = ch.name(),
@@ -263,24 +337,9 @@ async fn handle(
             .notice_failed(job.notice_id, "no address for this channel", None)
             .await;
     }
-    let track = track_url(&app.public_url, &p.track_token);
-    let (subject, body) = render(&p, job.delivery_date, &code, &track);
-    let to = p
-        .email
-        .clone()
-        .or_else(|| p.phone.clone())
-        .unwrap_or_default();
-    let msg = Message {
-        channel: ch.name().to_string(),
-        to,
-        subject,
-        body,
-        parcel_id: p.parcel_id.clone(),
-        code: code.expose().to_string(),
-        track_url: track,
-    };
+    let msg = n.message(&p, job.delivery_date, &code);
     match send(
-        app,
+        n,
         ch,
         job.notice_id,
         p.email.as_deref(),
@@ -290,7 +349,7 @@ async fn handle(
     .await
     {
         Ok(()) => {
-            app.metrics.notice(ch.name(), "sent");
+            n.metrics.notice(ch.name(), "sent");
             tracing::info!(
                 notice_id = job.notice_id,
                 channel = ch.name(),
@@ -299,7 +358,7 @@ async fn handle(
             s.notice_sent(job.notice_id, now).await
         }
         Err(e) => {
-            app.metrics.notice(ch.name(), "failed");
+            n.metrics.notice(ch.name(), "failed");
             let tries = job.tries + 1;
             let retry = (tries < MAX_TRIES).then(|| now + backoff(tries));
             tracing::warn!(notice_id = job.notice_id, channel = ch.name(), tries, error = %e, "notice send failed");
@@ -312,40 +371,20 @@ async fn handle(
 /// customer's "resend" on the tracking page, which reports failure to them
 /// instead of retrying). Errors are short and never contain the code.
 pub async fn send_now(
-    app: &App,
+    n: &Notifier,
     p: &ParcelContact,
     date: NaiveDate,
     code: &Code,
 ) -> Result<(), String> {
-    let ch = app.channel.as_ref();
-    let reachable = match ch {
-        Channel::File(_) => true,
-        Channel::Smtp { .. } => p.email.is_some(),
-        Channel::Webhook(_) => p.email.is_some() || p.phone.is_some(),
-    };
-    if !reachable {
+    let ch = n.channel.as_ref();
+    if !ch.reaches(p) {
         return Err("no address for this channel".into());
     }
-    let track = track_url(&app.public_url, &p.track_token);
-    let (subject, body) = render(p, date, code, &track);
-    let to = p
-        .email
-        .clone()
-        .or_else(|| p.phone.clone())
-        .unwrap_or_default();
-    let msg = Message {
-        channel: ch.name().to_string(),
-        to,
-        subject,
-        body,
-        parcel_id: p.parcel_id.clone(),
-        code: code.expose().to_string(),
-        track_url: track,
-    };
+    let msg = n.message(p, date, code);
     // Resends have no outbox row; number their files after the clock.
-    let id = app.cfg.now().timestamp_millis();
-    let r = send(app, ch, id, p.email.as_deref(), p.phone.as_deref(), msg).await;
-    app.metrics
+    let id = n.cfg.now().timestamp_millis();
+    let r = send(n, ch, id, p.email.as_deref(), p.phone.as_deref(), msg).await;
+    n.metrics
         .notice(ch.name(), if r.is_ok() { "sent" } else { "failed" });
     r
 }
@@ -358,23 +397,23 @@ pub async fn send_now(
 /// sender that is alive, however slow the channel (two nodes and a gateway
 /// answering in 6 s used to send 15 notices as 20 POSTs). A sender that
 /// dies stops renewing, and its notices come back after one lease.
-pub async fn drain_once(app: &App) -> Result<usize, crate::storage::StorageError> {
-    let lease = app.cfg.notice_lease;
+pub async fn drain_once(n: &Notifier, store: &dyn Storage) -> Result<usize, StorageError> {
+    let lease = n.cfg.notice_lease;
     let lease_secs = i64::try_from(lease.as_secs()).unwrap_or(i64::MAX).max(1);
-    let now = app.cfg.now();
-    let jobs = app.storage.claim_notices(now, lease_secs, BATCH).await?;
-    let n = jobs.len();
+    let now = n.cfg.now();
+    let jobs = store.claim_notices(now, lease_secs, BATCH).await?;
+    let count = jobs.len();
     let open: std::sync::Mutex<Vec<i64>> =
         std::sync::Mutex::new(jobs.iter().map(|j| j.notice_id).collect());
     let work = async {
         for job in jobs {
             let id = job.notice_id;
-            handle(app, &app.channel, job, app.cfg.now()).await?;
+            handle(n, store, job, n.cfg.now()).await?;
             if let Ok(mut o) = open.lock() {
                 o.retain(|x| *x != id);
             }
         }
-        Ok::<_, crate::storage::StorageError>(())
+        Ok::<_, StorageError>(())
     };
     let renew = async {
         let every = (lease / 3).max(Duration::from_millis(100));
@@ -384,8 +423,8 @@ pub async fn drain_once(app: &App) -> Result<usize, crate::storage::StorageError
             if ids.is_empty() {
                 continue;
             }
-            let until = app.cfg.now() + chrono::Duration::seconds(lease_secs);
-            if let Err(e) = app.storage.renew_notice_claims(&ids, until).await {
+            let until = n.cfg.now() + chrono::Duration::seconds(lease_secs);
+            if let Err(e) = store.renew_notice_claims(&ids, until).await {
                 tracing::warn!(error = %e, "could not renew the notice claims");
             }
         }
@@ -394,20 +433,26 @@ pub async fn drain_once(app: &App) -> Result<usize, crate::storage::StorageError
         r = work => r?,
         () = renew => {}
     }
-    Ok(n)
+    Ok(count)
 }
 
-/// The background sender: wakes on new notices or every poll interval.
-pub async fn run_sender(app: App, mut shutdown: tokio::sync::watch::Receiver<bool>) {
+/// The background sender: wakes on new notices (`wake`) or every poll
+/// interval, and drains the outbox of `store` through `n`.
+pub async fn run_sender(
+    n: Notifier,
+    store: Arc<dyn Storage>,
+    wake: Arc<Notify>,
+    mut shutdown: tokio::sync::watch::Receiver<bool>,
+) {
     loop {
-        match drain_once(&app).await {
+        match drain_once(&n, store.as_ref()).await {
             Ok(n) if n > 0 => continue,
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "notice outbox"),
         }
         tokio::select! {
-            _ = app.notice_wake.notified() => {}
-            _ = tokio::time::sleep(app.cfg.notice_poll) => {}
+            _ = wake.notified() => {}
+            _ = tokio::time::sleep(n.cfg.notice_poll) => {}
             _ = shutdown.changed() => return,
         }
     }

@@ -133,7 +133,7 @@ pub fn remove_notice_files(dir: &Path, parcels: &HashSet<String>) -> std::io::Re
 }
 
 async fn remove_files(app: &App, parcels: HashSet<String>, removed: &mut Removed) {
-    let Channel::File(dir) = app.channel.as_ref() else {
+    let Channel::File(dir) = app.notifier.channel() else {
         return;
     };
     let dir = dir.clone();

@@ -135,6 +135,14 @@ pub fn phone(v: &str, field: &str) -> Result<(), String> {
     }
 }
 
+/// A day as the API and the board take it: `YYYY-MM-DD`, exactly.
+pub fn date(s: &str) -> Result<chrono::NaiveDate, String> {
+    chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
+        .ok()
+        .filter(|_| s.len() == 10)
+        .ok_or_else(|| "dates are YYYY-MM-DD".to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

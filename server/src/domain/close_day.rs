@@ -2,8 +2,8 @@
 //! working day with the next attempt (a new code and notice), onto its
 //! courier's route for that day, at the same stop where it can.
 
+use super::Moved;
 use super::*;
-use crate::storage::Moved;
 use std::collections::HashMap;
 
 /// A parcel placed on one of the closed day's routes.

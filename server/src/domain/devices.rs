@@ -1,6 +1,6 @@
 //! Which devices get manifest builds, and when a device counts as seen.
 
-use crate::storage::Device;
+use super::Device;
 use chrono::{DateTime, Duration, Utc};
 
 /// A device unseen this long gets no more manifest builds.

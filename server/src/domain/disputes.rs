@@ -1,7 +1,7 @@
 //! Paging a day's disputes and signals: oldest first, by signal id, so a
 //! cursor stays valid while new signals arrive.
 
-use crate::storage::Signal;
+use super::Signal;
 
 pub const DEFAULT_LIMIT: u32 = 100;
 pub const MAX_LIMIT: u32 = 1000;

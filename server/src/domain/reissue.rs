@@ -3,8 +3,8 @@
 //! link; the old link then answers like an unknown one. A reissue is also
 //! how dispatch releases a parcel the customer put on hold.
 
+use super::Moved;
 use super::*;
-use crate::storage::Moved;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReissueInput {

@@ -3,7 +3,7 @@
 //! one staying on the day keeps its code; parcels dropped go back to pending.
 
 use super::*;
-use crate::storage::{RouteInput, RouteSaved};
+use super::{RouteInput, RouteSaved};
 use std::collections::{HashMap, HashSet};
 
 /// A route may be planned from today up to a year ahead, never for a past day.
@@ -175,7 +175,7 @@ mod tests {
 
     use super::super::testing::*;
     use super::*;
-    use crate::storage::RouteStopInput;
+    use crate::domain::RouteStopInput;
 
     fn input(date: NaiveDate, parcels: &[&str]) -> RouteInput {
         RouteInput {

@@ -16,12 +16,13 @@ pub mod sqlite;
 use crate::domain::verify::{VerifyFacts, VerifyInput};
 use crate::domain::{At, EventKind, ParcelState, Refusal, SignalKind};
 use chrono::{DateTime, NaiveDate, Utc};
-use serde::Serialize;
-use utoipa::ToSchema;
 
 pub use crate::domain::close_day::Closed;
 pub use crate::domain::ingest::{IngestConfirmation, IngestOutcome, Upload};
 pub use crate::domain::parcels::UpsertStatus;
+pub use crate::domain::records::{
+    Device, Moved, NewParcel, RouteInput, RouteSaved, RouteStopInput, Signal,
+};
 pub use crate::domain::reissue::ReissueInput;
 pub use crate::domain::verify::VerifyOutcome;
 
@@ -50,24 +51,8 @@ impl From<Refusal> for StorageError {
     }
 }
 
-/// A parcel as dispatch sends it. `requires_code` is already resolved by the
-/// code policy (explicit flag, else value threshold).
-#[derive(Debug, Clone, PartialEq)]
-pub struct NewParcel {
-    pub parcel_id: String,
-    pub recipient_name: String,
-    pub email: Option<String>,
-    pub phone: Option<String>,
-    pub address: String,
-    pub value: f64,
-    pub currency: String,
-    pub requires_code: bool,
-    /// Fresh random track token, used only if the parcel is new.
-    pub track_token: String,
-}
-
 /// What dispatch and the customer page may see about a parcel: never a code.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone)]
 pub struct ParcelView {
     pub parcel_id: String,
     pub recipient_name: String,
@@ -82,7 +67,7 @@ pub struct ParcelView {
     pub events: Vec<ParcelEvent>,
 }
 
-#[derive(Debug, Clone, Serialize, ToSchema)]
+#[derive(Debug, Clone)]
 pub struct ParcelEvent {
     pub at: DateTime<Utc>,
     pub kind: EventKind,
@@ -101,30 +86,6 @@ pub struct ParcelContact {
     pub delivery_date: Option<NaiveDate>,
     pub attempt: u32,
     pub track_token: String,
-}
-
-#[derive(Debug, Clone)]
-pub struct RouteStopInput {
-    pub stop_id: String,
-    pub address: String,
-    pub recipient: Option<String>,
-    pub parcel_ids: Vec<String>,
-}
-
-#[derive(Debug, Clone)]
-pub struct RouteInput {
-    pub route_id: String,
-    pub courier_id: String,
-    pub delivery_date: NaiveDate,
-    pub stops: Vec<RouteStopInput>,
-}
-
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct RouteSaved {
-    pub route_id: String,
-    pub delivery_date: NaiveDate,
-    pub revision: u64,
-    pub notices_queued: u32,
 }
 
 /// The facts a manifest is built from.
@@ -177,17 +138,6 @@ pub struct StoredManifest {
     pub items: Vec<(String, u32)>,
 }
 
-#[derive(Debug, Clone)]
-pub struct Device {
-    pub device_id: String,
-    pub courier_id: String,
-    pub name: String,
-    pub public_key: String,
-    pub revoked_at: Option<DateTime<Utc>>,
-    /// The last authenticated request (enrollment at first), to the hour.
-    pub last_seen_at: DateTime<Utc>,
-}
-
 /// A one-time enrollment code (stored hashed) for a courier's new handset.
 #[derive(Debug, Clone)]
 pub struct NewEnrollment {
@@ -207,23 +157,6 @@ pub struct NewDevice {
     pub token_hash: String,
 }
 
-/// A dispute or fraud signal for dispatch.
-#[derive(Debug, Clone, Serialize, ToSchema)]
-pub struct Signal {
-    pub id: i64,
-    pub kind: SignalKind,
-    pub parcel_id: Option<String>,
-    pub device_id: Option<String>,
-    pub confirmation_id: Option<String>,
-    /// The delivery day it concerns.
-    pub day: NaiveDate,
-    pub detail: String,
-    /// For `stale_manifest`: whether the code matched that attempt's code.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub code_matched: Option<bool>,
-    pub at: DateTime<Utc>,
-}
-
 /// One claimed notice to send.
 #[derive(Debug, Clone)]
 pub struct NoticeJob {
@@ -232,14 +165,6 @@ pub struct NoticeJob {
     pub delivery_date: NaiveDate,
     pub attempt: u32,
     pub tries: u32,
-}
-
-/// Result of moving parcels (close day, reissue): routes needing a rebuild.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, ToSchema)]
-pub struct Moved {
-    pub parcel_ids: Vec<String>,
-    #[schema(value_type = Vec<Object>)]
-    pub routes: Vec<(String, NaiveDate)>,
 }
 
 #[async_trait::async_trait]

@@ -175,7 +175,7 @@ pub(crate) fn plain(status: StatusCode, title: &str, msg: &str) -> Response {
 }
 
 /// Security headers on every web response (pages, fragments, assets).
-async fn security_headers(req: Request, next: Next) -> Response {
+pub(crate) async fn security_headers(req: Request, next: Next) -> Response {
     let mut resp = next.run(req).await;
     let h = resp.headers_mut();
     h.insert(
@@ -216,7 +216,6 @@ fn asset(ct: &'static str, body: &'static str) -> Response {
 pub fn routes(web: Arc<WebState>) -> Router<App> {
     Router::new()
         .route("/track/{token}", get(track::get_page))
-        .route("/v1/track/{token}", get(track::get_json))
         .route("/track/{token}/resend", post(track::post_resend))
         .route("/track/{token}/not-mine", post(track::post_not_mine))
         .route("/board", get(board::get_board))

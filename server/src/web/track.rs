@@ -4,8 +4,7 @@
 //! courier's `POST /v1/parcels/{id}/resend`), and "I did not order this".
 
 use super::{WebState, esc, html, minutes_text, not_found_page, page, plain, same_origin};
-use crate::api::{TrackView, track_view};
-use crate::app::App;
+use crate::app::{App, ServiceError, TrackView};
 use crate::domain::{EventKind, ParcelState};
 use crate::error::ApiError;
 use axum::extract::rejection::{FormRejection, PathRejection};
@@ -50,7 +49,10 @@ fn status_text(status: ParcelState) -> &'static str {
 }
 
 /// When the parcel was delivered (the server's record of the confirmation).
-async fn delivered_at(app: &App, parcel_id: &str) -> Result<Option<DateTime<Utc>>, ApiError> {
+async fn delivered_at(
+    app: &App,
+    parcel_id: &str,
+) -> Result<Option<DateTime<Utc>>, crate::storage::StorageError> {
     Ok(app.storage.parcel(parcel_id).await?.and_then(|p| {
         p.events
             .iter()
@@ -148,11 +150,11 @@ over, and the depot is told.</p>\
 }
 
 async fn lookup(app: &App, token: &str) -> Result<Option<TrackView>, Response> {
-    match track_view(app, token).await {
+    match app.track(token).await {
         Ok(v) => Ok(Some(v)),
-        Err(e) if e.status == StatusCode::NOT_FOUND => Ok(None),
+        Err(ServiceError::UnknownTrackToken) => Ok(None),
         Err(e) => {
-            tracing::error!(error = %e.message, "track page");
+            tracing::error!(error = %crate::error::redact_digits(&e.to_string()), "track page");
             Err(plain(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "Something went wrong",
@@ -162,7 +164,7 @@ async fn lookup(app: &App, token: &str) -> Result<Option<TrackView>, Response> {
     }
 }
 
-/// Tracking page (HTML): a plain 404 page for unknown or expired tokens.
+/// TrackView page (HTML): a plain 404 page for unknown or expired tokens.
 #[utoipa::path(get, path = "/track/{token}", tag = "customer",
     params(("token" = String, Path, description = "track token from the notice")),
     responses((status = 200, description = "HTML page", content_type = "text/html"),
@@ -188,7 +190,7 @@ pub async fn get_page(
     };
     let delivered = if t.status == ParcelState::Delivered {
         delivered_at(&app, &t.parcel_id).await.unwrap_or_else(|e| {
-            tracing::warn!(error = %e.message, "track page: delivery time");
+            tracing::warn!(error = %e, "track page: delivery time");
             None
         })
     } else {
@@ -334,8 +336,8 @@ pub async fn resend_notice(
         .ok_or_else(|| "parcel gone".to_string())?;
     let code = app
         .code(&p.parcel_id, date, p.attempt)
-        .map_err(|e| e.message)?;
-    crate::notices::send_now(app, &p, date, &code).await
+        .map_err(|e| e.to_string())?;
+    crate::notices::send_now(&app.notifier, &p, date, &code).await
 }
 
 /// "I did not order this": the page's form token, then the parcel is held
@@ -372,7 +374,7 @@ pub async fn post_not_mine(
             "Open the tracking page again and use its button.",
         );
     }
-    match app.hold(&t.parcel_id).await {
+    match app.hold(&t.parcel_id).await.map_err(ApiError::from) {
         Ok(_) => {
             tracing::info!(parcel_id = %t.parcel_id, "parcel held: the customer did not order it");
             let loc = format!("/track/{token}?held=1");
@@ -406,30 +408,5 @@ pub async fn post_not_mine(
                 ),
             )
         }
-    }
-}
-
-/// `GET /v1/track/{token}` (documented in `api`), behind the same per-IP
-/// limit as the page: both answer "is this a token?".
-pub async fn get_json(
-    State(app): State<App>,
-    Extension(web): Extension<Arc<WebState>>,
-    ext: Extensions,
-    path: crate::error::PathArg<String>,
-) -> Response {
-    if !web.track_limit.allow(&super::client_ip(&ext)) {
-        let mut r = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many tracking lookups from this address; wait a minute",
-        )
-        .into_response();
-        r.headers_mut()
-            .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
-        return r;
-    }
-    match crate::api::get_track_json(State(app), path).await {
-        Ok(r) => r,
-        Err(e) => e.into_response(),
     }
 }

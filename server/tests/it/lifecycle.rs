@@ -490,7 +490,11 @@ async fn a_simulated_history(pg: Option<&PgSchema>) {
                 ];
                 confirm(&s, h, envs).await;
             }
-            while doorcode_server::notices::drain_once(&app).await.unwrap() > 0 {}
+            while doorcode_server::notices::drain_once(&app.notifier, app.storage.as_ref())
+                .await
+                .unwrap()
+                > 0
+            {}
         }
         // The next morning the job runs.
         clock.set(morning(n + 1));

@@ -1,0 +1,67 @@
+//! The auth proofs: axum extractors a handler takes to say who may call it.
+//! Their fields are private, so outside this module the only way to get one
+//! is to extract it from a request that carries the right token.
+
+use crate::app::App;
+use crate::error::ApiError;
+use crate::keys::token_hash;
+use crate::storage::Device;
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use doorcode_core::codes::ct_eq;
+
+fn bearer(parts: &Parts) -> Result<&str, ApiError> {
+    let v = parts
+        .headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
+    v.strip_prefix("Bearer ")
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 200)
+        .ok_or_else(|| ApiError::unauthorized("expected Authorization: Bearer <token>"))
+}
+
+/// A request made with the dispatch (admin) token.
+pub struct Dispatch(());
+
+impl FromRequestParts<App> for Dispatch {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
+        let h = token_hash(bearer(parts)?);
+        if ct_eq(h.as_bytes(), app.admin_hash.as_bytes()) {
+            Ok(Dispatch(()))
+        } else {
+            Err(ApiError::unauthorized("not a dispatch token"))
+        }
+    }
+}
+
+/// A request made with an enrolled, unrevoked device's token: the device.
+pub struct DeviceAuth(Device);
+
+impl DeviceAuth {
+    /// The device that made the request.
+    pub fn device(&self) -> &Device {
+        &self.0
+    }
+}
+
+impl FromRequestParts<App> for DeviceAuth {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
+        let h = token_hash(bearer(parts)?);
+        let Some(d) = app.storage.device_by_token(&h).await? else {
+            return Err(ApiError::unauthorized("not a device token"));
+        };
+        if d.revoked_at.is_some() {
+            return Err(ApiError::unauthorized("this device was revoked"));
+        }
+        let now = app.cfg.now();
+        if crate::domain::devices::needs_seen(&d, now) {
+            app.storage.device_seen(&d.device_id, now).await?;
+        }
+        Ok(DeviceAuth(d))
+    }
+}

@@ -1,0 +1,371 @@
+//! The handset's API: enrollment, the signed manifest, confirmation
+//! upload and the online code check.
+
+use super::auth::DeviceAuth;
+use super::{parse_date, query_pairs};
+use crate::app::{App, ItemResult};
+use crate::domain::{ItemStatus, Label};
+use crate::error::{ApiError, Body, ErrorBody, PathArg};
+use crate::keys::{new_token, token_hash};
+use crate::storage::{NewDevice, VerifyOutcome};
+use crate::validate::{id as check_id, text as check_text};
+use crate::web::WebState;
+use axum::extract::{DefaultBodyLimit, RawQuery, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Extension, Json, Router};
+use doorcode_core::codes::Code;
+use doorcode_core::envelope::VerifyingKey;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use utoipa::ToSchema;
+
+const MAX_CONFIRMATIONS: usize = 1_000;
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct PublicKey {
+    pub kid: String,
+    pub alg: String,
+    pub public_key: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Keys {
+    pub keys: Vec<PublicKey>,
+}
+
+pub(super) fn server_keys(app: &App) -> Vec<PublicKey> {
+    app.signer
+        .published
+        .iter()
+        .map(|k| PublicKey {
+            kid: k.kid.clone(),
+            alg: "Ed25519".into(),
+            public_key: k.public_b64(),
+        })
+        .collect()
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct DeviceIn {
+    pub enrollment_code: String,
+    /// base64url Ed25519 public key (32 bytes) the device signs confirmations with.
+    pub device_public_key: String,
+    pub device_name: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeviceOut {
+    pub device_id: String,
+    /// Bearer token for device calls; shown once, stored hashed.
+    pub device_token: String,
+    pub courier_id: String,
+    pub server_keys: Vec<PublicKey>,
+}
+
+/// Enroll a handset with a one-time enrollment code. After 10 failed codes
+/// from one client address within a minute it answers 429 without looking
+/// at the code (one more try every 6 s).
+#[utoipa::path(post, path = "/v1/devices", tag = "device", request_body = DeviceIn,
+    responses((status = 200, body = DeviceOut), (status = 403, body = ErrorBody), (status = 422, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "too many failed enrollments from this address")))]
+pub(super) async fn post_device(
+    State(app): State<App>,
+    Extension(web): Extension<Arc<WebState>>,
+    ext: axum::http::Extensions,
+    Body(d): Body<DeviceIn>,
+) -> Result<Response, ApiError> {
+    check_text(&d.device_name, "device_name")
+        .map_err(|m| ApiError::unprocessable("invalid_device", m))?;
+    VerifyingKey::from_b64("probe", &d.device_public_key).map_err(|e| match e {
+        doorcode_core::envelope::EnvelopeError::WeakKey => ApiError::unprocessable(
+            "weak_public_key",
+            "device_public_key is not a valid Ed25519 public key (an invalid or small-order point); \
+             generate a new key pair",
+        ),
+        _ => ApiError::unprocessable(
+            "bad_public_key",
+            "device_public_key must be 32 bytes of base64url without padding",
+        ),
+    })?;
+    // A token is taken before the code is looked at, so concurrent guesses
+    // cannot overrun the limit; a successful enrollment gives it back.
+    let client = crate::web::client_ip(&ext);
+    if !web.enroll_limit.allow(&client) {
+        let wait = web.enroll_limit.retry_after(&client).as_secs().max(1);
+        let mut r = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            "too many failed enrollments from this address; wait a minute and check the code",
+        )
+        .into_response();
+        if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return Ok(r);
+    }
+    let code = crate::app::normalize_enrollment(&d.enrollment_code);
+    let device_id = format!("d-{}", uuid::Uuid::new_v4());
+    let token = new_token().map_err(ApiError::internal)?;
+    let new = NewDevice {
+        enrollment: token_hash(&code),
+        device_id,
+        name: d.device_name,
+        public_key: d.device_public_key,
+        token_hash: token_hash(&token),
+    };
+    let enrolled = app.storage.enroll_device(new, app.cfg.now()).await;
+    let dev = match enrolled {
+        Ok(Some(dev)) => {
+            web.enroll_limit.refund(&client);
+            dev
+        }
+        Ok(None) => {
+            app.metrics.enrollment_failed();
+            return Err(ApiError::forbidden(
+                "invalid_enrollment_code",
+                "the enrollment code is unknown, used or expired",
+            ));
+        }
+        Err(e) => {
+            web.enroll_limit.refund(&client);
+            return Err(e.into());
+        }
+    };
+    tracing::info!(device_id = %dev.device_id, courier_id = %dev.courier_id, "device enrolled");
+    Ok(Json(DeviceOut {
+        device_id: dev.device_id,
+        device_token: token,
+        courier_id: dev.courier_id,
+        server_keys: server_keys(&app),
+    })
+    .into_response())
+}
+
+/// The device's signed manifest for a day (default: today in the depot's zone).
+#[utoipa::path(get, path = "/v1/manifest", tag = "device", security(("bearer" = [])),
+    params(("date" = Option<String>, Query, description = "YYYY-MM-DD")),
+    responses((status = 200, description = "the signed envelope {v, kid, body, sig}"), (status = 304, description = "not modified"), (status = 404, body = ErrorBody)))]
+pub(super) async fn get_manifest(
+    State(app): State<App>,
+    auth: DeviceAuth,
+    RawQuery(q): RawQuery,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let mut date = None;
+    for pair in query_pairs(q.as_deref()) {
+        match pair {
+            ("date", v) => date = Some(parse_date(v)?),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "bad_query",
+                    "only ?date=YYYY-MM-DD is understood",
+                ));
+            }
+        }
+    }
+    let date = date.unwrap_or_else(|| {
+        app.cfg
+            .now()
+            .with_timezone(&app.cfg.calendar.time_zone)
+            .date_naive()
+    });
+    let m = app.manifest_for(auth.device(), date).await?;
+    let etag = format!("\"{}:{}\"", m.manifest_id, m.revision);
+    let etag_value = HeaderValue::from_str(&etag).map_err(ApiError::internal)?;
+    let matches = headers
+        .get(header::IF_NONE_MATCH)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+    let cache = (
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("private, no-cache"),
+    );
+    if matches {
+        return Ok((
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, etag_value), cache],
+        )
+            .into_response());
+    }
+    Ok((
+        StatusCode::OK,
+        [
+            (header::ETAG, etag_value),
+            (
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ),
+            cache,
+        ],
+        m.envelope_json,
+    )
+        .into_response())
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ConfirmationBatch {
+    /// Signed confirmation envelopes `{v, kid, body, sig}`. Any JSON value is
+    /// taken: an item that is not an envelope is rejected on its own
+    /// (`malformed_envelope`), so one bad item never blocks the others.
+    #[schema(value_type = Vec<Value>)]
+    pub confirmations: Vec<serde_json::Value>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ConfirmationResults {
+    pub results: Vec<ItemResult>,
+}
+
+/// Upload signed confirmations; per-item results, idempotent by confirmation_id.
+#[utoipa::path(post, path = "/v1/confirmations", tag = "device", security(("bearer" = [])), request_body = ConfirmationBatch,
+    responses((status = 200, body = ConfirmationResults), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
+pub(super) async fn post_confirmations(
+    State(app): State<App>,
+    auth: DeviceAuth,
+    Body(b): Body<ConfirmationBatch>,
+) -> Result<Json<ConfirmationResults>, ApiError> {
+    let device = auth.device();
+    if b.confirmations.len() > MAX_CONFIRMATIONS {
+        return Err(ApiError::unprocessable(
+            "batch_too_large",
+            format!("at most {MAX_CONFIRMATIONS} confirmations per request"),
+        ));
+    }
+    let results = app.ingest_batch(device, b.confirmations).await;
+    for r in &results {
+        app.metrics.confirmation(r.status.as_str());
+        if r.disputed {
+            app.metrics.confirmation("disputed");
+        }
+    }
+    let accepted = results
+        .iter()
+        .filter(|r| r.status == ItemStatus::Accepted)
+        .count();
+    tracing::info!(device_id = %device.device_id, items = results.len(), accepted, "confirmations ingested");
+    Ok(Json(ConfirmationResults { results }))
+}
+
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct VerifyIn {
+    pub parcel_id: String,
+    /// The digits the customer gave, as a string.
+    pub code: String,
+}
+
+impl std::fmt::Debug for VerifyIn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "VerifyIn({}, <code>)", self.parcel_id)
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct VerifyOut {
+    /// accepted | rejected | locked
+    pub result: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attempts_left: Option<u32>,
+}
+
+/// From the door, the courier asks for the customer's notice again (the code
+/// never arrived). Only for a parcel on this device's courier's current
+/// route, within its day; one per parcel per 10 minutes, shared with the
+/// customer's "send the notice again" on the tracking page.
+#[utoipa::path(post, path = "/v1/parcels/{id}/resend", tag = "device", security(("bearer" = [])),
+    params(("id" = String, Path, description = "parcel id")),
+    responses((status = 202, description = "the notice is sent again (same code)"),
+        (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 429, body = ErrorBody, description = "sent recently; Retry-After says when to ask again"),
+        (status = 503, body = ErrorBody)))]
+pub(super) async fn post_device_resend(
+    State(app): State<App>,
+    Extension(web): Extension<Arc<WebState>>,
+    auth: DeviceAuth,
+    PathArg(id): PathArg<String>,
+) -> Result<Response, ApiError> {
+    let device = auth.device();
+    check_id(&id, "parcel id").map_err(|m| ApiError::unprocessable("invalid_path", m))?;
+    let date = app.resend_day(device, &id).await?;
+    if let Some(wait) = crate::web::track::resend_wait(&web, &id) {
+        let secs = wait.as_secs().max(1);
+        let mut r = ApiError::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "resend_too_soon",
+            format!("the notice for {id} was sent recently; ask again in {secs} s"),
+        )
+        .into_response();
+        if let Ok(v) = HeaderValue::from_str(&secs.to_string()) {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
+        }
+        return Ok(r);
+    }
+    match crate::web::track::resend_notice(&app, &id, date).await {
+        Ok(()) => {
+            tracing::info!(device_id = %device.device_id, parcel_id = %id, "notice resent at the courier's request");
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        Err(e) => {
+            tracing::warn!(parcel_id = %id, error = %e, "courier's resend failed");
+            Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "notice_failed",
+                "the notice could not be sent just now; try again in a minute",
+            ))
+        }
+    }
+}
+
+/// Online code check at the door; counts tries and locks at max_attempts.
+#[utoipa::path(post, path = "/v1/verify", tag = "device", security(("bearer" = [])), request_body = VerifyIn,
+    responses((status = 200, body = VerifyOut), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody), (status = 422, body = ErrorBody)))]
+pub(super) async fn post_verify(
+    State(app): State<App>,
+    auth: DeviceAuth,
+    Body(v): Body<VerifyIn>,
+) -> Result<Json<VerifyOut>, ApiError> {
+    let device = auth.device();
+    check_id(&v.parcel_id, "parcel_id").map_err(|m| ApiError::unprocessable("invalid_body", m))?;
+    let code = Code::new(v.code)
+        .ok()
+        .filter(|c| c.len() == usize::from(app.cfg.code_digits))
+        .ok_or_else(|| {
+            ApiError::unprocessable(
+                "bad_code_format",
+                format!(
+                    "a code is {} digits; this did not count as a try",
+                    app.cfg.code_digits
+                ),
+            )
+        })?;
+    let out = app.verify(device, &v.parcel_id, &code).await?;
+    let (result, left) = match out {
+        VerifyOutcome::Accepted => ("accepted", None),
+        VerifyOutcome::Rejected { attempts_left } => ("rejected", Some(attempts_left)),
+        VerifyOutcome::Locked | VerifyOutcome::Stale => ("locked", Some(0)),
+    };
+    app.metrics.verify(result);
+    tracing::info!(device_id = %device.device_id, parcel_id = %v.parcel_id, result, "online verify");
+    Ok(Json(VerifyOut {
+        result,
+        attempts_left: left,
+    }))
+}
+
+/// The handset's endpoints: enrollment (an enrollment code), then
+/// [`DeviceAuth`] for the rest.
+pub fn router(confirmations_body_limit: usize) -> Router<App> {
+    Router::new()
+        .route("/v1/devices", post(post_device))
+        .route("/v1/manifest", get(get_manifest))
+        .route(
+            "/v1/confirmations",
+            post(post_confirmations).layer(DefaultBodyLimit::max(confirmations_body_limit)),
+        )
+        .route("/v1/verify", post(post_verify))
+        .route("/v1/parcels/{id}/resend", post(post_device_resend))
+}

@@ -1,0 +1,254 @@
+//! Connecting: the URL and its parameters, the pool, and the migrations
+//! applied under an advisory lock.
+
+use super::*;
+
+/// Schema migrations, applied in order; `doorcode_migrations` lists the applied ones.
+pub(super) const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/postgres/0001_init.sql"),
+    include_str!("../migrations/postgres/0002_seen_revoked_signal_days.sql"),
+    include_str!("../migrations/postgres/0003_lifecycle.sql"),
+];
+
+/// Default connections per node.
+pub const DEFAULT_POOL_SIZE: usize = 16;
+
+/// A parsed `postgres://` URL with doorcode's own parameters taken out.
+#[derive(Debug, Clone)]
+pub struct PgSettings {
+    pub pg: tokio_postgres::Config,
+    pub schema: Option<String>,
+    pub pool_size: usize,
+}
+
+pub(super) fn valid_schema(s: &str) -> bool {
+    let mut chars = s.chars();
+    matches!(chars.next(), Some(c) if c.is_ascii_lowercase() || c == '_')
+        && s.len() <= 63
+        && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_')
+}
+
+impl PgSettings {
+    /// Parse `postgres://…[?schema=NAME][&pool_size=N][&other tokio-postgres params]`.
+    pub fn parse(url: &str) -> Result<Self> {
+        let (base, query) = match url.split_once('?') {
+            Some((b, q)) => (b, q),
+            None => (url, ""),
+        };
+        let mut schema = None;
+        let mut pool_size = DEFAULT_POOL_SIZE;
+        let mut rest = Vec::new();
+        for part in query.split('&').filter(|p| !p.is_empty()) {
+            match part.split_once('=') {
+                Some(("schema", v)) => {
+                    if !valid_schema(v) {
+                        return Err(StorageError::Invalid(
+                            "schema must be lowercase letters, digits and _ (at most 63)".into(),
+                        ));
+                    }
+                    schema = Some(v.to_string());
+                }
+                Some(("pool_size", v)) => {
+                    pool_size = v
+                        .parse::<usize>()
+                        .ok()
+                        .filter(|n| (1..=1000).contains(n))
+                        .ok_or_else(|| {
+                            StorageError::Invalid("pool_size must be 1..=1000".into())
+                        })?;
+                }
+                _ => rest.push(part),
+            }
+        }
+        let url = if rest.is_empty() {
+            base.to_string()
+        } else {
+            format!("{base}?{}", rest.join("&"))
+        };
+        // The parser's message may quote the URL (and a password): keep it out.
+        let mut pg: tokio_postgres::Config = url
+            .parse()
+            .map_err(|_| StorageError::Invalid("not a valid postgres:// URL".into()))?;
+        if let Some(s) = &schema {
+            let mut opts = pg.get_options().unwrap_or_default().to_string();
+            if !opts.is_empty() {
+                opts.push(' ');
+            }
+            opts.push_str(&format!("-c search_path={s}"));
+            pg.options(opts);
+        }
+        if pg.get_connect_timeout().is_none() {
+            pg.connect_timeout(std::time::Duration::from_secs(10));
+        }
+        if pg.get_application_name().is_none() {
+            pg.application_name("doorcode");
+        }
+        Ok(Self {
+            pg,
+            schema,
+            pool_size,
+        })
+    }
+}
+
+/// Apply pending migrations under a session advisory lock, on a connection
+/// of its own (the lock goes with it whatever happens).
+pub(super) async fn migrate(settings: &PgSettings) -> Result<()> {
+    let (mut client, conn) = settings.pg.connect(NoTls).await.map_err(|e| pg_be(&e))?;
+    let task = tokio::spawn(async move {
+        if let Err(e) = conn.await {
+            tracing::warn!(error = %e, "postgres migration connection");
+        }
+    });
+    let out = migrate_on(&mut client, settings.schema.as_deref()).await;
+    drop(client);
+    let _ = task.await;
+    out
+}
+
+pub(super) async fn migrate_on(
+    client: &mut tokio_postgres::Client,
+    schema: Option<&str>,
+) -> Result<()> {
+    let key = format!("doorcode-migrate:{}", schema.unwrap_or("(search_path)"));
+    client
+        .execute("SELECT pg_advisory_lock(hashtext($1))", &[&key])
+        .await
+        .map_err(|e| pg_be(&e))?;
+    let out = async {
+        if let Some(s) = schema {
+            // Validated identifier; cannot carry SQL.
+            client
+                .batch_execute(&format!("CREATE SCHEMA IF NOT EXISTS {s}"))
+                .await?;
+        }
+        client
+            .batch_execute(
+                "CREATE TABLE IF NOT EXISTS doorcode_migrations(
+                   version BIGINT PRIMARY KEY,
+                   applied_at TIMESTAMPTZ NOT NULL DEFAULT now())",
+            )
+            .await?;
+        let row = client
+            .query_one(
+                "SELECT COALESCE(MAX(version), 0) FROM doorcode_migrations",
+                &[],
+            )
+            .await?;
+        let version: i64 = row.try_get(0)?;
+        Ok::<i64, tokio_postgres::Error>(version)
+    }
+    .await;
+    let result = match out {
+        Err(e) => Err(pg_be(&e)),
+        Ok(version) => apply_from(client, version).await,
+    };
+    let _ = client
+        .execute("SELECT pg_advisory_unlock(hashtext($1))", &[&key])
+        .await;
+    result
+}
+
+pub(super) async fn apply_from(client: &mut tokio_postgres::Client, version: i64) -> Result<()> {
+    let known = i64::try_from(MIGRATIONS.len()).map_err(be)?;
+    if version > known {
+        return Err(StorageError::Backend(format!(
+            "database schema version {version} is newer than this server ({known})"
+        )));
+    }
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(version).map_err(be)?)
+    {
+        let v = i64::try_from(i + 1).map_err(be)?;
+        let tx = client.transaction().await.map_err(|e| pg_be(&e))?;
+        tx.batch_execute(sql).await.map_err(|e| pg_be(&e))?;
+        tx.execute("INSERT INTO doorcode_migrations(version) VALUES($1)", &[&v])
+            .await
+            .map_err(|e| pg_be(&e))?;
+        tx.commit().await.map_err(|e| pg_be(&e))?;
+        tracing::info!(version = v, "postgres migration applied");
+    }
+    Ok(())
+}
+
+impl PostgresStorage {
+    /// One read-only statement, outside an explicit transaction (a statement
+    /// is atomic and sees one snapshot): two round trips fewer than
+    /// BEGIN … COMMIT on the hot read paths (tokens, manifests).
+    pub(super) async fn read(&self, sql: &str, p: Params<'_>) -> TxResult<Vec<Row>> {
+        let client = self.pool.get().await.map_err(be)?;
+        let st = client.prepare_cached(sql).await?;
+        Ok(client.query(&st, p).await?)
+    }
+
+    pub(super) async fn read_opt(&self, sql: &str, p: Params<'_>) -> TxResult<Option<Row>> {
+        let client = self.pool.get().await.map_err(be)?;
+        let st = client.prepare_cached(sql).await?;
+        Ok(client.query_opt(&st, p).await?)
+    }
+
+    /// Connect (parsing the URL), apply migrations, and build the pool.
+    pub async fn connect(url: &str) -> Result<Self> {
+        Self::with_settings(PgSettings::parse(url)?).await
+    }
+
+    pub async fn with_settings(settings: PgSettings) -> Result<Self> {
+        migrate(&settings).await?;
+        let mgr = Manager::from_config(
+            settings.pg.clone(),
+            NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(mgr)
+            .max_size(settings.pool_size)
+            .build()
+            .map_err(be)?;
+        // Fail at startup, not at the first request, if the pool cannot connect.
+        drop(pool.get().await.map_err(be)?);
+        Ok(Self { pool })
+    }
+
+    /// The number of migrations this server knows (the schema version it writes).
+    pub fn migrations() -> i64 {
+        i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX)
+    }
+
+    /// The applied schema version.
+    pub async fn schema_version(&self) -> Result<i64> {
+        transact!(self, RC, |tx| async {
+            let r = query_one(
+                &tx,
+                "SELECT COALESCE(MAX(version), 0) FROM doorcode_migrations",
+                &[],
+            )
+            .await?;
+            get::<i64>(&r, 0)
+        }
+        .await)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn url_parameters() {
+        let s = PgSettings::parse(
+            "postgres://u@127.0.0.1:5432/db?schema=depot_1&pool_size=4&sslmode=disable",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.schema.as_deref(), Some("depot_1"));
+        assert_eq!(s.pool_size, 4);
+        assert_eq!(s.pg.get_options(), Some("-c search_path=depot_1"));
+        assert_eq!(s.pg.get_dbname(), Some("db"));
+        assert!(PgSettings::parse("postgres://u@h/db?schema=Bad;DROP").is_err());
+        assert!(PgSettings::parse("postgres://u@h/db?pool_size=0").is_err());
+        let e = PgSettings::parse("postgres://u:secret@h:notaport/db").err();
+        assert!(matches!(e, Some(StorageError::Invalid(m)) if !m.contains("secret")));
+    }
+}

@@ -1,0 +1,592 @@
+//! Embedded SQLite storage: one connection (so one writer), WAL, versioned
+//! migrations in `user_version` (`migrations/sqlite/`). Each trait method runs
+//! in one IMMEDIATE transaction on a blocking thread: load the facts, call
+//! the decision in [`crate::domain`], apply its plan.
+
+use super::facts::*;
+use super::sql::{PARCEL_FACTS, PARCEL_FACTS_FROM};
+use super::*;
+use crate::domain::ingest::{ConfirmationRow, IngestPlan, Keys};
+use crate::domain::{self, At, Changes, Label, NoticeState, ParcelChange, RouteChange};
+use chrono::{DateTime, NaiveDate, Utc};
+use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
+use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, TransactionBehavior, params};
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+
+mod apply;
+mod columns;
+mod lifecycle;
+mod load;
+mod rows;
+
+use apply::*;
+use columns::*;
+use load::*;
+use rows::*;
+
+/// Schema migrations, applied in order; `user_version` counts the applied ones.
+const MIGRATIONS: &[&str] = &[
+    include_str!("../migrations/sqlite/0001_init.sql"),
+    include_str!("../migrations/sqlite/0002_seen_revoked_signal_days.sql"),
+    include_str!("../migrations/sqlite/0003_lifecycle.sql"),
+];
+
+/// The SQLite backend. Cheap to clone.
+#[derive(Clone)]
+pub struct SqliteStorage {
+    conn: Arc<Mutex<Connection>>,
+}
+
+fn be(e: impl std::fmt::Display) -> StorageError {
+    StorageError::Backend(e.to_string())
+}
+
+impl From<rusqlite::Error> for StorageError {
+    fn from(e: rusqlite::Error) -> Self {
+        be(e)
+    }
+}
+
+/// All connection PRAGMAs in one place.
+fn apply_pragmas(conn: &Connection) -> Result<()> {
+    conn.execute_batch(
+        "PRAGMA journal_mode=WAL;
+         PRAGMA synchronous=FULL;
+         PRAGMA foreign_keys=ON;
+         PRAGMA busy_timeout=5000;
+         PRAGMA secure_delete=ON;",
+    )?;
+    Ok(())
+}
+
+fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let version = usize::try_from(version).map_err(be)?;
+    if version > MIGRATIONS.len() {
+        return Err(StorageError::Backend(format!(
+            "database schema version {version} is newer than this server ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+impl SqliteStorage {
+    /// Open (or create) the database file and bring its schema up to date.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut conn = Connection::open(path)?;
+        apply_pragmas(&conn)?;
+        migrate(&mut conn)?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(conn)),
+        })
+    }
+
+    /// The number of migrations this server knows (the schema version it writes).
+    pub fn schema_version() -> usize {
+        MIGRATIONS.len()
+    }
+
+    /// Run one domain operation as one IMMEDIATE transaction off the async threads.
+    async fn tx<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+    {
+        let conn = self.conn.clone();
+        tokio::task::spawn_blocking(move || {
+            // A panic inside an earlier operation rolled its transaction back
+            // on unwind, so the connection itself is still good.
+            let mut guard = conn
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let tx = guard.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+        .map_err(be)?
+    }
+}
+
+#[async_trait::async_trait]
+impl Storage for SqliteStorage {
+    async fn upsert_parcels(
+        &self,
+        items: Vec<NewParcel>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<UpsertStatus>> {
+        self.tx(move |tx| {
+            let ids: Vec<String> = items.iter().map(|p| p.parcel_id.clone()).collect();
+            let (out, ch) = domain::parcels::decide(&parcels_in(tx, &ids)?, &items);
+            apply(tx, &ch, now)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn parcel(&self, parcel_id: &str) -> Result<Option<ParcelView>> {
+        let id = parcel_id.to_string();
+        self.tx(move |tx| {
+            let Some(mut v) = tx
+                .query_row(
+                    "SELECT parcel_id, recipient_name, address, requires_code, status, delivery_date, attempt,
+                       route_id, wrong_tries, locked FROM parcels WHERE parcel_id=?1",
+                    [&id],
+                    |r| {
+                        Ok(ParcelView {
+                            parcel_id: r.get(0)?,
+                            recipient_name: r.get(1)?,
+                            address: r.get(2)?,
+                            requires_code: r.get(3)?,
+                            status: r.get(4)?,
+                            delivery_date: day_opt(r.get(5)?),
+                            attempt: r.get(6)?,
+                            route_id: r.get(7)?,
+                            wrong_tries: r.get(8)?,
+                            locked: r.get(9)?,
+                            events: Vec::new(),
+                        })
+                    },
+                )
+                .optional()?
+            else {
+                return Ok(None);
+            };
+            let mut st = tx.prepare_cached(
+                "SELECT at, kind, detail FROM parcel_events WHERE parcel_id=?1 ORDER BY id",
+            )?;
+            v.events = st
+                .query_map([&id], |r| {
+                    Ok(ParcelEvent {
+                        at: r.get::<_, Ts>(0)?.0,
+                        kind: r.get(1)?,
+                        detail: r.get(2)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(Some(v))
+        })
+        .await
+    }
+
+    async fn parcel_contact(&self, parcel_id: &str) -> Result<Option<ParcelContact>> {
+        let id = parcel_id.to_string();
+        self.tx(move |tx| contact(tx, "parcel_id", &id)).await
+    }
+
+    async fn parcel_by_track_token(&self, token: &str) -> Result<Option<ParcelContact>> {
+        let t = token.to_string();
+        self.tx(move |tx| contact(tx, "track_token", &t)).await
+    }
+
+    async fn parcel_ids_on(&self, date: NaiveDate) -> Result<Vec<String>> {
+        self.tx(move |tx| {
+            let mut st = tx.prepare_cached(
+                "SELECT parcel_id FROM parcels WHERE delivery_date=?1 ORDER BY parcel_id",
+            )?;
+            let ids = st
+                .query_map([Day(date)], |r| r.get::<_, String>(0))?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(ids)
+        })
+        .await
+    }
+
+    async fn save_route(&self, route: RouteInput, at: At<'_>) -> Result<RouteSaved> {
+        let (now, today) = (at.now, at.policy.today(at.now));
+        self.tx(move |tx| {
+            let (saved, ch) = domain::route::decide(&route_facts(tx, &route)?, &route, today)?;
+            apply(tx, &ch, now)?;
+            Ok(saved)
+        })
+        .await
+    }
+
+    async fn route(&self, route_id: &str, date: NaiveDate) -> Result<Option<RouteData>> {
+        let r = route_id.to_string();
+        self.tx(move |tx| load_route(tx, &r, date)).await
+    }
+
+    async fn route_for_courier(
+        &self,
+        courier_id: &str,
+        date: NaiveDate,
+    ) -> Result<Option<RouteData>> {
+        let c = courier_id.to_string();
+        self.tx(move |tx| {
+            let rid: Option<String> = tx
+                .query_row(
+                    "SELECT route_id FROM routes WHERE courier_id=?1 AND delivery_date=?2",
+                    params![c, Day(date)],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            match rid {
+                Some(rid) => load_route(tx, &rid, date),
+                None => Ok(None),
+            }
+        })
+        .await
+    }
+
+    async fn create_enrollment(&self, e: NewEnrollment) -> Result<()> {
+        self.tx(move |tx| {
+            tx.execute(
+                "INSERT INTO enrollments(code_hash, courier_id, expires_at, created_at) VALUES(?1,?2,?3,?4)",
+                params![e.code_hash, e.courier_id, Ts(e.expires_at), Ts(e.created_at)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn enroll_device(&self, device: NewDevice, now: DateTime<Utc>) -> Result<Option<Device>> {
+        let h = device.enrollment.clone();
+        self.tx(move |tx| {
+            let courier: Option<String> = tx
+                .query_row(
+                    "SELECT courier_id FROM enrollments WHERE code_hash=?1 AND used_at IS NULL AND expires_at > ?2",
+                    params![h, Ts(now)],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(courier_id) = courier else {
+                return Ok(None);
+            };
+            tx.execute("UPDATE enrollments SET used_at=?2 WHERE code_hash=?1", params![h, Ts(now)])?;
+            tx.execute(
+                "INSERT INTO devices(device_id, courier_id, name, public_key, token_hash, enrolled_at, last_seen_at)
+                 VALUES(?1,?2,?3,?4,?5,?6,?6)",
+                params![device.device_id, courier_id, device.name, device.public_key, device.token_hash, Ts(now)],
+            )?;
+            Ok(Some(Device {
+                device_id: device.device_id,
+                courier_id,
+                name: device.name,
+                public_key: device.public_key,
+                revoked_at: None,
+                last_seen_at: now,
+            }))
+        })
+        .await
+    }
+
+    async fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>> {
+        let h = token_hash.to_string();
+        self.tx(move |tx| {
+            let sql = format!("SELECT {DEVICE_COLS} FROM devices WHERE token_hash=?1");
+            Ok(tx
+                .prepare_cached(&sql)?
+                .query_row([h], device_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn device(&self, device_id: &str) -> Result<Option<Device>> {
+        let d = device_id.to_string();
+        self.tx(move |tx| {
+            let sql = format!("SELECT {DEVICE_COLS} FROM devices WHERE device_id=?1");
+            Ok(tx.query_row(&sql, [d], device_row).optional()?)
+        })
+        .await
+    }
+
+    async fn devices_of_courier(&self, courier_id: &str) -> Result<Vec<Device>> {
+        let c = courier_id.to_string();
+        self.tx(move |tx| {
+            let sql = format!(
+                "SELECT {DEVICE_COLS} FROM devices WHERE courier_id=?1 ORDER BY enrolled_at, device_id"
+            );
+            let mut st = tx.prepare(&sql)?;
+            let v = st.query_map([c], device_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(v)
+        })
+        .await
+    }
+
+    async fn device_seen(&self, device_id: &str, now: DateTime<Utc>) -> Result<()> {
+        let d = device_id.to_string();
+        self.tx(move |tx| {
+            tx.execute(
+                "UPDATE devices SET last_seen_at=?2 WHERE device_id=?1",
+                params![d, Ts(now)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn revoke_device(&self, device_id: &str, now: DateTime<Utc>) -> Result<bool> {
+        let d = device_id.to_string();
+        self.tx(move |tx| {
+            let n = tx.execute(
+                "UPDATE devices SET revoked_at=COALESCE(revoked_at, ?2) WHERE device_id=?1",
+                params![d, Ts(now)],
+            )?;
+            Ok(n > 0)
+        })
+        .await
+    }
+
+    async fn manifest(&self, key: BuildKey<'_>) -> Result<Option<StoredManifest>> {
+        let (r, d, date) = (
+            key.route_id.to_string(),
+            key.device_id.to_string(),
+            key.date,
+        );
+        self.tx(move |tx| {
+            Ok(tx
+                .query_row(
+                    "SELECT route_id, manifest_id, revision, envelope FROM manifests
+                     WHERE route_id=?1 AND delivery_date=?2 AND device_id=?3",
+                    params![r, Day(date), d],
+                    |row| stored_manifest(row, date, &d),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn current_manifest(
+        &self,
+        dev: &Device,
+        date: NaiveDate,
+    ) -> Result<Option<StoredManifest>> {
+        let (c, d) = (dev.courier_id.clone(), dev.device_id.clone());
+        self.tx(move |tx| {
+            Ok(tx
+                .prepare_cached(
+                    "SELECT m.route_id, m.manifest_id, m.revision, m.envelope FROM routes r
+                     JOIN manifests m ON m.route_id=r.route_id AND m.delivery_date=r.delivery_date AND m.device_id=?3
+                     WHERE r.courier_id=?1 AND r.delivery_date=?2 AND m.revision >= r.revision",
+                )?
+                .query_row(params![c, Day(date), d], |row| stored_manifest(row, date, &d))
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn store_manifest(&self, m: StoredManifest) -> Result<StoredManifest> {
+        self.tx(move |tx| {
+            let date = Day(m.delivery_date);
+            let existing = tx
+                .query_row(
+                    "SELECT route_id, manifest_id, revision, envelope FROM manifests
+                     WHERE route_id=?1 AND delivery_date=?2 AND device_id=?3",
+                    params![m.route_id, date, m.device_id],
+                    |row| stored_manifest(row, m.delivery_date, &m.device_id),
+                )
+                .optional()?;
+            if let Some(newer) = existing.filter(|e| e.revision >= m.revision) {
+                return Ok(newer);
+            }
+            tx.execute(
+                "INSERT INTO manifests(route_id, delivery_date, device_id, manifest_id, revision, envelope) VALUES(?1,?2,?3,?4,?5,?6)
+                 ON CONFLICT(route_id, delivery_date, device_id) DO UPDATE SET manifest_id=?4, revision=?5, envelope=?6",
+                params![m.route_id, date, m.device_id, m.manifest_id, m.revision, m.envelope_json],
+            )?;
+            let mut st = tx.prepare_cached(
+                "INSERT OR IGNORE INTO manifest_items(device_id, manifest_id, revision, parcel_id, delivery_date, attempt)
+                 VALUES(?1,?2,?3,?4,?5,?6)",
+            )?;
+            for (pid, attempt) in &m.items {
+                st.execute(params![m.device_id, m.manifest_id, m.revision, pid, date, attempt])?;
+            }
+            drop(st);
+            Ok(m)
+        })
+        .await
+    }
+
+    async fn ingest_confirmations(&self, up: Upload, at: At<'_>) -> Result<Vec<IngestOutcome>> {
+        if up.items.is_empty() {
+            return Ok(Vec::new());
+        }
+        let (now, policy) = (at.now, at.policy.clone());
+        // One transaction, so one fsync, for the whole upload.
+        self.tx(move |tx| {
+            let facts = ingest_facts(tx, &up.device_id, &IngestFacts::keys(&up.items))?;
+            let plan = domain::ingest::decide(&facts, &up.items, &policy);
+            apply_ingest(tx, &up.device_id, &plan, now)?;
+            Ok(plan.outcomes)
+        })
+        .await
+    }
+
+    async fn verify_facts(&self, device: &Device, parcel_id: &str) -> Result<VerifyFacts> {
+        let (d, p) = (device.clone(), parcel_id.to_string());
+        self.tx(move |tx| verify_facts_in(tx, &d, &p)).await
+    }
+
+    async fn record_verify(&self, input: VerifyInput, at: At<'_>) -> Result<VerifyOutcome> {
+        let (now, policy) = (at.now, at.policy.clone());
+        self.tx(move |tx| {
+            let parcel = one_parcel(tx, &input.parcel_id)?;
+            let (out, ch) = domain::verify::decide(parcel.as_ref(), &input, &policy);
+            apply(tx, &ch, now)?;
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn reissue(&self, input: ReissueInput, now: DateTime<Utc>) -> Result<Moved> {
+        self.tx(move |tx| {
+            let parcel = one_parcel(tx, &input.parcel_id)?;
+            let (moved, ch) = domain::reissue::decide(parcel.as_ref(), &input)?;
+            apply(tx, &ch, now)?;
+            Ok(moved)
+        })
+        .await
+    }
+
+    async fn hold_parcel(&self, parcel_id: &str, at: At<'_>) -> Result<Moved> {
+        let (pid, now, today) = (
+            parcel_id.to_string(),
+            at.now,
+            at.policy.calendar.today(at.now),
+        );
+        self.tx(move |tx| {
+            let parcel = one_parcel(tx, &pid)?;
+            let (moved, ch) = domain::hold::decide(parcel.as_ref(), &pid, today)?;
+            apply(tx, &ch, now)?;
+            Ok(moved)
+        })
+        .await
+    }
+
+    async fn close_day(&self, date: NaiveDate, at: At<'_>) -> Result<Closed> {
+        let (now, next) = (at.now, domain::close_day::next_day(date, at.policy)?);
+        self.tx(move |tx| {
+            let (moved, ch) = domain::close_day::decide(&close_facts(tx, date, next)?, date, next);
+            apply(tx, &ch, now)?;
+            Ok(Closed {
+                next_date: next,
+                moved,
+            })
+        })
+        .await
+    }
+
+    async fn signals_on(&self, day: NaiveDate, after: i64, limit: u32) -> Result<Vec<Signal>> {
+        self.tx(move |tx| {
+            let mut st = tx.prepare_cached(
+                "SELECT id, kind, parcel_id, device_id, confirmation_id, day, detail, code_matched, at FROM signals
+                 WHERE day=?1 AND id>?2 ORDER BY id LIMIT ?3",
+            )?;
+            let rows = st
+                .query_map(params![Day(day), after, limit], |r| {
+                    Ok(Signal {
+                        id: r.get(0)?,
+                        kind: r.get(1)?,
+                        parcel_id: r.get(2)?,
+                        device_id: r.get(3)?,
+                        confirmation_id: r.get(4)?,
+                        day: r.get::<_, Day>(5)?.0,
+                        detail: r.get(6)?,
+                        code_matched: r.get(7)?,
+                        at: r.get::<_, Ts>(8)?.0,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            Ok(rows)
+        })
+        .await
+    }
+
+    async fn claim_notices(&self, now: DateTime<Utc>, secs: i64, n: u32) -> Result<Vec<NoticeJob>> {
+        self.tx(move |tx| {
+            let mut st = tx.prepare_cached(
+                "SELECT id, parcel_id, delivery_date, attempt, tries FROM notices
+                 WHERE status=?3 AND next_attempt_at <= ?1 AND (claimed_until IS NULL OR claimed_until <= ?1)
+                 ORDER BY id LIMIT ?2",
+            )?;
+            let jobs = st
+                .query_map(params![Ts(now), n, NoticeState::Pending], |r| {
+                    Ok(NoticeJob {
+                        notice_id: r.get(0)?,
+                        parcel_id: r.get(1)?,
+                        delivery_date: r.get::<_, Day>(2)?.0,
+                        attempt: r.get(3)?,
+                        tries: r.get(4)?,
+                    })
+                })?
+                .collect::<rusqlite::Result<Vec<_>>>()?;
+            let until = Ts(now + chrono::Duration::seconds(secs));
+            let mut st = tx.prepare_cached("UPDATE notices SET claimed_until=?2 WHERE id=?1")?;
+            for j in &jobs {
+                st.execute(params![j.notice_id, until])?;
+            }
+            Ok(jobs)
+        })
+        .await
+    }
+
+    async fn renew_notice_claims(&self, notice_ids: &[i64], until: DateTime<Utc>) -> Result<()> {
+        let ids = notice_ids.to_vec();
+        self.tx(move |tx| {
+            let mut st = tx.prepare_cached(
+                "UPDATE notices SET claimed_until=?2 WHERE id=?1 AND status=?3 AND claimed_until IS NOT NULL",
+            )?;
+            let until = Ts(until);
+            for id in ids {
+                st.execute(params![id, until, NoticeState::Pending])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn notice_sent(&self, notice_id: i64, now: DateTime<Utc>) -> Result<()> {
+        self.tx(move |tx| {
+            tx.execute(
+                "UPDATE notices SET status=?3, sent_at=?2, claimed_until=NULL, tries=tries+1 WHERE id=?1",
+                params![notice_id, Ts(now), NoticeState::Sent],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn notice_failed(&self, id: i64, e: &str, retry: Option<DateTime<Utc>>) -> Result<()> {
+        let e = e.to_string();
+        self.tx(move |tx| {
+            match retry {
+                Some(t) => tx.execute(
+                    "UPDATE notices SET tries=tries+1, last_error=?2, next_attempt_at=?3, claimed_until=NULL WHERE id=?1",
+                    params![id, e, Ts(t)],
+                )?,
+                None => tx.execute(
+                    "UPDATE notices SET tries=tries+1, last_error=?2, status=?3, claimed_until=NULL WHERE id=?1",
+                    params![id, e, NoticeState::Failed],
+                )?,
+            };
+            Ok(())
+        })
+        .await
+    }
+
+    async fn notice_counts(&self) -> Result<(u64, u64, u64)> {
+        self.tx(|tx| {
+            let mut st = tx.prepare_cached("SELECT COUNT(*) FROM notices WHERE status=?1")?;
+            let mut count =
+                |s: NoticeState| -> Result<u64> { Ok(st.query_row([s], |r| r.get(0))?) };
+            Ok((
+                count(NoticeState::Pending)?,
+                count(NoticeState::Sent)?,
+                count(NoticeState::Failed)?,
+            ))
+        })
+        .await
+    }
+}
