@@ -5,7 +5,6 @@
 //! byte-for-byte the same afterwards.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-
 use crate::support::*;
 use serde_json::{Value, json};
 

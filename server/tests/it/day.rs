@@ -5,7 +5,6 @@
 //! the day are captured and must not contain any issued code.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-
 use crate::support::*;
 use doorcode_core::codes::derive_code;
 use doorcode_core::confirmation::FailReason;
@@ -145,7 +144,6 @@ where
 }
 
 async fn whole_delivery_day(database: Option<String>, logs: LogBuf) {
-
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), "2026-11-23T06:00:00Z");
     // The clock moves to Tuesday for the redelivery: a code is valid only

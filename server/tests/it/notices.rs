@@ -4,7 +4,6 @@
 //! after its lease by the next server on the same data dir.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-
 use crate::support::*;
 use serde_json::{Value, json};
 use std::sync::atomic::{AtomicUsize, Ordering};

@@ -5,7 +5,6 @@
 //! these undeclared before the document added them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-
 use crate::support::*;
 use serde_json::Value;
 

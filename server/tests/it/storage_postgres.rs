@@ -5,7 +5,7 @@
 //! banner elsewhere (see pgtest).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-
+use crate::storage_suite::{parcel, t0};
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use doorcode_core::confirmation::{Outcome, Verified};
 use doorcode_server::domain::verify::{Target, VerifyInput};
@@ -14,7 +14,6 @@ use doorcode_server::storage::postgres::PostgresStorage;
 use doorcode_server::storage::*;
 use std::collections::HashSet;
 use std::sync::Arc;
-use crate::storage_suite::{parcel, t0};
 
 struct Pg {
     s: PostgresStorage,

@@ -2,11 +2,10 @@
 //! what only SQLite has: its file's mode, schema version and upgrades.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-
+use crate::storage_suite::day;
 use doorcode_server::domain::SignalKind;
 use doorcode_server::storage::Storage;
 use doorcode_server::storage::sqlite::SqliteStorage;
-use crate::storage_suite::day;
 
 struct Sqlite {
     s: SqliteStorage,

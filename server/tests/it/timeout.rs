@@ -1,7 +1,6 @@
 //! A client that stalls mid-body gets a 408 with the JSON error shape.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-
 use crate::support::*;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

@@ -6,7 +6,6 @@
 //! vector test, which takes the id as it is.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-
 use crate::support::*;
 use serde_json::json;
 

@@ -3,7 +3,6 @@
 //! `locked`.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-
 use crate::support::*;
 use serde_json::json;
 

@@ -3,9 +3,8 @@
 //! page, the code only while valid, the delivered view, rate limits.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-
-use chrono::{DateTime, Utc};
 use crate::support::*;
+use chrono::{DateTime, Utc};
 use doorcode_core::codes::derive_code;
 use serde_json::{Value, json};
 use std::sync::{Arc, Mutex};

@@ -7,7 +7,6 @@
 //! Without a reachable PostgreSQL: FAILS under CI, loudly SKIPPED elsewhere.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-
 use crate::support::{Door, Handset};
 use doorcode_core::codes::{CodeKey, derive_code};
 use doorcode_core::envelope::{SigningKey, VerifyingKey};

@@ -9,7 +9,6 @@ use std::time::Duration;
 
 use crate::support::free_port;
 
-
 fn serve(dir: &std::path::Path, port: u16, json: bool) -> Child {
     let mut c = Command::new(env!("CARGO_BIN_EXE_doorcode"));
     c.args(["serve", "--data-dir"]).arg(dir).args([

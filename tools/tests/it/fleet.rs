@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 pub const CODE_KEY: [u8; 32] = [0x42; 32];
 
-pub use super::free_port;
+pub use crate::support::free_port;
 
 /// A `doorcode serve` process; killed with SIGKILL on drop.
 pub struct ServerProc {
