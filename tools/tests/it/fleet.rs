@@ -23,9 +23,164 @@ pub const CODE_KEY: [u8; 32] = [0x42; 32];
 
 pub use crate::support::free_port;
 
-/// A `doorcode serve` process; killed with SIGKILL on drop.
-pub struct ServerProc {
+/// How to start a `doorcode serve` (every day a working day).
+pub struct ServeOpts<'a> {
+    /// `--listen`; port 0 takes a free one (read back from its output).
+    pub listen: String,
+    pub extra: &'a [&'a str],
+    pub rust_log: &'a str,
+    /// Where stderr (the logs) goes; default `<data>.log`.
+    pub log: Option<&'a Path>,
+    /// Through `sh -c 'umask 022; exec …'`, so files would come out 0644 if
+    /// the server left their modes to the umask.
+    pub umask_022: bool,
+}
+
+impl Default for ServeOpts<'_> {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:0".into(),
+            extra: &[],
+            rust_log: "info",
+            log: None,
+            umask_022: false,
+        }
+    }
+}
+
+/// The one way the tests start `doorcode serve`; killed with SIGKILL on drop.
+pub struct Serve {
     child: Child,
+    pub addr: std::net::SocketAddr,
+    pub metrics_addr: Option<std::net::SocketAddr>,
+    /// Printed on the first start of a data dir only.
+    pub admin: Option<String>,
+    /// What it printed on stdout before listening, but the token line.
+    pub stdout: Vec<String>,
+    _lines: std::sync::mpsc::Receiver<String>,
+}
+
+impl Serve {
+    /// `doorcode serve --data-dir DATA EXTRA…` on a free port.
+    pub fn spawn(data: &Path, extra: &[&str]) -> Self {
+        Self::start(
+            data,
+            &ServeOpts {
+                extra,
+                ..ServeOpts::default()
+            },
+        )
+    }
+
+    pub fn start(data: &Path, o: &ServeOpts<'_>) -> Self {
+        // The tests' reqwest clients need a crypto provider even when no
+        // in-process server (which installs one) ran first.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let log_path = o
+            .log
+            .map_or_else(|| data.with_extension("log"), Path::to_path_buf);
+        let log = std::fs::File::create(&log_path).unwrap();
+        let bin = env!("CARGO_BIN_EXE_doorcode");
+        let mut cmd = if o.umask_022 {
+            let mut c = Command::new("sh");
+            c.args(["-c", "umask 022; exec \"$@\"", "sh", bin]);
+            c
+        } else {
+            Command::new(bin)
+        };
+        let mut child = cmd
+            .args(["serve", "--working-days", "mon-sun", "--listen", &o.listen])
+            .arg("--data-dir")
+            .arg(data)
+            .args(o.extra)
+            .env("RUST_LOG", o.rust_log)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::from(log))
+            .spawn()
+            .unwrap();
+        let out = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines() {
+                let Ok(line) = line else { return };
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let (mut admin, mut metrics_addr, mut stdout) = (None, None, Vec::new());
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let Ok(line) = rx.recv_timeout(left) else {
+                let _ = child.kill();
+                let _ = child.wait();
+                let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+                panic!("doorcode serve did not start:\n{log}");
+            };
+            if let Some(t) = line.strip_prefix("dispatch admin token (shown once, stored hashed): ")
+            {
+                admin = Some(t.trim().to_string());
+                continue;
+            }
+            if let Some(m) = line.strip_prefix("doorcode metrics on http://") {
+                metrics_addr = Some(m.trim_end_matches("/metrics").parse().unwrap());
+            }
+            let listening = line
+                .strip_prefix("doorcode listening on http://")
+                .map(|u| u.trim().parse().unwrap());
+            stdout.push(line);
+            if let Some(addr) = listening {
+                return Self {
+                    child,
+                    addr,
+                    metrics_addr,
+                    admin,
+                    stdout,
+                    _lines: rx,
+                };
+            }
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    pub fn admin(&self) -> &str {
+        self.admin
+            .as_deref()
+            .expect("first start prints the admin token")
+    }
+
+    /// Resident memory of the process, from /proc.
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kb: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kb * 1024
+    }
+
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// A server on a fixed port with the fixed code key, so it can be killed
+/// and restarted on the same data and URL.
+pub struct ServerProc {
+    serve: Serve,
     pub port: u16,
 }
 
@@ -40,50 +195,23 @@ impl ServerProc {
             )
             .unwrap();
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_doorcode"))
-            .args([
-                "serve",
-                "--working-days",
-                "mon-sun",
-                "--listen",
-                &format!("127.0.0.1:{port}"),
-                "--data-dir",
-            ])
-            .arg(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut token = None;
-        for line in BufReader::new(child.stdout.take().unwrap()).lines() {
-            let line = line.unwrap();
-            if let Some(t) = line
-                .split(": ")
-                .nth(1)
-                .filter(|_| line.starts_with("dispatch admin token"))
-            {
-                token = Some(t.trim().to_string());
-            }
-            if line.starts_with("doorcode listening on") {
-                break;
-            }
-        }
-        (Self { child, port }, token)
+        let serve = Serve::start(
+            dir,
+            &ServeOpts {
+                listen: format!("127.0.0.1:{port}"),
+                ..ServeOpts::default()
+            },
+        );
+        let token = serve.admin.clone();
+        (Self { serve, port }, token)
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
-        format!("127.0.0.1:{}", self.port).parse().unwrap()
+        self.serve.addr
     }
 
     pub fn kill9(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-impl Drop for ServerProc {
-    fn drop(&mut self) {
-        self.kill9();
+        self.serve.kill9();
     }
 }
 

@@ -2,71 +2,11 @@
 //! handset`): no code, token or key in any log, output or file DESIGN.md
 //! does not allow to hold it.
 
-use crate::support::*;
+use crate::fleet::{Serve, ServeOpts};
 use doorcode_core::b64;
 use doorcode_core::envelope::Envelope;
 use serde_json::{Value, json};
 use std::path::Path;
-
-/// A `doorcode serve` process at `RUST_LOG=trace`, stderr into a file; killed on drop.
-struct Serve {
-    child: std::process::Child,
-    url: String,
-    admin: String,
-    /// What it printed on stdout besides the admin token line.
-    stdout: Vec<String>,
-}
-
-impl Serve {
-    fn spawn(data: &Path, log: &Path, json_logs: bool) -> Self {
-        use std::io::BufRead;
-        let port = free_port();
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_doorcode"));
-        cmd.args([
-            "serve",
-            "--working-days",
-            "mon-sun",
-            "--listen",
-            &format!("127.0.0.1:{port}"),
-            "--data-dir",
-        ])
-        .arg(data)
-        .env("RUST_LOG", "trace")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(log).unwrap());
-        if json_logs {
-            cmd.arg("--json-logs");
-        }
-        let mut child = cmd.spawn().unwrap();
-        let mut admin = None;
-        let mut stdout = Vec::new();
-        for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
-            let line = line.unwrap();
-            if line.starts_with("dispatch admin token") {
-                admin = Some(line.rsplit(' ').next().unwrap().to_string());
-                continue;
-            }
-            let done = line.starts_with("doorcode listening on");
-            stdout.push(line);
-            if done {
-                break;
-            }
-        }
-        Self {
-            child,
-            url: format!("http://127.0.0.1:{port}"),
-            admin: admin.expect("first start prints the admin token"),
-            stdout,
-        }
-    }
-}
-
-impl Drop for Serve {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Runs `doorcode handset --db DB ARGS…`; returns (success, stdout, stderr).
 fn handset(db: &Path, args: &[&str]) -> (bool, String, String) {
@@ -126,13 +66,22 @@ async fn day_on_real_processes(json_logs: bool) {
     let data = tmp.path().join("data");
     let log = tmp.path().join("server.log");
     let db = tmp.path().join("courier.db");
-    let server = Serve::spawn(&data, &log, json_logs);
+    let json: &[&str] = if json_logs { &["--json-logs"] } else { &[] };
+    let server = Serve::start(
+        &data,
+        &ServeOpts {
+            extra: json,
+            rust_log: "trace",
+            log: Some(&log),
+            ..ServeOpts::default()
+        },
+    );
     let http = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let url = server.url.clone();
-    let admin = server.admin.clone();
+    let url = server.url();
+    let admin = server.admin().to_string();
     let call = |method: &str, path: &str, token: Option<&str>, body: Option<String>| {
         let mut req = http.request(method.parse().unwrap(), format!("{url}{path}"));
         if let Some(t) = token {

@@ -3,122 +3,20 @@
 //! the data directory's modes under umask 022 (moved from the server's
 //! `attacks::edges`: only this package can run the binary).
 
+use crate::fleet::{Serve, ServeOpts};
 use crate::support::net::*;
 use serde_json::{Value, json};
-use std::io::BufRead as _;
-use std::net::SocketAddr;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
-// ---------- a spawned `doorcode serve` ----------
-
-/// A `doorcode serve` process on its own data dir; killed on drop.
-struct Proc {
-    child: Child,
-    addr: SocketAddr,
-    metrics_addr: Option<SocketAddr>,
-    admin: Option<String>,
-    _lines: std::sync::mpsc::Receiver<String>,
-}
-
-impl Proc {
-    /// Starts `doorcode serve --listen 127.0.0.1:0 --data-dir DATA EXTRA…`,
-    /// through `sh -c 'umask 022; exec …'` so files would come out 0644 if
-    /// the server left their modes to the umask.
-    fn spawn(data: &Path, extra: &[&str]) -> Self {
-        // The tests' reqwest clients need a crypto provider even when no
-        // in-process server (which installs one) ran first.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-        let log = std::fs::File::create(data.with_extension("log")).unwrap();
-        let mut child = Command::new("sh")
-            .arg("-c")
-            .arg("umask 022; exec \"$@\"")
-            .arg("sh")
-            .arg(env!("CARGO_BIN_EXE_doorcode"))
-            .args([
-                "serve",
-                "--working-days",
-                "mon-sun",
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--data-dir")
-            .arg(data)
-            .args(extra)
-            .env("RUST_LOG", "info")
-            .stdin(Stdio::null())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::from(log))
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines() {
-                let Ok(line) = line else { return };
-                if tx.send(line).is_err() {
-                    return;
-                }
-            }
-        });
-        let (mut admin, mut metrics_addr) = (None, None);
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let Ok(line) = rx.recv_timeout(left) else {
-                let _ = child.kill();
-                let _ = child.wait();
-                let log = std::fs::read_to_string(data.with_extension("log")).unwrap_or_default();
-                panic!("doorcode serve did not start:\n{log}");
-            };
-            if let Some(t) = line.strip_prefix("dispatch admin token (shown once, stored hashed): ")
-            {
-                admin = Some(t.trim().to_string());
-            }
-            if let Some(m) = line.strip_prefix("doorcode metrics on http://") {
-                metrics_addr = Some(m.trim_end_matches("/metrics").parse().unwrap());
-            }
-            if let Some(u) = line.strip_prefix("doorcode listening on http://") {
-                return Self {
-                    child,
-                    addr: u.trim().parse().unwrap(),
-                    metrics_addr,
-                    admin,
-                    _lines: rx,
-                };
-            }
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    fn admin(&self) -> &str {
-        self.admin
-            .as_deref()
-            .expect("first start prints the admin token")
-    }
-
-    /// Resident memory of the process, from /proc.
-    fn rss_bytes(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
-        let kb: u64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            .unwrap();
-        kb * 1024
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+/// Started under umask 022: files would come out 0644 if the server left
+/// their modes to the umask.
+fn umask_022() -> ServeOpts<'static> {
+    ServeOpts {
+        umask_022: true,
+        ..ServeOpts::default()
     }
 }
 
@@ -127,7 +25,7 @@ impl Drop for Proc {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hundreds_of_unique_64kb_methods_grow_neither_memory_nor_metrics() {
     let tmp = tempfile::tempdir().unwrap();
-    let p = Proc::spawn(&tmp.path().join("data"), &[]);
+    let p = Serve::spawn(&tmp.path().join("data"), &[]);
     let addr = p.addr;
     let send = move |i: usize| async move {
         // A unique 64 KiB method.
@@ -194,7 +92,7 @@ async fn hundreds_of_unique_64kb_methods_grow_neither_memory_nor_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_need_the_dispatch_token_except_on_the_metrics_listener() {
     let tmp = tempfile::tempdir().unwrap();
-    let p = Proc::spawn(
+    let p = Serve::spawn(
         &tmp.path().join("data"),
         &["--metrics-listen", "127.0.0.1:0"],
     );
@@ -242,7 +140,7 @@ async fn metrics_need_the_dispatch_token_except_on_the_metrics_listener() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_header_is_cut_at_10_s_while_an_idle_keep_alive_stays_open() {
     let tmp = tempfile::tempdir().unwrap();
-    let p = Proc::spawn(&tmp.path().join("data"), &[]);
+    let p = Serve::spawn(&tmp.path().join("data"), &[]);
     // An idle keep-alive connection that has done one request.
     let mut idle = TcpStream::connect(p.addr).await.unwrap();
     idle.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -301,7 +199,7 @@ async fn a_slow_header_is_cut_at_10_s_while_an_idle_keep_alive_stays_open() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_silent_connection_is_closed_after_10_s() {
     let tmp = tempfile::tempdir().unwrap();
-    let p = Proc::spawn(&tmp.path().join("data"), &[]);
+    let p = Serve::spawn(&tmp.path().join("data"), &[]);
     let started = Instant::now();
     let mut s = TcpStream::connect(p.addr).await.unwrap();
     let cut = closed_after(&mut s, started, Duration::from_secs(25))
@@ -315,7 +213,7 @@ async fn a_silent_connection_is_closed_after_10_s() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn max_connections_caps_open_connections() {
     let tmp = tempfile::tempdir().unwrap();
-    let p = Proc::spawn(&tmp.path().join("data"), &["--max-connections", "3"]);
+    let p = Serve::spawn(&tmp.path().join("data"), &["--max-connections", "3"]);
     let mut held = Vec::new();
     for _ in 0..3 {
         let mut c = TcpStream::connect(p.addr).await.unwrap();
@@ -370,7 +268,7 @@ async fn the_data_dir_is_private_even_when_it_existed_open_under_umask_022() {
         entries
     };
     {
-        let p = Proc::spawn(&data, &[]);
+        let p = Serve::start(&data, &umask_022());
         let http = reqwest::Client::new();
         let post = |path: &str, body: Value| {
             http.post(format!("{}{path}", p.url()))
@@ -443,7 +341,7 @@ async fn the_data_dir_is_private_even_when_it_existed_open_under_umask_022() {
     )
     .unwrap();
     std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let _p = Proc::spawn(&data, &[]);
+    let _p = Serve::start(&data, &umask_022());
     let entries = check("after a restart");
     assert!(
         entries
@@ -481,8 +379,8 @@ async fn two_nodes_slow_gateway(database: Option<&str>) {
     if let Some(db) = database {
         args.extend(["--database", db]);
     }
-    let a = Proc::spawn(&data, &args);
-    let b = Proc::spawn(&data, &args);
+    let a = Serve::spawn(&data, &args);
+    let b = Serve::spawn(&data, &args);
     let http = reqwest::Client::new();
     let today = chrono::Utc::now().date_naive().to_string();
     const N: usize = 8;
