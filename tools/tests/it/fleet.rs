@@ -7,11 +7,12 @@
 use chrono::{NaiveDate, Utc};
 use doorcode_core::codes::{self, CodeKey};
 use doorcode_core::confirmation::FailReason;
+use doorcode_core::dispatch::DispatchClient;
 use doorcode_core::handset::Handset;
 use doorcode_core::secrets::FileSecretStore;
 use doorcode_core::store::VerifyOutcome;
 use doorcode_core::sync::{ManifestSync, SyncClient, SyncConfig};
-use serde_json::{Value, json};
+use doorcode_core::wire::{ParcelIn, Recipient, RouteIn, SignalKind, StopIn};
 use std::collections::HashMap;
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -215,53 +216,21 @@ impl ServerProc {
     }
 }
 
+/// The dispatcher, on the one typed dispatch client.
 pub struct Admin {
-    pub http: reqwest::Client,
-    pub base: String,
-    pub token: String,
+    pub dispatch: DispatchClient,
 }
 
 impl Admin {
     pub fn new(port: u16, token: String) -> Self {
-        let _ = rustls::crypto::ring::default_provider().install_default();
         Self {
-            http: reqwest::Client::new(),
-            base: format!("http://127.0.0.1:{port}"),
-            token,
+            dispatch: DispatchClient::new(&format!("http://127.0.0.1:{port}"), &token).unwrap(),
         }
     }
-    pub async fn call(&self, req: reqwest::RequestBuilder, path: &str) -> Value {
-        let r = req.bearer_auth(&self.token).send().await.unwrap();
-        assert!(r.status().is_success(), "{path}: {}", r.status());
-        r.json().await.unwrap()
-    }
-    pub async fn post(&self, path: &str, body: Value) -> Value {
-        self.call(
-            self.http.post(format!("{}{path}", self.base)).json(&body),
-            path,
-        )
-        .await
-    }
-    pub async fn get(&self, path: &str) -> Value {
-        self.call(self.http.get(format!("{}{path}", self.base)), path)
-            .await
-    }
+
+    /// One value of `/metrics` (0 when absent).
     pub async fn metric(&self, name: &str) -> u64 {
-        let text = self
-            .http
-            .get(format!("{}/metrics", self.base))
-            .bearer_auth(&self.token)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
-        text.lines()
-            .find(|l| l.starts_with(name))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse::<f64>().ok())
-            .map_or(0, |v| v as u64)
+        crate::support::net::metric(&self.dispatch.metrics().await.unwrap(), name)
     }
 }
 
@@ -274,24 +243,43 @@ pub async fn plan_day(admin: &Admin, couriers: usize, per: usize) -> Vec<(String
     let mut out = Vec::new();
     for c in 0..couriers {
         let ids: Vec<String> = (0..per).map(|i| format!("E{c}-{i:04}")).collect();
-        let parcels: Vec<Value> = ids
+        let parcels: Vec<ParcelIn> = ids
             .iter()
             .enumerate()
-            .map(|(i, id)| {
-                json!({"parcel_id": id, "recipient": {"name": format!("R {id}"), "email": "r@example.invalid"},
-                       "address": format!("{i} Test Road"), "value": 100, "currency": "EUR", "requires_code": i % 3 != 0})
+            .map(|(i, id)| ParcelIn {
+                parcel_id: id.clone(),
+                recipient: Recipient {
+                    name: format!("R {id}"),
+                    email: Some("r@example.invalid".into()),
+                    phone: None,
+                },
+                address: format!("{i} Test Road"),
+                value: 100.0,
+                currency: "EUR".into(),
+                requires_code: Some(i % 3 != 0),
             })
             .collect();
         for chunk in parcels.chunks(500) {
-            admin.post("/v1/parcels", json!({ "parcels": chunk })).await;
+            admin.dispatch.parcels(chunk).await.unwrap();
         }
-        let stops: Vec<Value> = ids
+        let stops: Vec<StopIn> = ids
             .iter()
             .enumerate()
-            .map(|(i, id)| json!({"stop_id": format!("S{i:04}"), "address": format!("{i} Test Road"), "parcel_ids": [id]}))
+            .map(|(i, id)| StopIn {
+                stop_id: format!("S{i:04}"),
+                address: format!("{i} Test Road"),
+                recipient: None,
+                parcel_ids: vec![id.clone()],
+            })
             .collect();
         let courier = format!("C{c}");
-        admin.post("/v1/routes", json!({"route_id": format!("R{c}"), "courier_id": courier, "delivery_date": today(), "stops": stops})).await;
+        let route = RouteIn {
+            route_id: format!("R{c}"),
+            courier_id: courier.clone(),
+            delivery_date: today(),
+            stops,
+        };
+        admin.dispatch.route(&route).await.unwrap();
         out.push((courier, ids));
     }
     out
@@ -309,15 +297,9 @@ pub async fn enrolled(
     let secrets = FileSecretStore::new(dir.join(format!("{courier}.db.secrets"))).unwrap();
     let h = Arc::new(Handset::open(&db, Arc::new(secrets)).unwrap());
     let client = SyncClient::with_config(h, cfg).unwrap();
-    let code = admin
-        .post("/v1/enrollments", json!({"courier_id": courier}))
-        .await;
+    let code = admin.dispatch.enroll(courier).await.unwrap();
     client
-        .enroll(
-            server_url,
-            code["enrollment_code"].as_str().unwrap(),
-            courier,
-        )
+        .enroll(server_url, &code.enrollment_code, courier)
         .await
         .unwrap();
     client
@@ -396,31 +378,21 @@ pub async fn upload_all(c: &SyncClient, deadline: Duration) -> (u32, u32) {
 /// shows), nothing disputed or reused. Survives server restarts, unlike metrics.
 pub async fn assert_exactly_once(admin: &Admin, expect: &HashMap<String, &'static str>) {
     for (pid, want) in expect {
-        let v = admin.get(&format!("/v1/parcels/{pid}")).await;
-        assert_eq!(v["status"].as_str(), Some(*want), "{pid}: {v}");
-        let outcomes = v["events"]
-            .as_array()
-            .unwrap()
+        let v = admin.dispatch.parcel(pid).await.unwrap();
+        let status = serde_json::to_value(v.status).unwrap();
+        assert_eq!(status.as_str(), Some(*want), "{pid}: {v:?}");
+        let outcomes = v
+            .events
             .iter()
-            .filter(|e| {
-                matches!(
-                    e["kind"].as_str(),
-                    Some("delivered" | "failed" | "disputed")
-                )
-            })
+            .filter(|e| matches!(e.kind.as_str(), "delivered" | "failed" | "disputed"))
             .count();
-        assert_eq!(outcomes, 1, "{pid} was counted {outcomes} times: {v}");
+        assert_eq!(outcomes, 1, "{pid} was counted {outcomes} times: {v:?}");
     }
-    let d = admin.get("/v1/disputes").await;
-    assert_eq!(d["disputes"].as_array().unwrap().len(), 0, "{d}");
-    let kinds: Vec<&str> = d["signals"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter_map(|s| s["kind"].as_str())
-        .collect();
+    let d = admin.dispatch.disputes(today(), None, None).await.unwrap();
+    assert_eq!(d.disputes.len(), 0, "{d:?}");
+    let kinds: Vec<SignalKind> = d.signals.iter().map(|s| s.kind).collect();
     assert!(
-        !kinds.contains(&"seq_reuse") && !kinds.contains(&"seq_gap"),
+        !kinds.contains(&SignalKind::SeqReuse) && !kinds.contains(&SignalKind::SeqGap),
         "{kinds:?}"
     );
 }
