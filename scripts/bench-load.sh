@@ -10,7 +10,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-3}
 [ $# -gt 0 ] || set -- --couriers 50 --backend both
-cargo build --release --locked -p doorcode-server -p doorcode-loadgen
+cargo build --release --locked -p doorcode-tools -p doorcode-loadgen
 out=target/bench-load
 mkdir -p "$out"
 for i in $(seq 1 "$RUNS"); do

@@ -5,6 +5,8 @@
 //! - [`envelope`]: Ed25519 signed envelopes.
 //! - [`manifest`], [`confirmation`]: the two signed bodies and their rules.
 //! - [`store`]: the durable handset database; [`handset`]: the facade over it.
+//! - [`wire`]: the HTTP bodies server and clients share; `dispatch` (feature
+//!   `dispatch`): a typed client of the dispatch API on them.
 //!
 //! Nothing here knows about FFI; `bindings/` wraps [`handset::Handset`].
 
@@ -20,6 +22,10 @@ pub mod manifest;
 pub mod secrets;
 pub mod store;
 pub mod sync;
+pub mod wire;
+
+#[cfg(feature = "dispatch")]
+pub mod dispatch;
 
 pub use error::Error;
 pub use handset::Handset;

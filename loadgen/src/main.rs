@@ -6,7 +6,7 @@
 //! stderr; one markdown table goes to stdout.
 //!
 //! ```sh
-//! cargo build --release -p doorcode-server -p doorcode-loadgen
+//! cargo build --release -p doorcode-tools -p doorcode-loadgen
 //! target/release/doorcode-load --couriers 50 --backend both
 //! ```
 

@@ -88,7 +88,7 @@ pub fn server_bin(explicit: Option<&Path>) -> Result<PathBuf> {
     let bin = dir.join(format!("doorcode{}", std::env::consts::EXE_SUFFIX));
     if !bin.is_file() {
         bail!(
-            "no server binary at {}; build it (cargo build --release -p doorcode-server) or pass --server-bin",
+            "no server binary at {}; build it (cargo build --release -p doorcode-tools) or pass --server-bin",
             bin.display()
         );
     }

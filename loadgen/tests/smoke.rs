@@ -56,8 +56,8 @@ fn postgres_reachable() -> bool {
 }
 
 /// The `doorcode` binary of this build profile, next to `doorcode-load`.
-/// `cargo test --workspace` builds it (the server has integration tests);
-/// alone, build it first: `cargo build -p doorcode-server`. The test cannot
+/// `cargo test --workspace` builds it (in the tools package);
+/// alone, build it first: `cargo build -p doorcode-tools`. The test cannot
 /// build it itself: cargo holds the target dir's lock while tests run.
 fn server_bin() -> PathBuf {
     let load = PathBuf::from(env!("CARGO_BIN_EXE_doorcode-load"));
@@ -67,7 +67,7 @@ fn server_bin() -> PathBuf {
         .join(format!("doorcode{}", std::env::consts::EXE_SUFFIX));
     assert!(
         bin.is_file(),
-        "no server binary at {}: run `cargo build -p doorcode-server` first",
+        "no server binary at {}: run `cargo build -p doorcode-tools` first",
         bin.display()
     );
     eprintln!("server binary: {}", bin.display());

@@ -2,7 +2,9 @@
 //! stored), sends notices through an outbox, builds signed manifests for
 //! handsets and ingests their signed confirmations.
 //!
-//! Start it in-process with [`start`]; `doorcode serve` does the same.
+//! Start it in-process with [`start`]; `doorcode serve` (in `doorcode-tools`)
+//! does the same. This library only serves: the demo, the desktop handset and
+//! the import are clients, in `tools/`.
 
 pub mod api;
 pub mod app;
@@ -14,7 +16,6 @@ pub mod error;
 pub mod keys;
 pub mod limit;
 pub mod metrics;
-pub mod netsim;
 pub mod notices;
 pub mod retention;
 pub mod serve;

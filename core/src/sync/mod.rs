@@ -10,10 +10,14 @@ use crate::error::Error;
 use crate::handset::Handset;
 use crate::secrets;
 use crate::store::{Identity, Installed, VerifyOutcome};
+use crate::wire::{
+    ConfirmationResults, DeviceOut, ErrorBody, ItemStatus, Keys, PublicKey, VerifyIn, VerifyOut,
+    VerifyResult,
+};
 use crate::{b64, codes};
 use chrono::{DateTime, NaiveDate, Utc};
 use reqwest::StatusCode;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -108,56 +112,7 @@ pub struct PushOutcome {
     pub error: Option<Error>,
 }
 
-/// The enrollment answer of `POST /v1/devices`.
-#[derive(Debug, Deserialize)]
-struct Enrolled {
-    device_id: String,
-    device_token: String,
-    courier_id: String,
-    server_keys: Vec<ServerKey>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ServerKey {
-    kid: String,
-    alg: String,
-    public_key: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct KeysDoc {
-    keys: Vec<ServerKey>,
-}
-
-#[derive(Debug, Deserialize)]
-struct ErrorBody {
-    error: String,
-    message: String,
-}
-
-#[derive(Debug, Deserialize)]
-struct UploadAnswer {
-    results: Vec<UploadResult>,
-}
-
-#[derive(Debug, Deserialize)]
-struct UploadResult {
-    index: usize,
-    status: String,
-    #[serde(default)]
-    reason: Option<String>,
-    #[serde(default)]
-    permanent: Option<bool>,
-}
-
-#[derive(Debug, Deserialize)]
-struct VerifyAnswer {
-    result: String,
-    #[serde(default)]
-    attempts_left: Option<u32>,
-}
-
-fn keys_from(list: Vec<ServerKey>) -> Result<Vec<VerifyingKey>, Error> {
+fn keys_from(list: Vec<PublicKey>) -> Result<Vec<VerifyingKey>, Error> {
     list.into_iter()
         .filter(|k| k.alg == "Ed25519")
         .map(|k| {
@@ -334,7 +289,7 @@ impl SyncClient {
         if !resp.status().is_success() {
             return Err(Self::refusal(resp).await);
         }
-        let e: Enrolled = resp
+        let e: DeviceOut = resp
             .json()
             .await
             .map_err(|e| Error::BadResponse(e.to_string()))?;
@@ -438,7 +393,7 @@ impl SyncClient {
         if !resp.status().is_success() {
             return Err(Self::refusal(resp).await);
         }
-        let doc: KeysDoc = resp
+        let doc: Keys = resp
             .json()
             .await
             .map_err(|e| Error::BadResponse(e.to_string()))?;
@@ -481,7 +436,7 @@ impl SyncClient {
             }
             let envelopes: Vec<&Envelope> = batch.iter().map(|i| &i.envelope).collect();
             let body = serde_json::json!({ "confirmations": envelopes });
-            let answer: UploadAnswer = self
+            let answer: ConfirmationResults = self
                 .retrying(|| {
                     let req = self
                         .http
@@ -495,7 +450,7 @@ impl SyncClient {
                             return Err(Self::refusal(resp).await);
                         }
                         let bytes = resp.bytes().await.map_err(transport)?;
-                        serde_json::from_slice::<UploadAnswer>(&bytes)
+                        serde_json::from_slice::<ConfirmationResults>(&bytes)
                             .map_err(|e| Error::BadResponse(format!("the upload answer: {e}")))
                     }
                 })
@@ -507,17 +462,17 @@ impl SyncClient {
                 let Some(item) = batch.get(r.index) else {
                     continue;
                 };
-                match r.status.as_str() {
-                    "accepted" => {
+                match r.status {
+                    ItemStatus::Accepted => {
                         out.accepted += 1;
                         acks.push(item.confirmation_id.clone());
                     }
-                    "duplicate" => {
+                    ItemStatus::Duplicate => {
                         out.duplicates += 1;
                         acks.push(item.confirmation_id.clone());
                     }
-                    "rejected" => {
-                        let reason = r.reason.as_deref().unwrap_or("rejected");
+                    ItemStatus::Rejected => {
+                        let reason = r.reason.map_or("rejected", |r| r.as_str());
                         let permanent = r.permanent.unwrap_or(true);
                         self.handset
                             .reject(&item.confirmation_id, reason, permanent)?;
@@ -528,7 +483,8 @@ impl SyncClient {
                             temporary = true;
                         }
                     }
-                    _ => temporary = true,
+                    // A word this client does not know: try again later.
+                    ItemStatus::Unknown => temporary = true,
                 }
             }
             let progressed = !acks.is_empty() || rejected_now;
@@ -658,9 +614,9 @@ impl SyncClient {
     pub async fn verify(&self, parcel_id: &str, input: &str) -> Result<VerifyOutcome, Error> {
         let code = self.handset.read_code(parcel_id, input)?;
         match self.verify_online(parcel_id, &code).await {
-            Ok(answer) => match answer.result.as_str() {
-                "accepted" => self.handset.record_online_result(parcel_id, &code, true),
-                "rejected" => {
+            Ok(answer) => match answer.result {
+                VerifyResult::Accepted => self.handset.record_online_result(parcel_id, &code, true),
+                VerifyResult::Rejected => {
                     let out = self.handset.record_online_result(parcel_id, &code, false)?;
                     // The server's count is authoritative; if it has none left, lock here too.
                     if answer.attempts_left == Some(0) {
@@ -668,10 +624,10 @@ impl SyncClient {
                     }
                     Ok(out)
                 }
-                "locked" => self.lock(parcel_id),
-                other => Err(Error::BadResponse(format!(
-                    "unknown verify result {other:?}"
-                ))),
+                VerifyResult::Locked => self.lock(parcel_id),
+                VerifyResult::Unknown => Err(Error::BadResponse(
+                    "a verify result this handset does not know".into(),
+                )),
             },
             Err(e) if e.is_transient() || matches!(e, Error::NotEnrolled) => {
                 self.handset.verify_code_offline(parcel_id, &code)
@@ -689,7 +645,7 @@ impl SyncClient {
         })
     }
 
-    async fn verify_online(&self, parcel_id: &str, code: &Code) -> Result<VerifyAnswer, Error> {
+    async fn verify_online(&self, parcel_id: &str, code: &Code) -> Result<VerifyOut, Error> {
         let base = self.server()?;
         let token = self.token()?;
         let resp = self
@@ -697,7 +653,10 @@ impl SyncClient {
             .post(format!("{base}/v1/verify"))
             .timeout(self.cfg.verify_timeout)
             .bearer_auth(token)
-            .json(&serde_json::json!({ "parcel_id": parcel_id, "code": code.expose() }))
+            .json(&VerifyIn {
+                parcel_id: parcel_id.to_string(),
+                code: code.expose().to_string(),
+            })
             .send()
             .await
             .map_err(transport)?;

@@ -1,7 +1,7 @@
 //! doorcode-server's integration tests: one test binary, one module per
-//! concern, one support module for what they share (a server in-process or
-//! as a real `doorcode serve` process, a free port, an admin client, fleet
-//! helpers, a PostgreSQL schema per test).
+//! concern, one support module for what they share (a server in-process,
+//! a free port, an admin client, raw-socket helpers, a PostgreSQL schema
+//! per test).
 //!
 //! - `storage_sqlite`, `storage_postgres`: the one storage suite
 //!   (`storage_suite`) on each backend, plus what only that backend has;
@@ -9,12 +9,12 @@
 //! - `attacks` (and `attacks::edges`): what an outsider can try, each one case;
 //! - `bad_input`, `timeout`, `openapi`: malformed requests get clear 4xx;
 //! - `notices`: real SMTP and webhook receivers;
-//! - `door`: "I did not order this" (hold) and the courier's resend from the door;
 //! - `web`: the tracking page and the board over HTTP (the browser tests are
 //!   in `web-tests/`);
-//! - `e2e_sync`, `e2e_scale`, `multinode_pg`: real processes, killed and
-//!   restarted, through a faulty link, two nodes on one database;
-//! - `cli`, `demo`: the `doorcode` binary as a user runs it;
+//! - the tests that run the `doorcode` binary (`cli`, `demo`, `import`,
+//!   `e2e_*`, `multinode_pg`, the attacks on a spawned process) are in
+//!   `tools/tests/it`, which shares this support module;
+//! - `door`: "I did not order this" (hold) and the courier's resend from the door;
 //! - `vectors`, `verify_race`: the shared vectors, the lockout under races;
 //! - `lifecycle`: erasure (table and file dumps), a simulated 120-day history.
 #![allow(
@@ -30,14 +30,9 @@ mod support;
 
 mod attacks;
 mod bad_input;
-mod cli;
 mod day;
-mod demo;
 mod door;
-mod e2e_scale;
-mod e2e_sync;
 mod lifecycle;
-mod multinode_pg;
 mod notices;
 mod openapi;
 mod storage_postgres;

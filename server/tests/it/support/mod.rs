@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-pub mod fleet;
+pub mod net;
 pub mod pg;
 
 /// A port nothing listens on now (for a `doorcode serve` process to bind).

@@ -8,9 +8,9 @@
 //! parcel in the state its handset recorded, each device's sequence complete.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::support::fleet::*;
+use crate::fleet::*;
 use doorcode_core::sync::{SyncClient, SyncConfig};
-use doorcode_server::netsim::{Faults, Mode, Proxy};
+use doorcode_tools::netsim::{Faults, Mode, Proxy};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};

@@ -7,74 +7,30 @@
 //! Without a reachable PostgreSQL: FAILS under CI, loudly SKIPPED elsewhere.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use crate::fleet::{Serve, ServeOpts};
 use crate::support::{Door, Handset};
 use doorcode_core::codes::{CodeKey, derive_code};
 use doorcode_core::envelope::{SigningKey, VerifyingKey};
 use doorcode_core::manifest::{Manifest, open_manifest};
 use serde_json::{Value, json};
 use std::collections::{HashMap, HashSet};
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-struct Node {
-    child: Child,
-    url: String,
-}
-
-impl Drop for Node {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Start `doorcode serve` on an ephemeral port; returns the node and the
 /// admin token if this start created it.
-fn spawn_node(dir: &Path, db: &str, name: &str) -> (Node, Option<String>) {
-    let log = std::fs::File::create(dir.join(format!("{name}.log"))).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_doorcode"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--max-attempts", "5"])
-        .arg("--data-dir")
-        .arg(dir)
-        .args(["--database", db])
-        .env("RUST_LOG", "info")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::from(log))
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    // Owned by Node from here on: killed and reaped whatever happens.
-    let mut node = Node {
-        child,
-        url: String::new(),
-    };
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { return };
-            if tx.send(line).is_err() {
-                return;
-            }
-        }
-    });
-    let mut token = None;
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .unwrap_or_else(|_| panic!("node {name} did not start; see {name}.log"));
-        if let Some(t) = line.strip_prefix("dispatch admin token (shown once, stored hashed): ") {
-            token = Some(t.trim().to_string());
-        }
-        if let Some(u) = line.strip_prefix("doorcode listening on ") {
-            node.url = u.trim().to_string();
-            return (node, token);
-        }
-    }
+fn spawn_node(dir: &Path, db: &str, name: &str) -> (Serve, Option<String>) {
+    let log = dir.join(format!("{name}.log"));
+    let node = Serve::start(
+        dir,
+        &ServeOpts {
+            extra: &["--max-attempts", "5", "--database", db],
+            log: Some(&log),
+            ..ServeOpts::default()
+        },
+    );
+    let token = node.admin.clone();
+    (node, token)
 }
 
 struct Api {
@@ -234,28 +190,28 @@ async fn pg_two_nodes_one_killed_mid_day() {
         .iter()
         .map(|p| json!({"parcel_id": p, "recipient": {"name": "C", "email": format!("{}@example.com", p.to_lowercase())}, "address": format!("{p} Street"), "value": 100.0, "currency": "EUR"}))
         .collect();
-    api.admin(&a.url, "/v1/parcels", json!({"parcels": body}))
+    api.admin(&a.url(), "/v1/parcels", json!({"parcels": body}))
         .await;
     for c in 0..COURIERS {
         let stops: Vec<Value> = (0..3)
             .map(|s| json!({"stop_id": format!("S-{s}"), "address": format!("{s} Road"), "parcel_ids": (0..4).map(|i| format!("P-{c}-{:02}", s * 4 + i)).collect::<Vec<_>>()}))
             .collect();
         // Half the routes go in through each node.
-        let url = if c % 2 == 0 { &a.url } else { &b.url };
+        let url = if c % 2 == 0 { a.url() } else { b.url() };
         let v = api
-            .admin(url, "/v1/routes", json!({"route_id": format!("R-{c}"), "courier_id": format!("C-{c}"), "delivery_date": date, "stops": stops}))
+            .admin(&url, "/v1/routes", json!({"route_id": format!("R-{c}"), "courier_id": format!("C-{c}"), "delivery_date": date, "stops": stops}))
             .await;
         assert_eq!(v["notices_queued"], PER_ROUTE);
     }
 
     // Handsets: couriers 0 and 1 on A, 2 and 3 on B.
-    let home = |c: usize| if c < 2 { a.url.clone() } else { b.url.clone() };
+    let home = |c: usize| if c < 2 { a.url() } else { b.url() };
     let mut hs = Vec::new();
     for c in 0..COURIERS {
         hs.push(api.enroll(&home(c), &format!("C-{c}")).await);
     }
     let (_, kv) = api
-        .call(&b.url, "", "/.well-known/doorcode-keys", None)
+        .call(&b.url(), "", "/.well-known/doorcode-keys", None)
         .await;
     let keys: Vec<VerifyingKey> = kv["keys"]
         .as_array()
@@ -283,7 +239,7 @@ async fn pg_two_nodes_one_killed_mid_day() {
     let total = COURIERS * PER_ROUTE;
     wait_for("48 notices", async || notice_files(dir).len() >= total).await;
     wait_for("senders to finish", async || {
-        api.metric(&a.url, SENT).await + api.metric(&b.url, SENT).await >= total as u64
+        api.metric(&a.url(), SENT).await + api.metric(&b.url(), SENT).await >= total as u64
     })
     .await;
 
@@ -300,11 +256,7 @@ async fn pg_two_nodes_one_killed_mid_day() {
     };
     let mut tries = Vec::new();
     for i in 0..6 {
-        let url = if i % 2 == 0 {
-            a.url.clone()
-        } else {
-            b.url.clone()
-        };
+        let url = if i % 2 == 0 { a.url() } else { b.url() };
         let (http, token) = (api.http.clone(), hs[0].token.clone());
         tries.push(tokio::spawn(async move {
             let r = http
@@ -357,9 +309,10 @@ async fn pg_two_nodes_one_killed_mid_day() {
 
     // The same first batch of courier 2 goes to both nodes at the same moment.
     let batch: Vec<Value> = pending[2][..4].to_vec();
+    let (url_a, url_b) = (a.url(), b.url());
     let (ra, rb) = tokio::join!(
-        api.upload(&a.url, &hs[2], &batch),
-        api.upload(&b.url, &hs[2], &batch)
+        api.upload(&url_a, &hs[2], &batch),
+        api.upload(&url_b, &hs[2], &batch)
     );
     let (ra, rb) = (ra.unwrap(), rb.unwrap());
     for i in 0..batch.len() {
@@ -386,14 +339,14 @@ async fn pg_two_nodes_one_killed_mid_day() {
         pg.count("notices WHERE status='sent'").await == total as i64
     })
     .await;
-    let sent_by_a = api.metric(&a.url, SENT).await;
+    let sent_by_a = api.metric(&a.url(), SENT).await;
 
     // Mid-day: couriers 0 and 1 keep uploading to A one by one while A dies.
     let mut a = a;
     let uploads: Vec<_> = (0..2)
         .map(|c| {
             let envs = pending[c][4..].to_vec();
-            let (http, url, token) = (api.http.clone(), a.url.clone(), hs[c].token.clone());
+            let (http, url, token) = (api.http.clone(), a.url(), hs[c].token.clone());
             tokio::spawn(async move {
                 let mut ok = 0;
                 for e in envs {
@@ -414,8 +367,7 @@ async fn pg_two_nodes_one_killed_mid_day() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(60)).await;
-    a.child.kill().unwrap(); // SIGKILL
-    a.child.wait().unwrap();
+    a.kill9();
     let mut got_through_a = 0;
     for u in uploads {
         got_through_a += u.await.unwrap();
@@ -430,7 +382,7 @@ async fn pg_two_nodes_one_killed_mid_day() {
     let mut accepted_on_b = 0;
     let mut dup_on_b = 0;
     for (c, h) in hs.iter().enumerate() {
-        for x in api.upload(&b.url, h, &pending[c]).await.unwrap() {
+        for x in api.upload(&b.url(), h, &pending[c]).await.unwrap() {
             match x["status"].as_str().unwrap() {
                 "accepted" => accepted_on_b += 1,
                 "duplicate" => dup_on_b += 1,
@@ -446,13 +398,17 @@ async fn pg_two_nodes_one_killed_mid_day() {
     );
 
     // Dispatch reissues the locked parcel through B; B's sender sends its notice.
-    api.admin(&b.url, &format!("/v1/parcels/{racing}/reissue"), json!({}))
-        .await;
+    api.admin(
+        &b.url(),
+        &format!("/v1/parcels/{racing}/reissue"),
+        json!({}),
+    )
+    .await;
     wait_for("the reissue notice", async || {
         notice_files(dir).len() > total
     })
     .await;
-    let m2 = api.manifest(&b.url, &hs[0], &date, &keys).await;
+    let m2 = api.manifest(&b.url(), &hs[0], &date, &keys).await;
     assert_eq!(m2.revision, 2);
     let door = Door {
         manifest_id: &m2.manifest_id,
@@ -462,7 +418,7 @@ async fn pg_two_nodes_one_killed_mid_day() {
     let code2 = derive_code(&key, racing, today, 2, 6).unwrap();
     let conf = hs[0].delivered(&door, racing, 2, code2.expose(), &now());
     let env = serde_json::to_value(hs[0].sign(&conf)).unwrap();
-    let r = api.upload(&b.url, &hs[0], &[env]).await.unwrap();
+    let r = api.upload(&b.url(), &hs[0], &[env]).await.unwrap();
     assert_eq!(r[0]["status"], "accepted", "{}", r[0]);
 
     // Every confirmation counted once; every parcel delivered.
@@ -506,7 +462,7 @@ async fn pg_two_nodes_one_killed_mid_day() {
         want.sort();
         assert_eq!(got, want, "notices of {p}");
     }
-    let sent_by_b = api.metric(&b.url, SENT).await;
+    let sent_by_b = api.metric(&b.url(), SENT).await;
     eprintln!(
         "A took {got_through_a} single uploads before SIGKILL; B answered {accepted_on_b} accepted, \
          {dup_on_b} duplicate; notices sent by A {sent_by_a}, by B {sent_by_b}"

@@ -1,11 +1,9 @@
-//! The `doorcode` binary: `serve`, `demo`, `handset` and `rotate-key`.
-
-mod demo;
-mod handset_cli;
+//! The `doorcode` binary: `serve`, `demo`, `handset`, `rotate-key` and `import`.
 
 use chrono::NaiveDate;
 use clap::{Parser, Subcommand};
 use doorcode_server::config::{Calendar, CodePolicy, Config};
+use doorcode_tools::{demo, handset_cli, import};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -29,6 +27,8 @@ enum Command {
     Demo(demo::DemoArgs),
     /// A desktop handset on the same core as the phones; every command prints JSON.
     Handset(handset_cli::HandsetArgs),
+    /// Send parcels and routes from CSV files (token in `DOORCODE_TOKEN`); checks every row first.
+    Import(import::ImportArgs),
     /// Retire the manifest signing key (its public key stays published) and make a new one.
     RotateKey {
         #[arg(long, default_value = "doorcode-data")]
@@ -106,6 +106,7 @@ async fn main() -> ExitCode {
         Command::Serve(a) => serve(a).await,
         Command::Demo(a) => demo::run(a).await,
         Command::Handset(a) => handset_cli::run(a).await,
+        Command::Import(a) => import::run(a).await,
         Command::RotateKey { data_dir } => {
             match doorcode_server::keys::rotate_signing_key(&data_dir) {
                 Ok((old, new)) => {

@@ -4,12 +4,12 @@
 //! confirmation reaches the server exactly once in effect and none is lost.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::support::fleet::*;
+use crate::fleet::*;
 use doorcode_core::codes::{self, CodeKey};
 use doorcode_core::confirmation::FailReason;
 use doorcode_core::store::{ParcelState, VerifyOutcome};
 use doorcode_core::sync::SyncConfig;
-use doorcode_server::netsim::{Faults, Mode, Proxy};
+use doorcode_tools::netsim::{Faults, Mode, Proxy};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::PathBuf;
