@@ -88,6 +88,8 @@ pub enum ParcelState {
     Failed,
     Delivered,
     Disputed,
+    /// The customer reported they did not order it (the tracking page's button).
+    Held,
     #[serde(other)]
     Unknown,
 }
@@ -192,6 +194,8 @@ pub enum SignalKind {
     TriesMismatch,
     /// Schema 1 only (old rows keep their kind).
     SupersededCode,
+    /// The customer reported a parcel they did not order, or it was delivered anyway.
+    NotOrdered,
     #[serde(other)]
     Unknown,
 }

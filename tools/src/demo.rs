@@ -9,6 +9,7 @@ use clap::Args;
 use doorcode_core::confirmation::FailReason;
 use doorcode_core::dispatch::DispatchClient;
 use doorcode_core::handset::Handset;
+use doorcode_core::input::Language;
 use doorcode_core::secrets::FileSecretStore;
 use doorcode_core::store::{ParcelState, VerifyOutcome};
 use doorcode_core::sync::{ManifestSync, SyncClient, SyncConfig};
@@ -215,6 +216,14 @@ struct Tally {
     uploaded: u32,
     duplicates: u32,
     disputes: usize,
+    /// The courier whose customers speak Spanish, and the parcel read in it.
+    spanish_courier: Option<String>,
+    spanish_parcel: Option<String>,
+    /// The notice a courier asked for again from the door.
+    resent_parcel: Option<String>,
+    /// The parcel its customer did not order, and whether the handset refused it.
+    not_ordered_parcel: Option<String>,
+    held_refused: u32,
 }
 
 /// The depot for the day: a real server on loopback and its dispatcher.
@@ -253,7 +262,9 @@ async fn day(a: DemoArgs) -> DemoResult<()> {
     wait_notices(&depot.notices_dir, needs_code, &p).await?;
     let couriers = enroll_and_sync_the_handsets(&depot, &plan, &a, date, &mut tally, &p).await?;
     let reissued = reissue_a_parcel(&depot, &couriers[0], date, &p).await?;
-    let notices = wait_notices(&depot.notices_dir, needs_code + 1, &p).await?;
+    wait_notices(&depot.notices_dir, needs_code + 1, &p).await?;
+    at_the_doorstep(&depot, &couriers, &reissued, date, &mut tally, &p).await?;
+    let (_, notices) = read_notices(&depot.notices_dir)?;
     go_out_of_coverage(&couriers, &p);
     for (ci, c) in couriers.iter().enumerate() {
         let roles = Roles {
@@ -519,6 +530,107 @@ async fn reissue_a_parcel(
     Ok(reissued)
 }
 
+/// Three doors the other platforms get wrong, while the handsets still have
+/// signal: a customer whose notice never came (the courier asks the depot to
+/// send it again, from the door: `SyncClient::resend`), a customer who did
+/// not order their parcel (they press "I did not order this" on the tracking
+/// page; the handset's next sync carries the hold), and a courier whose
+/// customers read their codes in Spanish (the handset reads es, then en).
+async fn at_the_doorstep(
+    depot: &Depot,
+    couriers: &[Courier],
+    reissued: &str,
+    date: NaiveDate,
+    tally: &mut Tally,
+    p: &Progress,
+) -> DemoResult<()> {
+    let c = &couriers[0];
+    let resent = code_parcel_except(&c.handset, &[reissued])?;
+    let before = read_notices(&depot.notices_dir)?.0;
+    c.client
+        .resend(&resent)
+        .await
+        .map_err(|e| format!("{resent}: {e}"))?;
+    wait_notices(&depot.notices_dir, before + 1, p).await?;
+    p.step(&format!(
+        "{}: the customer of {resent} says the code never came; the courier asked the depot to send it again",
+        c.id
+    ));
+    tally.resent_parcel = Some(resent.clone());
+
+    let c = &couriers[1 % couriers.len()];
+    let not_ordered = code_parcel_except(&c.handset, &[reissued, &resent])?;
+    let (_, notices) = read_notices(&depot.notices_dir)?;
+    let url = notices
+        .get(&not_ordered)
+        .and_then(|n| n.track_url.clone())
+        .ok_or_else(|| format!("no tracking link in the notice for {not_ordered}"))?;
+    press_not_mine(&url).await?;
+    c.client.sync(Some(date)).await.map_err(|e| e.to_string())?;
+    let held = c.handset.status().map_err(|e| e.to_string())?.parcels_held;
+    if held == 0 {
+        return Err(format!(
+            "{}: the hold on {not_ordered} did not arrive",
+            c.id
+        ));
+    }
+    p.step(&format!(
+        "the customer of {not_ordered} pressed \"I did not order this\"; {} synced: {held} parcel on hold",
+        c.id
+    ));
+    tally.not_ordered_parcel = Some(not_ordered);
+
+    let c = &couriers[2 % couriers.len()];
+    c.handset
+        .set_languages(&[Language::Spanish, Language::English])
+        .map_err(|e| e.to_string())?;
+    tally.spanish_courier = Some(c.id.clone());
+    Ok(())
+}
+
+/// The customer's side of "I did not order this": the tracking page, then
+/// its button (the page's form token, from the page's own origin).
+async fn press_not_mine(url: &str) -> DemoResult<()> {
+    let http = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .map_err(|e| e.to_string())?;
+    let page = http
+        .get(url)
+        .send()
+        .await
+        .map_err(|e| format!("{url}: {e}"))?
+        .text()
+        .await
+        .map_err(|e| e.to_string())?;
+    let marker = "name=\"t\" value=\"";
+    let token = page
+        .find(marker)
+        .map(|i| &page[i + marker.len()..])
+        .and_then(|rest| rest.split('"').next())
+        .ok_or("the tracking page has no form")?;
+    let origin = url.split("/track/").next().unwrap_or(url);
+    let form: String = token
+        .bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' => (b as char).to_string(),
+            b => format!("%{b:02X}"),
+        })
+        .collect();
+    let r = http
+        .post(format!("{url}/not-mine"))
+        .header("origin", origin)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("t={form}"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    if r.status().as_u16() != 303 {
+        return Err(format!("\"I did not order this\" answered {}", r.status()));
+    }
+    Ok(())
+}
+
 fn go_out_of_coverage(couriers: &[Courier], p: &Progress) {
     for c in couriers {
         c.proxy.set_mode(Mode::Offline);
@@ -550,10 +662,26 @@ async fn deliver_offline(
     for stop in &stops {
         let absent = rng.below(100) < 12;
         for parcel in &stop.parcels {
+            let pid = parcel.parcel_id.as_str();
+            if parcel.state == ParcelState::Held {
+                // The customer did not order it: even the right code is refused.
+                let code = notices
+                    .get(pid)
+                    .and_then(|n| n.code.clone())
+                    .unwrap_or_default();
+                if c.client.verify(pid, &code).await.is_ok() {
+                    return Err(format!("{pid} is on hold but was verified"));
+                }
+                c.handset
+                    .fail(pid, FailReason::Refused)
+                    .map_err(|e| e.to_string())?;
+                *tally.failed.entry("refused").or_default() += 1;
+                tally.held_refused += 1;
+                continue;
+            }
             if parcel.state != ParcelState::Pending {
                 continue;
             }
-            let pid = parcel.parcel_id.as_str();
             if absent {
                 c.handset
                     .fail(pid, FailReason::CustomerAbsent)
@@ -583,6 +711,17 @@ async fn deliver_offline(
                 && tally.typo_parcel.is_none()
                 && the_courier_mistypes(c, pid, &code, tally, p).await?
             {
+                continue;
+            }
+            if tally.spanish_courier.as_deref() == Some(c.id.as_str())
+                && tally.spanish_parcel.is_none()
+            {
+                tally.spanish_parcel = Some(pid.to_string());
+                tally.spoken += 1;
+                match verify(c, pid, &spoken_es(&code), tally).await? {
+                    VerifyOutcome::Accepted { .. } => tally.delivered_code += 1,
+                    other => return Err(format!("{pid}: the code read in Spanish gave {other:?}")),
+                }
                 continue;
             }
             the_customer_gives_the_code(c, pid, &code, rng, tally).await?;
@@ -740,6 +879,8 @@ async fn check_the_server_agrees(
                     .map_err(|e| e.to_string())?;
                 let want = match parcel.state {
                     ParcelState::Delivered => ServerState::Delivered,
+                    // Refused at the door, it stays held until dispatch decides.
+                    ParcelState::Failed if parcel.held => ServerState::Held,
                     ParcelState::Failed => ServerState::Failed,
                     other => {
                         return Err(format!(
@@ -893,6 +1034,20 @@ fn print_summary(
     ));
     out(&format!("  code entered after a reissue      {reissued}"));
     out(&format!(
+        "  code read in Spanish              {} ({}'s handset reads es, then en)",
+        tally.spanish_parcel.as_deref().unwrap_or("-"),
+        tally.spanish_courier.as_deref().unwrap_or("-")
+    ));
+    out(&format!(
+        "  notice asked for again at door    {}",
+        tally.resent_parcel.as_deref().unwrap_or("-")
+    ));
+    out(&format!(
+        "  \"I did not order this\"            {} (held; the handset refused it {} time, recorded refused)",
+        tally.not_ordered_parcel.as_deref().unwrap_or("-"),
+        tally.held_refused
+    ));
+    out(&format!(
         "  notices sent                      {notices_total} (incl. {} for {})",
         closed.moved_with_code, closed.next_date
     ));
@@ -940,6 +1095,41 @@ fn print_summary(
         ));
     }
     Ok(())
+}
+
+/// The first parcel on a handset that needs a code and is none of `except`.
+fn code_parcel_except(h: &Handset, except: &[&str]) -> DemoResult<String> {
+    h.stops()
+        .map_err(|e| e.to_string())?
+        .into_iter()
+        .flat_map(|s| s.parcels)
+        .filter(|p| p.requires_code && !except.contains(&p.parcel_id.as_str()))
+        .map(|p| p.parcel_id)
+        .next()
+        .ok_or_else(|| "no parcel needing a code".into())
+}
+
+/// A code as a customer says it in Spanish: "cuatro dos doble siete …".
+fn spoken_es(code: &str) -> String {
+    const W: [&str; 10] = [
+        "cero", "uno", "dos", "tres", "cuatro", "cinco", "seis", "siete", "ocho", "nueve",
+    ];
+    let d: Vec<usize> = code
+        .bytes()
+        .map(|b| usize::from(b.wrapping_sub(b'0')) % 10)
+        .collect();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < d.len() {
+        if i + 1 < d.len() && d[i] == d[i + 1] {
+            out.push(format!("doble {}", W[d[i]]));
+            i += 2;
+        } else {
+            out.push(W[d[i]].to_string());
+            i += 1;
+        }
+    }
+    out.join(" ")
 }
 
 /// The `n`-th parcel (0-based) on a handset that needs a code.

@@ -27,6 +27,11 @@ fn demo_runs_a_whole_day() {
         "locked_out",
         "0 lost",
         "track page    http://127.0.0.1:",
+        // The doorstep cases (issue 17): Spanish, a resend from the door, "not mine".
+        "code read in Spanish              DC-",
+        "notice asked for again at door    DC-",
+        "(held; the handset refused it 1 time, recorded refused)",
+        "pressed \"I did not order this\"",
     ] {
         assert!(
             stdout.contains(needle),
