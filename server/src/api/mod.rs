@@ -8,6 +8,7 @@
 mod auth;
 mod customer;
 mod device;
+mod devices;
 mod dispatch;
 mod lifecycle;
 mod openapi;
@@ -90,6 +91,7 @@ pub fn router(app: App, web: std::sync::Arc<crate::web::WebState>) -> Router {
         .merge(customer::router())
         .merge(ops::router())
         .merge(lifecycle::router())
+        .merge(devices::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(cfg.body_limit))

@@ -1,7 +1,7 @@
 //! The OpenAPI document (`/openapi.json`): every endpoint's `#[utoipa::path]`,
 //! the bearer scheme and the error answers every JSON operation can give.
 
-use super::{customer, device, dispatch, lifecycle, ops};
+use super::{customer, device, devices, dispatch, lifecycle, ops};
 use crate::error::ErrorBody;
 use axum::Json;
 use utoipa::OpenApi;
@@ -100,6 +100,8 @@ impl utoipa::Modify for StandardErrors {
         dispatch::get_disputes,
         lifecycle::post_erase,
         lifecycle::get_stats,
+        devices::get_devices,
+        devices::post_revoke,
         device::post_device,
         device::get_manifest,
         device::post_confirmations,

@@ -33,6 +33,7 @@ mod tests {
             public_key: "pk".into(),
             revoked_at: None,
             last_seen_at: last_seen,
+            enrolled_at: last_seen,
         }
     }
 

@@ -54,6 +54,7 @@ pub struct Device {
     pub revoked_at: Option<DateTime<Utc>>,
     /// The last authenticated request (enrollment at first), to the hour.
     pub last_seen_at: DateTime<Utc>,
+    pub enrolled_at: DateTime<Utc>,
 }
 
 /// A dispute or fraud signal for dispatch.

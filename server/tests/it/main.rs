@@ -15,6 +15,7 @@
 //!   `e2e_*`, `multinode_pg`, the attacks on a spawned process) are in
 //!   `tools/tests/it`, which shares this support module;
 //! - `door`: "I did not order this" (hold) and the courier's resend from the door;
+//! - `devices`: dispatch lists and revokes handsets (also across two nodes);
 //! - `vectors`, `verify_race`: the shared vectors, the lockout under races;
 //! - `lifecycle`: erasure (table and file dumps), a simulated 120-day history.
 #![allow(
@@ -31,6 +32,7 @@ mod support;
 mod attacks;
 mod bad_input;
 mod day;
+mod devices;
 mod door;
 mod lifecycle;
 mod notices;

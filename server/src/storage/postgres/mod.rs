@@ -235,6 +235,7 @@ impl Storage for PostgresStorage {
                 public_key: device.public_key.clone(),
                 revoked_at: None,
                 last_seen_at: now,
+                enrolled_at: now,
             }))
         }
         .await

@@ -53,7 +53,7 @@ pub(super) fn contact_of(r: &Row) -> TxResult<ParcelContact> {
 }
 
 pub(super) const DEVICE_COLS: &str =
-    "device_id, courier_id, name, public_key, revoked_at, last_seen_at";
+    "device_id, courier_id, name, public_key, revoked_at, last_seen_at, enrolled_at";
 
 pub(super) fn device_of(r: &Row) -> TxResult<Device> {
     Ok(Device {
@@ -63,6 +63,7 @@ pub(super) fn device_of(r: &Row) -> TxResult<Device> {
         public_key: get(r, 3)?,
         revoked_at: get(r, 4)?,
         last_seen_at: get(r, 5)?,
+        enrolled_at: get(r, 6)?,
     })
 }
 

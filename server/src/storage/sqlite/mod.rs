@@ -276,6 +276,7 @@ impl Storage for SqliteStorage {
                 public_key: device.public_key,
                 revoked_at: None,
                 last_seen_at: now,
+                enrolled_at: now,
             }))
         })
         .await

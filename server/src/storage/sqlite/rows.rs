@@ -86,8 +86,7 @@ pub(super) fn load_route(
     }))
 }
 
-pub(super) const DEVICE_COLS: &str =
-    "device_id, courier_id, name, public_key, revoked_at, COALESCE(last_seen_at, enrolled_at)";
+pub(super) const DEVICE_COLS: &str = "device_id, courier_id, name, public_key, revoked_at, COALESCE(last_seen_at, enrolled_at), enrolled_at";
 
 pub(super) fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
     Ok(Device {
@@ -97,6 +96,7 @@ pub(super) fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
         public_key: r.get(3)?,
         revoked_at: r.get::<_, Option<Ts>>(4)?.map(|t| t.0),
         last_seen_at: r.get::<_, Ts>(5)?.0,
+        enrolled_at: r.get::<_, Ts>(6)?.0,
     })
 }
 

@@ -269,6 +269,7 @@ fn device(courier: &str, id: &str) -> Device {
         public_key: "pk".into(),
         revoked_at: None,
         last_seen_at: t0(),
+        enrolled_at: t0(),
     }
 }
 

@@ -1,0 +1,168 @@
+//! Dispatch lists a courier's handsets and revokes a lost one
+//! (`GET /v1/devices?courier_id=`, `POST /v1/devices/{id}/revoke`): a revoked
+//! token answers 401 on every device route at once, also on a second node
+//! on the same PostgreSQL, while the courier's other handset keeps working.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use crate::support::*;
+use serde_json::{Value, json};
+
+const NOW: &str = "2026-11-23T08:00:00Z";
+
+async fn seed(s: &Server) {
+    let (st, v) = s
+        .admin_post("/v1/parcels", json!({"parcels": [{"parcel_id": "P-1", "recipient": {"name": "A Customer", "email": "a@example.com"},
+            "address": "1 Main St", "value": 100, "currency": "EUR"}]}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    let (st, v) = s
+        .admin_post(
+            "/v1/routes",
+            json!({"route_id": "R-1", "courier_id": "C-42", "delivery_date": "2026-11-23",
+            "stops": [{"stop_id": "S-1", "address": "1 Main St", "parcel_ids": ["P-1"]}]}),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+}
+
+async fn manifest_status(s: &Server, token: &str) -> u16 {
+    s.http
+        .get(format!("{}/v1/manifest?date=2026-11-23", s.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn get_as(s: &Server, token: &str, path: &str) -> (u16, Value) {
+    let r = s
+        .http
+        .get(format!("{}{path}", s.url))
+        .bearer_auth(token)
+        .send()
+        .await
+        .unwrap();
+    let st = r.status().as_u16();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn dispatch_lists_and_revokes_a_handset_which_is_locked_out_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), NOW)).await;
+    seed(&s).await;
+    let lost = s.enroll("C-42").await;
+    let kept = s.enroll("C-42").await;
+    assert_eq!(manifest_status(&s, &lost.token).await, 200);
+
+    let (st, v) = s.admin_get("/v1/devices?courier_id=C-42").await;
+    assert_eq!(st, 200, "{v}");
+    let devices = v["devices"].as_array().unwrap();
+    assert_eq!(devices.len(), 2);
+    assert_eq!(devices[0]["device_id"], lost.device_id.as_str());
+    assert_eq!(devices[0]["name"], "test phone");
+    assert!(devices[0]["revoked_at"].is_null());
+    assert!(devices[0]["enrolled_at"].is_string() && devices[0]["last_seen_at"].is_string());
+    let text = v.to_string();
+    assert!(
+        !text.contains(&lost.token) && !text.contains("token") && !text.contains("public_key"),
+        "no secrets in the list: {text}"
+    );
+    // Only dispatch may list or revoke; the query is checked.
+    assert_eq!(
+        get_as(&s, &lost.token, "/v1/devices?courier_id=C-42")
+            .await
+            .0,
+        401
+    );
+    assert_eq!(s.get("/v1/devices?courier_id=C-42").await.0, 401);
+    assert_eq!(s.admin_get("/v1/devices").await.0, 400);
+    assert_eq!(s.admin_get("/v1/devices?courier=C-42").await.0, 400);
+    assert_eq!(
+        s.admin_get("/v1/devices?courier_id=%E2%80%AEx").await.0,
+        400
+    );
+    let path = format!("/v1/devices/{}/revoke", lost.device_id);
+    assert_eq!(s.post_as(&kept.token, &path, json!({})).await.0, 401);
+    assert_eq!(
+        s.admin_post("/v1/devices/D-404/revoke", json!({})).await.0,
+        404
+    );
+
+    let (st, v) = s.admin_post(&path, json!({})).await;
+    assert_eq!(st, 200, "{v}");
+    let revoked_at = v["revoked_at"].as_str().unwrap().to_string();
+    // Every device route refuses the lost handset now; the other one works.
+    assert_eq!(manifest_status(&s, &lost.token).await, 401);
+    let (st, _) = s
+        .post_as(
+            &lost.token,
+            "/v1/verify",
+            json!({"parcel_id": "P-1", "code": "123456"}),
+        )
+        .await;
+    assert_eq!(st, 401);
+    let (st, _) = s
+        .post_as(
+            &lost.token,
+            "/v1/confirmations",
+            json!({"confirmations": []}),
+        )
+        .await;
+    assert_eq!(st, 401);
+    assert_eq!(
+        s.post_as(&lost.token, "/v1/parcels/P-1/resend", json!({}))
+            .await
+            .0,
+        401
+    );
+    assert_eq!(manifest_status(&s, &kept.token).await, 200);
+    // Revoking again changes nothing; the list shows it.
+    let (st, v) = s.admin_post(&path, json!({})).await;
+    assert_eq!(
+        (st, v["revoked_at"].as_str()),
+        (200, Some(revoked_at.as_str()))
+    );
+    let (_, v) = s.admin_get("/v1/devices?courier_id=C-42").await;
+    assert_eq!(
+        v["devices"][0]["revoked_at"].as_str(),
+        Some(revoked_at.as_str())
+    );
+    assert!(v["devices"][1]["revoked_at"].is_null());
+}
+
+#[tokio::test]
+async fn a_revocation_on_one_node_locks_the_handset_out_on_the_other_at_once() {
+    let Some(pg) = crate::support::pg::fresh_schema("devices_two_nodes").await else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), NOW);
+    cfg.database = Some(pg.url.clone());
+    let a = start(cfg).await;
+    seed(&a).await;
+    let h = a.enroll("C-42").await;
+    // Node B: the same data dir (keys) and database.
+    let mut cfg = config(dir.path(), NOW);
+    cfg.database = Some(pg.url.clone());
+    let handle = doorcode_server::start(cfg).await.unwrap();
+    let b = Server {
+        url: handle.url(),
+        admin: a.admin.clone(),
+        http: reqwest::Client::new(),
+        handle,
+        dir: dir.path().to_path_buf(),
+    };
+    assert_eq!(manifest_status(&b, &h.token).await, 200);
+    let (st, v) = a
+        .admin_post(&format!("/v1/devices/{}/revoke", h.device_id), json!({}))
+        .await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(manifest_status(&b, &h.token).await, 401, "node B, at once");
+    assert_eq!(manifest_status(&a, &h.token).await, 401);
+    b.handle.shutdown().await;
+    a.handle.shutdown().await;
+    pg.drop_schema().await;
+}
