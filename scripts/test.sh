@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 step() { printf '\n==> %s\n' "$*"; }
 
 # PostgreSQL first (started if installed and down), so the Rust tests below
-# run the storage suite (server/tests/storage_suite, one test per check) and
+# run the storage suite (server/tests/it/storage_suite, one test per check) and
 # the multi-node tests on PostgreSQL as well as on SQLite.
 if ./scripts/postgres-up.sh; then
   pg_up=1

@@ -280,6 +280,7 @@ pub struct VerifyOut {
     params(("id" = String, Path, description = "parcel id")),
     responses((status = 202, description = "the notice is sent again (same code)"),
         (status = 401, body = ErrorBody), (status = 404, body = ErrorBody), (status = 409, body = ErrorBody),
+        (status = 422, body = ErrorBody, description = "the path is not a parcel id"),
         (status = 429, body = ErrorBody, description = "sent recently; Retry-After says when to ask again"),
         (status = 503, body = ErrorBody)))]
 pub(super) async fn post_device_resend(
