@@ -28,6 +28,25 @@ pub struct Swept {
     pub purged: Vec<String>,
 }
 
+impl Swept {
+    /// A step that purged a full batch of parcels: more may follow.
+    pub fn more(removed: Removed, purged: Vec<String>) -> Self {
+        Self { removed, purged }
+    }
+}
+
+/// Tables whose rows of past days may outlive their parcel (an upload for an
+/// unknown parcel, a moved parcel's old route), swept by `delivery_date`
+/// once every old parcel is purged.
+pub const ORPHANS_BY_DAY: [&str; 6] = [
+    "confirmations",
+    "manifest_items",
+    "stop_parcels",
+    "stops",
+    "routes",
+    "notices",
+];
+
 #[async_trait::async_trait]
 pub trait LifecycleStore: Send + Sync {
     /// Remove one parcel's personal data now, in one transaction: its

@@ -6,7 +6,7 @@
 
 use super::*;
 use crate::domain::lifecycle::{self as rules, AnonRecord, Cutoffs, Removed};
-use crate::storage::lifecycle::{Erased, LifecycleStore, Swept};
+use crate::storage::lifecycle::{Erased, LifecycleStore, ORPHANS_BY_DAY, Swept};
 
 fn record_of(r: &Row) -> TxResult<AnonRecord> {
     let failure: Option<String> = get(r, 4)?;
@@ -229,19 +229,9 @@ impl LifecycleStore for PostgresStorage {
             // unknown parcel, a moved parcel's old route): only once every old
             // parcel is purged, as its record is taken from some of them.
             if ids.len() >= limit as usize {
-                return Ok(Swept {
-                    removed,
-                    purged: ids,
-                });
+                return Ok(Swept::more(removed, ids));
             }
-            for table in [
-                "confirmations",
-                "manifest_items",
-                "stop_parcels",
-                "stops",
-                "routes",
-                "notices",
-            ] {
+            for table in ORPHANS_BY_DAY {
                 sweep(&tx, table, "delivery_date < $1", &[&cut.purge_before], limit, r).await?;
             }
             sweep(&tx, "signals", "day < $1", &[&cut.purge_before], limit, r).await?;

@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::domain::lifecycle::{self as rules, AnonRecord, Cutoffs, Removed};
-use crate::storage::lifecycle::{Erased, LifecycleStore, Swept};
+use crate::storage::lifecycle::{Erased, LifecycleStore, ORPHANS_BY_DAY, Swept};
 
 /// The record a live parcel would leave, for the parcels `p` matching `cond`.
 fn live_records(tx: &Transaction<'_>, cond: &str, p: &[&dyn ToSql]) -> Result<Vec<AnonRecord>> {
@@ -239,19 +239,9 @@ impl LifecycleStore for SqliteStorage {
             // unknown parcel, a moved parcel's old route): only once every old
             // parcel is purged, as its record is taken from some of them.
             if ids.len() >= limit as usize {
-                return Ok(Swept {
-                    removed,
-                    purged: ids,
-                });
+                return Ok(Swept::more(removed, ids));
             }
-            for table in [
-                "confirmations",
-                "manifest_items",
-                "stop_parcels",
-                "stops",
-                "routes",
-                "notices",
-            ] {
+            for table in ORPHANS_BY_DAY {
                 sweep(tx, table, "delivery_date < ?1", &[&purge_before], limit, r)?;
             }
             sweep(tx, "signals", "day < ?1", &[&purge_before], limit, r)?;
