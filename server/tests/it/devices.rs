@@ -61,10 +61,22 @@ async fn dispatch_lists_and_revokes_a_handset_which_is_locked_out_at_once() {
     assert_eq!(st, 200, "{v}");
     let devices = v["devices"].as_array().unwrap();
     assert_eq!(devices.len(), 2);
-    assert_eq!(devices[0]["device_id"], lost.device_id.as_str());
-    assert_eq!(devices[0]["name"], "test phone");
-    assert!(devices[0]["revoked_at"].is_null());
-    assert!(devices[0]["enrolled_at"].is_string() && devices[0]["last_seen_at"].is_string());
+    // Both enrolled at the same (test) instant: find them by id.
+    let listed = |v: &Value, id: &str| {
+        v["devices"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|d| d["device_id"] == id)
+            .cloned()
+            .unwrap_or_else(|| panic!("{id} not listed: {v}"))
+    };
+    let d = listed(&v, &lost.device_id);
+    assert_eq!(d["name"], "test phone");
+    assert_eq!(d["courier_id"], "C-42");
+    assert!(d["revoked_at"].is_null());
+    listed(&v, &kept.device_id);
+    assert!(d["enrolled_at"].is_string() && d["last_seen_at"].is_string());
     let text = v.to_string();
     assert!(
         !text.contains(&lost.token) && !text.contains("token") && !text.contains("public_key"),
@@ -127,10 +139,10 @@ async fn dispatch_lists_and_revokes_a_handset_which_is_locked_out_at_once() {
     );
     let (_, v) = s.admin_get("/v1/devices?courier_id=C-42").await;
     assert_eq!(
-        v["devices"][0]["revoked_at"].as_str(),
+        listed(&v, &lost.device_id)["revoked_at"].as_str(),
         Some(revoked_at.as_str())
     );
-    assert!(v["devices"][1]["revoked_at"].is_null());
+    assert!(listed(&v, &kept.device_id)["revoked_at"].is_null());
 }
 
 #[tokio::test]
