@@ -122,6 +122,7 @@ impl From<ServiceError> for ApiError {
             ),
             ServiceError::NoWorkingDay(m) => Self::unprocessable("no_working_day", m),
             ServiceError::Invalid { kind, message } => Self::unprocessable(kind, message),
+            ServiceError::BadRequest { kind, message } => Self::bad_request(kind, message),
             ServiceError::Internal(detail) => Self::internal(detail),
         }
     }

@@ -9,18 +9,15 @@
 //! most [`rules::BATCH`] rows per table, and the job yields between steps, so
 //! requests keep being answered while it works through a backlog.
 
-use crate::app::App;
-use crate::domain::lifecycle::{self as rules, AnonRecord, DayStats, Removed, TABLES};
-use crate::error::ApiError;
+use crate::app::{App, ServiceError};
+use crate::domain::lifecycle::{self as rules, AnonRecord, DayStats, Removed};
 use crate::notices::Channel;
 use crate::storage::StorageError;
 use crate::storage::lifecycle::Erased;
 use chrono::NaiveDate;
 use std::collections::HashSet;
-use std::fmt::Write as _;
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 /// The lease's job name.
@@ -29,64 +26,6 @@ const JOB: &str = "retention";
 const LEASE: chrono::Duration = chrono::Duration::minutes(10);
 /// Steps at most per run; a backlog larger than this continues next run.
 const MAX_STEPS: u32 = 10_000;
-
-/// Rows removed, by kind of run (`retention` or `erase`) and table (one of
-/// [`TABLES`]): a bounded label set. Also the last run's totals.
-#[derive(Default)]
-pub struct Counters {
-    rows: Mutex<std::collections::BTreeMap<(&'static str, &'static str), u64>>,
-    runs: AtomicU64,
-    last_run_rows: AtomicU64,
-}
-
-impl Counters {
-    fn count(&self, kind: &'static str, removed: &Removed) {
-        if let Ok(mut m) = self.rows.lock() {
-            for (table, n) in &removed.0 {
-                if let Some(t) = TABLES.iter().find(|t| **t == table.as_str()) {
-                    *m.entry((kind, *t)).or_default() += n;
-                }
-            }
-        }
-    }
-
-    /// Append the Prometheus text of these counters.
-    pub fn render(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "# HELP doorcode_lifecycle_rows_total Rows removed by the retention job and by erasures, by table."
-        );
-        let _ = writeln!(out, "# TYPE doorcode_lifecycle_rows_total counter");
-        if let Ok(m) = self.rows.lock() {
-            for ((kind, table), n) in m.iter() {
-                let _ = writeln!(
-                    out,
-                    "doorcode_lifecycle_rows_total{{kind=\"{kind}\",table=\"{table}\"}} {n}"
-                );
-            }
-        }
-        let _ = writeln!(
-            out,
-            "# HELP doorcode_retention_runs_total Retention runs this node completed."
-        );
-        let _ = writeln!(out, "# TYPE doorcode_retention_runs_total counter");
-        let _ = writeln!(
-            out,
-            "doorcode_retention_runs_total {}",
-            self.runs.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP doorcode_retention_last_run_rows Rows the last retention run removed."
-        );
-        let _ = writeln!(out, "# TYPE doorcode_retention_last_run_rows gauge");
-        let _ = writeln!(
-            out,
-            "doorcode_retention_last_run_rows {}",
-            self.last_run_rows.load(Ordering::Relaxed)
-        );
-    }
-}
 
 /// What one run did.
 #[derive(Debug, Clone, Default)]
@@ -147,7 +86,7 @@ async fn remove_files(app: &App, parcels: HashSet<String>, removed: &mut Removed
 /// Erase one parcel's personal data now (`POST /v1/parcels/{id}/erase` and
 /// the board): database rows, notice files, and the manifests of its
 /// current route, rebuilt without it.
-pub async fn erase(app: &App, parcel_id: &str, force: bool) -> Result<Erased, ApiError> {
+pub async fn erase(app: &App, parcel_id: &str, force: bool) -> Result<Erased, ServiceError> {
     let now = app.cfg.now();
     let today = app.policy().today(now);
     let mut erased = app
@@ -229,8 +168,15 @@ pub async fn run_job(app: App, mut shutdown: tokio::sync::watch::Receiver<bool>)
 }
 
 /// Per-day statistics over `from..=to` ([`rules::stats_range`] bounds it).
-pub async fn stats(app: &App, from: NaiveDate, to: NaiveDate) -> Result<Vec<DayStats>, ApiError> {
-    rules::stats_range(from, to).map_err(|e| ApiError::bad_request("bad_range", e.to_string()))?;
+pub async fn stats(
+    app: &App,
+    from: NaiveDate,
+    to: NaiveDate,
+) -> Result<Vec<DayStats>, ServiceError> {
+    rules::stats_range(from, to).map_err(|e| ServiceError::BadRequest {
+        kind: "bad_range",
+        message: e.to_string(),
+    })?;
     let records: Vec<AnonRecord> = app.storage.records_between(from, to).await?;
     Ok(rules::stats(&records, from, to))
 }

@@ -66,6 +66,9 @@ pub enum ServiceError {
     /// Input that breaks a rule; `kind` is the stable error word.
     #[error("{message}")]
     Invalid { kind: &'static str, message: String },
+    /// A malformed request (a bad range, a bad parameter): 400.
+    #[error("{message}")]
+    BadRequest { kind: &'static str, message: String },
     /// A fault of the server (crypto, randomness); the detail is for the log.
     #[error("{0}")]
     Internal(String),

@@ -107,7 +107,10 @@ pub async fn post_erase(
         return see_other(&format!("/board/erase?parcel_id={}", url_part(&pid)));
     }
     let force = f.force.as_deref() == Some("true");
-    match crate::retention::erase(&app, &pid, force).await {
+    match crate::retention::erase(&app, &pid, force)
+        .await
+        .map_err(ApiError::from)
+    {
         Ok(_) => {
             tracing::info!(parcel_id = %pid, "personal data erased from the board");
             see_other("/board?done=erased")
@@ -183,7 +186,10 @@ pub async fn get_stats(
     let to = parse(q.to.as_deref()).unwrap_or_else(|| today(&app));
     let from = parse(q.from.as_deref())
         .unwrap_or_else(|| to - chrono::Duration::days(DEFAULT_STATS_DAYS - 1));
-    let days = match crate::retention::stats(&app, from, to).await {
+    let days = match crate::retention::stats(&app, from, to)
+        .await
+        .map_err(ApiError::from)
+    {
         Ok(d) => d,
         Err(e) if e.status.is_client_error() => {
             return plain(
