@@ -230,6 +230,8 @@ pub fn routes(web: Arc<WebState>) -> Router<App> {
             get(board::lifecycle::get_erase).post(board::lifecycle::post_erase),
         )
         .route("/board/stats", get(board::lifecycle::get_stats))
+        .route("/board/devices", get(board::devices::get_devices))
+        .route("/board/revoke", post(board::devices::post_revoke))
         .route(
             "/static/web.css",
             get(|| async { asset("text/css; charset=utf-8", CSS) }),

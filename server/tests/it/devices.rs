@@ -178,3 +178,80 @@ async fn a_revocation_on_one_node_locks_the_handset_out_on_the_other_at_once() {
     a.handle.shutdown().await;
     pg.drop_schema().await;
 }
+
+#[tokio::test]
+async fn the_board_lists_a_couriers_handsets_and_revokes_one_behind_its_csrf_rules() {
+    use crate::web::{FormBody, client, field, login};
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), NOW)).await;
+    seed(&s).await;
+    let lost = s.enroll("C-42").await;
+    let c = client();
+    let (cookie, board) = login(&s, &c).await;
+    assert!(
+        board.contains("action=\"/board/devices\""),
+        "the board links to it"
+    );
+    let page = c
+        .get(format!("{}/board/devices?courier_id=C-42", s.url))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(page.status().as_u16(), 200);
+    let html = page.text().await.unwrap();
+    assert!(
+        html.contains(&format!("data-revoke=\"{}\"", lost.device_id)),
+        "{html}"
+    );
+    assert!(!html.contains(&lost.token), "no token on the page");
+    // Without the session, or without the CSRF token: refused, nothing changes.
+    let form = [
+        ("device_id", lost.device_id.as_str()),
+        ("courier_id", "C-42"),
+    ];
+    let r = c
+        .post(format!("{}/board/revoke", s.url))
+        .header("cookie", &cookie)
+        .form_body(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403);
+    assert_eq!(manifest_status(&s, &lost.token).await, 200);
+    let csrf = field(&html, "csrf");
+    let mut with_csrf: Vec<(&str, &str)> = form.to_vec();
+    with_csrf.push(("csrf", csrf.as_str()));
+    let r = c
+        .post(format!("{}/board/revoke", s.url))
+        .form_body(&with_csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 403, "no session cookie");
+    let r = c
+        .post(format!("{}/board/revoke", s.url))
+        .header("cookie", &cookie)
+        .form_body(&with_csrf)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status().as_u16(), 303);
+    assert_eq!(manifest_status(&s, &lost.token).await, 401);
+    let html = c
+        .get(format!(
+            "{}/board/devices?courier_id=C-42&done=revoked",
+            s.url
+        ))
+        .header("cookie", &cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        html.contains("Handset revoked") && html.contains("revoked 2026-11-23"),
+        "{html}"
+    );
+}

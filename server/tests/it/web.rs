@@ -367,7 +367,7 @@ async fn resend_needs_the_form_token_and_is_rate_limited() {
 }
 
 /// Sign in: returns the session cookie pair and the board page.
-async fn login(s: &Server, c: &reqwest::Client) -> (String, String) {
+pub(crate) async fn login(s: &Server, c: &reqwest::Client) -> (String, String) {
     let r = c
         .post(format!("{}/board/login", s.url))
         .form_body(&[("token", s.admin.as_str())])

@@ -242,7 +242,7 @@ pub(super) fn board_page(
         ds_e = esc(&ds),
         qv = esc(q.q.as_deref().unwrap_or("")),
         live = live(date, q, d, csrf),
-        data = super::lifecycle::tools(),
+        data = format!("{}{}", super::lifecycle::tools(), super::devices::tools()),
     );
     page(&format!("Board {ds}"), &body, true)
 }
