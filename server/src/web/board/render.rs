@@ -236,13 +236,14 @@ pub(super) fn board_page(
 <section aria-labelledby=\"close-h\"><h2 id=\"close-h\">Close the day</h2>\
 <p>Undelivered parcels of {ds_e} move to the next working day with a new code; customers get a new notice.</p>\
 <form method=\"post\" action=\"/board/close-day\">{csrf}<input type=\"hidden\" name=\"date\" value=\"{ds_e}\">\
-<button type=\"submit\" class=\"danger\">Close {ds_e}</button></form></section>{data}</div>\
+<button type=\"submit\" class=\"danger\">Close {ds_e}</button></form></section>{data}{devices}</div>\
 </main><footer><p>doorcode dispatch board</p></footer>",
         csrf = csrf_field(csrf),
         ds_e = esc(&ds),
         qv = esc(q.q.as_deref().unwrap_or("")),
         live = live(date, q, d, csrf),
-        data = format!("{}{}", super::lifecycle::tools(), super::devices::tools()),
+        data = super::lifecycle::tools(),
+        devices = super::devices::tools(),
     );
     page(&format!("Board {ds}"), &body, true)
 }
