@@ -35,7 +35,7 @@ if ! "$VENV/bin/python" -c "import tree_sitter, tree_sitter_swift" 2>/dev/null; 
   "$VENV/bin/pip" install -q tree-sitter tree-sitter-swift
 fi
 
-step "bindings: build libdoorcode_ffi, the doorcode server and the pinned uniffi-bindgen (separate -p: no cli features in the library)"
+step "bindings: libdoorcode_ffi, the doorcode binary and the pinned uniffi-bindgen (the test run's workspace build)"
 # The same feature set as `cargo test --workspace --all-targets` (scripts/test.sh):
 # after that run this builds nothing; a `-p` build would rebuild ~30 crates.
 cargo build --workspace --all-targets --locked
