@@ -292,7 +292,7 @@ pub(super) async fn post_device_resend(
     let device = auth.device();
     check_id(&id, "parcel id").map_err(|m| ApiError::unprocessable("invalid_path", m))?;
     let date = app.resend_day(device, &id).await?;
-    if let Some(wait) = crate::web::track::resend_wait(&web, &id) {
+    if let Some(wait) = web.claim_resend(&id) {
         let secs = wait.as_secs().max(1);
         let mut r = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,

@@ -52,6 +52,29 @@ pub struct WebState {
 }
 
 impl WebState {
+    /// Claims the parcel's resend slot: None when a resend may go now (the slot
+    /// is then taken), else how long to wait. One per parcel per [`track::RESEND_EVERY`]
+    /// for the customer's page and the courier's handset together, then a global cap.
+    pub fn claim_resend(&self, parcel_id: &str) -> Option<Duration> {
+        let mut m = match self.resend_per_parcel.lock() {
+            Ok(m) => m,
+            Err(p) => p.into_inner(),
+        };
+        let now = Instant::now();
+        m.retain(|_, at| now.duration_since(*at) < track::RESEND_EVERY);
+        match m.get(parcel_id) {
+            Some(at) => Some(track::RESEND_EVERY.saturating_sub(now.duration_since(*at))),
+            None => {
+                if self.resend_global.allow(&()) {
+                    m.insert(parcel_id.to_string(), now);
+                    None
+                } else {
+                    Some(Duration::from_secs(60))
+                }
+            }
+        }
+    }
+
     /// Limit refusals are counted in `metrics`.
     pub fn new(metrics: Arc<crate::metrics::Metrics>) -> Result<Self, crate::keys::KeyError> {
         let secret = crate::keys::random_bytes::<32>()?;

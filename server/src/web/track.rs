@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use serde::Deserialize;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// One resend per parcel per this long.
 pub const RESEND_EVERY: Duration = Duration::from_secs(600);
@@ -212,6 +212,43 @@ pub struct ResendForm {
     t: String,
 }
 
+/// What both buttons of the page check first: the per-client lookup limit,
+/// a known link, the page's own form token and a same-origin post. The
+/// token and the parcel's view, or the answer to give instead.
+async fn page_form(
+    app: &App,
+    web: &WebState,
+    ext: &Extensions,
+    headers: &HeaderMap,
+    path: Result<Path<String>, PathRejection>,
+    form: &Result<Form<ResendForm>, FormRejection>,
+) -> Result<(String, TrackView), Response> {
+    if !web.track_limit.allow(&super::client_ip(ext)) {
+        return Err(too_many());
+    }
+    let Ok(Path(token)) = path else {
+        return Err(not_found_page());
+    };
+    let t = match lookup(app, &token).await? {
+        Some(t) => t,
+        None => return Err(not_found_page()),
+    };
+    let ok_form = match form {
+        Ok(Form(f)) => {
+            doorcode_core::codes::ct_eq(f.t.as_bytes(), form_token(web, &token).as_bytes())
+        }
+        Err(_) => false,
+    };
+    if !ok_form || !same_origin(headers) {
+        return Err(plain(
+            StatusCode::FORBIDDEN,
+            "Request refused",
+            "Open the tracking page again and use its button.",
+        ));
+    }
+    Ok((token, t))
+}
+
 pub async fn post_resend(
     State(app): State<App>,
     Extension(web): Extension<Arc<WebState>>,
@@ -220,30 +257,10 @@ pub async fn post_resend(
     path: Result<Path<String>, PathRejection>,
     form: Result<Form<ResendForm>, FormRejection>,
 ) -> Response {
-    if !web.track_limit.allow(&super::client_ip(&ext)) {
-        return too_many();
-    }
-    let Ok(Path(token)) = path else {
-        return not_found_page();
-    };
-    let t = match lookup(&app, &token).await {
-        Ok(Some(t)) => t,
-        Ok(None) => return not_found_page(),
+    let (token, t) = match page_form(&app, &web, &ext, &headers, path, &form).await {
+        Ok(v) => v,
         Err(r) => return r,
     };
-    let ok_form = match &form {
-        Ok(Form(f)) => {
-            doorcode_core::codes::ct_eq(f.t.as_bytes(), form_token(&web, &token).as_bytes())
-        }
-        Err(_) => false,
-    };
-    if !ok_form || !same_origin(&headers) {
-        return plain(
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "Open the tracking page again and use its button.",
-        );
-    }
     let Some(date) = t.delivery_date.filter(|_| t.code.is_some()) else {
         return html(
             StatusCode::CONFLICT,
@@ -257,7 +274,7 @@ pub async fn post_resend(
             ),
         );
     };
-    let wait = resend_wait(&web, &t.parcel_id);
+    let wait = web.claim_resend(&t.parcel_id);
     if let Some(w) = wait {
         let msg = format!(
             "The notice was sent recently. You can ask again in {}.",
@@ -299,29 +316,6 @@ pub async fn post_resend(
     }
 }
 
-/// Claims the parcel's resend slot: None when a resend may go now (the slot
-/// is then taken), else how long to wait. One per parcel per [`RESEND_EVERY`]
-/// for the customer's page and the courier's handset together, then a global cap.
-pub fn resend_wait(web: &WebState, parcel_id: &str) -> Option<Duration> {
-    let mut m = match web.resend_per_parcel.lock() {
-        Ok(m) => m,
-        Err(p) => p.into_inner(),
-    };
-    let now = Instant::now();
-    m.retain(|_, at| now.duration_since(*at) < RESEND_EVERY);
-    match m.get(parcel_id) {
-        Some(at) => Some(RESEND_EVERY.saturating_sub(now.duration_since(*at))),
-        None => {
-            if web.resend_global.allow(&()) {
-                m.insert(parcel_id.to_string(), now);
-                None
-            } else {
-                Some(Duration::from_secs(60))
-            }
-        }
-    }
-}
-
 /// Sends the parcel's notice for `date` again, now (same code).
 pub async fn resend_notice(
     app: &App,
@@ -350,30 +344,10 @@ pub async fn post_not_mine(
     path: Result<Path<String>, PathRejection>,
     form: Result<Form<ResendForm>, FormRejection>,
 ) -> Response {
-    if !web.track_limit.allow(&super::client_ip(&ext)) {
-        return too_many();
-    }
-    let Ok(Path(token)) = path else {
-        return not_found_page();
-    };
-    let t = match lookup(&app, &token).await {
-        Ok(Some(t)) => t,
-        Ok(None) => return not_found_page(),
+    let (token, t) = match page_form(&app, &web, &ext, &headers, path, &form).await {
+        Ok(v) => v,
         Err(r) => return r,
     };
-    let ok_form = match &form {
-        Ok(Form(f)) => {
-            doorcode_core::codes::ct_eq(f.t.as_bytes(), form_token(&web, &token).as_bytes())
-        }
-        Err(_) => false,
-    };
-    if !ok_form || !same_origin(&headers) {
-        return plain(
-            StatusCode::FORBIDDEN,
-            "Request refused",
-            "Open the tracking page again and use its button.",
-        );
-    }
     match app.hold(&t.parcel_id).await.map_err(ApiError::from) {
         Ok(_) => {
             tracing::info!(parcel_id = %t.parcel_id, "parcel held: the customer did not order it");

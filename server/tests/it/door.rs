@@ -357,3 +357,62 @@ async fn the_real_core_refuses_a_held_parcel_after_a_sync_and_resends_from_the_d
         "no resend for a held parcel: {held_resend:?}"
     );
 }
+
+#[tokio::test]
+async fn the_new_doorstep_routes_refuse_odd_methods_garbage_paths_and_huge_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), NOW)).await;
+    let tokens = seed(&s).await;
+    let h = s.enroll("C-42").await;
+    let c = client();
+    // Odd methods on the button and on the courier's resend: 405, nothing held.
+    for m in ["GET", "PUT", "DELETE", "PATCH"] {
+        let m = reqwest::Method::from_bytes(m.as_bytes()).unwrap();
+        let r = c
+            .request(m.clone(), format!("{}/track/{}/not-mine", s.url, tokens[0]))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 405, "{m} not-mine");
+        let r = c
+            .request(m.clone(), format!("{}/v1/parcels/P-1001/resend", s.url))
+            .bearer_auth(&h.token)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status().as_u16(), 405, "{m} resend");
+    }
+    // Garbage, control characters, bidi and a huge token: the plain 404 page.
+    for bad in [
+        "%00%0a",
+        "%E2%80%AEabc",
+        "x".repeat(5000).as_str(),
+        "..%2F..%2Fetc",
+    ] {
+        let r = not_mine(&c, &format!("{}/track/{bad}", s.url), "AAAA").await;
+        assert_eq!(r.status().as_u16(), 404, "{bad:.20}");
+    }
+    // A courier's resend for ids that are no parcel id: 4xx, never 5xx.
+    for bad in [
+        "%00",
+        "%E2%80%AEP-1001",
+        "P%0A1001",
+        &"P".repeat(65),
+        "18446744073709551616",
+    ] {
+        let r = s
+            .http
+            .post(format!("{}/v1/parcels/{bad}/resend", s.url))
+            .bearer_auth(&h.token)
+            .send()
+            .await
+            .unwrap();
+        let st = r.status().as_u16();
+        assert!((400..500).contains(&st), "{bad:.20}: {st}");
+    }
+    assert!(signals(&s).await.is_empty(), "nothing was held");
+    assert_eq!(
+        s.admin_get("/v1/parcels/P-1001").await.1["status"],
+        "scheduled"
+    );
+}
