@@ -53,6 +53,8 @@ pub struct ParcelBatch {
 pub enum ParcelStatus {
     Created,
     Updated,
+    /// Sent again as stored: nothing was written.
+    Unchanged,
     Rejected,
     #[serde(other)]
     Unknown,
@@ -147,10 +149,26 @@ pub struct RouteIn {
     pub stops: Vec<StopIn>,
 }
 
+/// What `POST /v1/routes` did with a route.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RouteStatus {
+    Created,
+    Updated,
+    /// Sent again as stored: same revision, no notice, no manifest built.
+    Unchanged,
+    /// A status this client does not know (or an older server that sends none).
+    #[default]
+    #[serde(other)]
+    Unknown,
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RouteOut {
     pub route_id: String,
     pub delivery_date: NaiveDate,
+    #[serde(default)]
+    pub status: RouteStatus,
     pub revision: u64,
     pub notices_queued: u32,
     pub manifests_built: u32,

@@ -5,7 +5,7 @@ use super::auth::Dispatch;
 use super::{parse_date, query_pairs};
 use crate::app::{App, ServiceError};
 use crate::domain::disputes::{self, Cursor};
-use crate::domain::{EventKind, ParcelState, RejectReason, SignalKind};
+use crate::domain::{EventKind, ParcelState, RejectReason, RouteStatus, SignalKind};
 use crate::error::{ApiError, Body, ErrorBody, OptionalBody, PathArg};
 use crate::keys::new_token;
 use crate::storage::{NewParcel, ParcelView, RouteInput, RouteStopInput, Signal, UpsertStatus};
@@ -52,7 +52,7 @@ pub struct ParcelBatch {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ParcelResult {
     pub parcel_id: String,
-    /// created | updated | rejected
+    /// created | updated | unchanged | rejected
     pub status: String,
     /// For a rejected item refused by a rule, e.g. `requires_code_frozen`.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -150,6 +150,7 @@ pub(super) async fn post_parcels(
         r.status = match it.next() {
             Some(UpsertStatus::Created) => "created".into(),
             Some(UpsertStatus::Updated) => "updated".into(),
+            Some(UpsertStatus::Unchanged) => "unchanged".into(),
             Some(UpsertStatus::Rejected(reason)) => {
                 r.reason = Some(reason);
                 r.requires_code = None;
@@ -275,6 +276,9 @@ pub struct RouteIn {
 pub struct RouteOut {
     pub route_id: String,
     pub delivery_date: NaiveDate,
+    /// `unchanged` when the route was sent again as stored: same revision,
+    /// no notice, no manifest built.
+    pub status: RouteStatus,
     pub revision: u64,
     pub notices_queued: u32,
     pub manifests_built: u32,
@@ -339,6 +343,7 @@ pub(super) async fn post_route(
     Ok(Json(RouteOut {
         route_id: saved.route_id,
         delivery_date: saved.delivery_date,
+        status: saved.status,
         revision: saved.revision,
         notices_queued: saved.notices_queued,
         manifests_built: built,

@@ -2,8 +2,8 @@
 //! day and reading its signals. The API and the board both call these.
 
 use super::{App, ServiceError};
-use crate::domain::At;
 use crate::domain::disputes::{self, Cursor};
+use crate::domain::{At, RouteStatus};
 use crate::keys::{random_bytes, token_hash};
 use crate::storage::{
     Closed, Moved, NewEnrollment, ReissueInput, RouteInput, RouteSaved, Signal, StorageError,
@@ -52,11 +52,15 @@ impl App {
             policy: &policy,
         };
         let saved = self.storage.save_route(input, at).await?;
+        if saved.status == RouteStatus::Unchanged {
+            // Its manifests were built for this revision already.
+            return Ok((saved, 0));
+        }
         self.notice_wake.notify_one();
         let built = self
             .rebuild_routes(&[(saved.route_id.clone(), saved.delivery_date)])
             .await?;
-        tracing::info!(route_id = %saved.route_id, date = %saved.delivery_date, revision = saved.revision, notices = saved.notices_queued, "route saved");
+        tracing::info!(route_id = %saved.route_id, date = %saved.delivery_date, status = %saved.status, revision = saved.revision, notices = saved.notices_queued, "route saved");
         Ok((saved, built))
     }
 

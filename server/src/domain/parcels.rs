@@ -1,5 +1,7 @@
 //! Parcel upsert: create or update each item; whether a parcel needs a code
-//! is fixed once it is on a route for a day (`requires_code_frozen`).
+//! is fixed once it is on a route for a day (`requires_code_frozen`). An item
+//! identical to what is stored is `Unchanged` and writes nothing, so a re-run
+//! of the same import is a no-op (no event, no `updated_at`).
 
 use super::*;
 use std::collections::HashMap;
@@ -9,12 +11,43 @@ use std::collections::HashMap;
 pub enum UpsertStatus {
     Created,
     Updated,
+    Unchanged,
     Rejected(RejectReason),
 }
 
-/// Decide a batch, in order. `existing` holds the items' parcels storage has.
+/// What a dispatcher's upsert may set on a parcel, as storage has it now.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParcelDetails {
+    pub recipient_name: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub address: String,
+    pub value: f64,
+    pub currency: String,
+    pub requires_code: bool,
+}
+
+impl ParcelDetails {
+    /// The details an upsert item would leave stored (its track token is
+    /// used only for a new parcel, so it is not part of them).
+    pub fn of(p: &NewParcel) -> Self {
+        Self {
+            recipient_name: p.recipient_name.clone(),
+            email: p.email.clone(),
+            phone: p.phone.clone(),
+            address: p.address.clone(),
+            value: p.value,
+            currency: p.currency.clone(),
+            requires_code: p.requires_code,
+        }
+    }
+}
+
+/// Decide a batch, in order. `existing` holds the items' parcels storage has,
+/// `details` what is stored of them.
 pub fn decide(
     existing: &HashMap<String, ParcelFacts>,
+    details: &HashMap<String, ParcelDetails>,
     items: &[NewParcel],
 ) -> (Vec<UpsertStatus>, Changes) {
     let mut ch = Changes::default();
@@ -41,6 +74,7 @@ pub fn decide(
             Some((rc, true)) if rc != p.requires_code => {
                 UpsertStatus::Rejected(RejectReason::RequiresCodeFrozen)
             }
+            Some(_) if details.get(id) == Some(&ParcelDetails::of(p)) => UpsertStatus::Unchanged,
             Some(_) => {
                 ch.parcels.push(ParcelChange::Put(p.clone()));
                 ch.event(id, EventKind::Updated, "parcel details updated");
@@ -84,7 +118,11 @@ mod tests {
             ..parcel("P-1")
         };
         existing.insert("P-1".to_string(), pending);
-        let (st, ch) = decide(&existing, &[new("P-1", false), new("P-2", true)]);
+        let (st, ch) = decide(
+            &existing,
+            &HashMap::new(),
+            &[new("P-1", false), new("P-2", true)],
+        );
         assert_eq!(st, [UpsertStatus::Updated, UpsertStatus::Created]);
         assert!(matches!(
             &ch.parcels[..],
@@ -98,19 +136,42 @@ mod tests {
     fn requires_code_is_frozen_once_routed() {
         let mut existing = HashMap::new();
         existing.insert("P-1".to_string(), parcel("P-1"));
-        let (st, ch) = decide(&existing, &[new("P-1", false)]);
+        let (st, ch) = decide(&existing, &HashMap::new(), &[new("P-1", false)]);
         assert_eq!(
             st,
             [UpsertStatus::Rejected(RejectReason::RequiresCodeFrozen)]
         );
         assert_eq!(ch, Changes::default(), "nothing of the item is applied");
-        let (st, _) = decide(&existing, &[new("P-1", true)]);
+        let (st, _) = decide(&existing, &HashMap::new(), &[new("P-1", true)]);
         assert_eq!(st, [UpsertStatus::Updated], "other details may change");
     }
 
     #[test]
     fn an_id_twice_in_one_batch_is_created_then_updated() {
-        let (st, _) = decide(&HashMap::new(), &[new("P-1", true), new("P-1", false)]);
+        let (st, _) = decide(
+            &HashMap::new(),
+            &HashMap::new(),
+            &[new("P-1", true), new("P-1", false)],
+        );
         assert_eq!(st, [UpsertStatus::Created, UpsertStatus::Updated]);
+    }
+
+    #[test]
+    fn an_item_identical_to_the_stored_parcel_is_unchanged_and_writes_nothing() {
+        let mut existing = HashMap::new();
+        existing.insert("P-1".to_string(), parcel("P-1"));
+        let item = new("P-1", true);
+        let mut details = HashMap::new();
+        details.insert("P-1".to_string(), ParcelDetails::of(&item));
+        let (st, ch) = decide(&existing, &details, std::slice::from_ref(&item));
+        assert_eq!(st, [UpsertStatus::Unchanged]);
+        assert_eq!(ch, Changes::default());
+        let moved = NewParcel {
+            address: "2 Street".into(),
+            ..item
+        };
+        let (st, ch) = decide(&existing, &details, &[moved]);
+        assert_eq!(st, [UpsertStatus::Updated], "one field differs");
+        assert_eq!(ch.parcels.len(), 1);
     }
 }

@@ -2,7 +2,7 @@
 //! routes), devices, signals and what a move changed. Storage persists them
 //! (and re-exports them); the rules here never depend on storage.
 
-use super::SignalKind;
+use super::{RouteStatus, SignalKind};
 use chrono::{DateTime, NaiveDate, Utc};
 
 /// A parcel as dispatch sends it. `requires_code` is already resolved by the
@@ -41,6 +41,7 @@ pub struct RouteInput {
 pub struct RouteSaved {
     pub route_id: String,
     pub delivery_date: NaiveDate,
+    pub status: RouteStatus,
     pub revision: u64,
     pub notices_queued: u32,
 }

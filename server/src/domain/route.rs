@@ -3,7 +3,7 @@
 //! one staying on the day keeps its code; parcels dropped go back to pending.
 
 use super::*;
-use super::{RouteInput, RouteSaved};
+use super::{RouteInput, RouteSaved, RouteStopInput};
 use std::collections::{HashMap, HashSet};
 
 /// A route may be planned from today up to a year ahead, never for a past day.
@@ -29,12 +29,25 @@ pub struct RouteParcel {
     pub elsewhere: Option<String>,
 }
 
+/// A stop of the route as stored, its parcels in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredStop {
+    pub stop_id: String,
+    pub address: String,
+    pub recipient: String,
+    pub parcel_ids: Vec<String>,
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RouteFacts {
     /// The courier's route with another id on that day.
     pub other_route: Option<String>,
     /// This route's revision on that day, if it exists.
     pub revision: Option<u64>,
+    /// Its courier now, if it exists.
+    pub courier: Option<String>,
+    /// Its stops now, in order.
+    pub stops: Vec<StoredStop>,
     /// The parcels the new route names (absent: unknown).
     pub parcels: HashMap<String, RouteParcel>,
     /// The parcels on this route now.
@@ -81,6 +94,24 @@ pub fn decide(
         }
         wanted.push(p);
     }
+    if let Some(revision) = f.revision
+        && f.courier.as_deref() == Some(route.courier_id.as_str())
+        && same_stops(f, route)
+    {
+        let saved = RouteSaved {
+            route_id: rid.to_string(),
+            delivery_date: date,
+            status: RouteStatus::Unchanged,
+            revision,
+            notices_queued: 0,
+        };
+        return Ok((saved, Changes::default()));
+    }
+    let status = if f.revision.is_some() {
+        RouteStatus::Updated
+    } else {
+        RouteStatus::Created
+    };
     let revision = f.revision.unwrap_or(0) + 1;
     let mut ch = Changes::default();
     ch.routes.push(RouteChange::Put(RouteHead {
@@ -105,12 +136,7 @@ pub fn decide(
         date,
     }));
     for (i, s) in route.stops.iter().enumerate() {
-        let recipient = s.recipient.clone().unwrap_or_else(|| {
-            s.parcel_ids
-                .first()
-                .and_then(|p| f.parcels.get(p))
-                .map_or_else(|| "Recipient".to_string(), |p| p.recipient_name.clone())
-        });
+        let recipient = recipient_of(f, s);
         ch.routes.push(RouteChange::AddStop(StopRow {
             route_id: rid.to_string(),
             date,
@@ -163,10 +189,32 @@ pub fn decide(
     let saved = RouteSaved {
         route_id: rid.to_string(),
         delivery_date: date,
+        status,
         revision,
         notices_queued: notices,
     };
     Ok((saved, ch))
+}
+
+/// The name a stop shows: the one sent, else its first parcel's recipient.
+fn recipient_of(f: &RouteFacts, s: &RouteStopInput) -> String {
+    s.recipient.clone().unwrap_or_else(|| {
+        s.parcel_ids
+            .first()
+            .and_then(|p| f.parcels.get(p))
+            .map_or_else(|| "Recipient".to_string(), |p| p.recipient_name.clone())
+    })
+}
+
+/// Whether the route sent is the route stored, stop by stop and parcel by parcel.
+fn same_stops(f: &RouteFacts, route: &RouteInput) -> bool {
+    f.stops.len() == route.stops.len()
+        && f.stops.iter().zip(&route.stops).all(|(old, new)| {
+            old.stop_id == new.stop_id
+                && old.address == new.address
+                && old.recipient == recipient_of(f, new)
+                && old.parcel_ids == new.parcel_ids
+        })
 }
 
 #[cfg(test)]
@@ -335,5 +383,39 @@ mod tests {
         ));
         assert!(check_date(day(23), day(23)).is_ok());
         assert!(check_date(day(23) + chrono::Duration::days(367), day(23)).is_err());
+    }
+
+    #[test]
+    fn a_route_sent_again_as_stored_is_unchanged_and_writes_nothing() {
+        let mut f = facts(vec![pending("P-1"), pending("P-2")]);
+        f.revision = Some(3);
+        f.courier = Some("C-1".into());
+        f.stops = vec![StoredStop {
+            stop_id: "S-1".into(),
+            address: "1 Street".into(),
+            recipient: "Name P-1".into(),
+            parcel_ids: vec!["P-1".into(), "P-2".into()],
+        }];
+        let same = input(day(23), &["P-1", "P-2"]);
+        let (saved, ch) = decide(&f, &same, day(23)).unwrap();
+        assert_eq!(
+            (saved.status, saved.revision, saved.notices_queued),
+            (RouteStatus::Unchanged, 3, 0)
+        );
+        assert_eq!(ch, Changes::default());
+
+        let (saved, _) = decide(&f, &input(day(23), &["P-2", "P-1"]), day(23)).unwrap();
+        assert_eq!(
+            (saved.status, saved.revision),
+            (RouteStatus::Updated, 4),
+            "order"
+        );
+        f.courier = Some("C-2".into());
+        let (saved, _) = decide(&f, &same, day(23)).unwrap();
+        assert_eq!(
+            (saved.status, saved.revision),
+            (RouteStatus::Updated, 4),
+            "courier"
+        );
     }
 }

@@ -37,6 +37,16 @@ macro_rules! label {
 }
 
 label! {
+    /// What saving a route did: `unchanged` when it was sent again as stored
+    /// (no new revision, no notice, no manifest), so a re-run import is a no-op.
+    pub enum RouteStatus {
+        Created = "created",
+        Updated = "updated",
+        Unchanged = "unchanged",
+    }
+}
+
+label! {
     /// Where a parcel stands.
     pub enum ParcelState {
         /// Known, not on a route.

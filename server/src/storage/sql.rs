@@ -7,6 +7,34 @@ pub(crate) const PARCEL_FACTS: &str =
     "SELECT p.parcel_id, p.status, p.requires_code, p.delivery_date,
    p.attempt, p.wrong_tries, p.locked, s.route_id, r.courier_id";
 
+/// What an upsert compares against (`domain::parcels::ParcelDetails`); the
+/// dialect adds its `WHERE parcel_id IN …`.
+pub(crate) const PARCEL_DETAILS: &str = "SELECT parcel_id, recipient_name, email, phone, address, value, currency, requires_code FROM parcels";
+
+/// A route's stops now with their parcels, in order (`domain::route::StoredStop`);
+/// parameters: route id, day.
+pub(crate) const ROUTE_STOPS: &str = "SELECT st.stop_id, st.address, st.recipient, sp.parcel_id
+ FROM stops st LEFT JOIN stop_parcels sp
+   ON sp.route_id = st.route_id AND sp.delivery_date = st.delivery_date AND sp.stop_id = st.stop_id
+ WHERE st.route_id = $1 AND st.delivery_date = $2
+ ORDER BY st.sequence, sp.position";
+
+/// Folds `ROUTE_STOPS` rows (stop id, address, recipient, parcel id) into stops.
+pub(crate) fn push_stop_row(
+    stops: &mut Vec<crate::domain::route::StoredStop>,
+    (stop_id, address, recipient, parcel): (String, String, String, Option<String>),
+) {
+    match stops.last_mut() {
+        Some(last) if last.stop_id == stop_id => last.parcel_ids.extend(parcel),
+        _ => stops.push(crate::domain::route::StoredStop {
+            stop_id,
+            address,
+            recipient,
+            parcel_ids: parcel.into_iter().collect(),
+        }),
+    }
+}
+
 pub(crate) const PARCEL_FACTS_FROM: &str = "FROM parcels p
  LEFT JOIN stop_parcels s ON s.parcel_id = p.parcel_id AND s.delivery_date = p.delivery_date
  LEFT JOIN routes r ON r.route_id = s.route_id AND r.delivery_date = s.delivery_date";

@@ -4,16 +4,17 @@
 //! First every row of both files is checked and every bad row is reported
 //! with its line; nothing is sent unless all rows are good. Then the parcels
 //! go in batches, then the routes, one request each, with a progress bar, and
-//! a summary says what was created, updated and rejected (with reasons).
+//! a summary says what was created, updated, unchanged and rejected (with reasons).
 //! Parcels are keyed by `parcel_id` and routes by `route_id` and day, so
-//! running the same files again creates nothing new (docs/SERVER.md).
+//! running the same files again changes nothing: every item answers
+//! `unchanged` (docs/SERVER.md).
 
 pub mod csv_in;
 
 use clap::Args;
 use csv_in::{ParcelRow, RouteRows, RowError};
 use doorcode_core::dispatch::{DispatchClient, DispatchError};
-use doorcode_core::wire::{ParcelIn, ParcelStatus};
+use doorcode_core::wire::{ParcelIn, ParcelStatus, RouteStatus};
 use indicatif::{ProgressBar, ProgressStyle};
 use std::io::IsTerminal as _;
 use std::path::PathBuf;
@@ -48,8 +49,10 @@ pub struct ImportArgs {
 pub struct Summary {
     pub parcels_created: usize,
     pub parcels_updated: usize,
+    pub parcels_unchanged: usize,
     pub routes_created: usize,
     pub routes_updated: usize,
+    pub routes_unchanged: usize,
     /// `where: why` for every rejected parcel or route.
     pub rejected: Vec<String>,
 }
@@ -206,6 +209,7 @@ async fn send(
             match r.status {
                 ParcelStatus::Created => s.parcels_created += 1,
                 ParcelStatus::Updated => s.parcels_updated += 1,
+                ParcelStatus::Unchanged => s.parcels_unchanged += 1,
                 ParcelStatus::Rejected | ParcelStatus::Unknown => {
                     let why = match (&r.reason, &r.message) {
                         (Some(reason), Some(m)) => format!("{reason}: {m}"),
@@ -230,8 +234,11 @@ async fn send(
         .unwrap_or_default();
     for r in routes {
         match client.route(&r.route).await {
-            Ok(o) if o.revision <= 1 => s.routes_created += 1,
-            Ok(_) => s.routes_updated += 1,
+            Ok(o) => match o.status {
+                RouteStatus::Created => s.routes_created += 1,
+                RouteStatus::Unchanged => s.routes_unchanged += 1,
+                RouteStatus::Updated | RouteStatus::Unknown => s.routes_updated += 1,
+            },
             Err(DispatchError::Refused { status, body, .. }) => s.rejected.push(format!(
                 "{routes_file} line {} route {} on {}: HTTP {status} {}: {}",
                 r.lines.first().copied().unwrap_or(0),
@@ -250,12 +257,12 @@ async fn send(
 
 fn print_summary(s: &Summary) {
     out(&format!(
-        "parcels: {} created, {} updated",
-        s.parcels_created, s.parcels_updated
+        "parcels: {} created, {} updated, {} unchanged",
+        s.parcels_created, s.parcels_updated, s.parcels_unchanged
     ));
     out(&format!(
-        "routes: {} created, {} updated",
-        s.routes_created, s.routes_updated
+        "routes: {} created, {} updated, {} unchanged",
+        s.routes_created, s.routes_updated, s.routes_unchanged
     ));
     out(&format!("rejected: {}", s.rejected.len()));
     for r in &s.rejected {

@@ -3,7 +3,7 @@
 
 use crate::fleet::{ServerProc, free_port, today};
 use doorcode_core::dispatch::DispatchClient;
-use doorcode_core::wire::ParcelState;
+use doorcode_core::wire::{ParcelState, RouteIn, RouteStatus, StopIn};
 use std::fmt::Write as _;
 use std::path::Path;
 use std::process::{Command, Output};
@@ -80,7 +80,7 @@ fn write(dir: &Path, name: &str, body: &str) -> std::path::PathBuf {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_good_file_is_imported_and_running_it_again_creates_nothing_new() {
+async fn a_good_file_is_imported_and_running_it_again_changes_nothing() {
     let d = depot();
     let files = tempfile::tempdir().unwrap();
     let day = today();
@@ -107,8 +107,14 @@ async fn a_good_file_is_imported_and_running_it_again_creates_nothing_new() {
     let out = d.import(&[&parcels, &routes]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    assert!(stdout.contains("parcels: 3 created, 0 updated"), "{stdout}");
-    assert!(stdout.contains("routes: 1 created, 0 updated"), "{stdout}");
+    assert!(
+        stdout.contains("parcels: 3 created, 0 updated, 0 unchanged"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("routes: 1 created, 0 updated, 0 unchanged"),
+        "{stdout}"
+    );
     assert!(stdout.contains("rejected: 0"), "{stdout}");
 
     let c = d.client();
@@ -130,24 +136,66 @@ async fn a_good_file_is_imported_and_running_it_again_creates_nothing_new() {
     // IMP-1 and IMP-2 need a code: a notice each (IMP-3 none).
     let notices = d.wait_notices(2).await;
 
-    // The same files again: nothing new is created, no customer hears
-    // again, links, attempts and states stay.
+    // The same files again: nothing changes. Every item answers
+    // `unchanged`; links, attempts, states and histories stay (no event is
+    // written), the route keeps its revision and no customer hears again.
     let before: Vec<_> = [&p1, &p2, &p3]
         .iter()
-        .map(|p| (p.track_url.clone(), p.attempt, p.status, p.route_id.clone()))
+        .map(|p| {
+            let history: Vec<_> = p.events.iter().map(|e| (e.at, e.kind.clone())).collect();
+            (
+                p.track_url.clone(),
+                p.attempt,
+                p.status,
+                p.route_id.clone(),
+                history,
+            )
+        })
         .collect();
     let out = d.import(&[&parcels, &routes]);
     let stdout = text(&out.stdout);
     assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    assert!(stdout.contains("parcels: 0 created, 3 updated"), "{stdout}");
-    assert!(stdout.contains("routes: 0 created, 1 updated"), "{stdout}");
+    assert!(
+        stdout.contains("parcels: 0 created, 0 updated, 3 unchanged"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("routes: 0 created, 0 updated, 1 unchanged"),
+        "{stdout}"
+    );
     assert!(stdout.contains("rejected: 0"), "{stdout}");
     let mut after = Vec::new();
     for id in ["IMP-1", "IMP-2", "IMP-3"] {
         let p = c.parcel(id).await.unwrap();
-        after.push((p.track_url, p.attempt, p.status, p.route_id));
+        let history: Vec<_> = p.events.iter().map(|e| (e.at, e.kind.clone())).collect();
+        after.push((p.track_url, p.attempt, p.status, p.route_id, history));
     }
     assert_eq!(before, after);
+    let resent = RouteIn {
+        route_id: "R-IMP".into(),
+        courier_id: "C-IMP".into(),
+        delivery_date: day,
+        stops: vec![
+            StopIn {
+                stop_id: "S-1".into(),
+                address: "1 \"Old\" Street".into(),
+                recipient: None,
+                parcel_ids: vec!["IMP-1".into()],
+            },
+            StopIn {
+                stop_id: "S-2".into(),
+                address: "2 Rue de la Paix".into(),
+                recipient: None,
+                parcel_ids: vec!["IMP-2".into(), "IMP-3".into()],
+            },
+        ],
+    };
+    let route = c.route(&resent).await.unwrap();
+    assert_eq!(
+        (route.status, route.revision, route.manifests_built),
+        (RouteStatus::Unchanged, 1, 0),
+        "the route sent a third time, through the API, keeps revision 1"
+    );
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(d.notices(), notices, "a re-run sends no notice");
 }

@@ -43,6 +43,27 @@ pub(super) async fn locked_parcels(
     Ok(out)
 }
 
+pub(super) async fn parcel_details_in(
+    tx: &Tx<'_>,
+    ids: &[String],
+) -> TxResult<HashMap<String, ParcelDetails>> {
+    let sql = format!("{PARCEL_DETAILS} WHERE parcel_id = ANY($1)");
+    let mut out = HashMap::new();
+    for r in query(tx, &sql, &[&ids]).await? {
+        let d = ParcelDetails {
+            recipient_name: get(&r, 1)?,
+            email: get(&r, 2)?,
+            phone: get(&r, 3)?,
+            address: get(&r, 4)?,
+            value: get(&r, 5)?,
+            currency: get(&r, 6)?,
+            requires_code: get(&r, 7)?,
+        };
+        out.insert(get(&r, 0)?, d);
+    }
+    Ok(out)
+}
+
 pub(super) async fn ingest_facts(tx: &Tx<'_>, device_id: &str, k: &Keys) -> TxResult<IngestFacts> {
     // The device first: one device's uploads queue behind each other.
     let device = match query_opt(
@@ -113,12 +134,19 @@ pub(super) async fn route_facts(tx: &Tx<'_>, route: &RouteInput) -> TxResult<Rou
     }
     if let Some(r) = query_opt(
         tx,
-        "SELECT revision FROM routes WHERE route_id=$1 AND delivery_date=$2",
+        "SELECT revision, courier_id FROM routes WHERE route_id=$1 AND delivery_date=$2",
         &[&route.route_id, &date],
     )
     .await?
     {
         f.revision = Some(u64_of(get(&r, 0)?)?);
+        f.courier = Some(get(&r, 1)?);
+    }
+    for r in query(tx, ROUTE_STOPS, &[&route.route_id, &date]).await? {
+        push_stop_row(
+            &mut f.stops,
+            (get(&r, 0)?, get(&r, 1)?, get(&r, 2)?, get(&r, 3)?),
+        );
     }
     let ids: Vec<&str> = route
         .stops

@@ -29,9 +29,10 @@
 //! schema is created if missing and set as `search_path` on every connection.
 
 use super::facts::*;
-use super::sql::{PARCEL_FACTS, PARCEL_FACTS_FROM};
+use super::sql::{PARCEL_DETAILS, PARCEL_FACTS, PARCEL_FACTS_FROM, ROUTE_STOPS, push_stop_row};
 use super::*;
 use crate::domain::ingest::{ConfirmationRow, IngestPlan, Keys};
+use crate::domain::parcels::ParcelDetails;
 use crate::domain::{self, At, Changes, Label, NoticeState, ParcelChange, RouteChange};
 use bytes::BytesMut;
 use chrono::{DateTime, NaiveDate, Utc};
@@ -73,7 +74,8 @@ impl Storage for PostgresStorage {
         let ids: Vec<String> = items.iter().map(|p| p.parcel_id.clone()).collect();
         transact!(self, SER, |tx| async {
             let existing = locked_parcels(&tx, &ids).await?;
-            let (out, ch) = domain::parcels::decide(&existing, &items);
+            let details = parcel_details_in(&tx, &ids).await?;
+            let (out, ch) = domain::parcels::decide(&existing, &details, &items);
             apply(&tx, &ch, &now).await?;
             Ok(out)
         }

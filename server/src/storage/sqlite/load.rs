@@ -41,6 +41,29 @@ pub(super) fn parcels_in(
     Ok(out)
 }
 
+pub(super) fn parcel_details_in(
+    tx: &Transaction<'_>,
+    ids: &[String],
+) -> Result<HashMap<String, ParcelDetails>> {
+    let sql = format!("{PARCEL_DETAILS} WHERE parcel_id IN (SELECT value FROM json_each(?1))");
+    let mut st = tx.prepare_cached(&sql)?;
+    let rows = st.query_map([json_list(ids)?], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            ParcelDetails {
+                recipient_name: r.get(1)?,
+                email: r.get(2)?,
+                phone: r.get(3)?,
+                address: r.get(4)?,
+                value: r.get(5)?,
+                currency: r.get(6)?,
+                requires_code: r.get(7)?,
+            },
+        ))
+    })?;
+    Ok(rows.collect::<rusqlite::Result<_>>()?)
+}
+
 pub(super) fn ingest_facts(tx: &Transaction<'_>, device_id: &str, k: &Keys) -> Result<IngestFacts> {
     let mut f = IngestFacts {
         device: tx
@@ -109,13 +132,23 @@ pub(super) fn route_facts(tx: &Transaction<'_>, route: &RouteInput) -> Result<Ro
             |r| r.get(0),
         )
         .optional()?;
-    let revision = tx
+    let (revision, courier) = tx
         .query_row(
-            "SELECT revision FROM routes WHERE route_id=?1 AND delivery_date=?2",
+            "SELECT revision, courier_id FROM routes WHERE route_id=?1 AND delivery_date=?2",
             params![route.route_id, date],
-            |r| r.get(0),
+            |r| Ok((Some(r.get(0)?), Some(r.get(1)?))),
         )
-        .optional()?;
+        .optional()?
+        .unwrap_or((None, None));
+    let mut stops = Vec::new();
+    // SQLite numbers `$1`, `$2` by first appearance: they bind positionally.
+    let mut st = tx.prepare_cached(ROUTE_STOPS)?;
+    let rows = st.query_map(params![route.route_id, date], |r| {
+        Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+    })?;
+    for row in rows {
+        push_stop_row(&mut stops, row?);
+    }
     let ids: Vec<String> = route
         .stops
         .iter()
@@ -152,6 +185,8 @@ pub(super) fn route_facts(tx: &Transaction<'_>, route: &RouteInput) -> Result<Ro
     Ok(RouteFacts {
         other_route: other,
         revision,
+        courier,
+        stops,
         parcels,
         before,
     })

@@ -4,9 +4,10 @@
 //! the decision in [`crate::domain`], apply its plan.
 
 use super::facts::*;
-use super::sql::{PARCEL_FACTS, PARCEL_FACTS_FROM};
+use super::sql::{PARCEL_DETAILS, PARCEL_FACTS, PARCEL_FACTS_FROM, ROUTE_STOPS, push_stop_row};
 use super::*;
 use crate::domain::ingest::{ConfirmationRow, IngestPlan, Keys};
+use crate::domain::parcels::ParcelDetails;
 use crate::domain::{self, At, Changes, Label, NoticeState, ParcelChange, RouteChange};
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
@@ -127,7 +128,8 @@ impl Storage for SqliteStorage {
     ) -> Result<Vec<UpsertStatus>> {
         self.tx(move |tx| {
             let ids: Vec<String> = items.iter().map(|p| p.parcel_id.clone()).collect();
-            let (out, ch) = domain::parcels::decide(&parcels_in(tx, &ids)?, &items);
+            let details = parcel_details_in(tx, &ids)?;
+            let (out, ch) = domain::parcels::decide(&parcels_in(tx, &ids)?, &details, &items);
             apply(tx, &ch, now)?;
             Ok(out)
         })

@@ -14,6 +14,7 @@ macro_rules! storage_suite {
             parcels_upsert_and_read,
             requires_code_is_frozen_once_routed,
             routes_assign_attempts_and_queue_notices,
+            the_same_parcels_and_route_sent_again_change_nothing,
             route_conflicts_change_nothing,
             a_route_for_a_past_day_is_refused,
             enrollment_is_one_time_and_expires,
@@ -66,7 +67,7 @@ use doorcode_core::confirmation::{FailReason, Outcome, Verified};
 use doorcode_server::config::Calendar;
 use doorcode_server::domain::verify::{self, Refused, Target, VerifyInput};
 use doorcode_server::domain::{
-    At, EventKind, Label, ParcelState, Policy, RejectReason, SignalKind, devices,
+    At, EventKind, Label, ParcelState, Policy, RejectReason, RouteStatus, SignalKind, devices,
 };
 use doorcode_server::storage::*;
 use std::collections::BTreeSet;
@@ -423,22 +424,22 @@ pub async fn routes_assign_attempts_and_queue_notices(s: &dyn Storage) {
         .unwrap();
     let saved = save(s, route("R-b", "C-b", day(23), &["b-1", "b-2"])).await;
     assert_eq!((saved.revision, saved.notices_queued), (1, 1));
-    let again = save(s, route("R-b", "C-b", day(23), &["b-1", "b-2"])).await;
+    let again = save(s, route("R-b", "C-b", day(23), &["b-2", "b-1"])).await;
     assert_eq!(
-        (again.revision, again.notices_queued),
-        (2, 0),
+        (again.status, again.revision, again.notices_queued),
+        (RouteStatus::Updated, 2, 0),
         "same day keeps the code"
     );
     let r = s.route_for_courier("C-b", day(23)).await.unwrap().unwrap();
     assert_eq!(r.route_id, "R-b");
-    assert_eq!(r.stops[0].recipient, "Customer b-1");
+    assert_eq!(r.stops[0].recipient, "Customer b-2");
     assert_eq!(
         r.stops[0]
             .parcels
             .iter()
             .map(|p| (p.parcel_id.as_str(), p.attempt))
             .collect::<Vec<_>>(),
-        vec![("b-1", 1), ("b-2", 1)]
+        vec![("b-2", 1), ("b-1", 1)]
     );
     // Moving to another day is a new attempt, and the old route changes.
     let moved = save(s, route("R-b2", "C-b", day(24), &["b-1"])).await;
@@ -456,6 +457,43 @@ pub async fn routes_assign_attempts_and_queue_notices(s: &dyn Storage) {
     // Dropping a parcel from a route makes it pending again.
     save(s, route("R-b2", "C-b", day(24), &[])).await;
     assert_eq!(state(s, "b-1").await.0, ParcelState::Pending);
+}
+
+pub async fn the_same_parcels_and_route_sent_again_change_nothing(s: &dyn Storage) {
+    let items = || vec![parcel("u-1", true), parcel("u-2", false)];
+    s.upsert_parcels(items(), t0()).await.unwrap();
+    let first = save(s, route("R-u", "C-u", day(23), &["u-1", "u-2"])).await;
+    assert_eq!((first.status, first.revision), (RouteStatus::Created, 1));
+    let history = |v: ParcelView| v.events.iter().map(|e| e.kind).collect::<Vec<_>>();
+    let before = history(s.parcel("u-1").await.unwrap().unwrap());
+    let (pending, ..) = s.notice_counts().await.unwrap();
+
+    assert_eq!(
+        s.upsert_parcels(items(), t0()).await.unwrap(),
+        vec![UpsertStatus::Unchanged, UpsertStatus::Unchanged]
+    );
+    let again = save(s, route("R-u", "C-u", day(23), &["u-1", "u-2"])).await;
+    assert_eq!(
+        (again.status, again.revision, again.notices_queued),
+        (RouteStatus::Unchanged, 1, 0)
+    );
+    assert_eq!(history(s.parcel("u-1").await.unwrap().unwrap()), before);
+    assert_eq!(s.notice_counts().await.unwrap().0, pending, "no notice");
+    assert_eq!(s.route("R-u", day(23)).await.unwrap().unwrap().revision, 1);
+
+    let mut renamed = parcel("u-2", false);
+    renamed.recipient_name = "Another Name".into();
+    assert_eq!(
+        s.upsert_parcels(vec![renamed], t0()).await.unwrap(),
+        vec![UpsertStatus::Updated],
+        "one field differs"
+    );
+    let other = save(s, route("R-u", "C-u2", day(23), &["u-1", "u-2"])).await;
+    assert_eq!(
+        (other.status, other.revision),
+        (RouteStatus::Updated, 2),
+        "another courier is a change"
+    );
 }
 
 pub async fn route_conflicts_change_nothing(s: &dyn Storage) {
@@ -565,11 +603,11 @@ pub async fn enrollment_is_one_time_and_expires(s: &dyn Storage) {
 }
 
 pub async fn manifests_keep_the_newest_revision(s: &dyn Storage) {
-    s.upsert_parcels(vec![parcel("m-1", true)], t0())
+    s.upsert_parcels(vec![parcel("m-1", true), parcel("m-2", true)], t0())
         .await
         .unwrap();
     save(s, route("R-m", "C-m", day(23), &["m-1"])).await;
-    save(s, route("R-m", "C-m", day(23), &["m-1"])).await;
+    save(s, route("R-m", "C-m", day(23), &["m-1", "m-2"])).await;
     let r = s.route("R-m", day(23)).await.unwrap().unwrap();
     let m2 = manifest_for(s, &r, "d-m").await;
     assert_eq!(m2.revision, 2);
