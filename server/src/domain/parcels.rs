@@ -69,7 +69,10 @@ mod tests {
             value: 10.0,
             currency: "EUR".into(),
             requires_code,
-            track_token: "t".into(),
+            track: crate::domain::records::TrackRef {
+                nonce: "n".into(),
+                hash: "h".into(),
+            },
         }
     }
 
