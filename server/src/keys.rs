@@ -416,4 +416,57 @@ mod tests {
         );
         assert_eq!(s2.published.len(), 2);
     }
+
+    #[test]
+    fn track_links_derive_from_key_parcel_and_nonce_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let k = load_track_key(dir.path(), true).unwrap();
+        let again = load_track_key(dir.path(), true).unwrap();
+        let (tok, r) = k.fresh("P-1").unwrap();
+        assert_eq!(tok.len(), 43);
+        assert_eq!(again.token("P-1", &r.nonce), tok, "the file keeps the key");
+        assert_eq!(again.lookup(&tok), r.hash);
+        assert_ne!(k.token("P-2", &r.nonce), tok, "bound to the parcel");
+        assert_ne!(r.hash, tok);
+        assert!(!r.hash.contains(&tok) && !r.nonce.contains(&tok));
+        let other = TrackKey::from_bytes(&[7; 32]);
+        assert_ne!(other.token("P-1", &r.nonce), tok, "bound to the key");
+        assert_ne!(other.fingerprint(), k.fingerprint());
+        let text = std::fs::read_to_string(dir.path().join("track-key")).unwrap();
+        assert!(!k.fingerprint().contains(text.trim()));
+    }
+
+    #[test]
+    fn a_recorded_secret_is_never_created() {
+        let dir = tempfile::tempdir().unwrap();
+        for e in [
+            load_code_key(dir.path(), false).err(),
+            load_track_key(dir.path(), false).err(),
+            load_admin(dir.path(), false).err(),
+            load_signer_with(dir.path(), false).err(),
+        ] {
+            assert!(matches!(e, Some(KeyError::MissingShared { .. })), "{e:?}");
+        }
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+        std::fs::write(dir.path().join("track-key"), "short\n").unwrap();
+        let e = load_track_key(dir.path(), true).unwrap_err().to_string();
+        assert!(e.contains("never replaced"), "{e}");
+    }
+
+    #[test]
+    fn the_key_set_names_current_and_retired_keys() {
+        let dir = tempfile::tempdir().unwrap();
+        let s1 = load_signer(dir.path()).unwrap();
+        let set1 = s1.key_set();
+        assert!(set1.starts_with(&format!("current={}:", s1.current.kid())));
+        rotate_signing_key(dir.path()).unwrap();
+        let s2 = load_signer(dir.path()).unwrap();
+        let set2 = s2.key_set();
+        assert!(
+            set2.contains(&format!(" retired={}:", s1.current.kid())),
+            "{set2}"
+        );
+        assert_ne!(set1, set2);
+        assert!(!set2.contains(&doorcode_core::hex::encode(s2.current.seed())));
+    }
 }
