@@ -158,7 +158,7 @@ pub async fn load_secrets(
 /// Rows converted per transaction.
 const CONVERT_BATCH: u32 = 500;
 
-/// Replace every track token still stored in the clear (schema < 4) with its
+/// Replace every track token still stored in the clear (before migration 0005) with its
 /// HMAC, keeping the link already sent working (`track_legacy`) and giving
 /// the parcel a derived link for notices from now on. Idempotent; several
 /// nodes may run it at once. Returns the rows this node converted.

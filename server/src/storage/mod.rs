@@ -91,7 +91,7 @@ pub struct ParcelContact {
     pub track_nonce: Option<String>,
 }
 
-/// A parcel whose track token was stored in the clear (before schema 4),
+/// A parcel whose track token was stored in the clear (before migration 0005),
 /// converted: the old token's lookup HMAC (so the link already sent keeps
 /// working) and a new derived link for the notices from now on.
 #[derive(Debug, Clone)]
@@ -194,10 +194,10 @@ pub trait Storage: lifecycle::LifecycleStore + Send + Sync {
     async fn parcel(&self, parcel_id: &str) -> Result<Option<ParcelView>>;
     async fn parcel_contact(&self, parcel_id: &str) -> Result<Option<ParcelContact>>;
     /// The parcel whose tracking link has this lookup HMAC
-    /// (`crate::keys::TrackKey::lookup`), current or from before schema 4.
+    /// (`crate::keys::TrackKey::lookup`), current or from before migration 0005.
     async fn parcel_by_track_hash(&self, hash: &str) -> Result<Option<ParcelContact>>;
     /// Up to `limit` parcels whose track token is still stored in the clear
-    /// (written before schema 4): (parcel_id, token).
+    /// (written before migration 0005): (parcel_id, token).
     async fn clear_track_tokens(&self, limit: u32) -> Result<Vec<(String, String)>>;
     /// Replace clear tokens with their HMACs, in one transaction. A row no
     /// longer holding `clear` (converted by another node) is left; returns

@@ -5,7 +5,7 @@
 //!   every run of URL-safe characters in it (and every 43-character window
 //!   of one, the length of a token) is tried as `/track/{token}` and answers
 //!   404, while the link in the notice answers 200;
-//! - a database written before schema 4, with clear tokens, is converted at
+//! - a database written before migration 0005, with clear tokens, is converted at
 //!   start: the link already sent keeps working, the clear token is gone
 //!   from every table, and the parcel gets a derived link of its own.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]

@@ -162,7 +162,7 @@ impl Storage for PostgresStorage {
     async fn parcel_by_track_hash(&self, hash: &str) -> Result<Option<ParcelContact>> {
         fin(async {
             // A current link (track_nonce set: track_token is its HMAC) or one
-            // issued before schema 4 (track_legacy).
+            // issued before migration 0005 (track_legacy).
             let sql = format!(
                 "SELECT {CONTACT_COLS} FROM parcels
                  WHERE (track_token=$1 AND track_nonce IS NOT NULL) OR track_legacy=$1"

@@ -1,4 +1,4 @@
-//! Key fingerprints and the conversion of clear track tokens (schema 4).
+//! Key fingerprints and the conversion of clear track tokens (migration 0005).
 
 use super::*;
 

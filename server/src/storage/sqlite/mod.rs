@@ -191,7 +191,7 @@ impl Storage for SqliteStorage {
     async fn parcel_by_track_hash(&self, hash: &str) -> Result<Option<ParcelContact>> {
         let h = hash.to_string();
         // A current link (track_nonce set: track_token is its HMAC) or one
-        // issued before schema 4 (track_legacy).
+        // issued before migration 0005 (track_legacy).
         self.tx(move |tx| {
             contact(
                 tx,
