@@ -13,6 +13,7 @@ pub mod config;
 pub mod data_dir;
 pub mod domain;
 pub mod error;
+pub mod fleet;
 pub mod keys;
 pub mod limit;
 pub mod metrics;
@@ -36,6 +37,8 @@ use tokio::task::JoinHandle;
 pub enum StartError {
     #[error(transparent)]
     Keys(#[from] keys::KeyError),
+    #[error(transparent)]
+    Fleet(#[from] fleet::FleetError),
     #[error("database: {0}")]
     Storage(#[from] storage::StorageError),
     #[error("configuration: {0}")]
@@ -136,10 +139,17 @@ pub async fn start(cfg: Config) -> Result<ServerHandle, StartError> {
     // Personal data and secrets live here: owner only, whatever the umask
     // and whoever made the directory.
     data_dir::secure(dir)?;
-    let code_key = keys::load_or_create_code_key(dir)?;
-    let (admin_hash, admin_token) = keys::load_or_create_admin(dir)?;
-    let signer = keys::load_signer(dir)?;
+    // The database first: it says which secrets exist already, so a node
+    // with an empty data dir refuses instead of making keys of its own.
     let storage = open_storage(&cfg).await?;
+    let fleet::Secrets {
+        code_key,
+        track_key,
+        admin_hash,
+        admin_token,
+        signer,
+    } = fleet::load_secrets(dir, storage.as_ref(), cfg.now()).await?;
+    fleet::convert_clear_track_tokens(storage.as_ref(), &track_key).await?;
     data_dir::secure(dir)?;
     let channel = match cfg.notify.as_deref() {
         Some(s) => notices::Channel::parse(s).map_err(StartError::Config)?,
@@ -172,11 +182,13 @@ pub async fn start(cfg: Config) -> Result<ServerHandle, StartError> {
     let metrics = Arc::new(metrics::Metrics::default());
     let cfg = Arc::new(cfg);
     let code_key = Arc::new(code_key);
+    let track_key = Arc::new(track_key);
     let notifier = notices::Notifier::new(
         channel,
         http,
         public_url,
         code_key.clone(),
+        track_key.clone(),
         cfg.clone(),
         metrics.clone(),
     );
@@ -184,6 +196,7 @@ pub async fn start(cfg: Config) -> Result<ServerHandle, StartError> {
         cfg,
         storage,
         code_key,
+        track_key,
         signer: Arc::new(signer),
         metrics: metrics.clone(),
         notice_wake: Arc::new(Notify::new()),

@@ -4,6 +4,7 @@
 //! The code is derived at send time, so the outbox never stores it.
 
 use crate::config::Config;
+use crate::keys::TrackKey;
 use crate::metrics::Metrics;
 use crate::storage::{NoticeJob, ParcelContact, Storage, StorageError};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -114,6 +115,9 @@ pub struct Notifier {
     http: reqwest::Client,
     public_url: Arc<String>,
     code_key: Arc<CodeKey>,
+    /// Links are derived at send time too (`TrackKey`): the outbox row holds
+    /// neither code nor link.
+    track_key: Arc<TrackKey>,
     cfg: Arc<Config>,
     metrics: Arc<Metrics>,
 }
@@ -124,6 +128,7 @@ impl Notifier {
         http: reqwest::Client,
         public_url: String,
         code_key: Arc<CodeKey>,
+        track_key: Arc<TrackKey>,
         cfg: Arc<Config>,
         metrics: Arc<Metrics>,
     ) -> Self {
@@ -132,6 +137,7 @@ impl Notifier {
             http,
             public_url: Arc::new(public_url),
             code_key,
+            track_key,
             cfg,
             metrics,
         }
@@ -148,7 +154,7 @@ impl Notifier {
 
     /// The notice for a parcel's day and code, addressed for this channel.
     fn message(&self, p: &ParcelContact, date: NaiveDate, code: &Code) -> Message {
-        let track = self.track_url(&p.track_token);
+        let track = self.parcel_track_url(p);
         let (subject, body) = render(p, date, code, &track);
         let to = p
             .email
@@ -169,6 +175,18 @@ impl Notifier {
     /// The customer's tracking link for a track token.
     pub fn track_url(&self, token: &str) -> String {
         track_url(&self.public_url, token)
+    }
+
+    /// The parcel's tracking link, derived from its stored nonce. A row
+    /// without one (written by an older server after the conversion) has no
+    /// working link: the base URL with an empty token, which answers 404.
+    pub fn parcel_track_url(&self, p: &ParcelContact) -> String {
+        let token = p
+            .track_nonce
+            .as_deref()
+            .map(|n| self.track_key.token(&p.parcel_id, n))
+            .unwrap_or_default();
+        self.track_url(&token)
     }
 }
 
@@ -496,7 +514,7 @@ mod tests {
             status: crate::domain::ParcelState::Scheduled,
             delivery_date: None,
             attempt: 1,
-            track_token: "t".into(),
+            track_nonce: Some("n".into()),
         };
         let d = NaiveDate::from_ymd_opt(2026, 11, 23).unwrap();
         let (s, b) = render(&p, d, &Code::new("123456").unwrap(), "http://x/track/t");

@@ -29,11 +29,23 @@ enum Command {
     Handset(handset_cli::HandsetArgs),
     /// Send parcels and routes from CSV files (token in `DOORCODE_TOKEN`); checks every row first.
     Import(import::ImportArgs),
-    /// Retire the manifest signing key (its public key stays published) and make a new one.
-    RotateKey {
-        #[arg(long, default_value = "doorcode-data")]
-        data_dir: PathBuf,
-    },
+    /// Retire the manifest signing key (its public key stays published) and make a new one;
+    /// the database records the new key set (docs/OPERATIONS.md for several nodes).
+    RotateKey(RotateArgs),
+}
+
+#[derive(clap::Args)]
+struct RotateArgs {
+    #[arg(long, env = "DOORCODE_DATA_DIR", default_value = "doorcode-data")]
+    data_dir: PathBuf,
+    /// The database the nodes serve, as `serve --database` (default: the
+    /// data dir's SQLite file).
+    #[arg(long, env = "DOORCODE_DATABASE")]
+    database: Option<String>,
+    /// Do not rotate: record this data dir's key set as the fleet's (after
+    /// deleting a retired `keys/<kid>.pub` on every node).
+    #[arg(long)]
+    record_only: bool,
 }
 
 #[derive(clap::Args)]
@@ -107,17 +119,37 @@ async fn main() -> ExitCode {
         Command::Demo(a) => demo::run(a).await,
         Command::Handset(a) => handset_cli::run(a).await,
         Command::Import(a) => import::run(a).await,
-        Command::RotateKey { data_dir } => {
-            match doorcode_server::keys::rotate_signing_key(&data_dir) {
-                Ok((old, new)) => {
-                    say(&format!(
-                        "signing key rotated: {old} retired (still published), {new} current; restart the server"
-                    ));
-                    ExitCode::SUCCESS
-                }
-                Err(e) => fail(&e.to_string()),
+        Command::RotateKey(a) => rotate(a).await,
+    }
+}
+
+async fn rotate(a: RotateArgs) -> ExitCode {
+    use doorcode_server::fleet;
+    let mut cfg = Config::new(a.data_dir.clone(), SocketAddr::from(([127, 0, 0, 1], 0)));
+    cfg.database = a.database;
+    let storage = match doorcode_server::open_storage(&cfg).await {
+        Ok(s) => s,
+        Err(e) => return fail(&e.to_string()),
+    };
+    let now = chrono::Utc::now();
+    if a.record_only {
+        return match fleet::record_signing_keys(&a.data_dir, storage.as_ref(), now).await {
+            Ok(set) => {
+                say(&format!("signing key set recorded: {set}"));
+                ExitCode::SUCCESS
             }
+            Err(e) => fail(&e.to_string()),
+        };
+    }
+    match fleet::rotate_signing_key(&a.data_dir, storage.as_ref(), now).await {
+        Ok((old, new)) => {
+            say(&format!(
+                "signing key rotated: {old} retired (still published), {new} current; \
+                 copy signing-key and keys/ to every other node, then restart them all"
+            ));
+            ExitCode::SUCCESS
         }
+        Err(e) => fail(&e.to_string()),
     }
 }
 

@@ -7,7 +7,6 @@ use crate::app::{App, ServiceError};
 use crate::domain::disputes::{self, Cursor};
 use crate::domain::{EventKind, ParcelState, RejectReason, RouteStatus, SignalKind};
 use crate::error::{ApiError, Body, ErrorBody, OptionalBody, PathArg};
-use crate::keys::new_token;
 use crate::storage::{NewParcel, ParcelView, RouteInput, RouteStopInput, Signal, UpsertStatus};
 use crate::validate::{id as check_id, text as check_text};
 use axum::extract::{RawQuery, State};
@@ -130,6 +129,10 @@ pub(super) async fn post_parcels(
                     track_url: None,
                     message: None,
                 });
+                let (_, track) = app
+                    .track_key
+                    .fresh(&p.parcel_id)
+                    .map_err(ApiError::internal)?;
                 good.push(NewParcel {
                     parcel_id: p.parcel_id,
                     recipient_name: p.recipient.name,
@@ -139,7 +142,7 @@ pub(super) async fn post_parcels(
                     value: p.value,
                     currency: p.currency,
                     requires_code,
-                    track_token: new_token().map_err(ApiError::internal)?,
+                    track,
                 });
             }
         }
@@ -167,7 +170,7 @@ pub(super) async fn post_parcels(
             continue;
         }
         if let Some(c) = app.storage.parcel_contact(&r.parcel_id).await? {
-            r.track_url = Some(app.notifier.track_url(&c.track_token));
+            r.track_url = Some(app.notifier.parcel_track_url(&c));
         }
     }
     Ok(Json(ParcelResults { results }))
@@ -243,13 +246,11 @@ async fn parcel_detail(app: &App, id: &str) -> Result<ParcelDetail, ApiError> {
         .parcel(id)
         .await?
         .ok_or(ServiceError::UnknownParcel)?;
-    let token = app
-        .storage
-        .parcel_contact(id)
-        .await?
-        .map(|c| c.track_token)
-        .unwrap_or_default();
-    Ok(ParcelDetail::new(parcel, app.notifier.track_url(&token)))
+    let url = match app.storage.parcel_contact(id).await? {
+        Some(c) => app.notifier.parcel_track_url(&c),
+        None => app.notifier.track_url(""),
+    };
+    Ok(ParcelDetail::new(parcel, url))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -148,7 +148,11 @@ impl App {
     ) -> Result<Moved, ServiceError> {
         let input = ReissueInput {
             parcel_id: parcel_id.to_string(),
-            track_token: crate::keys::new_token().map_err(ServiceError::internal)?,
+            track: self
+                .track_key
+                .fresh(parcel_id)
+                .map_err(ServiceError::internal)?
+                .1,
             requires_code,
         };
         let moved = self.storage.reissue(input, self.cfg.now()).await?;

@@ -18,7 +18,7 @@ pub use track::{TRACK_LINK_DAYS, TrackView};
 use crate::config::Config;
 use crate::domain::Policy;
 use crate::domain::verify::Refused;
-use crate::keys::Signer;
+use crate::keys::{Signer, TrackKey};
 use crate::metrics::Metrics;
 use crate::notices::Notifier;
 use crate::storage::{Storage, StorageError};
@@ -33,6 +33,8 @@ pub struct App {
     pub cfg: Arc<Config>,
     pub storage: Arc<dyn Storage>,
     pub code_key: Arc<CodeKey>,
+    /// Tracking links are derived from it and stored only as its HMAC.
+    pub track_key: Arc<TrackKey>,
     pub signer: Arc<Signer>,
     pub metrics: Arc<Metrics>,
     pub notice_wake: Arc<Notify>,

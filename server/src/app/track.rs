@@ -33,7 +33,7 @@ impl App {
         }
         let p = self
             .storage
-            .parcel_by_track_token(token)
+            .parcel_by_track_hash(&self.track_key.lookup(token))
             .await?
             .ok_or_else(unknown)?;
         let window = p.delivery_date.map(|d| self.cfg.calendar.window(d));

@@ -98,7 +98,7 @@ pub struct Scheduled {
     pub attempt: u32,
     pub requires_code: bool,
     /// A new tracking link (reissue); None keeps the current one.
-    pub track_token: Option<String>,
+    pub track: Option<super::records::TrackRef>,
 }
 
 /// The online wrong tries counted for a parcel's attempt.

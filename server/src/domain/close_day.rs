@@ -165,7 +165,7 @@ pub fn decide(f: &CloseFacts, date: NaiveDate, next: NaiveDate) -> (Moved, Chang
             date: next,
             attempt: p.attempt + 1,
             requires_code: p.requires_code,
-            track_token: None,
+            track: None,
         });
         if !moved.routes.iter().any(|(r, _)| r == &target) {
             moved.routes.push((target.clone(), next));

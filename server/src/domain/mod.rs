@@ -40,7 +40,9 @@ pub mod records;
 mod status;
 
 pub use changes::*;
-pub use records::{Device, Moved, NewParcel, RouteInput, RouteSaved, RouteStopInput, Signal};
+pub use records::{
+    Device, Moved, NewParcel, RouteInput, RouteSaved, RouteStopInput, Signal, TrackRef,
+};
 pub use status::*;
 
 use crate::config::{Calendar, Config};

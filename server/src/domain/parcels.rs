@@ -28,8 +28,8 @@ pub struct ParcelDetails {
 }
 
 impl ParcelDetails {
-    /// The details an upsert item would leave stored (its track token is
-    /// used only for a new parcel, so it is not part of them).
+    /// The details an upsert item would leave stored (its tracking link is
+    /// made only for a new parcel, so it is not part of them).
     pub fn of(p: &NewParcel) -> Self {
         Self {
             recipient_name: p.recipient_name.clone(),
@@ -103,7 +103,10 @@ mod tests {
             value: 10.0,
             currency: "EUR".into(),
             requires_code,
-            track_token: "t".into(),
+            track: crate::domain::records::TrackRef {
+                nonce: "n".into(),
+                hash: "h".into(),
+            },
         }
     }
 

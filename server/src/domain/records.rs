@@ -17,8 +17,17 @@ pub struct NewParcel {
     pub value: f64,
     pub currency: String,
     pub requires_code: bool,
-    /// Fresh random track token, used only if the parcel is new.
-    pub track_token: String,
+    /// A fresh tracking link, used only if the parcel is new.
+    pub track: TrackRef,
+}
+
+/// What a parcel stores about its tracking link: the random nonce its token
+/// is derived from under the track key, and the token's lookup HMAC
+/// (`crate::keys::TrackKey`). Neither is a working link.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TrackRef {
+    pub nonce: String,
+    pub hash: String,
 }
 
 #[derive(Debug, Clone)]

@@ -9,8 +9,8 @@ use super::*;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReissueInput {
     pub parcel_id: String,
-    /// The new tracking link's token (fresh random, from the app).
-    pub track_token: String,
+    /// The new tracking link (fresh, from the app's track key).
+    pub track: TrackRef,
     /// A new code policy from the next attempt; None keeps the parcel's.
     pub requires_code: Option<bool>,
 }
@@ -66,7 +66,7 @@ pub fn decide(
         date,
         attempt: next,
         requires_code,
-        track_token: Some(input.track_token.clone()),
+        track: Some(input.track.clone()),
     });
     ch.routes.push(RouteChange::Bump(RouteDay {
         route_id: route_id.to_string(),
@@ -89,7 +89,10 @@ mod tests {
     fn input(requires_code: Option<bool>) -> ReissueInput {
         ReissueInput {
             parcel_id: "P-1".into(),
-            track_token: "new-token".into(),
+            track: TrackRef {
+                nonce: "n".into(),
+                hash: "new-hash".into(),
+            },
             requires_code,
         }
     }
@@ -111,7 +114,10 @@ mod tests {
                 date: day(23),
                 attempt: 2,
                 requires_code: true,
-                track_token: Some("new-token".into()),
+                track: Some(TrackRef {
+                    nonce: "n".into(),
+                    hash: "new-hash".into()
+                }),
             })]
         );
         assert_eq!(ch.notices.len(), 1);

@@ -183,7 +183,7 @@ pub fn decide(
             date,
             attempt: pf.attempt + 1,
             requires_code: pf.requires_code,
-            track_token: None,
+            track: None,
         });
     }
     let saved = RouteSaved {

@@ -85,7 +85,22 @@ pub struct ParcelContact {
     pub status: ParcelState,
     pub delivery_date: Option<NaiveDate>,
     pub attempt: u32,
-    pub track_token: String,
+    /// What the tracking link is derived from under the track key
+    /// (`crate::keys::TrackKey::token`); None only for a row an older
+    /// server wrote after this one converted the clear tokens.
+    pub track_nonce: Option<String>,
+}
+
+/// A parcel whose track token was stored in the clear (before migration 0005),
+/// converted: the old token's lookup HMAC (so the link already sent keeps
+/// working) and a new derived link for the notices from now on.
+#[derive(Debug, Clone)]
+pub struct TrackConversion {
+    pub parcel_id: String,
+    /// The clear token as read, so a row changed meanwhile is left alone.
+    pub clear: String,
+    pub legacy_hash: String,
+    pub track: crate::domain::TrackRef,
 }
 
 /// The facts a manifest is built from.
@@ -178,7 +193,35 @@ pub trait Storage: lifecycle::LifecycleStore + Send + Sync {
     ) -> Result<Vec<UpsertStatus>>;
     async fn parcel(&self, parcel_id: &str) -> Result<Option<ParcelView>>;
     async fn parcel_contact(&self, parcel_id: &str) -> Result<Option<ParcelContact>>;
-    async fn parcel_by_track_token(&self, token: &str) -> Result<Option<ParcelContact>>;
+    /// The parcel whose tracking link has this lookup HMAC
+    /// (`crate::keys::TrackKey::lookup`), current or from before migration 0005.
+    async fn parcel_by_track_hash(&self, hash: &str) -> Result<Option<ParcelContact>>;
+    /// Up to `limit` parcels whose track token is still stored in the clear
+    /// (written before migration 0005): (parcel_id, token).
+    async fn clear_track_tokens(&self, limit: u32) -> Result<Vec<(String, String)>>;
+    /// Replace clear tokens with their HMACs, in one transaction. A row no
+    /// longer holding `clear` (converted by another node) is left; returns
+    /// how many rows changed.
+    async fn convert_track_tokens(&self, rows: Vec<TrackConversion>) -> Result<u64>;
+
+    /// The recorded key fingerprints, (name, fingerprint), by name.
+    async fn key_fingerprints(&self) -> Result<Vec<(String, String)>>;
+    /// Record each fingerprint whose name has none yet (the first node's
+    /// win; `INSERT … ON CONFLICT DO NOTHING`), then return all recorded.
+    async fn record_key_fingerprints(
+        &self,
+        fps: Vec<(String, String)>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, String)>>;
+    /// Set `name`'s fingerprint to `new` if it is still `expected` (None:
+    /// not recorded); false if it changed meanwhile. Used by key rotation.
+    async fn replace_key_fingerprint(
+        &self,
+        name: &str,
+        expected: Option<&str>,
+        new: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool>;
     /// Ids of the parcels whose current delivery date is `date`, sorted (the
     /// dispatcher's board reads each with [`Storage::parcel`]).
     async fn parcel_ids_on(&self, date: NaiveDate) -> Result<Vec<String>>;

@@ -34,6 +34,7 @@ mod bad_input;
 mod day;
 mod devices;
 mod door;
+mod keys;
 mod lifecycle;
 mod notices;
 mod openapi;

@@ -33,6 +33,7 @@ mod demo;
 mod e2e_scale;
 mod e2e_sync;
 mod import;
+mod keys_pg;
 mod multinode_pg;
 mod secrets_in_logs;
 mod served;

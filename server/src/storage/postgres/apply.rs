@@ -81,7 +81,8 @@ pub(super) async fn parcel_change(
     match c {
         ParcelChange::Put(p) => {
             let sql = "INSERT INTO parcels(parcel_id, recipient_name, email, phone, address, value, currency,
-                   requires_code, track_token, created_at, updated_at) VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$10,$10)
+                   requires_code, track_token, track_nonce, created_at, updated_at)
+                 VALUES($1,$2,$3,$4,$5,$6,$7,$8,$9,$11,$10,$10)
                  ON CONFLICT(parcel_id) DO UPDATE SET recipient_name=$2, email=$3, phone=$4, address=$5,
                    value=$6, currency=$7, requires_code=$8, updated_at=$10";
             let v: Params<'_> = &[
@@ -93,14 +94,17 @@ pub(super) async fn parcel_change(
                 &p.value,
                 &p.currency,
                 &p.requires_code,
-                &p.track_token,
+                &p.track.hash,
                 now,
+                &p.track.nonce,
             ];
             exec(tx, sql, v).await?
         }
         ParcelChange::Schedule(s) => {
             let sql = "UPDATE parcels SET status=$2, delivery_date=$3, attempt=$4, route_id=$5, requires_code=$6,
-                   track_token=COALESCE($7, track_token), wrong_tries=0, locked=FALSE, updated_at=$8 WHERE parcel_id=$1";
+                   track_token=COALESCE($7, track_token), track_nonce=COALESCE($9, track_nonce),
+                   track_legacy=CASE WHEN $7::TEXT IS NULL THEN track_legacy END,
+                   wrong_tries=0, locked=FALSE, updated_at=$8 WHERE parcel_id=$1";
             let a = i64::from(s.attempt);
             let v: Params<'_> = &[
                 &s.parcel_id,
@@ -109,8 +113,9 @@ pub(super) async fn parcel_change(
                 &a,
                 &s.route_id,
                 &s.requires_code,
-                &s.track_token,
+                &s.track.as_ref().map(|t| t.hash.as_str()),
                 now,
+                &s.track.as_ref().map(|t| t.nonce.as_str()),
             ];
             exec(tx, sql, v).await?
         }

@@ -46,6 +46,7 @@ use tokio_postgres::{IsolationLevel, NoTls, Row};
 mod tx;
 mod apply;
 mod conn;
+mod keys;
 mod lifecycle;
 mod load;
 mod notices;
@@ -130,10 +131,45 @@ impl Storage for PostgresStorage {
         .await)
     }
 
-    async fn parcel_by_track_token(&self, token: &str) -> Result<Option<ParcelContact>> {
+    async fn clear_track_tokens(&self, limit: u32) -> Result<Vec<(String, String)>> {
+        keys::clear_track_tokens(self, limit).await
+    }
+
+    async fn convert_track_tokens(&self, rows: Vec<TrackConversion>) -> Result<u64> {
+        keys::convert_track_tokens(self, rows).await
+    }
+
+    async fn key_fingerprints(&self) -> Result<Vec<(String, String)>> {
+        keys::key_fingerprints(self).await
+    }
+
+    async fn record_key_fingerprints(
+        &self,
+        fps: Vec<(String, String)>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, String)>> {
+        keys::record_key_fingerprints(self, fps, now).await
+    }
+
+    async fn replace_key_fingerprint(
+        &self,
+        name: &str,
+        expected: Option<&str>,
+        new: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        keys::replace_key_fingerprint(self, name, expected, new, now).await
+    }
+
+    async fn parcel_by_track_hash(&self, hash: &str) -> Result<Option<ParcelContact>> {
         fin(async {
-            let sql = format!("SELECT {CONTACT_COLS} FROM parcels WHERE track_token=$1");
-            self.read_opt(&sql, &[&token])
+            // A current link (track_nonce set: track_token is its HMAC) or one
+            // issued before migration 0005 (track_legacy).
+            let sql = format!(
+                "SELECT {CONTACT_COLS} FROM parcels
+                 WHERE (track_token=$1 AND track_nonce IS NOT NULL) OR track_legacy=$1"
+            );
+            self.read_opt(&sql, &[&hash])
                 .await?
                 .as_ref()
                 .map(contact_of)

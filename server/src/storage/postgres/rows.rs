@@ -36,7 +36,7 @@ macro_rules! label_columns {
 
 label_columns!(ParcelState, SignalKind, EventKind, NoticeState);
 
-pub(super) const CONTACT_COLS: &str = "parcel_id, recipient_name, email, phone, requires_code, status, delivery_date, attempt, track_token";
+pub(super) const CONTACT_COLS: &str = "parcel_id, recipient_name, email, phone, requires_code, status, delivery_date, attempt, track_nonce";
 
 pub(super) fn contact_of(r: &Row) -> TxResult<ParcelContact> {
     Ok(ParcelContact {
@@ -48,7 +48,7 @@ pub(super) fn contact_of(r: &Row) -> TxResult<ParcelContact> {
         status: get(r, 5)?,
         delivery_date: get(r, 6)?,
         attempt: u32_of(get(r, 7)?)?,
-        track_token: get(r, 8)?,
+        track_nonce: get(r, 8)?,
     })
 }
 

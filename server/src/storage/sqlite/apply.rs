@@ -52,16 +52,19 @@ pub(super) fn parcel_change(
     match c {
         ParcelChange::Put(p) => tx.execute(
             "INSERT INTO parcels(parcel_id, recipient_name, email, phone, address, value, currency,
-               requires_code, track_token, created_at, updated_at)
-             VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?10,?10)
+               requires_code, track_token, track_nonce, created_at, updated_at)
+             VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?11,?10,?10)
              ON CONFLICT(parcel_id) DO UPDATE SET recipient_name=?2, email=?3, phone=?4, address=?5,
                value=?6, currency=?7, requires_code=?8, updated_at=?10",
-            params![p.parcel_id, p.recipient_name, p.email, p.phone, p.address, p.value, p.currency, p.requires_code, p.track_token, now],
+            params![p.parcel_id, p.recipient_name, p.email, p.phone, p.address, p.value, p.currency, p.requires_code, p.track.hash, now, p.track.nonce],
         )?,
         ParcelChange::Schedule(s) => tx.execute(
             "UPDATE parcels SET status=?2, delivery_date=?3, attempt=?4, route_id=?5, requires_code=?6,
-               track_token=COALESCE(?7, track_token), wrong_tries=0, locked=0, updated_at=?8 WHERE parcel_id=?1",
-            params![s.parcel_id, ParcelState::Scheduled, Day(s.date), s.attempt, s.route_id, s.requires_code, s.track_token, now],
+               track_token=COALESCE(?7, track_token), track_nonce=COALESCE(?9, track_nonce),
+               track_legacy=CASE WHEN ?7 IS NULL THEN track_legacy END,
+               wrong_tries=0, locked=0, updated_at=?8 WHERE parcel_id=?1",
+            params![s.parcel_id, ParcelState::Scheduled, Day(s.date), s.attempt, s.route_id, s.requires_code,
+                s.track.as_ref().map(|t| &t.hash), now, s.track.as_ref().map(|t| &t.nonce)],
         )?,
         ParcelChange::Unschedule(parcel_id) => tx.execute(
             "UPDATE parcels SET status=?2, delivery_date=NULL, route_id=NULL, updated_at=?3 WHERE parcel_id=?1",

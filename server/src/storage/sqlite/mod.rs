@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 
 mod apply;
 mod columns;
+mod keys;
 mod lifecycle;
 mod load;
 mod rows;
@@ -32,6 +33,9 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_init.sql"),
     include_str!("../migrations/sqlite/0002_seen_revoked_signal_days.sql"),
     include_str!("../migrations/sqlite/0003_lifecycle.sql"),
+    // 0004 is taken by another branch; the runner counts positions, not
+    // file numbers, so this is schema version 4 until 0004 lands before it.
+    include_str!("../migrations/sqlite/0005_keys_track_hmac.sql"),
 ];
 
 /// The SQLite backend. Cheap to clone.
@@ -186,9 +190,59 @@ impl Storage for SqliteStorage {
         self.tx(move |tx| contact(tx, "parcel_id", &id)).await
     }
 
-    async fn parcel_by_track_token(&self, token: &str) -> Result<Option<ParcelContact>> {
-        let t = token.to_string();
-        self.tx(move |tx| contact(tx, "track_token", &t)).await
+    async fn parcel_by_track_hash(&self, hash: &str) -> Result<Option<ParcelContact>> {
+        let h = hash.to_string();
+        // A current link (track_nonce set: track_token is its HMAC) or one
+        // issued before migration 0005 (track_legacy).
+        self.tx(move |tx| {
+            contact(
+                tx,
+                "(track_token = ?1 AND track_nonce IS NOT NULL) OR track_legacy",
+                &h,
+            )
+        })
+        .await
+    }
+
+    async fn clear_track_tokens(&self, limit: u32) -> Result<Vec<(String, String)>> {
+        self.tx(move |tx| keys::clear_track_tokens(tx, limit)).await
+    }
+
+    async fn convert_track_tokens(&self, rows: Vec<TrackConversion>) -> Result<u64> {
+        self.tx(move |tx| keys::convert_track_tokens(tx, &rows))
+            .await
+    }
+
+    async fn key_fingerprints(&self) -> Result<Vec<(String, String)>> {
+        self.tx(|tx| keys::pairs(tx, keys::FINGERPRINTS)).await
+    }
+
+    async fn record_key_fingerprints(
+        &self,
+        fps: Vec<(String, String)>,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<(String, String)>> {
+        self.tx(move |tx| {
+            keys::record(tx, &fps, now)?;
+            keys::pairs(tx, keys::FINGERPRINTS)
+        })
+        .await
+    }
+
+    async fn replace_key_fingerprint(
+        &self,
+        name: &str,
+        expected: Option<&str>,
+        new: &str,
+        now: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (name, expected, new) = (
+            name.to_string(),
+            expected.map(str::to_string),
+            new.to_string(),
+        );
+        self.tx(move |tx| keys::replace(tx, &name, expected.as_deref(), &new, now))
+            .await
     }
 
     async fn parcel_ids_on(&self, date: NaiveDate) -> Result<Vec<String>> {

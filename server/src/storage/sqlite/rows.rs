@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub(super) const CONTACT_COLS: &str = "parcel_id, recipient_name, email, phone, requires_code, status, delivery_date, attempt, track_token";
+pub(super) const CONTACT_COLS: &str = "parcel_id, recipient_name, email, phone, requires_code, status, delivery_date, attempt, track_nonce";
 
 pub(super) fn contact(conn: &Connection, where_: &str, key: &str) -> Result<Option<ParcelContact>> {
     let sql = format!("SELECT {CONTACT_COLS} FROM parcels WHERE {where_} = ?1");
@@ -18,7 +18,7 @@ pub(super) fn contact(conn: &Connection, where_: &str, key: &str) -> Result<Opti
                 status: r.get(5)?,
                 delivery_date: day_opt(r.get(6)?),
                 attempt: r.get(7)?,
-                track_token: r.get(8)?,
+                track_nonce: r.get(8)?,
             })
         })
         .optional()?)

@@ -30,7 +30,7 @@ pub async fn erase_keeps_only_the_anonymous_record(s: &dyn Storage) {
     assert!(s.parcel("P-2").await.unwrap().is_none());
     assert!(s.parcel_contact("P-2").await.unwrap().is_none());
     assert!(
-        s.parcel_by_track_token("track-P-2-0123456789abcdef")
+        s.parcel_by_track_hash("track-P-2-0123456789abcdef")
             .await
             .unwrap()
             .is_none()

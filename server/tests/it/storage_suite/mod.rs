@@ -48,6 +48,10 @@ macro_rules! storage_suite {
             erase_keeps_only_the_anonymous_record,
             retention_purges_in_batches_and_keeps_records,
             one_node_holds_the_retention_lease,
+            key_fingerprints_first_writer_wins,
+            key_fingerprint_replaced_only_if_unchanged,
+            track_links_are_found_by_their_hash_only,
+            a_fresh_store_has_no_clear_track_tokens,
         );
     };
     (@tests $($check:ident),* $(,)?) => {$(
@@ -67,7 +71,8 @@ use doorcode_core::confirmation::{FailReason, Outcome, Verified};
 use doorcode_server::config::Calendar;
 use doorcode_server::domain::verify::{self, Refused, Target, VerifyInput};
 use doorcode_server::domain::{
-    At, EventKind, Label, ParcelState, Policy, RejectReason, RouteStatus, SignalKind, devices,
+    At, EventKind, Label, ParcelState, Policy, RejectReason, RouteStatus, SignalKind, TrackRef,
+    devices,
 };
 use doorcode_server::storage::*;
 use std::collections::BTreeSet;
@@ -111,7 +116,10 @@ pub fn parcel(id: &str, requires_code: bool) -> NewParcel {
         value: 10.0,
         currency: "EUR".into(),
         requires_code,
-        track_token: format!("track-{id}-0123456789abcdef"),
+        track: TrackRef {
+            nonce: format!("nonce-{id}"),
+            hash: format!("track-{id}-0123456789abcdef"),
+        },
     }
 }
 
@@ -325,10 +333,18 @@ async fn try_code(s: &dyn Storage, parcel: &str, attempt: u32, ok: bool) -> Veri
         .unwrap()
 }
 
+/// A stored link whose lookup value is `hash` (the storage never sees a token).
+pub fn tref(hash: &str) -> TrackRef {
+    TrackRef {
+        nonce: format!("nonce-of-{hash}"),
+        hash: hash.into(),
+    }
+}
+
 async fn reissue(s: &dyn Storage, parcel: &str, token: &str) -> Moved {
     let input = ReissueInput {
         parcel_id: parcel.into(),
-        track_token: token.into(),
+        track: tref(token),
         requires_code: None,
     };
     s.reissue(input, t0()).await.unwrap()
@@ -344,7 +360,7 @@ pub async fn parcels_upsert_and_read(s: &dyn Storage) {
     assert_eq!(r, vec![UpsertStatus::Created, UpsertStatus::Created]);
     let mut p = parcel("a-1", false);
     p.recipient_name = "New Name".into();
-    p.track_token = "ignored-for-existing".into();
+    p.track = tref("ignored-for-existing");
     assert_eq!(
         s.upsert_parcels(vec![p], t0()).await.unwrap(),
         vec![UpsertStatus::Updated],
@@ -363,13 +379,13 @@ pub async fn parcels_upsert_and_read(s: &dyn Storage) {
     let events: Vec<EventKind> = v.events.iter().map(|e| e.kind).collect();
     assert_eq!(events, [EventKind::Created, EventKind::Updated]);
     let c = s
-        .parcel_by_track_token("track-a-1-0123456789abcdef")
+        .parcel_by_track_hash("track-a-1-0123456789abcdef")
         .await
         .unwrap()
         .unwrap();
     assert_eq!(c.parcel_id, "a-1");
     assert!(s.parcel("nope").await.unwrap().is_none());
-    assert!(s.parcel_by_track_token("nope").await.unwrap().is_none());
+    assert!(s.parcel_by_track_hash("nope").await.unwrap().is_none());
 }
 
 pub async fn requires_code_is_frozen_once_routed(s: &dyn Storage) {
@@ -404,7 +420,7 @@ pub async fn requires_code_is_frozen_once_routed(s: &dyn Storage) {
     // A reissue applies a new policy from the next attempt.
     let input = ReissueInput {
         parcel_id: "f-1".into(),
-        track_token: "track-f-1-second".into(),
+        track: tref("track-f-1-second"),
         requires_code: Some(false),
     };
     s.reissue(input, t0()).await.unwrap();
@@ -1159,7 +1175,7 @@ pub async fn verify_counts_locks_and_reissue_unlocks(s: &dyn Storage) {
         .reissue(
             ReissueInput {
                 parcel_id: "v-404".into(),
-                track_token: "t".into(),
+                track: tref("t"),
                 requires_code: None,
             },
             t0(),
@@ -1256,14 +1272,14 @@ pub async fn verify_is_refused_off_the_current_route(s: &dyn Storage) {
 pub async fn a_reissue_gives_a_new_tracking_link(s: &dyn Storage) {
     one_route(s, &["h-1"]).await;
     let old = "track-h-1-0123456789abcdef";
-    assert!(s.parcel_by_track_token(old).await.unwrap().is_some());
+    assert!(s.parcel_by_track_hash(old).await.unwrap().is_some());
     reissue(s, "h-1", "track-h-1-second-link").await;
     assert!(
-        s.parcel_by_track_token(old).await.unwrap().is_none(),
+        s.parcel_by_track_hash(old).await.unwrap().is_none(),
         "the old link answers like an unknown one"
     );
     let c = s
-        .parcel_by_track_token("track-h-1-second-link")
+        .parcel_by_track_hash("track-h-1-second-link")
         .await
         .unwrap()
         .unwrap();
@@ -1546,4 +1562,138 @@ pub async fn notices_lease_retry_and_finish(s: &dyn Storage) {
         .await
         .unwrap();
     assert_eq!(s.notice_counts().await.unwrap(), (0, 1, 1));
+}
+
+// ---------- keys and tracking links ----------
+
+pub async fn key_fingerprints_first_writer_wins(s: &dyn Storage) {
+    assert!(s.key_fingerprints().await.unwrap().is_empty());
+    let pair = |n: &str, f: &str| (n.to_string(), f.to_string());
+    let first = s
+        .record_key_fingerprints(vec![pair("code-key", "aaa")], t0())
+        .await
+        .unwrap();
+    assert_eq!(first, vec![pair("code-key", "aaa")]);
+    // A second node with another code key: its value does not replace the
+    // first; a name not yet recorded is added.
+    let second = s
+        .record_key_fingerprints(
+            vec![pair("code-key", "bbb"), pair("admin-token", "ccc")],
+            t0(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        second,
+        vec![pair("admin-token", "ccc"), pair("code-key", "aaa")],
+        "by name, the first value kept"
+    );
+    assert_eq!(s.key_fingerprints().await.unwrap(), second);
+}
+
+pub async fn key_fingerprint_replaced_only_if_unchanged(s: &dyn Storage) {
+    let pair = |n: &str, f: &str| (n.to_string(), f.to_string());
+    s.record_key_fingerprints(vec![pair("signing-keys", "k1")], t0())
+        .await
+        .unwrap();
+    assert!(
+        !s.replace_key_fingerprint("signing-keys", Some("k0"), "k2", t0())
+            .await
+            .unwrap(),
+        "a stale expectation changes nothing"
+    );
+    assert!(
+        !s.replace_key_fingerprint("signing-keys", None, "k2", t0())
+            .await
+            .unwrap(),
+        "\"not recorded\" is wrong when it is"
+    );
+    assert!(
+        s.replace_key_fingerprint("signing-keys", Some("k1"), "k2", t0())
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.replace_key_fingerprint("track-key", None, "t1", t0())
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        s.key_fingerprints().await.unwrap(),
+        vec![pair("signing-keys", "k2"), pair("track-key", "t1")]
+    );
+}
+
+pub async fn track_links_are_found_by_their_hash_only(s: &dyn Storage) {
+    s.upsert_parcels(vec![parcel("l-1", true), parcel("l-2", true)], t0())
+        .await
+        .unwrap();
+    let c = s
+        .parcel_by_track_hash("track-l-1-0123456789abcdef")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.parcel_id, "l-1");
+    assert_eq!(
+        c.track_nonce.as_deref(),
+        Some("nonce-l-1"),
+        "the nonce the link is derived from comes back"
+    );
+    assert_eq!(
+        s.parcel_contact("l-2")
+            .await
+            .unwrap()
+            .unwrap()
+            .track_nonce
+            .as_deref(),
+        Some("nonce-l-2")
+    );
+    assert!(
+        s.parcel_by_track_hash("nonce-l-1").await.unwrap().is_none(),
+        "the nonce is not a lookup key"
+    );
+    assert!(s.parcel_by_track_hash("").await.unwrap().is_none());
+    // A reissue stores the new link's nonce and hash; the old hash is unknown.
+    save(s, route("R-l", "C-l", day(23), &["l-1"])).await;
+    reissue(s, "l-1", "track-l-1-second").await;
+    assert!(
+        s.parcel_by_track_hash("track-l-1-0123456789abcdef")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let c = s
+        .parcel_by_track_hash("track-l-1-second")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(c.track_nonce.as_deref(), Some("nonce-of-track-l-1-second"));
+}
+
+pub async fn a_fresh_store_has_no_clear_track_tokens(s: &dyn Storage) {
+    s.upsert_parcels(vec![parcel("c-1", true)], t0())
+        .await
+        .unwrap();
+    assert!(
+        s.clear_track_tokens(10).await.unwrap().is_empty(),
+        "a parcel written by this server has a nonce: nothing to convert"
+    );
+    // A conversion naming a row that holds no clear token changes nothing.
+    let n = s
+        .convert_track_tokens(vec![TrackConversion {
+            parcel_id: "c-1".into(),
+            clear: "track-c-1-0123456789abcdef".into(),
+            legacy_hash: "legacy".into(),
+            track: tref("other"),
+        }])
+        .await
+        .unwrap();
+    assert_eq!(n, 0);
+    assert!(s.parcel_by_track_hash("legacy").await.unwrap().is_none());
+    assert!(
+        s.parcel_by_track_hash("track-c-1-0123456789abcdef")
+            .await
+            .unwrap()
+            .is_some()
+    );
 }
