@@ -8,6 +8,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0001_init.sql"),
     include_str!("../migrations/postgres/0002_seen_revoked_signal_days.sql"),
     include_str!("../migrations/postgres/0003_lifecycle.sql"),
+    include_str!("../migrations/postgres/0004_shared_state.sql"),
 ];
 
 /// Default connections per node.

@@ -47,6 +47,13 @@ macro_rules! storage_suite {
             erase_keeps_only_the_anonymous_record,
             retention_purges_in_batches_and_keeps_records,
             one_node_holds_the_retention_lease,
+            a_rate_counter_counts_in_its_window_then_restarts,
+            concurrent_rate_hits_each_get_their_own_count,
+            a_full_limit_takes_no_new_key_but_counts_known_ones,
+            expired_rate_rows_make_room_in_bounded_batches,
+            a_refund_gives_back_one_hit_of_the_current_window,
+            board_sessions_expire_and_sign_out_deletes_them,
+            expired_shared_state_is_swept_in_batches,
         );
     };
     (@tests $($check:ident),* $(,)?) => {$(
@@ -72,7 +79,9 @@ use doorcode_server::storage::*;
 use std::collections::BTreeSet;
 
 mod lifecycle;
+mod shared;
 pub use lifecycle::*;
+pub use shared::*;
 
 // ---------- fixtures ----------
 
