@@ -34,5 +34,6 @@ mod e2e_scale;
 mod e2e_sync;
 mod import;
 mod multinode_pg;
+mod roundrobin_pg;
 mod secrets_in_logs;
 mod served;
