@@ -63,6 +63,24 @@ impl CodeKey {
         s.push('\n');
         s
     }
+
+    /// A 32-byte key for another purpose, derived from this one:
+    /// HMAC-SHA256(code key, "doorcode:subkey:v1" 0 label). Every node with
+    /// the same `code-key` file derives the same subkey, and a subkey says
+    /// nothing about the code key or about another label's subkey.
+    pub fn derive_subkey(&self, label: &str) -> [u8; 32] {
+        let k = hmac::Key::new(hmac::HMAC_SHA256, &self.0);
+        let mut ctx = hmac::Context::with_key(&k);
+        ctx.update(b"doorcode:subkey:v1");
+        ctx.update(&[0]);
+        ctx.update(label.as_bytes());
+        let tag = ctx.sign();
+        let mut out = [0u8; 32];
+        for (o, b) in out.iter_mut().zip(tag.as_ref()) {
+            *o = *b;
+        }
+        out
+    }
 }
 
 impl fmt::Debug for CodeKey {
@@ -224,6 +242,16 @@ pub fn tag_eq(a: u32, b: u32) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn subkeys_depend_on_the_key_and_the_label() {
+        let a = super::CodeKey::from_bytes([1; 32]);
+        let b = super::CodeKey::from_bytes([2; 32]);
+        assert_eq!(a.derive_subkey("form"), a.clone().derive_subkey("form"));
+        assert_ne!(a.derive_subkey("form"), a.derive_subkey("other"));
+        assert_ne!(a.derive_subkey("form"), b.derive_subkey("form"));
+        assert_ne!(a.derive_subkey("form"), [1; 32]);
+    }
+
     use super::*;
 
     fn d(s: &str) -> NaiveDate {

@@ -204,7 +204,11 @@ pub async fn start(cfg: Config) -> Result<ServerHandle, StartError> {
         admin_hash: Arc::new(admin_hash),
     };
     let (tx, rx) = watch::channel(false);
-    let web = Arc::new(web::WebState::new(metrics)?);
+    let web = Arc::new(web::WebState::new(
+        app.storage.clone(),
+        metrics,
+        &app.code_key,
+    ));
     let router = api::router(app.clone(), web);
     let public = serve::serve(listener, router, limits, rx.clone());
     let scrape = metrics_listener.map(|(l, _)| {

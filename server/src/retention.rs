@@ -7,7 +7,8 @@
 //! lease row (`job_leases`), so several nodes on one PostgreSQL database
 //! never purge side by side. Each step is one short transaction removing at
 //! most [`rules::BATCH`] rows per table, and the job yields between steps, so
-//! requests keep being answered while it works through a backlog.
+//! requests keep being answered while it works through a backlog. A run
+//! also deletes expired board sessions and rate-limit rows.
 
 use crate::app::{App, ServiceError};
 use crate::domain::lifecycle::{self as rules, AnonRecord, DayStats, Removed};
@@ -137,6 +138,9 @@ pub async fn run_once(app: &App, holder: &str) -> Result<RunReport, StorageError
     }
     remove_files(app, purged, &mut report.removed).await;
     if report.ran {
+        sweep_shared_state(app).await;
+    }
+    if report.ran {
         let c = &app.metrics.lifecycle;
         c.count("retention", &report.removed);
         c.runs.fetch_add(1, Ordering::Relaxed);
@@ -151,6 +155,27 @@ pub async fn run_once(app: &App, holder: &str) -> Result<RunReport, StorageError
         }
     }
     Ok(report)
+}
+
+/// Expired board sessions and rate-limit rows (`crate::domain::limits`),
+/// in batches of [`rules::BATCH`], at most [`MAX_STEPS`] of them. They are
+/// also swept as new ones are written; this catches what stays idle. Wall
+/// clock, as their expiry is.
+async fn sweep_shared_state(app: &App) {
+    for _ in 0..MAX_STEPS {
+        match app
+            .storage
+            .sweep_shared_state(chrono::Utc::now(), rules::BATCH)
+            .await
+        {
+            Ok(n) if n > 0 => tokio::task::yield_now().await,
+            Ok(_) => return,
+            Err(e) => {
+                tracing::error!(error = %e, "sweeping expired sessions and limits");
+                return;
+            }
+        }
+    }
 }
 
 /// The background job: a run at start, then every `retention_every`.

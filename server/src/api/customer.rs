@@ -2,6 +2,7 @@
 //! for the same link is `web::track`.
 
 use crate::app::{App, TrackView};
+use crate::domain::limits::TRACK;
 use crate::error::{ApiError, ErrorBody, PathArg};
 use crate::web::WebState;
 use axum::extract::State;
@@ -32,7 +33,8 @@ pub(super) async fn get_track_json(
     ext: Extensions,
     PathArg(token): PathArg<String>,
 ) -> Result<Response, ApiError> {
-    if !web.track_limit.allow(&crate::web::client_ip(&ext)) {
+    let client = crate::web::client_ip(&ext).to_string();
+    if web.limits.take(&TRACK, &client).await.is_err() {
         let mut r = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,
             "rate_limited",

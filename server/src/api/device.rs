@@ -4,6 +4,7 @@
 use super::auth::DeviceAuth;
 use super::{parse_date, query_pairs};
 use crate::app::{App, ItemResult};
+use crate::domain::limits::ENROLLMENT;
 use crate::domain::{ItemStatus, Label};
 use crate::error::{ApiError, Body, ErrorBody, PathArg};
 use crate::keys::{new_token, token_hash};
@@ -92,20 +93,23 @@ pub(super) async fn post_device(
     })?;
     // A token is taken before the code is looked at, so concurrent guesses
     // cannot overrun the limit; a successful enrollment gives it back.
-    let client = crate::web::client_ip(&ext);
-    if !web.enroll_limit.allow(&client) {
-        let wait = web.enroll_limit.retry_after(&client).as_secs().max(1);
-        let mut r = ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many failed enrollments from this address; wait a minute and check the code",
-        )
-        .into_response();
-        if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
-            r.headers_mut().insert(header::RETRY_AFTER, v);
+    let client = crate::web::client_ip(&ext).to_string();
+    let taken = match web.limits.take(&ENROLLMENT, &client).await {
+        Ok(t) => t,
+        Err(wait) => {
+            let wait = wait.as_secs().max(1);
+            let mut r = ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many failed enrollments from this address; wait a minute and check the code",
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&wait.to_string()) {
+                r.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return Ok(r);
         }
-        return Ok(r);
-    }
+    };
     let code = crate::app::normalize_enrollment(&d.enrollment_code);
     let device_id = format!("d-{}", uuid::Uuid::new_v4());
     let token = new_token().map_err(ApiError::internal)?;
@@ -119,7 +123,7 @@ pub(super) async fn post_device(
     let enrolled = app.storage.enroll_device(new, app.cfg.now()).await;
     let dev = match enrolled {
         Ok(Some(dev)) => {
-            web.enroll_limit.refund(&client);
+            web.limits.refund(&taken).await;
             dev
         }
         Ok(None) => {
@@ -130,7 +134,7 @@ pub(super) async fn post_device(
             ));
         }
         Err(e) => {
-            web.enroll_limit.refund(&client);
+            web.limits.refund(&taken).await;
             return Err(e.into());
         }
     };
@@ -292,7 +296,7 @@ pub(super) async fn post_device_resend(
     let device = auth.device();
     check_id(&id, "parcel id").map_err(|m| ApiError::unprocessable("invalid_path", m))?;
     let date = app.resend_day(device, &id).await?;
-    if let Some(wait) = web.claim_resend(&id) {
+    if let Some(wait) = web.claim_resend(&id).await {
         let secs = wait.as_secs().max(1);
         let mut r = ApiError::new(
             StatusCode::TOO_MANY_REQUESTS,

@@ -23,6 +23,7 @@
 //! | who gets manifest builds | `devices.rs` | [`devices::gets_builds`] |
 //! | paging disputes and signals by day | `disputes.rs` | [`disputes::next_cursor`] |
 //! | retention cut-offs, who may be erased, the anonymous record, statistics | `lifecycle.rs` | [`lifecycle::cutoffs`], [`lifecycle::may_erase`], [`lifecycle::stats`] |
+//! | rate-limit windows, keys and row bounds; board sessions | `limits.rs` | [`limits::hit`], [`limits::verdict`], [`limits::session`] |
 
 pub mod close_day;
 pub mod devices;
@@ -30,6 +31,7 @@ pub mod disputes;
 pub mod hold;
 pub mod ingest;
 pub mod lifecycle;
+pub mod limits;
 pub mod parcels;
 pub mod reissue;
 pub mod route;

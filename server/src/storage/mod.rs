@@ -19,6 +19,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 
 pub use crate::domain::close_day::Closed;
 pub use crate::domain::ingest::{IngestConfirmation, IngestOutcome, Upload};
+pub use crate::domain::limits::{NewSession, RateCount, RateHit};
 pub use crate::domain::parcels::UpsertStatus;
 pub use crate::domain::records::{
     Device, Moved, NewParcel, RouteInput, RouteSaved, RouteStopInput, Signal,
@@ -323,6 +324,28 @@ pub trait Storage: lifecycle::LifecycleStore + Send + Sync {
     ) -> Result<()>;
     /// (pending, sent, failed) counts.
     async fn notice_counts(&self) -> Result<(u64, u64, u64)>;
+
+    // The state every node shares (DESIGN "Several nodes on one database");
+    // the rules are in [`crate::domain::limits`].
+
+    /// Store a board session, after deleting at most `sweep` sessions
+    /// expired at `now`.
+    async fn create_session(&self, s: NewSession, now: DateTime<Utc>, sweep: u32) -> Result<()>;
+    /// The CSRF token of the session `id_hash` if it is still live at `now`.
+    async fn session_csrf(&self, id_hash: &str, now: DateTime<Utc>) -> Result<Option<String>>;
+    /// End a session (sign-out); nothing if it is unknown.
+    async fn delete_session(&self, id_hash: &str) -> Result<()>;
+    /// Count one hit on the (limit, key) row in one statement: one more, or
+    /// a new window when the row's ended at or before `hit.now`. A key not
+    /// yet stored is inserted only while the limit has fewer than `hit.cap`
+    /// rows (after deleting up to `hit.sweep` expired ones); None means it
+    /// was not, and the caller counts it elsewhere.
+    async fn rate_hit(&self, hit: &RateHit) -> Result<Option<RateCount>>;
+    /// Give back one hit of the (limit, key) row's current window.
+    async fn rate_refund(&self, limit: &str, key: &str, now: DateTime<Utc>) -> Result<()>;
+    /// Delete at most `limit` expired sessions and at most `limit` expired
+    /// rate-limit rows; how many went.
+    async fn sweep_shared_state(&self, now: DateTime<Utc>, limit: u32) -> Result<u64>;
 }
 
 /// The facts types the backends fill, in one place for their `use`.

@@ -7,29 +7,28 @@
 //! `Referrer-Policy: no-referrer`, `X-Content-Type-Options: nosniff` and
 //! `Cache-Control: no-store`.
 //!
-//! Abuse limits live in memory (one process; `crate::limit`): track lookups
-//! per client (token bucket: burst 30, one more every 2 s), resends (one per
-//! parcel per 10 minutes, 30 per minute for the whole server), board logins
-//! per client (burst 10, one more every 6 s) and failed enrollments per
-//! client (10, one more every 6 s). "Client" is the address
-//! `crate::client_addr` resolves (behind `--trusted-proxies`, the address
-//! the proxy saw), an IPv6 client counted per /64.
+//! Abuse limits and board sessions live in the database, shared by every
+//! node (`crate::limit`, rules in `crate::domain::limits`): track lookups
+//! per client (30 per minute), resends (one per parcel per 10 minutes, 30
+//! per minute for the whole depot), board sign-ins per client (10 per
+//! minute) and failed enrollments per client (10 per minute). "Client" is
+//! the address `crate::client_addr` resolves (behind `--trusted-proxies`,
+//! the address the proxy saw), an IPv6 client counted per /64.
 
 pub mod board;
 pub mod track;
 
 use crate::app::App;
-use crate::limit::Limiter;
+use crate::limit::Limits;
 use axum::Router;
 use axum::extract::{ConnectInfo, Request};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 const CSS: &str = include_str!("assets/web.css");
 const BOARD_JS: &str = include_str!("assets/board.js");
@@ -37,56 +36,36 @@ const BOARD_JS: &str = include_str!("assets/board.js");
 pub(crate) const CSP: &str = "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self'; \
 connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'; object-src 'none'";
 
-/// In-memory state of the web pages: sessions, limits and a secret for
-/// stateless form tokens. Created per router, so each server has its own.
+/// What the web pages hold besides [`App`]: the shared limits and the key
+/// of the tracking page's form tokens. Nothing in it is per process state a
+/// request depends on, so any node can answer any request.
 pub struct WebState {
-    pub(crate) sessions: board::Sessions,
-    pub(crate) track_limit: Limiter<IpAddr>,
-    pub(crate) login_limit: Limiter<IpAddr>,
-    /// Failed `POST /v1/devices` per client: 10, then one more every 6 s.
-    pub(crate) enroll_limit: Limiter<IpAddr>,
-    pub(crate) resend_per_parcel: Mutex<HashMap<String, Instant>>,
-    pub(crate) resend_global: Limiter<()>,
-    /// HMAC key for the tracking page's resend form token.
+    pub(crate) limits: Limits,
+    /// HMAC key for the tracking page's form tokens, derived from the code
+    /// key. Stateless tokens under a key every node already shares are
+    /// simpler than a row per page view (no write on a GET, nothing an
+    /// outsider's page views add to a table) and than a secret kept in the
+    /// database (a copy of the database alone cannot forge them).
     pub(crate) form_key: ring::hmac::Key,
 }
 
 impl WebState {
-    /// Claims the parcel's resend slot: None when a resend may go now (the slot
-    /// is then taken), else how long to wait. One per parcel per [`track::RESEND_EVERY`]
-    /// for the customer's page and the courier's handset together, then a global cap.
-    pub fn claim_resend(&self, parcel_id: &str) -> Option<Duration> {
-        let mut m = match self.resend_per_parcel.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        };
-        let now = Instant::now();
-        m.retain(|_, at| now.duration_since(*at) < track::RESEND_EVERY);
-        match m.get(parcel_id) {
-            Some(at) => Some(track::RESEND_EVERY.saturating_sub(now.duration_since(*at))),
-            None => {
-                if self.resend_global.allow(&()) {
-                    m.insert(parcel_id.to_string(), now);
-                    None
-                } else {
-                    Some(Duration::from_secs(60))
-                }
-            }
+    /// Limit refusals are counted in `metrics`.
+    pub fn new(
+        storage: Arc<dyn crate::storage::Storage>,
+        metrics: Arc<crate::metrics::Metrics>,
+        code_key: &doorcode_core::codes::CodeKey,
+    ) -> Self {
+        let form = code_key.derive_subkey("doorcode:form-token:v1");
+        Self {
+            limits: Limits::new(storage, metrics),
+            form_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &form),
         }
     }
 
-    /// Limit refusals are counted in `metrics`.
-    pub fn new(metrics: Arc<crate::metrics::Metrics>) -> Result<Self, crate::keys::KeyError> {
-        let secret = crate::keys::random_bytes::<32>()?;
-        Ok(Self {
-            sessions: board::Sessions::default(),
-            track_limit: Limiter::new("track", 30.0, 0.5, metrics.clone()),
-            login_limit: Limiter::new("login", 10.0, 1.0 / 6.0, metrics.clone()),
-            enroll_limit: Limiter::new("enrollment", 10.0, 10.0 / 60.0, metrics.clone()),
-            resend_per_parcel: Mutex::new(HashMap::new()),
-            resend_global: Limiter::new("resend", 30.0, 0.5, metrics),
-            form_key: ring::hmac::Key::new(ring::hmac::HMAC_SHA256, &secret),
-        })
+    /// See [`Limits::claim_resend`].
+    pub async fn claim_resend(&self, parcel_id: &str) -> Option<Duration> {
+        self.limits.claim_resend(parcel_id).await
     }
 }
 

@@ -5,6 +5,7 @@
 
 use super::{WebState, esc, html, minutes_text, not_found_page, page, plain, same_origin};
 use crate::app::{App, ServiceError, TrackView};
+use crate::domain::limits::TRACK;
 use crate::domain::{EventKind, ParcelState};
 use crate::error::ApiError;
 use axum::extract::rejection::{FormRejection, PathRejection};
@@ -30,8 +31,17 @@ fn too_many() -> Response {
     r
 }
 
-/// The resend form's token: HMAC of the track token under a per-process key.
-/// An attacker cannot make it without the page, so cross-site posts fail.
+/// One tracking lookup by this client ([`crate::domain::limits::TRACK`],
+/// shared with the JSON route); false when over the limit.
+async fn track_allowed(web: &WebState, ext: &Extensions) -> bool {
+    let client = super::client_ip(ext).to_string();
+    web.limits.take(&TRACK, &client).await.is_ok()
+}
+
+/// The page's form token: HMAC of the track token under the form key every
+/// node derives from the code key ([`WebState::form_key`]), so a form
+/// served by one node posts to any other. An attacker cannot make it
+/// without the page, so cross-site posts fail.
 fn form_token(web: &WebState, token: &str) -> String {
     let tag = ring::hmac::sign(&web.form_key, format!("resend\0{token}").as_bytes());
     doorcode_core::b64::encode(tag.as_ref())
@@ -177,7 +187,7 @@ pub async fn get_page(
     path: Result<Path<String>, PathRejection>,
     RawQuery(q): RawQuery,
 ) -> Response {
-    if !web.track_limit.allow(&super::client_ip(&ext)) {
+    if !track_allowed(&web, &ext).await {
         return too_many();
     }
     let Ok(Path(token)) = path else {
@@ -223,7 +233,7 @@ async fn page_form(
     path: Result<Path<String>, PathRejection>,
     form: &Result<Form<ResendForm>, FormRejection>,
 ) -> Result<(String, TrackView), Response> {
-    if !web.track_limit.allow(&super::client_ip(ext)) {
+    if !track_allowed(web, ext).await {
         return Err(too_many());
     }
     let Ok(Path(token)) = path else {
@@ -274,7 +284,7 @@ pub async fn post_resend(
             ),
         );
     };
-    let wait = web.claim_resend(&t.parcel_id);
+    let wait = web.claim_resend(&t.parcel_id).await;
     if let Some(w) = wait {
         let msg = format!(
             "The notice was sent recently. You can ask again in {}.",

@@ -35,5 +35,6 @@ mod e2e_sync;
 mod import;
 mod keys_pg;
 mod multinode_pg;
+mod roundrobin_pg;
 mod secrets_in_logs;
 mod served;

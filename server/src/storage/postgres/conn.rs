@@ -8,8 +8,7 @@ pub(super) const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/postgres/0001_init.sql"),
     include_str!("../migrations/postgres/0002_seen_revoked_signal_days.sql"),
     include_str!("../migrations/postgres/0003_lifecycle.sql"),
-    // 0004 is taken by another branch; the runner counts positions, not
-    // file numbers, so this is schema version 4 until 0004 lands before it.
+    include_str!("../migrations/postgres/0004_shared_state.sql"),
     include_str!("../migrations/postgres/0005_keys_track_hmac.sql"),
 ];
 

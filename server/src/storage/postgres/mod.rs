@@ -51,6 +51,7 @@ mod lifecycle;
 mod load;
 mod notices;
 mod rows;
+mod shared;
 
 use apply::*;
 use load::*;
@@ -559,5 +560,57 @@ impl Storage for PostgresStorage {
 
     async fn notice_counts(&self) -> Result<(u64, u64, u64)> {
         notices::notice_counts(self).await
+    }
+
+    async fn create_session(&self, s: NewSession, now: DateTime<Utc>, sweep: u32) -> Result<()> {
+        self.create_session_tx(&s, now, sweep).await
+    }
+
+    async fn session_csrf(&self, id_hash: &str, now: DateTime<Utc>) -> Result<Option<String>> {
+        fin(async {
+            let r = self
+                .read_opt(
+                    "SELECT csrf FROM board_sessions WHERE id_hash = $1 AND expires_at > $2",
+                    &[&id_hash, &now],
+                )
+                .await?;
+            r.as_ref().map(|r| get(r, 0)).transpose()
+        }
+        .await)
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> Result<()> {
+        transact!(self, RC, |tx| async {
+            exec(
+                &tx,
+                "DELETE FROM board_sessions WHERE id_hash = $1",
+                &[&id_hash],
+            )
+            .await?;
+            Ok(())
+        }
+        .await)
+    }
+
+    async fn rate_hit(&self, hit: &RateHit) -> Result<Option<RateCount>> {
+        self.rate_hit_tx(hit).await
+    }
+
+    async fn rate_refund(&self, limit: &str, key: &str, now: DateTime<Utc>) -> Result<()> {
+        transact!(self, RC, |tx| async {
+            exec(
+                &tx,
+                "UPDATE rate_counters SET hits = hits - 1
+                 WHERE limit_name = $1 AND rate_key = $2 AND hits > 0 AND expires_at > $3",
+                &[&limit, &key, &now],
+            )
+            .await?;
+            Ok(())
+        }
+        .await)
+    }
+
+    async fn sweep_shared_state(&self, now: DateTime<Utc>, limit: u32) -> Result<u64> {
+        self.sweep_tx(now, limit).await
     }
 }

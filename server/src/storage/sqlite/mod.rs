@@ -22,6 +22,7 @@ mod keys;
 mod lifecycle;
 mod load;
 mod rows;
+mod shared;
 
 use apply::*;
 use columns::*;
@@ -33,8 +34,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0001_init.sql"),
     include_str!("../migrations/sqlite/0002_seen_revoked_signal_days.sql"),
     include_str!("../migrations/sqlite/0003_lifecycle.sql"),
-    // 0004 is taken by another branch; the runner counts positions, not
-    // file numbers, so this is schema version 4 until 0004 lands before it.
+    include_str!("../migrations/sqlite/0004_shared_state.sql"),
     include_str!("../migrations/sqlite/0005_keys_track_hmac.sql"),
 ];
 
@@ -645,5 +645,41 @@ impl Storage for SqliteStorage {
             ))
         })
         .await
+    }
+
+    async fn create_session(&self, s: NewSession, now: DateTime<Utc>, sweep: u32) -> Result<()> {
+        self.tx(move |tx| shared::create_session(tx, &s, sweep, Ts(now)))
+            .await
+    }
+
+    async fn session_csrf(&self, id_hash: &str, now: DateTime<Utc>) -> Result<Option<String>> {
+        let id = id_hash.to_string();
+        self.tx(move |tx| shared::session_csrf(tx, &id, Ts(now)))
+            .await
+    }
+
+    async fn delete_session(&self, id_hash: &str) -> Result<()> {
+        let id = id_hash.to_string();
+        self.tx(move |tx| {
+            tx.prepare_cached("DELETE FROM board_sessions WHERE id_hash = ?1")?
+                .execute([id])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn rate_hit(&self, hit: &RateHit) -> Result<Option<RateCount>> {
+        let h = hit.clone();
+        self.tx(move |tx| shared::rate_hit(tx, &h)).await
+    }
+
+    async fn rate_refund(&self, limit: &str, key: &str, now: DateTime<Utc>) -> Result<()> {
+        let (l, k) = (limit.to_string(), key.to_string());
+        self.tx(move |tx| shared::rate_refund(tx, &l, &k, Ts(now)))
+            .await
+    }
+
+    async fn sweep_shared_state(&self, now: DateTime<Utc>, limit: u32) -> Result<u64> {
+        self.tx(move |tx| shared::sweep(tx, Ts(now), limit)).await
     }
 }

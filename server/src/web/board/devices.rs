@@ -26,11 +26,10 @@ fn when(t: chrono::DateTime<chrono::Utc>) -> String {
 
 pub async fn get_devices(
     State(app): State<App>,
-    Extension(web): Extension<Arc<WebState>>,
     headers: HeaderMap,
     q: Result<Query<DevicesQuery>, QueryRejection>,
 ) -> Response {
-    let Some((_, csrf)) = session(&web, &headers) else {
+    let Some((_, csrf)) = session(&app, &headers).await else {
         return login_page(StatusCode::OK, None);
     };
     let q = q.map(|Query(q)| q).unwrap_or_default();
@@ -99,14 +98,16 @@ pub struct RevokeForm {
 
 pub async fn post_revoke(
     State(app): State<App>,
-    Extension(web): Extension<Arc<WebState>>,
     headers: HeaderMap,
     form: Result<Form<RevokeForm>, FormRejection>,
 ) -> Response {
     let Ok(Form(f)) = form else {
         return forbidden();
     };
-    if check_post(&web, &headers, f.csrf.as_deref()).is_none() {
+    if check_post(&app, &headers, f.csrf.as_deref())
+        .await
+        .is_none()
+    {
         return forbidden();
     }
     let (Some(id), Some(courier)) = (f.device_id, f.courier_id) else {

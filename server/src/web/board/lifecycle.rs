@@ -28,11 +28,10 @@ pub struct EraseQuery {
 /// The confirmation step: what will go, what stays, and the form that erases.
 pub async fn get_erase(
     State(app): State<App>,
-    Extension(web): Extension<Arc<WebState>>,
     headers: HeaderMap,
     q: Result<Query<EraseQuery>, QueryRejection>,
 ) -> Response {
-    let Some((_, csrf)) = session(&web, &headers) else {
+    let Some((_, csrf)) = session(&app, &headers).await else {
         return login_page(StatusCode::OK, None);
     };
     let pid = q.ok().and_then(|Query(q)| q.parcel_id).unwrap_or_default();
@@ -89,14 +88,16 @@ pub struct EraseForm {
 
 pub async fn post_erase(
     State(app): State<App>,
-    Extension(web): Extension<Arc<WebState>>,
     headers: HeaderMap,
     form: Result<Form<EraseForm>, FormRejection>,
 ) -> Response {
     let Ok(Form(f)) = form else {
         return forbidden();
     };
-    if check_post(&web, &headers, f.csrf.as_deref()).is_none() {
+    if check_post(&app, &headers, f.csrf.as_deref())
+        .await
+        .is_none()
+    {
         return forbidden();
     }
     let Some(pid) = f.parcel_id.filter(|p| !p.is_empty()) else {
@@ -174,11 +175,10 @@ fn stats_rows(days: &[DayStats]) -> String {
 /// The per-day table: the same numbers as `GET /v1/stats`.
 pub async fn get_stats(
     State(app): State<App>,
-    Extension(web): Extension<Arc<WebState>>,
     headers: HeaderMap,
     q: Result<Query<StatsQuery>, QueryRejection>,
 ) -> Response {
-    if session(&web, &headers).is_none() {
+    if session(&app, &headers).await.is_none() {
         return login_page(StatusCode::OK, None);
     }
     let q = q.map(|Query(q)| q).unwrap_or_default();

@@ -9,6 +9,7 @@
 use super::{WebState, esc, html, page, plain, same_origin};
 use crate::app::App;
 use crate::domain::disputes::Cursor;
+use crate::domain::limits;
 use crate::domain::{Label, ParcelState};
 use crate::error::ApiError;
 use crate::keys::{new_token, token_hash};
@@ -17,12 +18,11 @@ use axum::extract::rejection::{FormRejection, QueryRejection};
 use axum::extract::{Extension, Form, Query, State};
 use axum::http::{Extensions, HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use chrono::NaiveDate;
+use chrono::{NaiveDate, Utc};
 use doorcode_core::codes::ct_eq;
 use serde::Deserialize;
-use std::collections::{BTreeMap, HashMap};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
 pub(super) mod devices;
 pub(super) mod lifecycle;
@@ -31,28 +31,8 @@ mod render;
 use render::*;
 
 const COOKIE: &str = "doorcode_board";
-/// Sessions end after this long, or at logout or restart.
-const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 /// Signals per board page.
 const SIGNALS_PER_PAGE: u32 = 50;
-
-pub(crate) struct Session {
-    csrf: String,
-    expires: Instant,
-}
-
-/// Server-side sessions, keyed by the SHA-256 of the cookie's 256-bit id.
-#[derive(Default)]
-pub(crate) struct Sessions(Mutex<HashMap<String, Session>>);
-
-impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        match self.0.lock() {
-            Ok(m) => m,
-            Err(p) => p.into_inner(),
-        }
-    }
-}
 
 fn cookie_id(h: &HeaderMap) -> Option<String> {
     for v in h.get_all(header::COOKIE) {
@@ -68,13 +48,18 @@ fn cookie_id(h: &HeaderMap) -> Option<String> {
     None
 }
 
-/// The session's key and CSRF token, if the cookie names a live session.
-fn session(web: &WebState, h: &HeaderMap) -> Option<(String, String)> {
+/// The session's key (the SHA-256 of the cookie) and CSRF token, if the
+/// cookie names a live session. Sessions are rows in the database, so any
+/// node knows every session; a failed read shows the sign-in page.
+async fn session(app: &App, h: &HeaderMap) -> Option<(String, String)> {
     let key = token_hash(&cookie_id(h)?);
-    let mut m = web.sessions.lock();
-    let now = Instant::now();
-    m.retain(|_, s| s.expires > now);
-    m.get(&key).map(|s| (key.clone(), s.csrf.clone()))
+    match app.storage.session_csrf(&key, Utc::now()).await {
+        Ok(csrf) => csrf.map(|c| (key, c)),
+        Err(e) => {
+            tracing::error!(error = %e, "board session lookup");
+            None
+        }
+    }
 }
 
 fn secure(app: &App) -> &'static str {
@@ -102,8 +87,8 @@ fn forbidden() -> Response {
 
 /// Check a POST: a live session, a same-origin request and the session's
 /// CSRF token (constant-time). Returns the session key; None means 403.
-fn check_post(web: &WebState, h: &HeaderMap, csrf: Option<&str>) -> Option<String> {
-    let (key, expected) = session(web, h)?;
+async fn check_post(app: &App, h: &HeaderMap, csrf: Option<&str>) -> Option<String> {
+    let (key, expected) = session(app, h).await?;
     match csrf {
         Some(c) if same_origin(h) && ct_eq(c.as_bytes(), expected.as_bytes()) => Some(key),
         _ => None,
@@ -226,11 +211,10 @@ async fn render_board(
 
 pub async fn get_board(
     State(app): State<App>,
-    Extension(web): Extension<Arc<WebState>>,
     headers: HeaderMap,
     q: Result<Query<BoardQuery>, QueryRejection>,
 ) -> Response {
-    let Some((_, csrf)) = session(&web, &headers) else {
+    let Some((_, csrf)) = session(&app, &headers).await else {
         return login_page(StatusCode::OK, None);
     };
     let q = q.map(|Query(q)| q).unwrap_or_default();
@@ -245,11 +229,10 @@ pub async fn get_board(
 
 pub async fn get_live(
     State(app): State<App>,
-    Extension(web): Extension<Arc<WebState>>,
     headers: HeaderMap,
     q: Result<Query<BoardQuery>, QueryRejection>,
 ) -> Response {
-    let Some((_, csrf)) = session(&web, &headers) else {
+    let Some((_, csrf)) = session(&app, &headers).await else {
         return plain(StatusCode::UNAUTHORIZED, "Signed out", "Sign in again.");
     };
     let q = q.map(|Query(q)| q).unwrap_or_default();
@@ -275,7 +258,8 @@ pub async fn post_login(
     if !same_origin(&headers) {
         return forbidden();
     }
-    if !web.login_limit.allow(&super::client_ip(&ext)) {
+    let client = super::client_ip(&ext).to_string();
+    if web.limits.take(&limits::LOGIN, &client).await.is_err() {
         return login_page(
             StatusCode::TOO_MANY_REQUESTS,
             Some("Too many sign-in attempts. Wait a minute."),
@@ -300,17 +284,22 @@ pub async fn post_login(
     let (Ok(id), Ok(csrf)) = (new_token(), new_token()) else {
         return oops(ApiError::internal("no randomness"));
     };
-    web.sessions.lock().insert(
-        token_hash(&id),
-        Session {
-            csrf,
-            expires: Instant::now() + SESSION_TTL,
-        },
-    );
+    let now = Utc::now();
+    let stored = app
+        .storage
+        .create_session(
+            limits::session(token_hash(&id), csrf, now),
+            now,
+            limits::SESSION_SWEEP,
+        )
+        .await;
+    if let Err(e) = stored {
+        return oops(e.into());
+    }
     tracing::info!("board session started");
     let cookie = format!(
         "{COOKIE}={id}; Path=/board; HttpOnly; SameSite=Strict; Max-Age={}{}",
-        SESSION_TTL.as_secs(),
+        limits::SESSION_TTL.as_secs(),
         secure(&app)
     );
     let mut r = see_other("/board");
@@ -327,15 +316,16 @@ pub struct CsrfOnly {
 
 pub async fn post_logout(
     State(app): State<App>,
-    Extension(web): Extension<Arc<WebState>>,
     headers: HeaderMap,
     form: Result<Form<CsrfOnly>, FormRejection>,
 ) -> Response {
     let csrf = form.ok().and_then(|Form(f)| f.csrf);
-    let Some(key) = check_post(&web, &headers, csrf.as_deref()) else {
+    let Some(key) = check_post(&app, &headers, csrf.as_deref()).await else {
         return forbidden();
     };
-    web.sessions.lock().remove(&key);
+    if let Err(e) = app.storage.delete_session(&key).await {
+        return oops(e.into());
+    }
     let cookie = format!(
         "{COOKIE}=; Path=/board; HttpOnly; SameSite=Strict; Max-Age=0{}",
         secure(&app)
@@ -366,16 +356,16 @@ board_forms!(ReissueForm, EnrollForm, CloseForm);
 
 /// A board action's form, once its CSRF token matched the session's; with
 /// the session's token for the page the action renders. None: answer 403.
-fn checked<F: BoardForm>(
-    web: &WebState,
+async fn checked<F: BoardForm>(
+    app: &App,
     headers: &HeaderMap,
     form: Result<Form<F>, FormRejection>,
 ) -> Option<(F, String)> {
     let Ok(Form(f)) = form else {
         return None;
     };
-    check_post(web, headers, f.csrf())?;
-    let csrf = session(web, headers).map(|s| s.1).unwrap_or_default();
+    check_post(app, headers, f.csrf()).await?;
+    let csrf = session(app, headers).await.map(|s| s.1).unwrap_or_default();
     Some((f, csrf))
 }
 
@@ -412,11 +402,10 @@ fn back_to(date: Option<&str>, done: &str) -> String {
 
 pub async fn post_reissue(
     State(app): State<App>,
-    Extension(web): Extension<Arc<WebState>>,
     headers: HeaderMap,
     form: Result<Form<ReissueForm>, FormRejection>,
 ) -> Response {
-    let Some((f, csrf)) = checked(&web, &headers, form) else {
+    let Some((f, csrf)) = checked(&app, &headers, form).await else {
         return forbidden();
     };
     let Some(pid) = f.parcel_id.filter(|p| !p.is_empty()) else {
@@ -446,11 +435,10 @@ pub struct EnrollForm {
 
 pub async fn post_enroll(
     State(app): State<App>,
-    Extension(web): Extension<Arc<WebState>>,
     headers: HeaderMap,
     form: Result<Form<EnrollForm>, FormRejection>,
 ) -> Response {
-    let Some((f, csrf)) = checked(&web, &headers, form) else {
+    let Some((f, csrf)) = checked(&app, &headers, form).await else {
         return forbidden();
     };
     let courier_id = f.courier_id.unwrap_or_default().trim().to_string();
@@ -490,11 +478,10 @@ pub struct CloseForm {
 
 pub async fn post_close_day(
     State(app): State<App>,
-    Extension(web): Extension<Arc<WebState>>,
     headers: HeaderMap,
     form: Result<Form<CloseForm>, FormRejection>,
 ) -> Response {
-    let Some((f, csrf)) = checked(&web, &headers, form) else {
+    let Some((f, csrf)) = checked(&app, &headers, form).await else {
         return forbidden();
     };
     let date = f.date.unwrap_or_default();

@@ -52,6 +52,13 @@ macro_rules! storage_suite {
             key_fingerprint_replaced_only_if_unchanged,
             track_links_are_found_by_their_hash_only,
             a_fresh_store_has_no_clear_track_tokens,
+            a_rate_counter_counts_in_its_window_then_restarts,
+            concurrent_rate_hits_each_get_their_own_count,
+            a_full_limit_takes_no_new_key_but_counts_known_ones,
+            expired_rate_rows_make_room_in_bounded_batches,
+            a_refund_gives_back_one_hit_of_the_current_window,
+            board_sessions_expire_and_sign_out_deletes_them,
+            expired_shared_state_is_swept_in_batches,
         );
     };
     (@tests $($check:ident),* $(,)?) => {$(
@@ -78,7 +85,9 @@ use doorcode_server::storage::*;
 use std::collections::BTreeSet;
 
 mod lifecycle;
+mod shared;
 pub use lifecycle::*;
+pub use shared::*;
 
 // ---------- fixtures ----------
 
