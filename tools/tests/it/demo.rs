@@ -33,6 +33,14 @@ fn demo_runs_a_whole_day() {
         "(held; the handset refused it 1 time, recorded refused)",
         "pressed \"I did not order this\"",
     ] {
+        // Each wrong guess matches the handset's 12-bit tag with probability
+        // 1/4096 (DESIGN.md), so about one run in 800 the impostor's five
+        // guesses pass offline before the lock: the server's full check then
+        // disputes it (the demo checks disputes == impostor passes) and there
+        // is no lock-out to report.
+        if needle == "locked_out" && !stdout.contains("disputes (server's full check)    0") {
+            continue;
+        }
         assert!(
             stdout.contains(needle),
             "summary lacks {needle:?}:\n{stdout}"
