@@ -53,6 +53,34 @@ impl RoundRobin {
     }
 }
 
+impl RoundRobin {
+    /// A new handset of `courier`: an enrollment code from dispatch, then the
+    /// device's enrollment, each through the balancer; the device as answered.
+    async fn enroll(&self, admin: &str, courier: &str, name: &str) -> Value {
+        let e: Value = self
+            .http
+            .post(self.url("/v1/enrollments"))
+            .bearer_auth(admin)
+            .json(&json!({"courier_id": courier}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        let key = doorcode_core::envelope::SigningKey::generate(name).unwrap();
+        self.http
+            .post(self.url("/v1/devices"))
+            .json(&json!({"enrollment_code": e["enrollment_code"], "device_public_key": key.public_key().public_b64(), "device_name": name}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+}
+
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
@@ -171,23 +199,7 @@ async fn pg_round_robin_board_and_limits_across_two_nodes() {
     .await
     .unwrap();
     assert_eq!(r.status(), 200);
-    let e: Value = api("/v1/enrollments", json!({"courier_id": "C-1"}))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let key = doorcode_core::envelope::SigningKey::generate("probe").unwrap();
-    let dev: Value = lb
-        .http
-        .post(lb.url("/v1/devices"))
-        .json(&json!({"enrollment_code": e["enrollment_code"], "device_public_key": key.public_key().public_b64(), "device_name": "C-1"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let dev = lb.enroll(&admin, "C-1", "C-1").await;
     let device_id = dev["device_id"].as_str().unwrap().to_string();
     let device_token = dev["device_token"].as_str().unwrap().to_string();
 
@@ -333,23 +345,7 @@ async fn pg_round_robin_board_and_limits_across_two_nodes() {
     );
     // The handset's resends of P-2 count under one limit on both nodes too
     // (the device was revoked above, so enroll another).
-    let key2 = doorcode_core::envelope::SigningKey::generate("probe2").unwrap();
-    let e: Value = api("/v1/enrollments", json!({"courier_id": "C-1"}))
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let dev: Value = lb
-        .http
-        .post(lb.url("/v1/devices"))
-        .json(&json!({"enrollment_code": e["enrollment_code"], "device_public_key": key2.public_key().public_b64(), "device_name": "C-1b"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let dev = lb.enroll(&admin, "C-1", "C-1b").await;
     let handset = dev["device_token"].as_str().unwrap().to_string();
     // Its morning sync: the parcel is on its manifest.
     let r = lb
@@ -447,6 +443,7 @@ async fn pg_round_robin_board_and_limits_across_two_nodes() {
     }
     assert_eq!((refused, limited), (10, 6));
     let (mut refused, mut limited) = (0, 0);
+    let key = doorcode_core::envelope::SigningKey::generate("guesser").unwrap();
     for i in 0..16 {
         let r = lb
             .http
