@@ -141,10 +141,7 @@ pub async fn start(cfg: Config) -> Result<ServerHandle, StartError> {
     let signer = keys::load_signer(dir)?;
     let storage = open_storage(&cfg).await?;
     data_dir::secure(dir)?;
-    let channel = match cfg.notify.as_deref() {
-        Some(s) => notices::Channel::parse(s).map_err(StartError::Config)?,
-        None => notices::Channel::File(dir.join("notices")),
-    };
+    let channels = notices::Channel::from_config(&cfg).map_err(StartError::Config)?;
     // reqwest is built without a bundled crypto provider; use ring's.
     let _ = rustls::crypto::ring::default_provider().install_default();
     // Webhooks follow no redirect: a 307 would re-post the notice (code
@@ -173,7 +170,7 @@ pub async fn start(cfg: Config) -> Result<ServerHandle, StartError> {
     let cfg = Arc::new(cfg);
     let code_key = Arc::new(code_key);
     let notifier = notices::Notifier::new(
-        channel,
+        channels,
         http,
         public_url,
         code_key.clone(),
@@ -220,7 +217,13 @@ pub async fn start(cfg: Config) -> Result<ServerHandle, StartError> {
     let sender = tokio::spawn(async move {
         tokio::join!(send, retention::run_job(job, job_rx));
     });
-    tracing::info!(%addr, channel = app.notifier.channel().name(), "doorcode server listening");
+    let channels: Vec<String> = app
+        .notifier
+        .channels()
+        .iter()
+        .map(|c| c.display())
+        .collect();
+    tracing::info!(%addr, channels = %channels.join(" "), "doorcode server listening");
     Ok(ServerHandle {
         addr,
         metrics_addr,
