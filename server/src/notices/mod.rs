@@ -84,10 +84,20 @@ impl Channel {
         if cfg.notify.is_empty() {
             return Ok(vec![Channel::File(cfg.data_dir.join("notices"))]);
         }
-        cfg.notify
+        let channels = cfg
+            .notify
             .iter()
             .map(|s| Channel::parse(s, secret.as_ref()))
-            .collect()
+            .collect::<Result<Vec<_>, _>>()?;
+        for c in &channels {
+            if let Channel::Smtp(s) = c
+                && s.security == smtp::Security::None
+                && !smtp::is_loopback(&s.host)
+            {
+                tracing::warn!(channel = %s.display(), "notices (with their codes) go to this SMTP relay unencrypted; use smtps:// or ?tls=starttls unless the network to it is trusted");
+            }
+        }
+        Ok(channels)
     }
 
     pub fn name(&self) -> &'static str {

@@ -63,6 +63,15 @@ pub fn redact(spec: &str) -> String {
     }
 }
 
+/// `localhost` or a loopback address: a plain relay there is not on the network.
+pub fn is_loopback(host: &str) -> bool {
+    host == "localhost"
+        || host
+            .trim_matches(['[', ']'])
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
 fn decode(part: &str, what: &str) -> Result<String, String> {
     percent_decode_str(part)
         .decode_utf8()
@@ -270,6 +279,8 @@ mod tests {
         let s = Smtp::parse("smtp://mail/?tls=none&from=Depot%20%3Cd%40depot.example%3E").unwrap();
         assert_eq!((s.port, s.security), (25, Security::None));
         assert_eq!(s.from.email.to_string(), "d@depot.example");
+        assert!(is_loopback("127.0.0.1") && is_loopback("[::1]") && is_loopback("localhost"));
+        assert!(!is_loopback("mail.example") && !is_loopback("10.0.0.1"));
         for bad in [
             "smtp://h:x",
             "smtp://",
