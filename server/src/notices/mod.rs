@@ -288,8 +288,11 @@ impl Notifier {
     }
 
     /// Send the notice on every channel the recipient has an address for,
-    /// except those in `skip`; `file_id` names the files, `msg_id` is the
-    /// webhook-id and Message-ID (the same on every try of one notice).
+    /// except those `progress` says it reached already, and record each
+    /// result there. `file_id` names the files; `msg_id` is the webhook-id
+    /// and Message-ID (the same on every try of one notice) and what the
+    /// log lines name. Returns how many channels the recipient has an
+    /// address on (0: the notice can go nowhere).
     async fn send_all(
         &self,
         p: &ParcelContact,
@@ -318,12 +321,12 @@ impl Notifier {
             match r {
                 Ok(()) => {
                     self.metrics.notice(ch.name(), "sent");
-                    tracing::info!(channel = ch.name(), %key, parcel_id = %p.parcel_id, "notice sent");
+                    tracing::info!(channel = ch.name(), %key, message_id = msg_id, "notice sent");
                     progress.done.push(key);
                 }
                 Err(e) => {
                     self.metrics.notice(ch.name(), "failed");
-                    tracing::warn!(channel = ch.name(), %key, parcel_id = %p.parcel_id, error = %e, "notice send failed");
+                    tracing::warn!(channel = ch.name(), %key, message_id = msg_id, error = %e, "notice send failed");
                     progress.errors.push((key, e));
                 }
             }
