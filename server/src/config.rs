@@ -16,8 +16,11 @@ pub struct Config {
     /// None or `sqlite:` → `<data-dir>/doorcode.db`; `sqlite:PATH` → that file;
     /// `postgres://…` → PostgreSQL (see `storage::postgres`).
     pub database: Option<String>,
-    /// `file:DIR` (default `file:<data-dir>/notices`), `smtp://host:port`, `webhook:URL`.
-    pub notify: Option<String>,
+    /// Notice channels, each `file:DIR`, `smtp[s]://…` or `webhook:URL`
+    /// (`--notify`, repeatable); none → `file:<data-dir>/notices`.
+    pub notify: Vec<String>,
+    /// `whsec_<base64>`: signs webhook notices (`--webhook-secret`).
+    pub webhook_secret: Option<String>,
     /// Base URL for customer track links, e.g. `https://depot.example`.
     pub public_url: Option<String>,
     pub policy: CodePolicy,
@@ -60,7 +63,8 @@ impl Config {
             data_dir: data_dir.into(),
             listen,
             database: None,
-            notify: None,
+            notify: Vec::new(),
+            webhook_secret: None,
             public_url: None,
             policy: CodePolicy {
                 value_threshold: 50.0,

@@ -151,10 +151,7 @@ pub async fn start(cfg: Config) -> Result<ServerHandle, StartError> {
     } = fleet::load_secrets(dir, storage.as_ref(), cfg.now()).await?;
     fleet::convert_clear_track_tokens(storage.as_ref(), &track_key).await?;
     data_dir::secure(dir)?;
-    let channel = match cfg.notify.as_deref() {
-        Some(s) => notices::Channel::parse(s).map_err(StartError::Config)?,
-        None => notices::Channel::File(dir.join("notices")),
-    };
+    let channels = notices::Channel::from_config(&cfg).map_err(StartError::Config)?;
     // reqwest is built without a bundled crypto provider; use ring's.
     let _ = rustls::crypto::ring::default_provider().install_default();
     // Webhooks follow no redirect: a 307 would re-post the notice (code
@@ -184,7 +181,7 @@ pub async fn start(cfg: Config) -> Result<ServerHandle, StartError> {
     let code_key = Arc::new(code_key);
     let track_key = Arc::new(track_key);
     let notifier = notices::Notifier::new(
-        channel,
+        channels,
         http,
         public_url,
         code_key.clone(),
@@ -237,7 +234,13 @@ pub async fn start(cfg: Config) -> Result<ServerHandle, StartError> {
     let sender = tokio::spawn(async move {
         tokio::join!(send, retention::run_job(job, job_rx));
     });
-    tracing::info!(%addr, channel = app.notifier.channel().name(), "doorcode server listening");
+    let channels: Vec<String> = app
+        .notifier
+        .channels()
+        .iter()
+        .map(|c| c.display())
+        .collect();
+    tracing::info!(%addr, channels = %channels.join(" "), "doorcode server listening");
     Ok(ServerHandle {
         addr,
         metrics_addr,

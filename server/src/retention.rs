@@ -12,12 +12,12 @@
 
 use crate::app::{App, ServiceError};
 use crate::domain::lifecycle::{self as rules, AnonRecord, DayStats, Removed};
-use crate::notices::Channel;
 use crate::storage::StorageError;
 use crate::storage::lifecycle::Erased;
 use chrono::NaiveDate;
 use std::collections::HashSet;
 use std::path::Path;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -73,14 +73,14 @@ pub fn remove_notice_files(dir: &Path, parcels: &HashSet<String>) -> std::io::Re
 }
 
 async fn remove_files(app: &App, parcels: HashSet<String>, removed: &mut Removed) {
-    let Channel::File(dir) = app.notifier.channel() else {
-        return;
-    };
-    let dir = dir.clone();
-    match tokio::task::spawn_blocking(move || remove_notice_files(&dir, &parcels)).await {
-        Ok(Ok(n)) => removed.add("notice_files", n),
-        Ok(Err(e)) => tracing::error!(error = %e, "could not remove notice files"),
-        Err(e) => tracing::error!(error = %e, "notice file removal stopped"),
+    let parcels = Arc::new(parcels);
+    for dir in app.notifier.file_dirs() {
+        let (dir, parcels) = (dir.clone(), parcels.clone());
+        match tokio::task::spawn_blocking(move || remove_notice_files(&dir, &parcels)).await {
+            Ok(Ok(n)) => removed.add("notice_files", n),
+            Ok(Err(e)) => tracing::error!(error = %e, "could not remove notice files"),
+            Err(e) => tracing::error!(error = %e, "notice file removal stopped"),
+        }
     }
 }
 

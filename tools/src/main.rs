@@ -59,9 +59,16 @@ struct ServeArgs {
     /// `postgres://USER@HOST:PORT/DB[?schema=NAME&pool_size=N]`.
     #[arg(long, env = "DOORCODE_DATABASE")]
     database: Option<String>,
-    /// `file:DIR` (default `file:<data-dir>/notices`), `smtp://HOST:PORT` or `webhook:URL`.
-    #[arg(long, env = "DOORCODE_NOTIFY")]
-    notify: Option<String>,
+    /// A notice channel; repeat it for several. `file:DIR` (default
+    /// `file:<data-dir>/notices`), `smtps://USER:PASS@HOST[:465]`,
+    /// `smtp://USER:PASS@HOST:587?tls=starttls`, `smtp://HOST:PORT` (plain
+    /// relay), each with `&ca=PATH` and `&from=ADDR`, or `webhook:URL` (SMS,
+    /// signed). The environment variable takes a space-separated list.
+    #[arg(long, env = "DOORCODE_NOTIFY", value_delimiter = ' ')]
+    notify: Vec<String>,
+    /// `whsec_<base64>`: the Standard Webhooks secret that signs webhook notices.
+    #[arg(long, env = "DOORCODE_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
     /// Public base URL for tracking links (default `http://<listen>`).
     #[arg(long, env = "DOORCODE_PUBLIC_URL")]
     public_url: Option<String>,
@@ -175,6 +182,7 @@ async fn serve(a: ServeArgs) -> ExitCode {
     let mut cfg = Config::new(a.data_dir, a.listen);
     cfg.database = a.database;
     cfg.notify = a.notify;
+    cfg.webhook_secret = a.webhook_secret;
     cfg.public_url = a.public_url;
     cfg.policy = CodePolicy {
         value_threshold: a.value_threshold,

@@ -181,6 +181,9 @@ pub struct NoticeJob {
     pub delivery_date: NaiveDate,
     pub attempt: u32,
     pub tries: u32,
+    /// The last try's error; the notice sender keeps the channels a notice
+    /// already reached at its head (`crate::notices::Progress`).
+    pub last_error: Option<String>,
 }
 
 #[async_trait::async_trait]

@@ -9,6 +9,8 @@
 //! - `attacks` (and `attacks::edges`): what an outsider can try, each one case;
 //! - `bad_input`, `timeout`, `openapi`: malformed requests get clear 4xx;
 //! - `notices`: real SMTP and webhook receivers;
+//! - `providers`: SMTP with STARTTLS, implicit TLS, AUTH and a private CA,
+//!   signed webhooks, several channels at once;
 //! - `web`: the tracking page and the board over HTTP (the browser tests are
 //!   in `web-tests/`);
 //! - the tests that run the `doorcode` binary (`cli`, `demo`, `import`,
@@ -38,6 +40,7 @@ mod keys;
 mod lifecycle;
 mod notices;
 mod openapi;
+mod providers;
 mod storage_postgres;
 mod storage_sqlite;
 mod timeout;

@@ -112,7 +112,7 @@ async fn smtp_delivers_after_a_temporary_failure() {
     let (from, began) = (t("2026-11-23T06:00:00Z"), std::time::Instant::now());
     cfg.clock =
         Arc::new(move || from + chrono::Duration::from_std(began.elapsed()).unwrap_or_default());
-    cfg.notify = Some(format!("smtp://127.0.0.1:{port}"));
+    cfg.notify = vec![format!("smtp://127.0.0.1:{port}")];
     let s = start(cfg).await;
     day_with_one_parcel(&s, "2026-11-23").await;
     let mut mails = Vec::new();
@@ -177,7 +177,8 @@ async fn webhook_posts_json() {
 
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), "2026-11-23T06:00:00Z");
-    cfg.notify = Some(format!("webhook:{url}"));
+    cfg.notify = vec![format!("webhook:{url}")];
+    cfg.webhook_secret = Some(WEBHOOK_SECRET.into());
     let s = start(cfg).await;
     day_with_one_parcel(&s, "2026-11-23").await;
     s.wait_outbox_empty().await;
@@ -199,7 +200,7 @@ async fn a_notice_claimed_by_a_dying_server_is_sent_by_the_next() {
     let (port, sink) = smtp_sink(0, true).await;
     let dir = tempfile::tempdir().unwrap();
     let mut cfg = config(dir.path(), "2026-11-23T06:00:00Z");
-    cfg.notify = Some(format!("smtp://127.0.0.1:{port}"));
+    cfg.notify = vec![format!("smtp://127.0.0.1:{port}")];
     let s = start(cfg).await;
     day_with_one_parcel(&s, "2026-11-23").await;
     for _ in 0..200 {
@@ -217,7 +218,7 @@ async fn a_notice_claimed_by_a_dying_server_is_sent_by_the_next() {
 
     // Same data dir, file channel; within the lease nothing is resent...
     let mut cfg = config(dir.path(), "2026-11-23T06:00:30Z");
-    cfg.notify = Some(format!("file:{}", dir.path().join("notices").display()));
+    cfg.notify = vec![format!("file:{}", dir.path().join("notices").display())];
     let h = doorcode_server::start(cfg).await.unwrap();
     assert!(
         h.admin_token.is_none(),
@@ -228,7 +229,7 @@ async fn a_notice_claimed_by_a_dying_server_is_sent_by_the_next() {
     h.shutdown().await;
     // ...after it, the notice goes out.
     let mut cfg = config(dir.path(), "2026-11-23T06:01:30Z");
-    cfg.notify = Some(format!("file:{}", dir.path().join("notices").display()));
+    cfg.notify = vec![format!("file:{}", dir.path().join("notices").display())];
     let h = doorcode_server::start(cfg).await.unwrap();
     let mut files = Vec::new();
     for _ in 0..200 {

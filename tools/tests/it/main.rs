@@ -14,6 +14,8 @@
 //!   processes, a faulty link, a fleet, two nodes on one database;
 //! - `served`: what an outsider can do to the process (memory, slow
 //!   clients, the connection cap, file modes, two nodes and a slow gateway);
+//! - `notify`: `--notify` given twice (SMTP with STARTTLS and AUTH, a
+//!   signed webhook), and a malformed webhook secret;
 //! - `secrets_in_logs`: a whole day on real processes, then no secret in
 //!   any log, output or file.
 #![allow(
@@ -35,6 +37,7 @@ mod e2e_sync;
 mod import;
 mod keys_pg;
 mod multinode_pg;
+mod notify;
 mod roundrobin_pg;
 mod secrets_in_logs;
 mod served;

@@ -375,7 +375,14 @@ async fn two_nodes_slow_gateway(database: Option<&str>) {
     let tmp = tempfile::tempdir().unwrap();
     let data = tmp.path().join("data");
     let hook = format!("webhook:http://{gateway}/sms");
-    let mut args = vec!["--notify", hook.as_str(), "--notice-lease-secs", "3"];
+    let mut args = vec![
+        "--notify",
+        hook.as_str(),
+        "--webhook-secret",
+        crate::support::WEBHOOK_SECRET,
+        "--notice-lease-secs",
+        "3",
+    ];
     if let Some(db) = database {
         args.extend(["--database", db]);
     }

@@ -27,7 +27,7 @@ pub(super) async fn claim_notices(
                ORDER BY id LIMIT $3
                FOR UPDATE SKIP LOCKED)
              UPDATE notices n SET claimed_until=$2 FROM due WHERE n.id = due.id
-             RETURNING n.id, n.parcel_id, n.delivery_date, n.attempt, n.tries",
+             RETURNING n.id, n.parcel_id, n.delivery_date, n.attempt, n.tries, n.last_error",
             &[&now, &until, &limit, &NoticeState::Pending],
         )
         .await?
@@ -39,6 +39,7 @@ pub(super) async fn claim_notices(
                 delivery_date: get(r, 2)?,
                 attempt: u32_of(get(r, 3)?)?,
                 tries: u32_of(get(r, 4)?)?,
+                last_error: get(r, 5)?,
             })
         })
         .collect::<TxResult<Vec<_>>>()

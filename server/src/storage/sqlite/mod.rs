@@ -564,7 +564,7 @@ impl Storage for SqliteStorage {
     async fn claim_notices(&self, now: DateTime<Utc>, secs: i64, n: u32) -> Result<Vec<NoticeJob>> {
         self.tx(move |tx| {
             let mut st = tx.prepare_cached(
-                "SELECT id, parcel_id, delivery_date, attempt, tries FROM notices
+                "SELECT id, parcel_id, delivery_date, attempt, tries, last_error FROM notices
                  WHERE status=?3 AND next_attempt_at <= ?1 AND (claimed_until IS NULL OR claimed_until <= ?1)
                  ORDER BY id LIMIT ?2",
             )?;
@@ -576,6 +576,7 @@ impl Storage for SqliteStorage {
                         delivery_date: r.get::<_, Day>(2)?.0,
                         attempt: r.get(3)?,
                         tries: r.get(4)?,
+                        last_error: r.get(5)?,
                     })
                 })?
                 .collect::<rusqlite::Result<Vec<_>>>()?;

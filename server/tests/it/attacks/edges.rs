@@ -192,7 +192,8 @@ async fn a_webhook_redirect_is_a_failed_send_and_is_never_followed() {
         .await;
         let dir = tempfile::tempdir().unwrap();
         let mut cfg = config(dir.path(), NOW);
-        cfg.notify = Some(format!("webhook:http://{gateway}/sms"));
+        cfg.notify = vec![format!("webhook:http://{gateway}/sms")];
+        cfg.webhook_secret = Some(WEBHOOK_SECRET.into());
         let s = start(cfg).await;
         let (st, _) = s
             .admin_post(

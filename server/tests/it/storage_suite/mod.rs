@@ -45,6 +45,7 @@ macro_rules! storage_suite {
             signals_page_by_day,
             every_signal_kind_is_raised_and_read_back,
             notices_lease_retry_and_finish,
+            a_claimed_notice_brings_back_its_last_error,
             erase_keeps_only_the_anonymous_record,
             retention_purges_in_batches_and_keeps_records,
             one_node_holds_the_retention_lease,
@@ -1503,6 +1504,30 @@ pub async fn every_signal_kind_is_raised_and_read_back(s: &dyn Storage) {
 }
 
 // ---------- notices ----------
+
+/// The sender keeps the channels a notice reached in its `last_error`
+/// (`notices::Progress`); a retry's claim must read it back as written.
+pub async fn a_claimed_notice_brings_back_its_last_error(s: &dyn Storage) {
+    let now = t0() + Duration::seconds(2);
+    s.upsert_parcels(vec![parcel("n-e", true)], t0())
+        .await
+        .unwrap();
+    save(s, route("R-e", "C-e", day(27), &["n-e"])).await;
+    let j = s.claim_notices(now, 60, 10).await.unwrap();
+    assert_eq!(j.len(), 1);
+    assert_eq!(j[0].last_error, None, "a new notice has no error");
+    let text = "done=smtp-0011aabb; webhook-22334455: webhook answered 500 \u{e9}";
+    s.notice_failed(j[0].notice_id, text, Some(now + Duration::seconds(5)))
+        .await
+        .unwrap();
+    let j = s
+        .claim_notices(now + Duration::seconds(6), 60, 10)
+        .await
+        .unwrap();
+    assert_eq!(j.len(), 1);
+    assert_eq!(j[0].last_error.as_deref(), Some(text));
+    assert_eq!(j[0].tries, 1);
+}
 
 pub async fn notices_lease_retry_and_finish(s: &dyn Storage) {
     let now = t0() + Duration::seconds(2);

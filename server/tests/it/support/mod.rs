@@ -14,6 +14,10 @@ use std::time::Duration;
 
 pub mod net;
 pub mod pg;
+pub mod providers;
+
+/// The Standard Webhooks secret the tests' webhook channels sign with.
+pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
 
 /// A port nothing listens on now (for a `doorcode serve` process to bind).
 pub fn free_port() -> u16 {
