@@ -177,7 +177,11 @@ async fn setup(dir: &std::path::Path) -> Fixture0 {
     cfg.clock = Arc::new(now);
     let server = doorcode_server::start(cfg).await.unwrap();
     let admin = server.admin_token.clone().unwrap();
-    let web = Arc::new(doorcode_server::web::WebState::new(server.app.metrics.clone()).unwrap());
+    let web = Arc::new(doorcode_server::web::WebState::new(
+        server.app.storage.clone(),
+        server.app.metrics.clone(),
+        &server.app.code_key,
+    ));
     let router = doorcode_server::api::router(server.app.clone(), web);
 
     let parcels = json_call(
