@@ -404,8 +404,11 @@ async fn pg_two_nodes_one_killed_mid_day() {
         json!({}),
     )
     .await;
+    // The file appears before the sender marks the notice sent in the
+    // outbox: wait for both, or the count below races the acknowledgement.
     wait_for("the reissue notice", async || {
         notice_files(dir).len() > total
+            && pg.count("notices WHERE status='sent'").await == total as i64 + 1
     })
     .await;
     let m2 = api.manifest(&b.url(), &hs[0], &date, &keys).await;
