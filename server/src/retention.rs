@@ -5,10 +5,11 @@
 //!
 //! The job runs on one node at a time: each step first takes or renews a
 //! lease row (`job_leases`), so several nodes on one PostgreSQL database
-//! never purge side by side. Each step is one short transaction removing at
-//! most [`rules::BATCH`] rows per table, and the job yields between steps, so
-//! requests keep being answered while it works through a backlog. A run
-//! also deletes expired board sessions and rate-limit rows.
+//! never purge side by side; a finished run hands the lease back, so a node
+//! restarted after another runs at once. Each step is one short transaction
+//! removing at most [`rules::BATCH`] rows per table, and the job yields
+//! between steps, so requests keep being answered while it works through a
+//! backlog. A run also deletes expired board sessions and rate-limit rows.
 
 use crate::app::{App, ServiceError};
 use crate::domain::lifecycle::{self as rules, AnonRecord, DayStats, Removed};
@@ -139,6 +140,14 @@ pub async fn run_once(app: &App, holder: &str) -> Result<RunReport, StorageError
     remove_files(app, purged, &mut report.removed).await;
     if report.ran {
         sweep_shared_state(app).await;
+        // Hand the lease back (it ends now): the lease keeps two nodes from
+        // purging side by side, not the next run off another node. Without
+        // this a node restarted after a crash or a deploy waited out the old
+        // node's lease before its first run.
+        let now = app.cfg.now();
+        if let Err(e) = app.storage.take_lease(JOB, holder, now, now).await {
+            tracing::warn!(error = %e, "handing back the retention lease");
+        }
     }
     if report.ran {
         let c = &app.metrics.lifecycle;
