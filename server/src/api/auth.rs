@@ -5,15 +5,15 @@
 use crate::app::App;
 use crate::error::ApiError;
 use crate::keys::token_hash;
-use crate::storage::Device;
+use crate::storage::{Device, StoredManifest};
 use axum::extract::FromRequestParts;
-use axum::http::header;
 use axum::http::request::Parts;
+use axum::http::{HeaderMap, header};
+use chrono::NaiveDate;
 use doorcode_core::codes::ct_eq;
 
-fn bearer(parts: &Parts) -> Result<&str, ApiError> {
-    let v = parts
-        .headers
+fn bearer(headers: &HeaderMap) -> Result<&str, ApiError> {
+    let v = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .ok_or_else(|| ApiError::unauthorized("missing Authorization: Bearer token"))?;
@@ -29,7 +29,7 @@ pub struct Dispatch(());
 impl FromRequestParts<App> for Dispatch {
     type Rejection = ApiError;
     async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
-        let h = token_hash(bearer(parts)?);
+        let h = token_hash(bearer(&parts.headers)?);
         if ct_eq(h.as_bytes(), app.admin_hash.as_bytes()) {
             Ok(Dispatch(()))
         } else {
@@ -46,13 +46,31 @@ impl DeviceAuth {
     pub fn device(&self) -> &Device {
         &self.0
     }
-}
 
-impl FromRequestParts<App> for DeviceAuth {
-    type Rejection = ApiError;
-    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
-        let h = token_hash(bearer(parts)?);
-        let Some(d) = app.storage.device_by_token(&h).await? else {
+    /// The device of a request with these headers.
+    pub(super) async fn from_headers(app: &App, headers: &HeaderMap) -> Result<Self, ApiError> {
+        let h = token_hash(bearer(headers)?);
+        Self::admit(app, app.storage.device_by_token(&h).await?).await
+    }
+
+    /// The device of a manifest pull and its current manifest for `date`,
+    /// from one storage read: a 304 needs nothing more. The same checks as
+    /// every device request, on the row read now (a revocation counts at once).
+    pub(super) async fn with_manifest(
+        app: &App,
+        headers: &HeaderMap,
+        date: NaiveDate,
+    ) -> Result<(Self, Option<StoredManifest>), ApiError> {
+        let h = token_hash(bearer(headers)?);
+        let (device, manifest) = match app.storage.device_with_manifest(&h, date).await? {
+            Some((d, m)) => (Some(d), m),
+            None => (None, None),
+        };
+        Ok((Self::admit(app, device).await?, manifest))
+    }
+
+    async fn admit(app: &App, device: Option<Device>) -> Result<Self, ApiError> {
+        let Some(d) = device else {
             return Err(ApiError::unauthorized("not a device token"));
         };
         if d.revoked_at.is_some() {
@@ -63,5 +81,12 @@ impl FromRequestParts<App> for DeviceAuth {
             app.storage.device_seen(&d.device_id, now).await?;
         }
         Ok(DeviceAuth(d))
+    }
+}
+
+impl FromRequestParts<App> for DeviceAuth {
+    type Rejection = ApiError;
+    async fn from_request_parts(parts: &mut Parts, app: &App) -> Result<Self, ApiError> {
+        Self::from_headers(app, &parts.headers).await
     }
 }

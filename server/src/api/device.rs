@@ -154,29 +154,22 @@ pub(super) async fn post_device(
     responses((status = 200, description = "the signed envelope {v, kid, body, sig}"), (status = 304, description = "not modified"), (status = 404, body = ErrorBody)))]
 pub(super) async fn get_manifest(
     State(app): State<App>,
-    auth: DeviceAuth,
     RawQuery(q): RawQuery,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let mut date = None;
-    for pair in query_pairs(q.as_deref()) {
-        match pair {
-            ("date", v) => date = Some(parse_date(v)?),
-            _ => {
-                return Err(ApiError::bad_request(
-                    "bad_query",
-                    "only ?date=YYYY-MM-DD is understood",
-                ));
-            }
+    let date = match manifest_date(&app, q.as_deref()) {
+        Ok(d) => d,
+        Err(e) => {
+            // Who asks is checked first, as on every device route: a bad
+            // token hears 401 whatever its query.
+            DeviceAuth::from_headers(&app, &headers).await?;
+            return Err(e);
         }
-    }
-    let date = date.unwrap_or_else(|| {
-        app.cfg
-            .now()
-            .with_timezone(&app.cfg.calendar.time_zone)
-            .date_naive()
-    });
-    let m = app.manifest_for(auth.device(), date).await?;
+    };
+    // The token and the current build in one read (not the DeviceAuth
+    // extractor, which would read the device alone first).
+    let (auth, current) = DeviceAuth::with_manifest(&app, &headers, date).await?;
+    let m = app.manifest_for(auth.device(), date, current).await?;
     let etag = format!("\"{}:{}\"", m.manifest_id, m.revision);
     let etag_value = HeaderValue::from_str(&etag).map_err(ApiError::internal)?;
     let matches = headers
@@ -207,6 +200,28 @@ pub(super) async fn get_manifest(
         m.envelope_json,
     )
         .into_response())
+}
+
+/// `?date=YYYY-MM-DD`, else today in the depot's zone.
+fn manifest_date(app: &App, q: Option<&str>) -> Result<chrono::NaiveDate, ApiError> {
+    let mut date = None;
+    for pair in query_pairs(q) {
+        match pair {
+            ("date", v) => date = Some(parse_date(v)?),
+            _ => {
+                return Err(ApiError::bad_request(
+                    "bad_query",
+                    "only ?date=YYYY-MM-DD is understood",
+                ));
+            }
+        }
+    }
+    Ok(date.unwrap_or_else(|| {
+        app.cfg
+            .now()
+            .with_timezone(&app.cfg.calendar.time_zone)
+            .date_naive()
+    }))
 }
 
 #[derive(Debug, Deserialize, ToSchema)]

@@ -7,14 +7,16 @@ use chrono::NaiveDate;
 use doorcode_core::manifest::{MANIFEST_FORMAT, Manifest, ManifestParcel, Stop};
 
 impl App {
-    /// The device's current manifest for `date`: most fetches (and every
-    /// 304) find a current build, one read and no route load.
+    /// The device's current manifest for `date`, given the current build
+    /// the caller read with the device ([`crate::storage::Storage::device_with_manifest`]):
+    /// most fetches (and every 304) have one, so no route load.
     pub async fn manifest_for(
         &self,
         device: &Device,
         date: NaiveDate,
+        current: Option<StoredManifest>,
     ) -> Result<StoredManifest, ServiceError> {
-        if let Some(m) = self.storage.current_manifest(device, date).await? {
+        if let Some(m) = current {
             return Ok(m);
         }
         let route = self

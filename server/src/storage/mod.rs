@@ -254,15 +254,16 @@ pub trait Storage: lifecycle::LifecycleStore + Send + Sync {
     async fn revoke_device(&self, device_id: &str, now: DateTime<Utc>) -> Result<bool>;
 
     async fn manifest(&self, key: BuildKey<'_>) -> Result<Option<StoredManifest>>;
-    /// The device's stored manifest for its courier's route on `date`, if it
-    /// was built at the route's current revision. One indexed read, so a
-    /// fetch or a 304 does not load the whole route; None means load the
-    /// route and build (or there is no route).
-    async fn current_manifest(
+    /// The device with this token and, in the same read, its stored
+    /// manifest for its courier's route on `date` if it was built at the
+    /// route's current revision: a manifest pull, and so every 304, is one
+    /// storage call and no route load. No manifest means load the route and
+    /// build (or there is no route).
+    async fn device_with_manifest(
         &self,
-        device: &Device,
+        token_hash: &str,
         date: NaiveDate,
-    ) -> Result<Option<StoredManifest>>;
+    ) -> Result<Option<(Device, Option<StoredManifest>)>>;
     /// Store a build unless a build at the same or a newer revision exists.
     /// Returns the manifest now current (ours or the newer one).
     async fn store_manifest(&self, m: StoredManifest) -> Result<StoredManifest>;

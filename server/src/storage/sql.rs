@@ -35,6 +35,22 @@ pub(crate) fn push_stop_row(
     }
 }
 
+/// The device with a token hash (`$2`) and its current manifest on day `$1`
+/// in one statement (SQLite numbers `$n` in order of appearance, so `$1` comes
+/// first in the text): the device's columns (as each backend's `DEVICE_COLS`),
+/// then the manifest's (route id, manifest id, revision, envelope), NULL when
+/// there is no build at the route's current revision. `routes_courier_day`
+/// is unique, so there is at most one row.
+pub(crate) const DEVICE_WITH_MANIFEST: &str =
+    "SELECT d.device_id, d.courier_id, d.name, d.public_key, d.revoked_at,
+   COALESCE(d.last_seen_at, d.enrolled_at), d.enrolled_at,
+   m.route_id, m.manifest_id, m.revision, m.envelope
+ FROM devices d
+ LEFT JOIN routes r ON r.courier_id = d.courier_id AND r.delivery_date = $1
+ LEFT JOIN manifests m ON m.route_id = r.route_id AND m.delivery_date = r.delivery_date
+   AND m.device_id = d.device_id AND m.revision >= r.revision
+ WHERE d.token_hash = $2";
+
 pub(crate) const PARCEL_FACTS_FROM: &str = "FROM parcels p
  LEFT JOIN stop_parcels s ON s.parcel_id = p.parcel_id AND s.delivery_date = p.delivery_date
  LEFT JOIN routes r ON r.route_id = s.route_id AND r.delivery_date = s.delivery_date";

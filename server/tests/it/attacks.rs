@@ -498,6 +498,39 @@ async fn courier_brute_forcing_the_offline_tag_is_caught_by_the_full_check() {
     t.s.handle.shutdown().await;
 }
 
+/// A manifest pull reads the token and the current build in one storage
+/// call; who asks is still decided first, and a revocation counts at once,
+/// even for a handset that only asks whether its copy is current.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_manifest_pull_is_authorized_before_its_query_and_its_etag() {
+    let (_dir, t) = day().await;
+    let pull = |token: Option<&str>, query: &str, etag: Option<String>| {
+        let mut r = t.s.http.get(format!("{}/v1/manifest{query}", t.s.url));
+        if let Some(token) = token {
+            r = r.bearer_auth(token);
+        }
+        if let Some(etag) = etag {
+            r = r.header("If-None-Match", etag);
+        }
+        async move { r.send().await.unwrap().status().as_u16() }
+    };
+    let etag = Some(format!("\"{}:{}\"", t.ma.manifest_id, t.ma.revision));
+    let day_q = format!("?date={DAY}");
+    assert_eq!(pull(None, "?date=bogus&x=1", None).await, 401);
+    assert_eq!(pull(Some("not-a-token"), "?date=bogus", None).await, 401);
+    assert_eq!(pull(Some("not-a-token"), &day_q, etag.clone()).await, 401);
+    assert_eq!(pull(Some(&t.a.token), "?date=bogus", None).await, 400);
+    assert_eq!(pull(Some(&t.a.token), "?when=today", None).await, 400);
+    assert_eq!(pull(Some(&t.a.token), &day_q, etag.clone()).await, 304);
+    let revoke = format!("/v1/devices/{}/revoke", t.a.device_id);
+    assert_eq!(t.s.admin_post(&revoke, json!({})).await.0, 200);
+    assert_eq!(pull(Some(&t.a.token), &day_q, etag.clone()).await, 401);
+    assert_eq!(pull(Some(&t.a.token), "?date=bogus", None).await, 401);
+    // The other handset of the same courier is untouched.
+    assert_eq!(pull(Some(&t.a2.token), &day_q, None).await, 200);
+    t.s.handle.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn another_devices_token_reaches_only_its_own_route() {
     let (_dir, t) = day().await;

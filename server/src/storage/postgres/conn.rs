@@ -211,7 +211,10 @@ impl PostgresStorage {
             .map_err(be)?;
         // Fail at startup, not at the first request, if the pool cannot connect.
         drop(pool.get().await.map_err(be)?);
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            route_saves: Default::default(),
+        })
     }
 
     /// The number of migrations this server knows (the schema version it writes).

@@ -29,7 +29,10 @@
 //! schema is created if missing and set as `search_path` on every connection.
 
 use super::facts::*;
-use super::sql::{PARCEL_DETAILS, PARCEL_FACTS, PARCEL_FACTS_FROM, ROUTE_STOPS, push_stop_row};
+use super::sql::{
+    DEVICE_WITH_MANIFEST, PARCEL_DETAILS, PARCEL_FACTS, PARCEL_FACTS_FROM, ROUTE_STOPS,
+    push_stop_row,
+};
 use super::*;
 use crate::domain::ingest::{ConfirmationRow, IngestPlan, Keys};
 use crate::domain::parcels::ParcelDetails;
@@ -64,6 +67,13 @@ pub use conn::{DEFAULT_POOL_SIZE, PgSettings};
 #[derive(Clone)]
 pub struct PostgresStorage {
     pool: Pool,
+    /// Route saves from this node one at a time. They run SERIALIZABLE over
+    /// small tables, where PostgreSQL's predicate locks cover whole
+    /// relations: eight at once from one importer failed each other past
+    /// every retry. Correctness does not depend on it (another node's saves
+    /// still meet SERIALIZABLE and the retries); it only keeps one node's
+    /// saves from conflicting.
+    route_saves: std::sync::Arc<tokio::sync::Mutex<()>>,
 }
 
 #[async_trait::async_trait]
@@ -195,6 +205,7 @@ impl Storage for PostgresStorage {
 
     async fn save_route(&self, route: RouteInput, at: At<'_>) -> Result<RouteSaved> {
         let (now, today) = (at.now, at.policy.today(at.now));
+        let _one_at_a_time = self.route_saves.lock().await;
         transact!(self, SER, |tx| async {
             let facts = route_facts(&tx, &route).await?;
             let (saved, ch) =
@@ -359,22 +370,16 @@ impl Storage for PostgresStorage {
         .await)
     }
 
-    async fn current_manifest(
+    async fn device_with_manifest(
         &self,
-        dev: &Device,
+        token_hash: &str,
         date: NaiveDate,
-    ) -> Result<Option<StoredManifest>> {
-        let (courier_id, device_id) = (&dev.courier_id, dev.device_id.as_str());
+    ) -> Result<Option<(Device, Option<StoredManifest>)>> {
         fin(async {
-            self.read_opt(
-                "SELECT m.route_id, m.manifest_id, m.revision, m.envelope FROM routes r
-                 JOIN manifests m ON m.route_id=r.route_id AND m.delivery_date=r.delivery_date AND m.device_id=$3
-                 WHERE r.courier_id=$1 AND r.delivery_date=$2 AND m.revision >= r.revision",
-                &[&courier_id, &date, &device_id],
-            )
-            .await?
-            .map(|r| manifest_of(&r, date, device_id))
-            .transpose()
+            self.read_opt(DEVICE_WITH_MANIFEST, &[&date, &token_hash])
+                .await?
+                .map(|r| device_with_manifest_of(&r, date))
+                .transpose()
         }
         .await)
     }

@@ -67,6 +67,27 @@ pub(super) fn device_of(r: &Row) -> TxResult<Device> {
     })
 }
 
+/// A [`crate::storage::sql::DEVICE_WITH_MANIFEST`] row.
+pub(super) fn device_with_manifest_of(
+    r: &Row,
+    date: NaiveDate,
+) -> TxResult<(Device, Option<StoredManifest>)> {
+    let device = device_of(r)?;
+    let manifest = match get::<Option<String>>(r, 7)? {
+        None => None,
+        Some(route_id) => Some(StoredManifest {
+            route_id,
+            delivery_date: date,
+            device_id: device.device_id.clone(),
+            manifest_id: get(r, 8)?,
+            revision: u64_of(get(r, 9)?)?,
+            envelope_json: get(r, 10)?,
+            items: Vec::new(),
+        }),
+    };
+    Ok((device, manifest))
+}
+
 pub(super) fn manifest_of(r: &Row, date: NaiveDate, device_id: &str) -> TxResult<StoredManifest> {
     Ok(StoredManifest {
         route_id: get(r, 0)?,

@@ -1,20 +1,29 @@
-//! Embedded SQLite storage: one connection (so one writer), WAL, versioned
-//! migrations in `user_version` (`migrations/sqlite/`). Each trait method runs
+//! Embedded SQLite storage: one writer connection, WAL, versioned migrations
+//! in `user_version` (`migrations/sqlite/`). Each writing trait method runs
 //! in one IMMEDIATE transaction on a blocking thread: load the facts, call
-//! the decision in [`crate::domain`], apply its plan.
+//! the decision in [`crate::domain`], apply its plan. Pure reads (device
+//! tokens, manifests, routes) run on a small pool of read-only connections
+//! beside the writer, so a morning of manifest pulls does not queue behind
+//! uploads: WAL lets each reader see the last commit while the writer writes.
 
 use super::facts::*;
-use super::sql::{PARCEL_DETAILS, PARCEL_FACTS, PARCEL_FACTS_FROM, ROUTE_STOPS, push_stop_row};
+use super::sql::{
+    DEVICE_WITH_MANIFEST, PARCEL_DETAILS, PARCEL_FACTS, PARCEL_FACTS_FROM, ROUTE_STOPS,
+    push_stop_row,
+};
 use super::*;
 use crate::domain::ingest::{ConfirmationRow, IngestPlan, Keys};
 use crate::domain::parcels::ParcelDetails;
 use crate::domain::{self, At, Changes, Label, NoticeState, ParcelChange, RouteChange};
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
-use rusqlite::{Connection, OptionalExtension, ToSql, Transaction, TransactionBehavior, params};
+use rusqlite::{
+    Connection, OpenFlags, OptionalExtension, ToSql, Transaction, TransactionBehavior, params,
+};
 use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 mod apply;
 mod columns;
@@ -38,10 +47,52 @@ const MIGRATIONS: &[&str] = &[
     include_str!("../migrations/sqlite/0005_keys_track_hmac.sql"),
 ];
 
+/// Read-only connections beside the writer (two cores serve requests; a
+/// few more readers cover requests waiting on disk).
+const READERS: usize = 4;
+
 /// The SQLite backend. Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteStorage {
     conn: Arc<Mutex<Connection>>,
+    readers: Arc<Readers>,
+}
+
+/// The read-only connections; a read takes a free one, else waits its turn on one.
+struct Readers {
+    conns: Vec<Mutex<Connection>>,
+    next: AtomicUsize,
+}
+
+impl Readers {
+    fn open(path: &Path) -> Result<Self> {
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let conns = (0..READERS)
+            .map(|_| {
+                let conn = Connection::open_with_flags(path, flags)?;
+                apply_pragmas(&conn, Role::Reader)?;
+                Ok(Mutex::new(conn))
+            })
+            .collect::<Result<_>>()?;
+        Ok(Self {
+            conns,
+            next: AtomicUsize::new(0),
+        })
+    }
+
+    fn lock_one(&self) -> MutexGuard<'_, Connection> {
+        let n = self.conns.len();
+        let start = self.next.fetch_add(1, Ordering::Relaxed) % n;
+        for i in 0..n {
+            if let Ok(g) = self.conns[(start + i) % n].try_lock() {
+                return g;
+            }
+        }
+        // A panic inside a read rolled its transaction back; the connection is good.
+        self.conns[start]
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 fn be(e: impl std::fmt::Display) -> StorageError {
@@ -54,14 +105,26 @@ impl From<rusqlite::Error> for StorageError {
     }
 }
 
-/// All connection PRAGMAs in one place.
-fn apply_pragmas(conn: &Connection) -> Result<()> {
+/// Which connection the PRAGMAs are for.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Role {
+    Writer,
+    Reader,
+}
+
+/// All connection PRAGMAs in one place. The writer sets the file's journal
+/// mode; a reader only waits for locks and reads it.
+fn apply_pragmas(conn: &Connection, role: Role) -> Result<()> {
+    if role == Role::Writer {
+        conn.execute_batch(
+            "PRAGMA journal_mode=WAL;
+             PRAGMA synchronous=FULL;
+             PRAGMA secure_delete=ON;",
+        )?;
+    }
     conn.execute_batch(
-        "PRAGMA journal_mode=WAL;
-         PRAGMA synchronous=FULL;
-         PRAGMA foreign_keys=ON;
-         PRAGMA busy_timeout=5000;
-         PRAGMA secure_delete=ON;",
+        "PRAGMA foreign_keys=ON;
+         PRAGMA busy_timeout=5000;",
     )?;
     Ok(())
 }
@@ -88,10 +151,13 @@ impl SqliteStorage {
     /// Open (or create) the database file and bring its schema up to date.
     pub fn open(path: &Path) -> Result<Self> {
         let mut conn = Connection::open(path)?;
-        apply_pragmas(&conn)?;
+        apply_pragmas(&conn, Role::Writer)?;
         migrate(&mut conn)?;
+        // After the writer: the file exists, in WAL mode, at the current schema.
+        let readers = Readers::open(path)?;
         Ok(Self {
             conn: Arc::new(Mutex::new(conn)),
+            readers: Arc::new(readers),
         })
     }
 
@@ -121,6 +187,25 @@ impl SqliteStorage {
         .await
         .map_err(be)?
     }
+
+    /// Run a pure read as one transaction on a read-only connection: one
+    /// consistent snapshot of the last commit, never waiting for the writer.
+    async fn read<T, F>(&self, f: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut guard = readers.lock_one();
+            let tx = guard.transaction_with_behavior(TransactionBehavior::Deferred)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+        .map_err(be)?
+    }
 }
 
 #[async_trait::async_trait]
@@ -142,7 +227,7 @@ impl Storage for SqliteStorage {
 
     async fn parcel(&self, parcel_id: &str) -> Result<Option<ParcelView>> {
         let id = parcel_id.to_string();
-        self.tx(move |tx| {
+        self.read(move |tx| {
             let Some(mut v) = tx
                 .query_row(
                     "SELECT parcel_id, recipient_name, address, requires_code, status, delivery_date, attempt,
@@ -270,7 +355,7 @@ impl Storage for SqliteStorage {
 
     async fn route(&self, route_id: &str, date: NaiveDate) -> Result<Option<RouteData>> {
         let r = route_id.to_string();
-        self.tx(move |tx| load_route(tx, &r, date)).await
+        self.read(move |tx| load_route(tx, &r, date)).await
     }
 
     async fn route_for_courier(
@@ -279,7 +364,7 @@ impl Storage for SqliteStorage {
         date: NaiveDate,
     ) -> Result<Option<RouteData>> {
         let c = courier_id.to_string();
-        self.tx(move |tx| {
+        self.read(move |tx| {
             let rid: Option<String> = tx
                 .query_row(
                     "SELECT route_id FROM routes WHERE courier_id=?1 AND delivery_date=?2",
@@ -340,7 +425,7 @@ impl Storage for SqliteStorage {
 
     async fn device_by_token(&self, token_hash: &str) -> Result<Option<Device>> {
         let h = token_hash.to_string();
-        self.tx(move |tx| {
+        self.read(move |tx| {
             let sql = format!("SELECT {DEVICE_COLS} FROM devices WHERE token_hash=?1");
             Ok(tx
                 .prepare_cached(&sql)?
@@ -352,7 +437,7 @@ impl Storage for SqliteStorage {
 
     async fn device(&self, device_id: &str) -> Result<Option<Device>> {
         let d = device_id.to_string();
-        self.tx(move |tx| {
+        self.read(move |tx| {
             let sql = format!("SELECT {DEVICE_COLS} FROM devices WHERE device_id=?1");
             Ok(tx.query_row(&sql, [d], device_row).optional()?)
         })
@@ -361,7 +446,7 @@ impl Storage for SqliteStorage {
 
     async fn devices_of_courier(&self, courier_id: &str) -> Result<Vec<Device>> {
         let c = courier_id.to_string();
-        self.tx(move |tx| {
+        self.read(move |tx| {
             let sql = format!(
                 "SELECT {DEVICE_COLS} FROM devices WHERE courier_id=?1 ORDER BY enrolled_at, device_id"
             );
@@ -402,7 +487,7 @@ impl Storage for SqliteStorage {
             key.device_id.to_string(),
             key.date,
         );
-        self.tx(move |tx| {
+        self.read(move |tx| {
             Ok(tx
                 .query_row(
                     "SELECT route_id, manifest_id, revision, envelope FROM manifests
@@ -415,20 +500,16 @@ impl Storage for SqliteStorage {
         .await
     }
 
-    async fn current_manifest(
+    async fn device_with_manifest(
         &self,
-        dev: &Device,
+        token_hash: &str,
         date: NaiveDate,
-    ) -> Result<Option<StoredManifest>> {
-        let (c, d) = (dev.courier_id.clone(), dev.device_id.clone());
-        self.tx(move |tx| {
+    ) -> Result<Option<(Device, Option<StoredManifest>)>> {
+        let h = token_hash.to_string();
+        self.read(move |tx| {
             Ok(tx
-                .prepare_cached(
-                    "SELECT m.route_id, m.manifest_id, m.revision, m.envelope FROM routes r
-                     JOIN manifests m ON m.route_id=r.route_id AND m.delivery_date=r.delivery_date AND m.device_id=?3
-                     WHERE r.courier_id=?1 AND r.delivery_date=?2 AND m.revision >= r.revision",
-                )?
-                .query_row(params![c, Day(date), d], |row| stored_manifest(row, date, &d))
+                .prepare_cached(DEVICE_WITH_MANIFEST)?
+                .query_row(params![Day(date), h], |r| device_with_manifest_row(r, date))
                 .optional()?)
         })
         .await
@@ -682,5 +763,42 @@ impl Storage for SqliteStorage {
 
     async fn sweep_shared_state(&self, now: DateTime<Utc>, limit: u32) -> Result<u64> {
         self.tx(move |tx| shared::sweep(tx, Ts(now), limit)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    /// A read answers from the last commit while the writer is busy (here:
+    /// its connection held, as a long upload would), instead of queueing.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[allow(clippy::await_holding_lock)] // holding the writer is the point
+    async fn reads_do_not_wait_for_the_writer() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStorage::open(&dir.path().join("doorcode.db")).unwrap();
+        let writer = s.conn.clone();
+        let held = writer.lock().unwrap();
+        let read = tokio::time::timeout(
+            std::time::Duration::from_secs(5),
+            s.device_by_token("no such token"),
+        )
+        .await
+        .expect("the read waited for the writer");
+        assert!(read.unwrap().is_none());
+        drop(held);
+    }
+
+    /// The readers cannot write, whatever a future read method tries.
+    #[tokio::test]
+    async fn readers_are_read_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = SqliteStorage::open(&dir.path().join("doorcode.db")).unwrap();
+        let err = s
+            .read(|tx| Ok(tx.execute("DELETE FROM devices", [])?))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("readonly"), "{err}");
     }
 }

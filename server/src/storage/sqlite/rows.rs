@@ -100,6 +100,27 @@ pub(super) fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
     })
 }
 
+/// A [`crate::storage::sql::DEVICE_WITH_MANIFEST`] row.
+pub(super) fn device_with_manifest_row(
+    r: &rusqlite::Row<'_>,
+    date: NaiveDate,
+) -> rusqlite::Result<(Device, Option<StoredManifest>)> {
+    let device = device_row(r)?;
+    let manifest = match r.get::<_, Option<String>>(7)? {
+        None => None,
+        Some(route_id) => Some(StoredManifest {
+            route_id,
+            delivery_date: date,
+            device_id: device.device_id.clone(),
+            manifest_id: r.get(8)?,
+            revision: r.get(9)?,
+            envelope_json: r.get(10)?,
+            items: Vec::new(),
+        }),
+    };
+    Ok((device, manifest))
+}
+
 pub(super) fn stored_manifest(
     r: &rusqlite::Row<'_>,
     date: NaiveDate,

@@ -17,6 +17,7 @@ macro_rules! storage_suite {
             the_same_parcels_and_route_sent_again_change_nothing,
             route_conflicts_change_nothing,
             a_route_for_a_past_day_is_refused,
+            concurrent_route_saves_all_succeed,
             enrollment_is_one_time_and_expires,
             manifests_keep_the_newest_revision,
             revoked_and_unseen_devices_get_no_builds,
@@ -279,7 +280,7 @@ fn build<'a>(route_id: &'a str, d: NaiveDate, device_id: &'a str) -> BuildKey<'a
     }
 }
 
-/// A device of `courier` with this id, for [`Storage::current_manifest`].
+/// A device of `courier` with this id, for the facts reads that take one.
 fn device(courier: &str, id: &str) -> Device {
     Device {
         device_id: id.into(),
@@ -561,6 +562,65 @@ pub async fn route_conflicts_change_nothing(s: &dyn Storage) {
     assert!(s.route("R-c2", day(23)).await.unwrap().is_none());
 }
 
+/// An importer sending routes eight at a time: every save lands (the
+/// PostgreSQL backend once failed them against each other past its retries).
+pub async fn concurrent_route_saves_all_succeed(s: &dyn Storage) {
+    let ids: Vec<Vec<String>> = (0..8)
+        .map(|r| (0..20).map(|i| format!("cr{r}-{i}")).collect())
+        .collect();
+    let parcels = ids.iter().flatten().map(|id| parcel(id, true)).collect();
+    s.upsert_parcels(parcels, t0()).await.unwrap();
+    let one = |r: usize| {
+        // A stop per parcel, as real routes have.
+        let mut input = route(&format!("R-cr{r}"), &format!("C-cr{r}"), day(23), &[]);
+        input.stops = ids[r]
+            .iter()
+            .enumerate()
+            .map(|(i, id)| RouteStopInput {
+                stop_id: format!("S-{i}"),
+                address: format!("{i} Example Street"),
+                recipient: None,
+                parcel_ids: vec![id.clone()],
+            })
+            .collect();
+        async move { s.save_route(input, at_time(t0(), &policy())).await }
+    };
+    // The notice sender claims the new notices meanwhile, as on a live node.
+    let sender = async {
+        for _ in 0..20 {
+            s.claim_notices(t0(), 60, 50).await.unwrap();
+            tokio::task::yield_now().await;
+        }
+    };
+    let (all, ()) = tokio::join!(
+        async {
+            tokio::join!(
+                one(0),
+                one(1),
+                one(2),
+                one(3),
+                one(4),
+                one(5),
+                one(6),
+                one(7)
+            )
+        },
+        sender
+    );
+    for (r, saved) in [all.0, all.1, all.2, all.3, all.4, all.5, all.6, all.7]
+        .into_iter()
+        .enumerate()
+    {
+        assert!(saved.is_ok(), "route {r}: {saved:?}");
+        assert!(
+            s.route(&format!("R-cr{r}"), day(23))
+                .await
+                .unwrap()
+                .is_some()
+        );
+    }
+}
+
 pub async fn a_route_for_a_past_day_is_refused(s: &dyn Storage) {
     s.upsert_parcels(vec![parcel("y-1", true)], t0())
         .await
@@ -657,33 +717,71 @@ pub async fn manifests_keep_the_newest_revision(s: &dyn Storage) {
             .unwrap()
             .is_none()
     );
-    let current = s
-        .current_manifest(&device("C-m", "d-m"), day(23))
+    // The device with its token, and its current build, in one read.
+    enroll(s, "C-m", "d-m").await;
+    let (dev, current) = s
+        .device_with_manifest("hash-d-m", day(23))
         .await
         .unwrap()
-        .expect("built at the route's revision");
+        .expect("the device");
+    assert_eq!(
+        (dev.device_id.as_str(), dev.courier_id.as_str()),
+        ("d-m", "C-m")
+    );
+    let current = current.expect("built at the route's revision");
     assert_eq!(
         (
             current.route_id.as_str(),
+            current.device_id.as_str(),
+            current.delivery_date,
+            current.manifest_id.as_str(),
             current.revision,
             current.envelope_json.as_str()
         ),
-        ("R-m", 2, "{\"rev\":2}")
+        (
+            "R-m",
+            "d-m",
+            day(23),
+            m2.manifest_id.as_str(),
+            2,
+            "{\"rev\":2}"
+        )
     );
-    for (courier, date, dev) in [("C-m", 23, "other"), ("C-m", 24, "d-m"), ("C-x", 23, "d-m")] {
-        assert!(
-            s.current_manifest(&device(courier, dev), day(date))
-                .await
-                .unwrap()
-                .is_none()
-        );
-    }
-    save(s, route("R-m", "C-m", day(23), &["m-1"])).await;
-    assert!(
-        s.current_manifest(&device("C-m", "d-m"), day(23))
+    // Another device of the courier has no build; another day has no route;
+    // a device of another courier has none of this route's builds.
+    enroll(s, "C-m", "other").await;
+    enroll(s, "C-x", "d-x").await;
+    manifest_for(s, &r, "d-x").await;
+    for (token, date) in [("hash-other", 23), ("hash-d-m", 24), ("hash-d-x", 23)] {
+        let (_, m) = s
+            .device_with_manifest(token, day(date))
             .await
             .unwrap()
-            .is_none(),
+            .expect("the device");
+        assert!(m.is_none(), "{token} on day {date}");
+    }
+    assert!(
+        s.device_with_manifest("hash-nobody", day(23))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    // A revoked device is still read, revoked, for auth to refuse.
+    s.revoke_device("other", t0()).await.unwrap();
+    let (revoked, _) = s
+        .device_with_manifest("hash-other", day(23))
+        .await
+        .unwrap()
+        .expect("the device");
+    assert!(revoked.revoked_at.is_some());
+    save(s, route("R-m", "C-m", day(23), &["m-1"])).await;
+    let (_, stale) = s
+        .device_with_manifest("hash-d-m", day(23))
+        .await
+        .unwrap()
+        .expect("the device");
+    assert!(
+        stale.is_none(),
         "a build older than the route is not current"
     );
 }
