@@ -4,7 +4,7 @@
 //! the same concurrency (one task per handset, all at once).
 
 use crate::floor::{self, Row};
-use crate::procs::Proc;
+use crate::procs::{Proc, ServerSpec};
 use crate::stats::Phase;
 use anyhow::{Context, Result, anyhow, bail, ensure};
 use axum::body::Bytes;
@@ -45,13 +45,18 @@ pub struct Line {
 /// Where a run talks to.
 pub struct Target<'a> {
     pub backend: &'a str,
-    pub server: &'a Proc,
+    /// The running server; the run owns it, so it can restart it.
+    pub server: Proc,
+    pub spec: &'a ServerSpec,
     pub floor: &'a Proc,
     pub data_dir: &'a Path,
     /// The PostgreSQL server for the raw-insert floor (PostgreSQL backend only).
     pub pg_floor: Option<&'a str>,
     /// Clients of the PostgreSQL raw-insert floor: the server's pool size.
     pub pg_connections: usize,
+    /// Restart the server with these arguments right before the ingest, so
+    /// its retention job purges the history while the uploads run.
+    pub ingest_restart: Option<Vec<String>>,
 }
 
 /// An enrolled handset after its first manifest fetch.
@@ -92,8 +97,35 @@ where
     Ok((started.elapsed(), out))
 }
 
+/// Run `f` on every work item with at most `limit` at a time; results in input order.
+pub(crate) async fn bounded<T, O, F, Fut>(work: Vec<T>, limit: usize, f: F) -> Result<Vec<O>>
+where
+    T: Send + 'static,
+    O: Send + 'static,
+    F: Fn(T) -> Fut,
+    Fut: Future<Output = Result<O>> + Send + 'static,
+{
+    let permits = Arc::new(tokio::sync::Semaphore::new(limit.max(1)));
+    let tasks: Vec<_> = work
+        .into_iter()
+        .map(|w| {
+            let permits = permits.clone();
+            let fut = f(w);
+            tokio::spawn(async move {
+                let _permit = permits.acquire_owned().await?;
+                fut.await
+            })
+        })
+        .collect();
+    let mut out = Vec::with_capacity(tasks.len());
+    for t in tasks {
+        out.push(t.await.map_err(|e| anyhow!("a task failed: {e}"))??);
+    }
+    Ok(out)
+}
+
 /// Status and body of a request, with the error body in the message on failure.
-async fn send(req: reqwest::RequestBuilder, what: &str) -> Result<(u16, Bytes)> {
+pub(crate) async fn send(req: reqwest::RequestBuilder, what: &str) -> Result<(u16, Bytes)> {
     let r = req
         .send()
         .await
@@ -103,7 +135,7 @@ async fn send(req: reqwest::RequestBuilder, what: &str) -> Result<(u16, Bytes)> 
     Ok((status, body))
 }
 
-async fn admin_post(
+pub(crate) async fn admin_post(
     http: &reqwest::Client,
     url: &str,
     token: &str,
@@ -119,17 +151,24 @@ async fn admin_post(
     serde_json::from_slice(&b).with_context(|| format!("{what}: JSON answer"))
 }
 
-fn parcel_id(c: usize, i: usize) -> String {
-    format!("P{c:04}-{i:04}")
+/// Setup requests (routes, enrollments) in flight at once: the admin API's
+/// own pace, without one request waiting for the last.
+pub(crate) const SETUP_CONCURRENCY: usize = 8;
+
+fn parcel_id(prefix: &str, c: usize, i: usize) -> String {
+    format!("{prefix}P{c:04}-{i:04}")
 }
 
-/// Parcels, routes and enrollment codes for `p.couriers` couriers; returns the codes.
-async fn plan_day(
+/// Parcels, routes and enrollment codes for `p.couriers` couriers; returns
+/// the codes. Every id starts with `prefix`, so a history day and today's
+/// day never share a parcel, route or courier.
+pub(crate) async fn plan_day(
     http: &reqwest::Client,
     url: &str,
     admin: &str,
     p: &Params,
     date: NaiveDate,
+    prefix: &str,
 ) -> Result<Vec<String>> {
     let stops = p.stops.clamp(1, p.parcels.max(1));
     let mut parcels = Vec::new();
@@ -138,7 +177,7 @@ async fn plan_day(
             // Nine in ten are worth more than the threshold (50) and need a code.
             let value = if i % 10 == 9 { 20.0 } else { 120.0 };
             parcels.push(json!({
-                "parcel_id": parcel_id(c, i),
+                "parcel_id": parcel_id(prefix, c, i),
                 "recipient": {"name": format!("Customer {c}-{i}"), "email": format!("c{c}-{i}@example.com")},
                 "address": format!("{} Long Example Street, Flat {i}, 10{c:03} Exampletown", 1 + i * stops / p.parcels.max(1)),
                 "value": value,
@@ -158,11 +197,12 @@ async fn plan_day(
         .await?;
         eprintln!("  parcels: {} of {total}", (n * 2000 + chunk.len()));
     }
+    let mut routes = Vec::with_capacity(p.couriers);
     for c in 0..p.couriers {
         let stop_list: Vec<Value> = (0..stops)
             .map(|s| {
                 let ids: Vec<String> = (s * p.parcels / stops..(s + 1) * p.parcels / stops)
-                    .map(|i| parcel_id(c, i))
+                    .map(|i| parcel_id(prefix, c, i))
                     .collect();
                 json!({
                     "stop_id": format!("S{s:03}"),
@@ -172,37 +212,80 @@ async fn plan_day(
                 })
             })
             .collect();
-        admin_post(
-            http,
-            &format!("{url}/v1/routes"),
-            admin,
-            &json!({"route_id": format!("R{c:04}"), "courier_id": format!("C{c:04}"),
-                    "delivery_date": date.to_string(), "stops": stop_list}),
-            "POST /v1/routes",
-        )
-        .await?;
+        routes.push(
+            json!({"route_id": format!("{prefix}R{c:04}"), "courier_id": format!("{prefix}C{c:04}"),
+                "delivery_date": date.to_string(), "stops": stop_list}),
+        );
     }
+    let (h, u, a) = (http.clone(), url.to_string(), admin.to_string());
+    bounded(routes, SETUP_CONCURRENCY, move |route| {
+        let (h, u, a) = (h.clone(), u.clone(), a.clone());
+        async move {
+            admin_post(&h, &format!("{u}/v1/routes"), &a, &route, "POST /v1/routes").await?;
+            Ok(())
+        }
+    })
+    .await?;
     eprintln!("  routes: {}", p.couriers);
-    let mut codes = Vec::with_capacity(p.couriers);
-    for c in 0..p.couriers {
-        let e = admin_post(
-            http,
-            &format!("{url}/v1/enrollments"),
-            admin,
-            &json!({"courier_id": format!("C{c:04}")}),
-            "POST /v1/enrollments",
-        )
-        .await?;
-        let code = e["enrollment_code"]
-            .as_str()
-            .ok_or_else(|| anyhow!("enrollment answer without enrollment_code"))?;
-        codes.push(code.to_string());
-    }
+    let (h, u, a) = (http.clone(), url.to_string(), admin.to_string());
+    let prefix = prefix.to_string();
+    let codes = bounded((0..p.couriers).collect(), SETUP_CONCURRENCY, move |c| {
+        let (h, u, a) = (h.clone(), u.clone(), a.clone());
+        let courier = format!("{prefix}C{c:04}");
+        async move {
+            let e = admin_post(
+                &h,
+                &format!("{u}/v1/enrollments"),
+                &a,
+                &json!({"courier_id": courier}),
+                "POST /v1/enrollments",
+            )
+            .await?;
+            let code = e["enrollment_code"]
+                .as_str()
+                .ok_or_else(|| anyhow!("enrollment answer without enrollment_code"))?;
+            Ok(code.to_string())
+        }
+    })
+    .await?;
+    eprintln!("  enrollment codes: {}", codes.len());
     Ok(codes)
 }
 
+/// Wait for the server's first retention run to end; returns how long it
+/// took from the server's start and how many rows it removed.
+async fn watch_retention(
+    http: reqwest::Client,
+    url: String,
+    admin: String,
+) -> Result<(Duration, u64)> {
+    let started = Instant::now();
+    let metric = |text: &str, name: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name))
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    loop {
+        let (status, b) = send(
+            http.get(format!("{url}/metrics")).bearer_auth(&admin),
+            "GET /metrics",
+        )
+        .await?;
+        ensure!(status == 200, "GET /metrics: HTTP {status}");
+        let text = String::from_utf8_lossy(&b);
+        if metric(&text, "doorcode_retention_runs_total ").unwrap_or(0) >= 1 {
+            let rows = metric(&text, "doorcode_retention_last_run_rows ").unwrap_or(0);
+            return Ok((started.elapsed(), rows));
+        }
+        if started.elapsed() > Duration::from_secs(1800) {
+            bail!("the retention job did not finish a run within 30 min");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Wait until the notice outbox is empty, so the notice sender does not run during the timed phases.
-async fn drain_notices(http: &reqwest::Client, url: &str, admin: &str) -> Result<()> {
+pub(crate) async fn drain_notices(http: &reqwest::Client, url: &str, admin: &str) -> Result<()> {
     let started = Instant::now();
     let mut last_report = Instant::now();
     loop {
@@ -233,7 +316,7 @@ async fn drain_notices(http: &reqwest::Client, url: &str, admin: &str) -> Result
     }
 }
 
-fn server_keys(v: &Value) -> Result<Vec<VerifyingKey>> {
+pub(crate) fn server_keys(v: &Value) -> Result<Vec<VerifyingKey>> {
     v["keys"]
         .as_array()
         .ok_or_else(|| anyhow!("/.well-known/doorcode-keys has no keys"))?
@@ -314,10 +397,10 @@ fn all_status(results: &[Vec<(Duration, u16, usize)>], want: u16, what: &str) ->
 }
 
 /// The whole run against one backend.
-pub async fn run(http: &reqwest::Client, t: &Target<'_>, p: &Params) -> Result<Vec<Line>> {
-    let url = t.server.url.clone();
-    let admin = t
-        .server
+pub async fn run(http: &reqwest::Client, t: Target<'_>, p: &Params) -> Result<Vec<Line>> {
+    let mut server = t.server;
+    let mut url = server.url.clone();
+    let admin = server
         .admin_token
         .clone()
         .ok_or_else(|| anyhow!("no admin token"))?;
@@ -336,7 +419,7 @@ pub async fn run(http: &reqwest::Client, t: &Target<'_>, p: &Params) -> Result<V
         "[{}] planning {} couriers x {} parcels on {} stops",
         t.backend, p.couriers, p.parcels, p.stops
     );
-    let codes = plan_day(http, &url, &admin, p, date).await?;
+    let codes = plan_day(http, &url, &admin, p, date, "").await?;
     drain_notices(http, &url, &admin).await?;
     let key_text = std::fs::read_to_string(t.data_dir.join("code-key"))
         .context("reading the server's code-key")?;
@@ -663,7 +746,38 @@ pub async fn run(http: &reqwest::Client, t: &Target<'_>, p: &Params) -> Result<V
         rows.push(my_rows);
     }
     let total: usize = sizes.iter().flatten().sum();
+    let mut purge = None;
+    if let Some(args) = &t.ingest_restart {
+        // The node that served the day stops; the next one starts its
+        // retention job at once, purging the history under the uploads.
+        drop(server);
+        server = t.spec.restart(args, "server-retention.log")?;
+        url = server.url.clone();
+        for r in uploads.iter_mut().flatten() {
+            r.url = format!("{url}/v1/confirmations");
+        }
+        eprintln!(
+            "[{}] restarted with {} for the ingest",
+            t.backend,
+            args.join(" ")
+        );
+        purge = Some(tokio::spawn(watch_retention(
+            http.clone(),
+            url.clone(),
+            admin.clone(),
+        )));
+    }
     let (wall, ir) = run_ingest(http, uploads.clone(), sizes).await?;
+    if let Some(w) = purge {
+        let (took, rows) = w.await.context("retention watch")??;
+        eprintln!(
+            "[{}] retention removed {rows} rows in {:.2} s; the ingest ran {:.2} s beside it",
+            t.backend,
+            took.as_secs_f64(),
+            wall.as_secs_f64()
+        );
+    }
+    drop(server);
     let ingest = phase_of(total, wall, &ir);
     let floor_uploads = to_floor(&uploads, &ir, &t.floor.url);
     let (wall, fi) = run_requests(http, floor_uploads).await?;
@@ -674,7 +788,15 @@ pub async fn run(http: &reqwest::Client, t: &Target<'_>, p: &Params) -> Result<V
         .filter_map(|r| r.body.as_ref().map(Bytes::len))
         .max()
         .unwrap_or(0);
-    let ingest_phase = format!("ingest, signed confirmations in batches of {}", p.batch);
+    let ingest_phase = format!(
+        "ingest, signed confirmations in batches of {}{}",
+        p.batch,
+        if t.ingest_restart.is_some() {
+            ", retention purging beside it"
+        } else {
+            ""
+        }
+    );
     lines.push(line(
         &ingest_phase,
         "confirmations/s",

@@ -8,6 +8,7 @@
 //! ```sh
 //! cargo build --release -p doorcode-tools -p doorcode-loadgen
 //! target/release/doorcode-load --couriers 50 --backend both
+//! target/release/doorcode-load --storm 10000 --parcels 40 --backend sqlite
 //! ```
 
 mod day;
@@ -15,6 +16,7 @@ mod floor;
 mod pg;
 mod procs;
 mod stats;
+mod storm;
 
 use anyhow::{Context, Result, bail};
 use clap::{Parser, Subcommand, ValueEnum};
@@ -90,6 +92,24 @@ struct RunArgs {
     /// Where the data dirs go (default: the system temp dir); same file system as the storage floor.
     #[arg(long)]
     dir: Option<PathBuf>,
+    /// The morning storm at fleet scale instead of the full day: this many
+    /// enrolled handsets each pull their manifest and re-pull it (304);
+    /// routes of --parcels parcels (default 40 here).
+    #[arg(long)]
+    storm: Option<usize>,
+    /// Handsets in flight at once during --storm (the server gets
+    /// `--max-connections` of this plus a margin).
+    #[arg(long, default_value_t = 1000)]
+    concurrency: usize,
+    /// Retention under load: first plan a history day 20 days back for this
+    /// many couriers (a server run on a clock moved back), then run the day
+    /// and restart the server with `--retention-days 7` right before the
+    /// ingest, so its retention job purges the history while the uploads run.
+    #[arg(long, default_value_t = 0)]
+    history: usize,
+    /// Keep the run's data dirs and server logs (the path is printed).
+    #[arg(long)]
+    keep: bool,
     /// RUST_LOG for the server (its logs go to <data dir>/server.log).
     #[arg(long, default_value = "info")]
     server_log: String,
@@ -127,6 +147,9 @@ fn load_average() -> String {
 }
 
 async fn run(a: RunArgs) -> Result<()> {
+    if a.storm.is_some() {
+        return run_storm(a).await;
+    }
     let q = a.quick;
     let p = day::Params {
         couriers: a.couriers.unwrap_or(if q { 3 } else { 50 }),
@@ -148,6 +171,8 @@ async fn run(a: RunArgs) -> Result<()> {
         None => base.tempdir(),
     }
     .context("creating the run's temp dir")?;
+    let _kept = keep_if(a.keep, base);
+    let base = _kept.path();
     eprintln!(
         "doorcode-load: {} couriers x {} parcels ({} stops), {} GET rounds, {} verifies, batches of {}; server {}; load average {}",
         p.couriers,
@@ -163,22 +188,30 @@ async fn run(a: RunArgs) -> Result<()> {
         .pool_max_idle_per_host(p.couriers + 8)
         .build()
         .context("HTTP client")?;
-    let floor = procs::start_floor(&base.path().join("floor.log"), 16 * 1024 * 1024)?;
+    let floor = procs::start_floor(&base.join("floor.log"), 16 * 1024 * 1024)?;
 
     let mut lines = Vec::new();
     if matches!(a.backend, Backend::Sqlite | Backend::Both) {
-        let data = base.path().join("sqlite");
+        let data = base.join("sqlite");
         std::fs::create_dir_all(&data).context("sqlite data dir")?;
-        let server = procs::start_server(&bin, &data, None, &a.server_log)?;
+        let spec = procs::ServerSpec {
+            bin: bin.clone(),
+            data_dir: data.clone(),
+            database: None,
+            log_level: a.server_log.clone(),
+        };
+        let (server, ingest_restart) = start_for_day(&http, &spec, &p, a.history).await?;
         let t = day::Target {
             backend: "SQLite",
-            server: &server,
+            server,
+            spec: &spec,
             floor: &floor,
             data_dir: &data,
             pg_floor: None,
             pg_connections: 0,
+            ingest_restart,
         };
-        lines.extend(day::run(&http, &t, &p).await?);
+        lines.extend(day::run(&http, t, &p).await?);
         let bytes = sqlite_bytes(&data)?;
         eprintln!(
             "[SQLite] database after the day: {bytes} bytes, {} per courier",
@@ -189,25 +222,28 @@ async fn run(a: RunArgs) -> Result<()> {
         pg::connect(&a.pg).await.context(
             "PostgreSQL is needed for --backend postgres|both (or use --backend sqlite)",
         )?;
-        let data = base.path().join("postgres");
+        let data = base.join("postgres");
         std::fs::create_dir_all(&data).context("postgres data dir")?;
         let schema = format!("load_{}", uuid::Uuid::new_v4().simple());
+        let spec = procs::ServerSpec {
+            bin: bin.clone(),
+            data_dir: data.clone(),
+            database: Some(pg::with_schema(&a.pg, &schema)),
+            log_level: a.server_log.clone(),
+        };
         let result = async {
-            let server = procs::start_server(
-                &bin,
-                &data,
-                Some(&pg::with_schema(&a.pg, &schema)),
-                &a.server_log,
-            )?;
+            let (server, ingest_restart) = start_for_day(&http, &spec, &p, a.history).await?;
             let t = day::Target {
                 backend: "PostgreSQL",
-                server: &server,
+                server,
+                spec: &spec,
                 floor: &floor,
                 data_dir: &data,
                 pg_floor: Some(&a.pg),
                 pg_connections: 16,
+                ingest_restart,
             };
-            let lines = day::run(&http, &t, &p).await?;
+            let lines = day::run(&http, t, &p).await?;
             let bytes = pg::schema_bytes(&a.pg, &schema).await?;
             eprintln!(
                 "[PostgreSQL] schema after the day: {bytes} bytes, {} per courier",
@@ -223,6 +259,180 @@ async fn run(a: RunArgs) -> Result<()> {
     eprintln!("doorcode-load: done; load average {}", load_average());
     print_table(&lines);
     Ok(())
+}
+
+/// Days back of the `--history` day; the restart before the ingest keeps 7.
+const HISTORY_DAYS_BACK: i64 = 20;
+
+/// The server for the day. With `--history H`: a first run on a clock 20
+/// days back plans that day for H couriers (their notices go out), then the
+/// day's server starts on the same data; the returned arguments restart it
+/// before the ingest with a window the history is outside of.
+async fn start_for_day(
+    http: &reqwest::Client,
+    spec: &procs::ServerSpec,
+    p: &day::Params,
+    history: usize,
+) -> Result<(procs::Proc, Option<Vec<String>>)> {
+    if history == 0 {
+        return Ok((spec.start(&[])?, None));
+    }
+    let back = HISTORY_DAYS_BACK.to_string();
+    let seed = spec.start(&[format!("--clock-offset-days=-{back}")])?;
+    let admin = seed
+        .admin_token
+        .clone()
+        .ok_or_else(|| anyhow::anyhow!("no admin token"))?;
+    let date = chrono::Utc::now().date_naive() - chrono::Duration::days(HISTORY_DAYS_BACK);
+    eprintln!(
+        "[history] planning {history} couriers x {} parcels on {date}",
+        p.parcels
+    );
+    let hp = day::Params {
+        couriers: history,
+        ..p.clone()
+    };
+    day::plan_day(http, &seed.url, &admin, &hp, date, "H").await?;
+    day::drain_notices(http, &seed.url, &admin).await?;
+    drop(seed);
+    let mut server = spec.restart(&[], "server-day.log")?;
+    server.admin_token = Some(admin);
+    Ok((server, Some(vec!["--retention-days=7".to_string()])))
+}
+
+/// `--storm N`: one storm per chosen backend, one `storm:` line each on
+/// stdout; fails if any handset saw an error.
+async fn run_storm(a: RunArgs) -> Result<()> {
+    let n = a.storm.unwrap_or(0);
+    let parcels = a.parcels.unwrap_or(40);
+    let p = day::Params {
+        couriers: n,
+        stops: a.stops.unwrap_or(parcels.div_ceil(2)),
+        parcels,
+        rounds: 1,
+        verifies: 0,
+        batch: a.batch,
+    };
+    if n == 0 || p.parcels == 0 || p.stops == 0 || a.concurrency == 0 {
+        bail!("--storm, --parcels, --stops and --concurrency must be at least 1");
+    }
+    storm::check_open_files(a.concurrency)?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let bin = procs::server_bin(a.server_bin.as_deref())?;
+    let mut base = tempfile::Builder::new();
+    base.prefix("doorcode-storm-");
+    let base = match &a.dir {
+        Some(d) => base.tempdir_in(d),
+        None => base.tempdir(),
+    }
+    .context("creating the run's temp dir")?;
+    let _kept = keep_if(a.keep, base);
+    let base = _kept.path();
+    eprintln!(
+        "doorcode-load: storm of {n} handsets, {} parcels on {} stops each, {} at a time; server {}; load average {}",
+        p.parcels,
+        p.stops,
+        a.concurrency,
+        bin.display(),
+        load_average()
+    );
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(a.concurrency + 8)
+        .build()
+        .context("HTTP client")?;
+    let max_conn = [format!(
+        "--max-connections={}",
+        storm::max_connections(a.concurrency)
+    )];
+    let mut reports = Vec::new();
+    if matches!(a.backend, Backend::Sqlite | Backend::Both) {
+        let data = base.join("sqlite");
+        std::fs::create_dir_all(&data).context("sqlite data dir")?;
+        let spec = procs::ServerSpec {
+            bin: bin.clone(),
+            data_dir: data.clone(),
+            database: None,
+            log_level: a.server_log.clone(),
+        };
+        let server = spec.start(&max_conn)?;
+        reports.push((
+            "SQLite",
+            storm::run(&http, &server, &p, a.concurrency).await?,
+        ));
+    }
+    if matches!(a.backend, Backend::Postgres | Backend::Both) {
+        pg::connect(&a.pg).await.context(
+            "PostgreSQL is needed for --backend postgres|both (or use --backend sqlite)",
+        )?;
+        let data = base.join("postgres");
+        std::fs::create_dir_all(&data).context("postgres data dir")?;
+        let schema = format!("storm_{}", uuid::Uuid::new_v4().simple());
+        let result = async {
+            let spec = procs::ServerSpec {
+                bin: bin.clone(),
+                data_dir: data.clone(),
+                database: Some(pg::with_schema(&a.pg, &schema)),
+                log_level: a.server_log.clone(),
+            };
+            let server = spec.start(&max_conn)?;
+            storm::run(&http, &server, &p, a.concurrency).await
+        }
+        .await;
+        let dropped = pg::drop_schema(&a.pg, &schema).await;
+        reports.push(("PostgreSQL", result?));
+        dropped?;
+    }
+    eprintln!("doorcode-load: done; load average {}", load_average());
+    let mut failed = false;
+    for (backend, r) in &reports {
+        eprintln!(
+            "[{backend}] manifest {} bytes; first pull p50 {:.1} ms p99 {:.1} ms; 304 p50 {:.1} ms p99 {:.1} ms",
+            r.manifest_bytes,
+            r.first_pull.p50(),
+            r.first_pull.p99(),
+            r.re_pull.p50(),
+            r.re_pull.p99()
+        );
+        if let Some(e) = &r.first_error {
+            eprintln!("[{backend}] first error: {e}");
+            failed = true;
+        }
+        print_storm_line(backend, r);
+    }
+    if failed {
+        bail!("the storm saw errors (above)");
+    }
+    Ok(())
+}
+
+#[allow(clippy::print_stdout)]
+fn print_storm_line(backend: &str, r: &storm::Report) {
+    println!("{} ({backend})", r.line());
+}
+
+/// The run's temp dir, removed at the end unless `--keep`.
+enum RunDir {
+    Temp(tempfile::TempDir),
+    Kept(PathBuf),
+}
+
+impl RunDir {
+    fn path(&self) -> &std::path::Path {
+        match self {
+            RunDir::Temp(t) => t.path(),
+            RunDir::Kept(p) => p,
+        }
+    }
+}
+
+fn keep_if(keep: bool, dir: tempfile::TempDir) -> RunDir {
+    if keep {
+        let p = dir.keep();
+        eprintln!("doorcode-load: keeping {}", p.display());
+        RunDir::Kept(p)
+    } else {
+        RunDir::Temp(dir)
+    }
 }
 
 /// The SQLite database with its WAL: what a day left on disk.

@@ -95,12 +95,52 @@ pub fn server_bin(explicit: Option<&Path>) -> Result<PathBuf> {
     Ok(bin)
 }
 
-/// A real `doorcode serve` on a fresh data dir; stderr (its logs) goes to `<data_dir>/server.log`.
-pub fn start_server(
+/// How to start `doorcode serve` for a run: the same data dir and database
+/// every time, so a restart keeps the day.
+#[derive(Clone)]
+pub struct ServerSpec {
+    pub bin: PathBuf,
+    pub data_dir: PathBuf,
+    pub database: Option<String>,
+    pub log_level: String,
+}
+
+impl ServerSpec {
+    /// The first start, on a fresh data dir: it must print the admin token.
+    pub fn start(&self, extra: &[String]) -> Result<Proc> {
+        let proc = self.spawn(extra, "server.log")?;
+        if proc.admin_token.is_none() {
+            bail!("doorcode serve printed no admin token on a fresh data dir");
+        }
+        Ok(proc)
+    }
+
+    /// A later start on the same data dir (the admin token stays the first one);
+    /// logs to `<data_dir>/<log>`.
+    pub fn restart(&self, extra: &[String], log: &str) -> Result<Proc> {
+        self.spawn(extra, log)
+    }
+
+    fn spawn(&self, extra: &[String], log: &str) -> Result<Proc> {
+        start_server(
+            &self.bin,
+            &self.data_dir,
+            self.database.as_deref(),
+            &self.log_level,
+            extra,
+            log,
+        )
+    }
+}
+
+/// A real `doorcode serve`; stderr (its logs) goes to `<data_dir>/<log>`.
+fn start_server(
     bin: &Path,
     data_dir: &Path,
     database: Option<&str>,
     log_level: &str,
+    extra: &[String],
+    log: &str,
 ) -> Result<Proc> {
     let mut cmd = Command::new(bin);
     cmd.args([
@@ -116,16 +156,13 @@ pub fn start_server(
     if let Some(db) = database {
         cmd.args(["--database", db]);
     }
-    let proc = spawn_announced(
+    cmd.args(extra);
+    spawn_announced(
         cmd,
         "doorcode serve",
         "doorcode listening on ",
-        &data_dir.join("server.log"),
-    )?;
-    if proc.admin_token.is_none() {
-        bail!("doorcode serve printed no admin token on a fresh data dir");
-    }
-    Ok(proc)
+        &data_dir.join(log),
+    )
 }
 
 /// This executable's hidden `floor-server` subcommand in its own process.

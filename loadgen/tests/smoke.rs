@@ -102,7 +102,11 @@ fn check_backend(table: &str, backend: &str, storage_floors: usize) {
     }
     let ingest = phases
         .iter()
-        .filter(|p| p.starts_with("ingest, signed confirmations in batches of 10"))
+        .filter(|p| {
+            p.starts_with(
+                "ingest, signed confirmations in batches of 10, retention purging beside it",
+            )
+        })
         .count();
     assert_eq!(
         ingest,
@@ -148,6 +152,10 @@ fn a_tiny_day_runs_every_phase_against_its_floor() {
             "--quick",
             "--batch",
             "10",
+            // A history day of 20 routes planned 8 at a time, purged by the
+            // retention job while the ingest runs.
+            "--history",
+            "20",
             "--backend",
             if pg { "both" } else { "sqlite" },
         ])
@@ -165,6 +173,18 @@ fn a_tiny_day_runs_every_phase_against_its_floor() {
     check_backend(&stdout, "SQLite", 1);
     if pg {
         check_backend(&stdout, "PostgreSQL", 2);
+    }
+    for backend in if pg {
+        &["SQLite", "PostgreSQL"][..]
+    } else {
+        &["SQLite"][..]
+    } {
+        let purged = stderr
+            .lines()
+            .find_map(|l| l.strip_prefix(&format!("[{backend}] retention removed ")))
+            .unwrap_or_else(|| panic!("{backend}: no retention run in\n{stderr}"));
+        let rows: u64 = purged.split(' ').next().unwrap().parse().unwrap();
+        assert!(rows > 0, "{backend}: the history was not purged: {purged}");
     }
 }
 
@@ -186,5 +206,62 @@ fn a_missing_server_binary_is_an_error_not_a_panic() {
         stderr.contains("doorcode-load: starting doorcode serve"),
         "{stderr}"
     );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+/// The storm mode on a small fleet: every handset's pull and 304 re-pull
+/// answered, the one `storm:` line printed with no errors.
+#[test]
+fn a_storm_of_50_handsets_pulls_and_re_pulls_without_errors() {
+    let bin = server_bin();
+    let out = Command::new(env!("CARGO_BIN_EXE_doorcode-load"))
+        .args([
+            "--storm",
+            "50",
+            "--parcels",
+            "40",
+            "--concurrency",
+            "16",
+            "--backend",
+            "sqlite",
+        ])
+        .arg("--server-bin")
+        .arg(&bin)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        out.status.success(),
+        "doorcode-load --storm failed:\n{stderr}\n{stdout}"
+    );
+    let line = stdout
+        .lines()
+        .find(|l| l.starts_with("storm: "))
+        .unwrap_or_else(|| panic!("no storm line in\n{stdout}"));
+    assert!(
+        line.starts_with("storm: 50 handsets, ") && line.contains(" s, 0 errors"),
+        "{line}"
+    );
+}
+
+/// Asking for more connections than the open-files limit allows fails
+/// before any server starts, and says how to raise the limit.
+#[test]
+fn a_storm_beyond_the_open_files_limit_says_how_to_raise_it() {
+    let out = Command::new(env!("CARGO_BIN_EXE_doorcode-load"))
+        .args([
+            "--storm",
+            "10",
+            "--concurrency",
+            "100000000",
+            "--backend",
+            "sqlite",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("ulimit -n"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }

@@ -22,7 +22,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the depot server.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Run a whole delivery day end to end against a real server, and summarize it.
     Demo(demo::DemoArgs),
     /// A desktop handset on the same core as the phones; every command prints JSON.
@@ -117,12 +117,22 @@ struct ServeArgs {
     #[arg(long, env = "DOORCODE_RETENTION_DAYS", default_value_t = doorcode_server::domain::lifecycle::DEFAULT_RETENTION_DAYS,
         value_parser = clap::value_parser!(u32).range(0..=i64::from(doorcode_server::domain::lifecycle::MAX_RETENTION_DAYS)))]
     retention_days: u32,
+    /// Seconds between runs of the retention job. For load tests of the
+    /// data lifecycle; the hourly default suits every depot.
+    #[arg(long, default_value_t = 3600, hide = true, value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    retention_every_secs: u64,
+    /// Run the server's clock this many days in the past. Only for load
+    /// tests that need a history (`doorcode-load --history`); never on a
+    /// live depot, whose codes and days it would move.
+    #[arg(long, default_value_t = 0, hide = true, allow_negative_numbers = true,
+        value_parser = clap::value_parser!(i64).range(-3650..=0))]
+    clock_offset_days: i64,
 }
 
 #[tokio::main]
 async fn main() -> ExitCode {
     match Cli::parse().command {
-        Command::Serve(a) => serve(a).await,
+        Command::Serve(a) => serve(*a).await,
         Command::Demo(a) => demo::run(a).await,
         Command::Handset(a) => handset_cli::run(a).await,
         Command::Import(a) => import::run(a).await,
@@ -200,6 +210,11 @@ async fn serve(a: ServeArgs) -> ExitCode {
     cfg.max_connections = usize::try_from(a.max_connections).unwrap_or(usize::MAX);
     cfg.notice_lease = std::time::Duration::from_secs(a.notice_lease_secs);
     cfg.retention_days = a.retention_days;
+    cfg.retention_every = std::time::Duration::from_secs(a.retention_every_secs);
+    if a.clock_offset_days != 0 {
+        let offset = chrono::Duration::days(a.clock_offset_days);
+        cfg.clock = std::sync::Arc::new(move || chrono::Utc::now() + offset);
+    }
     let mut handle = match doorcode_server::start(cfg).await {
         Ok(h) => h,
         Err(e) => return fail(&e.to_string()),
