@@ -2,11 +2,7 @@
 
 use super::*;
 
-pub(super) fn route_change(
-    tx: &Transaction<'_>,
-    c: &RouteChange,
-    now: DateTime<Utc>,
-) -> Result<()> {
+pub(super) fn route_change(tx: &Connection, c: &RouteChange, now: DateTime<Utc>) -> Result<()> {
     let now = Ts(now);
     match c {
         RouteChange::Put(h) => tx.execute(
@@ -43,11 +39,7 @@ pub(super) fn route_change(
     Ok(())
 }
 
-pub(super) fn parcel_change(
-    tx: &Transaction<'_>,
-    c: &ParcelChange,
-    now: DateTime<Utc>,
-) -> Result<()> {
+pub(super) fn parcel_change(tx: &Connection, c: &ParcelChange, now: DateTime<Utc>) -> Result<()> {
     let now = Ts(now);
     match c {
         ParcelChange::Put(p) => tx.execute(
@@ -83,7 +75,7 @@ pub(super) fn parcel_change(
 }
 
 /// Persist a decision's [`Changes`] in the caller's transaction.
-pub(super) fn apply(tx: &Transaction<'_>, ch: &Changes, now: DateTime<Utc>) -> Result<()> {
+pub(super) fn apply(tx: &Connection, ch: &Changes, now: DateTime<Utc>) -> Result<()> {
     for c in &ch.routes {
         route_change(tx, c, now)?;
     }
@@ -137,7 +129,7 @@ pub(super) fn apply(tx: &Transaction<'_>, ch: &Changes, now: DateTime<Utc>) -> R
 
 /// An upload's plan: its confirmations, the device's seq, then the changes.
 pub(super) fn apply_ingest(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     device_id: &str,
     plan: &IngestPlan,
     now: DateTime<Utc>,

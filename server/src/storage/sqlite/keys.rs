@@ -2,7 +2,7 @@
 
 use super::*;
 
-pub(super) fn pairs(tx: &Transaction<'_>, sql: &str) -> Result<Vec<(String, String)>> {
+pub(super) fn pairs(tx: &Connection, sql: &str) -> Result<Vec<(String, String)>> {
     let mut st = tx.prepare_cached(sql)?;
     let v = st
         .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?
@@ -13,10 +13,7 @@ pub(super) fn pairs(tx: &Transaction<'_>, sql: &str) -> Result<Vec<(String, Stri
 pub(super) const FINGERPRINTS: &str =
     "SELECT name, fingerprint FROM key_fingerprints ORDER BY name";
 
-pub(super) fn clear_track_tokens(
-    tx: &Transaction<'_>,
-    limit: u32,
-) -> Result<Vec<(String, String)>> {
+pub(super) fn clear_track_tokens(tx: &Connection, limit: u32) -> Result<Vec<(String, String)>> {
     let mut st = tx.prepare_cached(
         "SELECT parcel_id, track_token FROM parcels WHERE track_nonce IS NULL
          ORDER BY parcel_id LIMIT ?1",
@@ -29,7 +26,7 @@ pub(super) fn clear_track_tokens(
     Ok(v)
 }
 
-pub(super) fn convert_track_tokens(tx: &Transaction<'_>, rows: &[TrackConversion]) -> Result<u64> {
+pub(super) fn convert_track_tokens(tx: &Connection, rows: &[TrackConversion]) -> Result<u64> {
     let mut n = 0u64;
     for c in rows {
         n += tx.execute(
@@ -47,11 +44,7 @@ pub(super) fn convert_track_tokens(tx: &Transaction<'_>, rows: &[TrackConversion
     Ok(n)
 }
 
-pub(super) fn record(
-    tx: &Transaction<'_>,
-    fps: &[(String, String)],
-    now: DateTime<Utc>,
-) -> Result<()> {
+pub(super) fn record(tx: &Connection, fps: &[(String, String)], now: DateTime<Utc>) -> Result<()> {
     for (name, fp) in fps {
         tx.execute(
             "INSERT INTO key_fingerprints(name, fingerprint, recorded_at) VALUES(?1,?2,?3)
@@ -63,7 +56,7 @@ pub(super) fn record(
 }
 
 pub(super) fn replace(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     name: &str,
     expected: Option<&str>,
     new: &str,

@@ -8,7 +8,7 @@ use crate::domain::lifecycle::{self as rules, AnonRecord, Cutoffs, Removed};
 use crate::storage::lifecycle::{Erased, LifecycleStore, ORPHANS_BY_DAY, Swept};
 
 /// The record a live parcel would leave, for the parcels `p` matching `cond`.
-fn live_records(tx: &Transaction<'_>, cond: &str, p: &[&dyn ToSql]) -> Result<Vec<AnonRecord>> {
+fn live_records(tx: &Connection, cond: &str, p: &[&dyn ToSql]) -> Result<Vec<AnonRecord>> {
     let sql = format!(
         "SELECT p.parcel_id, COALESCE(p.delivery_date, substr(p.created_at, 1, 10)), p.status, p.attempt,
            (SELECT c.reason FROM confirmations c
@@ -33,7 +33,7 @@ fn live_records(tx: &Transaction<'_>, cond: &str, p: &[&dyn ToSql]) -> Result<Ve
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-fn keep_records(tx: &Transaction<'_>, records: &[AnonRecord], now: DateTime<Utc>) -> Result<()> {
+fn keep_records(tx: &Connection, records: &[AnonRecord], now: DateTime<Utc>) -> Result<()> {
     let mut st = tx.prepare_cached(
         "INSERT INTO parcel_records(parcel_id, day, final_state, attempt, failure, signal_kinds, recorded_at)
          VALUES(?1, ?2, ?3, ?4, ?5, ?6, ?7)
@@ -59,7 +59,7 @@ fn keep_records(tx: &Transaction<'_>, records: &[AnonRecord], now: DateTime<Utc>
 /// manifests that listed them, stops only they used (a shared stop loses
 /// their name), their route entries, events, notices, confirmations,
 /// signals, and the parcels themselves.
-fn purge(tx: &Transaction<'_>, ids: &str, removed: &mut Removed) -> Result<()> {
+fn purge(tx: &Connection, ids: &str, removed: &mut Removed) -> Result<()> {
     const IDS: &str = "(SELECT value FROM json_each(?1))";
     let steps: [(&'static str, String); 10] = [
         (
@@ -129,7 +129,7 @@ fn purge(tx: &Transaction<'_>, ids: &str, removed: &mut Removed) -> Result<()> {
 
 /// Delete at most `limit` rows of `table` matching `cond` (parameters ?1, ?2).
 fn sweep(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     table: &'static str,
     cond: &str,
     p: &[&dyn ToSql],
@@ -328,15 +328,11 @@ impl SqliteStorage {
     /// frame keeps a page from before a purge (`secure_delete` zeroes the
     /// pages themselves).
     async fn checkpoint(&self) -> Result<()> {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let guard = conn
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            guard.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
-            Ok(())
-        })
-        .await
-        .map_err(be)?
+        self.writer
+            .alone(|conn| {
+                conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
+                Ok(())
+            })
+            .await
     }
 }

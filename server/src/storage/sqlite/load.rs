@@ -16,7 +16,7 @@ pub(super) fn parcel_facts(r: &rusqlite::Row<'_>) -> rusqlite::Result<ParcelFact
     })
 }
 
-pub(super) fn one_parcel(tx: &Transaction<'_>, parcel_id: &str) -> Result<Option<ParcelFacts>> {
+pub(super) fn one_parcel(tx: &Connection, parcel_id: &str) -> Result<Option<ParcelFacts>> {
     let sql = format!("{PARCEL_FACTS} {PARCEL_FACTS_FROM} WHERE p.parcel_id = ?1");
     Ok(tx
         .prepare_cached(&sql)?
@@ -24,10 +24,7 @@ pub(super) fn one_parcel(tx: &Transaction<'_>, parcel_id: &str) -> Result<Option
         .optional()?)
 }
 
-pub(super) fn parcels_in(
-    tx: &Transaction<'_>,
-    ids: &[String],
-) -> Result<HashMap<String, ParcelFacts>> {
+pub(super) fn parcels_in(tx: &Connection, ids: &[String]) -> Result<HashMap<String, ParcelFacts>> {
     let sql = format!(
         "{PARCEL_FACTS} {PARCEL_FACTS_FROM} WHERE p.parcel_id IN (SELECT value FROM json_each(?1))"
     );
@@ -42,7 +39,7 @@ pub(super) fn parcels_in(
 }
 
 pub(super) fn parcel_details_in(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     ids: &[String],
 ) -> Result<HashMap<String, ParcelDetails>> {
     let sql = format!("{PARCEL_DETAILS} WHERE parcel_id IN (SELECT value FROM json_each(?1))");
@@ -64,7 +61,7 @@ pub(super) fn parcel_details_in(
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
-pub(super) fn ingest_facts(tx: &Transaction<'_>, device_id: &str, k: &Keys) -> Result<IngestFacts> {
+pub(super) fn ingest_facts(tx: &Connection, device_id: &str, k: &Keys) -> Result<IngestFacts> {
     let mut f = IngestFacts {
         device: tx
             .prepare_cached(
@@ -123,7 +120,7 @@ pub(super) fn ingest_facts(tx: &Transaction<'_>, device_id: &str, k: &Keys) -> R
     Ok(f)
 }
 
-pub(super) fn route_facts(tx: &Transaction<'_>, route: &RouteInput) -> Result<RouteFacts> {
+pub(super) fn route_facts(tx: &Connection, route: &RouteInput) -> Result<RouteFacts> {
     let date = Day(route.delivery_date);
     let other = tx
         .query_row(
@@ -192,11 +189,7 @@ pub(super) fn route_facts(tx: &Transaction<'_>, route: &RouteInput) -> Result<Ro
     })
 }
 
-pub(super) fn close_facts(
-    tx: &Transaction<'_>,
-    date: NaiveDate,
-    next: NaiveDate,
-) -> Result<CloseFacts> {
+pub(super) fn close_facts(tx: &Connection, date: NaiveDate, next: NaiveDate) -> Result<CloseFacts> {
     let (d, n) = (Day(date), Day(next));
     let mut st = tx.prepare(
         "SELECT p.parcel_id, p.status, p.attempt, p.requires_code, s.route_id, r.courier_id, s.stop_id,
@@ -258,7 +251,7 @@ pub(super) fn close_facts(
 /// The parcel and whether a build for the device carries its current
 /// attempt, in one statement.
 pub(super) fn verify_facts_in(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     device: &Device,
     parcel_id: &str,
 ) -> Result<VerifyFacts> {

@@ -1,7 +1,9 @@
 //! Embedded SQLite storage: one writer connection, WAL, versioned migrations
-//! in `user_version` (`migrations/sqlite/`). Each writing trait method runs
-//! in one IMMEDIATE transaction on a blocking thread: load the facts, call
-//! the decision in [`crate::domain`], apply its plan. Pure reads (device
+//! in `user_version` (`migrations/sqlite/`). Each writing trait method is one
+//! operation on the writer thread ([`writer`]: load the facts, call the
+//! decision in [`crate::domain`], apply its plan), in a savepoint of a
+//! transaction that concurrent operations share, so one commit (one fsync)
+//! answers many verifies or uploads. Pure reads (device
 //! tokens, manifests, routes) run on a small pool of read-only connections
 //! beside the writer, so a morning of manifest pulls does not queue behind
 //! uploads: WAL lets each reader see the last commit while the writer writes.
@@ -17,9 +19,7 @@ use crate::domain::parcels::ParcelDetails;
 use crate::domain::{self, At, Changes, Label, NoticeState, ParcelChange, RouteChange};
 use chrono::{DateTime, NaiveDate, Utc};
 use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSqlOutput, ValueRef};
-use rusqlite::{
-    Connection, OpenFlags, OptionalExtension, ToSql, Transaction, TransactionBehavior, params,
-};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, TransactionBehavior, params};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -32,6 +32,7 @@ mod lifecycle;
 mod load;
 mod rows;
 mod shared;
+mod writer;
 
 use apply::*;
 use columns::*;
@@ -54,7 +55,7 @@ const READERS: usize = 4;
 /// The SQLite backend. Cheap to clone.
 #[derive(Clone)]
 pub struct SqliteStorage {
-    conn: Arc<Mutex<Connection>>,
+    writer: writer::Writer,
     readers: Arc<Readers>,
 }
 
@@ -156,7 +157,7 @@ impl SqliteStorage {
         // After the writer: the file exists, in WAL mode, at the current schema.
         let readers = Readers::open(path)?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(conn)),
+            writer: writer::Writer::start(conn)?,
             readers: Arc::new(readers),
         })
     }
@@ -166,26 +167,14 @@ impl SqliteStorage {
         MIGRATIONS.len()
     }
 
-    /// Run one domain operation as one IMMEDIATE transaction off the async threads.
+    /// Run one domain operation on the writer: atomic (its own savepoint),
+    /// answered after the commit that made it durable.
     async fn tx<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            // A panic inside an earlier operation rolled its transaction back
-            // on unwind, so the connection itself is still good.
-            let mut guard = conn
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            let tx = guard.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
-        })
-        .await
-        .map_err(be)?
+        self.writer.run(f).await
     }
 
     /// Run a pure read as one transaction on a read-only connection: one
@@ -193,7 +182,7 @@ impl SqliteStorage {
     async fn read<T, F>(&self, f: F) -> Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
     {
         let readers = self.readers.clone();
         tokio::task::spawn_blocking(move || {
@@ -772,14 +761,23 @@ mod tests {
     use super::*;
 
     /// A read answers from the last commit while the writer is busy (here:
-    /// its connection held, as a long upload would), instead of queueing.
+    /// held by an operation, as a long upload would), instead of queueing.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-    #[allow(clippy::await_holding_lock)] // holding the writer is the point
     async fn reads_do_not_wait_for_the_writer() {
         let dir = tempfile::tempdir().unwrap();
         let s = SqliteStorage::open(&dir.path().join("doorcode.db")).unwrap();
-        let writer = s.conn.clone();
-        let held = writer.lock().unwrap();
+        let (release, wait) = std::sync::mpsc::channel::<()>();
+        let (started, running) = tokio::sync::oneshot::channel();
+        let s2 = s.clone();
+        let held = tokio::spawn(async move {
+            s2.tx(move |_| {
+                let _ = started.send(());
+                let _ = wait.recv();
+                Ok(())
+            })
+            .await
+        });
+        running.await.unwrap();
         let read = tokio::time::timeout(
             std::time::Duration::from_secs(5),
             s.device_by_token("no such token"),
@@ -787,7 +785,8 @@ mod tests {
         .await
         .expect("the read waited for the writer");
         assert!(read.unwrap().is_none());
-        drop(held);
+        release.send(()).unwrap();
+        held.await.unwrap().unwrap();
     }
 
     /// The readers cannot write, whatever a future read method tries.

@@ -23,7 +23,7 @@ fn rate_count((hits, started): (i64, Ts)) -> Result<RateCount> {
     })
 }
 
-pub(super) fn rate_hit(tx: &Transaction<'_>, h: &RateHit) -> Result<Option<RateCount>> {
+pub(super) fn rate_hit(tx: &Connection, h: &RateHit) -> Result<Option<RateCount>> {
     let (now, until) = (Ts(h.now), Ts(h.expires_at));
     let sql = format!(
         "UPDATE rate_counters SET {HIT_SET} WHERE limit_name = ?1 AND rate_key = ?2
@@ -58,7 +58,7 @@ pub(super) fn rate_hit(tx: &Transaction<'_>, h: &RateHit) -> Result<Option<RateC
     row.map(rate_count).transpose()
 }
 
-pub(super) fn rate_refund(tx: &Transaction<'_>, limit: &str, key: &str, now: Ts) -> Result<()> {
+pub(super) fn rate_refund(tx: &Connection, limit: &str, key: &str, now: Ts) -> Result<()> {
     tx.prepare_cached(
         "UPDATE rate_counters SET hits = hits - 1
          WHERE limit_name = ?1 AND rate_key = ?2 AND hits > 0 AND expires_at > ?3",
@@ -67,12 +67,7 @@ pub(super) fn rate_refund(tx: &Transaction<'_>, limit: &str, key: &str, now: Ts)
     Ok(())
 }
 
-pub(super) fn create_session(
-    tx: &Transaction<'_>,
-    s: &NewSession,
-    sweep: u32,
-    now: Ts,
-) -> Result<()> {
+pub(super) fn create_session(tx: &Connection, s: &NewSession, sweep: u32, now: Ts) -> Result<()> {
     tx.prepare_cached(
         "DELETE FROM board_sessions WHERE id_hash IN
          (SELECT id_hash FROM board_sessions WHERE expires_at <= ?1 LIMIT ?2)",
@@ -83,14 +78,14 @@ pub(super) fn create_session(
     Ok(())
 }
 
-pub(super) fn session_csrf(tx: &Transaction<'_>, id_hash: &str, now: Ts) -> Result<Option<String>> {
+pub(super) fn session_csrf(tx: &Connection, id_hash: &str, now: Ts) -> Result<Option<String>> {
     Ok(tx
         .prepare_cached("SELECT csrf FROM board_sessions WHERE id_hash = ?1 AND expires_at > ?2")?
         .query_row(params![id_hash, now], |r| r.get(0))
         .optional()?)
 }
 
-pub(super) fn sweep(tx: &Transaction<'_>, now: Ts, limit: u32) -> Result<u64> {
+pub(super) fn sweep(tx: &Connection, now: Ts, limit: u32) -> Result<u64> {
     let a = tx
         .prepare_cached(
             "DELETE FROM board_sessions WHERE id_hash IN
