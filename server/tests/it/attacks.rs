@@ -42,26 +42,21 @@ async fn day() -> (tempfile::TempDir, Day) {
         "email": format!("{}@example.com", id.to_lowercase())}, "address": format!("{id} Example Street"),
         "value": value, "currency": "EUR"})
     };
-    let (st, v) = s
-        .admin_post(
-            "/v1/parcels",
-            json!({"parcels": [parcel("P-A1", 120.0), parcel("P-A2", 90.0),
+    s.admin_ok(
+        "/v1/parcels",
+        json!({"parcels": [parcel("P-A1", 120.0), parcel("P-A2", 90.0),
             parcel("P-A3", 75.0), parcel("P-A4", 10.0), parcel("P-B1", 60.0)]}),
-        )
-        .await;
-    assert_eq!(st, 200, "{v}");
-    let (st, v) = s.admin_post("/v1/routes", json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": DAY,
+    )
+    .await;
+    s.admin_ok("/v1/routes", json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": DAY,
         "stops": [{"stop_id": "S-1", "address": "1 Example Street", "parcel_ids": ["P-A1", "P-A2"]},
                   {"stop_id": "S-2", "address": "2 Example Street", "parcel_ids": ["P-A3", "P-A4"]}]})).await;
-    assert_eq!(st, 200, "{v}");
-    let (st, v) = s
-        .admin_post(
-            "/v1/routes",
-            json!({"route_id": "R-8", "courier_id": "C-43", "delivery_date": DAY,
+    s.admin_ok(
+        "/v1/routes",
+        json!({"route_id": "R-8", "courier_id": "C-43", "delivery_date": DAY,
         "stops": [{"stop_id": "S-9", "address": "9 Other Street", "parcel_ids": ["P-B1"]}]}),
-        )
-        .await;
-    assert_eq!(st, 200, "{v}");
+    )
+    .await;
     let a = s.enroll("C-42").await;
     let a2 = s.enroll("C-42").await;
     let b = s.enroll("C-43").await;
@@ -1088,10 +1083,9 @@ async fn a_stale_handset_cannot_dispute_a_parcel_that_moved_to_another_courier()
     let (_dir, mut t) = day().await;
     t.s.wait_outbox_empty().await;
     // Dispatch moves P-A1 from C-42's route to C-43's, the same day.
-    let (st, v) = t.s.admin_post("/v1/routes", json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": DAY,
+    t.s.admin_ok("/v1/routes", json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": DAY,
         "stops": [{"stop_id": "S-1", "address": "1 Example Street", "parcel_ids": ["P-A2"]},
                   {"stop_id": "S-2", "address": "2 Example Street", "parcel_ids": ["P-A3", "P-A4"]}]})).await;
-    assert_eq!(st, 200, "{v}");
     let (st, v) =
         t.s.admin_post(
             "/v1/routes",
@@ -1275,8 +1269,7 @@ async fn a_reissued_parcels_old_tracking_link_answers_like_an_unknown_one() {
     assert_eq!(t.s.get(&format!("/v1/track/{old}")).await.0, 200);
     t.s.wait_outbox_empty().await;
     let before = t.s.notice_files().len();
-    let (st, pv) = t.s.admin_post("/v1/parcels/P-A1/reissue", json!({})).await;
-    assert_eq!(st, 200, "{pv}");
+    let pv = t.s.admin_ok("/v1/parcels/P-A1/reissue", json!({})).await;
     let new = pv["track_url"]
         .as_str()
         .unwrap()

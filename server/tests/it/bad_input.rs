@@ -88,19 +88,14 @@ async fn bad_input_is_4xx_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let s = start(config(dir.path(), "2026-11-23T06:00:00Z")).await;
     let key = vector_key();
-    let (st, _) = s
-        .admin_post("/v1/parcels", json!({"parcels": [{"parcel_id": "P-1001", "recipient": {"name": "J. Doe", "email": "j@example.com"},
-            "address": "1 Example Street", "value": 99.5, "currency": "EUR"}]}))
-        .await;
-    assert_eq!(st, 200);
-    let (st, _) = s
-        .admin_post(
-            "/v1/routes",
-            json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "2026-11-23",
+    s.admin_ok("/v1/parcels", json!({"parcels": [{"parcel_id": "P-1001", "recipient": {"name": "J. Doe", "email": "j@example.com"},
+            "address": "1 Example Street", "value": 99.5, "currency": "EUR"}]})).await;
+    s.admin_ok(
+        "/v1/routes",
+        json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "2026-11-23",
         "stops": [{"stop_id": "S-1", "address": "1 Example Street", "parcel_ids": ["P-1001"]}]}),
-        )
-        .await;
-    assert_eq!(st, 200);
+    )
+    .await;
     let mut a = s.enroll("C-42").await;
     let keys = s.server_keys().await;
     let r = s
@@ -130,10 +125,9 @@ async fn bad_input_is_4xx_and_changes_nothing() {
         .await;
     assert_eq!(res.1["results"][0]["status"], "accepted");
     s.wait_notices(1).await;
-    let (st, e) = s
-        .admin_post("/v1/enrollments", json!({"courier_id": "C-42"}))
+    let e = s
+        .admin_ok("/v1/enrollments", json!({"courier_id": "C-42"}))
         .await;
-    assert_eq!(st, 200);
     let before = snapshot(dir.path());
     let admin = Some(s.admin.as_str());
     let dev = Some(a.token.as_str());

@@ -166,12 +166,9 @@ async fn whole_delivery_day(database: Option<String>, logs: LogBuf) {
         }
         p
     };
-    let (st, v) = s
-        .admin_post("/v1/parcels", json!({"parcels": [
+    let v = s.admin_ok("/v1/parcels", json!({"parcels": [
             parcel("P-1001", 120.0, None), parcel("P-1002", 80.0, None), parcel("P-1003", 10.0, None),
-            parcel("P-1004", 5.0, Some(true)), parcel("P-1005", 200.0, Some(false)), parcel("P-2001", 60.0, None)]}))
-        .await;
-    assert_eq!(st, 200, "{v}");
+            parcel("P-1004", 5.0, Some(true)), parcel("P-1005", 200.0, Some(false)), parcel("P-2001", 60.0, None)]})).await;
     let rc: Vec<(String, bool)> = v["results"]
         .as_array()
         .unwrap()
@@ -190,16 +187,18 @@ async fn whole_delivery_day(database: Option<String>, logs: LogBuf) {
     );
 
     // Routes: C-42 gets R-7, C-43 gets R-8.
-    let (st, r7) = s.admin_post("/v1/routes", json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "2026-11-23", "stops": [
+    let r7 = s.admin_ok("/v1/routes", json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "2026-11-23", "stops": [
         {"stop_id": "S-1", "address": "1 Example Street", "parcel_ids": ["P-1001", "P-1002"]},
         {"stop_id": "S-2", "address": "2 Example Street", "recipient": "J. Doe", "parcel_ids": ["P-1003"]},
         {"stop_id": "S-3", "address": "3 Example Street", "parcel_ids": ["P-1004", "P-1005"]}]})).await;
-    assert_eq!(st, 200, "{r7}");
     assert_eq!(r7["revision"], 1);
     assert_eq!(r7["notices_queued"], 3);
-    let (st, _) = s.admin_post("/v1/routes", json!({"route_id": "R-8", "courier_id": "C-43", "delivery_date": "2026-11-23", "stops": [
-        {"stop_id": "S-9", "address": "9 Other Street", "parcel_ids": ["P-2001"]}]})).await;
-    assert_eq!(st, 200);
+    s.admin_ok(
+        "/v1/routes",
+        json!({"route_id": "R-8", "courier_id": "C-43", "delivery_date": "2026-11-23", "stops": [
+        {"stop_id": "S-9", "address": "9 Other Street", "parcel_ids": ["P-2001"]}]}),
+    )
+    .await;
     // A parcel cannot be on two routes the same day.
     let (st, v) = s.admin_post("/v1/routes", json!({"route_id": "R-9", "courier_id": "C-44", "delivery_date": "2026-11-23", "stops": [
         {"stop_id": "S-1", "address": "x", "parcel_ids": ["P-1001"]}]})).await;
@@ -266,10 +265,9 @@ async fn whole_delivery_day(database: Option<String>, logs: LogBuf) {
     assert!(!pv.to_string().contains("857759"));
 
     // Enrollment: one-time codes.
-    let (st, e) = s
-        .admin_post("/v1/enrollments", json!({"courier_id": "C-42"}))
+    let e = s
+        .admin_ok("/v1/enrollments", json!({"courier_id": "C-42"}))
         .await;
-    assert_eq!(st, 200);
     let pk = doorcode_core::envelope::SigningKey::generate("x")
         .unwrap()
         .public_key()
@@ -522,8 +520,7 @@ async fn whole_delivery_day(database: Option<String>, logs: LogBuf) {
     // Close the day: P-1004 (failed, locked) and P-1005 (failed) and P-2001
     // (never confirmed) move to Tuesday with attempt 2; P-1002 stays disputed.
     let before = s.notice_files().len();
-    let (st, cv) = s.admin_post("/v1/days/2026-11-23/close", json!(null)).await;
-    assert_eq!(st, 200, "{cv}");
+    let cv = s.admin_ok("/v1/days/2026-11-23/close", json!(null)).await;
     assert_eq!(cv["next_date"], "2026-11-24");
     let mut moved: Vec<&str> = cv["parcel_ids"]
         .as_array()
@@ -602,8 +599,7 @@ async fn whole_delivery_day(database: Option<String>, logs: LogBuf) {
     );
 
     // Reissue: attempt 3, a new notice, a new manifest revision.
-    let (st, rv) = s.admin_post("/v1/parcels/P-1004/reissue", json!({})).await;
-    assert_eq!(st, 200, "{rv}");
+    let rv = s.admin_ok("/v1/parcels/P-1004/reissue", json!({})).await;
     assert_eq!(rv["attempt"], 3);
     let notices = s.wait_notices(before + 3).await;
     let code3 = derive_code(&key, "P-1004", day2, 3, 6).unwrap();

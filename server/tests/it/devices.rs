@@ -10,19 +10,14 @@ use serde_json::{Value, json};
 const NOW: &str = "2026-11-23T08:00:00Z";
 
 async fn seed(s: &Server) {
-    let (st, v) = s
-        .admin_post("/v1/parcels", json!({"parcels": [{"parcel_id": "P-1", "recipient": {"name": "A Customer", "email": "a@example.com"},
-            "address": "1 Main St", "value": 100, "currency": "EUR"}]}))
-        .await;
-    assert_eq!(st, 200, "{v}");
-    let (st, v) = s
-        .admin_post(
-            "/v1/routes",
-            json!({"route_id": "R-1", "courier_id": "C-42", "delivery_date": "2026-11-23",
+    s.admin_ok("/v1/parcels", json!({"parcels": [{"parcel_id": "P-1", "recipient": {"name": "A Customer", "email": "a@example.com"},
+            "address": "1 Main St", "value": 100, "currency": "EUR"}]})).await;
+    s.admin_ok(
+        "/v1/routes",
+        json!({"route_id": "R-1", "courier_id": "C-42", "delivery_date": "2026-11-23",
             "stops": [{"stop_id": "S-1", "address": "1 Main St", "parcel_ids": ["P-1"]}]}),
-        )
-        .await;
-    assert_eq!(st, 200, "{v}");
+    )
+    .await;
 }
 
 async fn manifest_status(s: &Server, token: &str) -> u16 {
@@ -103,8 +98,7 @@ async fn dispatch_lists_and_revokes_a_handset_which_is_locked_out_at_once() {
         404
     );
 
-    let (st, v) = s.admin_post(&path, json!({})).await;
-    assert_eq!(st, 200, "{v}");
+    let v = s.admin_ok(&path, json!({})).await;
     let revoked_at = v["revoked_at"].as_str().unwrap().to_string();
     // Every device route refuses the lost handset now; the other one works.
     assert_eq!(manifest_status(&s, &lost.token).await, 401);
@@ -168,10 +162,8 @@ async fn a_revocation_on_one_node_locks_the_handset_out_on_the_other_at_once() {
         dir: dir.path().to_path_buf(),
     };
     assert_eq!(manifest_status(&b, &h.token).await, 200);
-    let (st, v) = a
-        .admin_post(&format!("/v1/devices/{}/revoke", h.device_id), json!({}))
+    a.admin_ok(&format!("/v1/devices/{}/revoke", h.device_id), json!({}))
         .await;
-    assert_eq!(st, 200, "{v}");
     assert_eq!(manifest_status(&b, &h.token).await, 401, "node B, at once");
     assert_eq!(manifest_status(&a, &h.token).await, 401);
     b.handle.shutdown().await;

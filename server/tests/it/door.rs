@@ -187,8 +187,7 @@ async fn dispatch_releases_a_held_parcel_with_a_reissue_whose_notice_voids_the_o
     s.wait_outbox_empty().await;
     let before = s.notice_files().len();
 
-    let (st, v) = s.admin_post("/v1/parcels/P-1002/reissue", json!({})).await;
-    assert_eq!(st, 200, "{v}");
+    s.admin_ok("/v1/parcels/P-1002/reissue", json!({})).await;
     let (_, p) = s.admin_get("/v1/parcels/P-1002").await;
     assert_eq!(
         (p["status"].as_str(), p["attempt"].as_u64()),
@@ -297,19 +296,11 @@ async fn the_real_core_refuses_a_held_parcel_after_a_sync_and_resends_from_the_d
                          "address": "1 Main St", "value": 100, "currency": "EUR"})
         })
         .collect();
-    let (st, r) = s
-        .admin_post("/v1/parcels", json!({"parcels": parcels}))
-        .await;
-    assert_eq!(st, 200, "{r}");
+    let r = s.admin_ok("/v1/parcels", json!({"parcels": parcels})).await;
     let track = r["results"][0]["track_url"].as_str().unwrap().to_string();
-    let (st, _) = s
-        .admin_post(
-            "/v1/routes",
+    s.admin_ok("/v1/routes",
             json!({"route_id": "R-1", "courier_id": "C-1", "delivery_date": today,
-                   "stops": [{"stop_id": "S-1", "address": "1 Main St", "parcel_ids": ["P-1", "P-2"]}]}),
-        )
-        .await;
-    assert_eq!(st, 200);
+                   "stops": [{"stop_id": "S-1", "address": "1 Main St", "parcel_ids": ["P-1", "P-2"]}]})).await;
     let (_, e) = s
         .admin_post("/v1/enrollments", json!({"courier_id": "C-1"}))
         .await;

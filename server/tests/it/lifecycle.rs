@@ -15,7 +15,6 @@ use crate::support::*;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use doorcode_core::codes::derive_code;
 use doorcode_core::confirmation::FailReason;
-use doorcode_core::manifest::open_manifest;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::Arc;
@@ -63,45 +62,17 @@ async fn dump_tables(dir: &Path, pg: Option<&PgSchema>) -> String {
     let mut out = String::new();
     match pg {
         None => {
-            let c = rusqlite::Connection::open(dir.join("doorcode.db")).unwrap();
-            let tables: Vec<String> = c
-                .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-                .unwrap()
-                .query_map([], |r| r.get(0))
-                .unwrap()
-                .map(Result::unwrap)
-                .collect();
-            for t in tables {
-                let mut st = c.prepare(&format!("SELECT * FROM {t}")).unwrap();
-                let n = st.column_count();
-                let mut rows = st.query([]).unwrap();
-                while let Some(r) = rows.next().unwrap() {
-                    out.push_str(&t);
-                    for i in 0..n {
-                        let v: rusqlite::types::Value = r.get(i).unwrap();
-                        out.push_str(&format!(" | {v:?}"));
-                    }
-                    out.push('\n');
+            for (t, values) in dump::sqlite_rows(dir) {
+                out.push_str(&t);
+                for v in values {
+                    out.push_str(&format!(" | {v:?}"));
                 }
+                out.push('\n');
             }
         }
         Some(pg) => {
-            let tables = pg
-                .client
-                .query(
-                    "SELECT table_name::text FROM information_schema.tables
-                     WHERE table_schema = $1 ORDER BY 1",
-                    &[&pg.name],
-                )
-                .await
-                .unwrap();
-            for t in tables {
-                let t: String = t.get(0);
-                let sql = format!("SELECT row_to_json(x)::text FROM {}.{t} x", pg.name);
-                for r in pg.client.query(&sql, &[]).await.unwrap() {
-                    let row: String = r.get(0);
-                    out.push_str(&format!("{t} | {row}\n"));
-                }
+            for (t, row) in dump::pg_rows(pg).await {
+                out.push_str(&format!("{t} | {row}\n"));
             }
         }
     }
@@ -124,30 +95,10 @@ async fn server(dir: &Path, clock: &Clock, pg: Option<&PgSchema>) -> Server {
     start(cfg).await
 }
 
-async fn open(s: &Server, h: &Handset, date: &str) -> doorcode_core::manifest::Manifest {
-    let r = s
-        .http
-        .get(format!("{}/v1/manifest?date={date}", s.url))
-        .bearer_auth(&h.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let env: doorcode_core::envelope::Envelope = r.json().await.unwrap();
-    open_manifest(&env, &s.server_keys().await).unwrap()
-}
-
 async fn confirm(s: &Server, h: &Handset, envs: Vec<Value>) {
-    let (st, v) = s
-        .post_as(
-            &h.token,
-            "/v1/confirmations",
-            json!({"confirmations": envs}),
-        )
-        .await;
-    assert_eq!(st, 200, "{v}");
-    for r in v["results"].as_array().unwrap() {
-        assert_eq!(r["status"], "accepted", "{v}");
+    let results = s.upload(h, envs).await;
+    for r in &results {
+        assert_eq!(r["status"], "accepted", "{results:?}");
     }
 }
 
@@ -199,28 +150,26 @@ async fn erase_leaves_no_personal_data(pg: Option<&PgSchema>) {
     let tmp = tempfile::tempdir().unwrap();
     let clock = Clock::at("2026-11-23T06:00:00Z");
     let s = server(tmp.path(), &clock, pg).await;
-    let (st, v) = s
-        .admin_post(
-            "/v1/parcels",
-            json!({"parcels": [parcel_json("P-E", &ERASED), parcel_json("P-K", &KEPT)]}),
-        )
-        .await;
-    assert_eq!(st, 200, "{v}");
-    let (st, v) = s.admin_post("/v1/routes", json!({"route_id": "R-1", "courier_id": "C-1", "delivery_date": "2026-11-23", "stops": [
+    s.admin_ok(
+        "/v1/parcels",
+        json!({"parcels": [parcel_json("P-E", &ERASED), parcel_json("P-K", &KEPT)]}),
+    )
+    .await;
+    s.admin_ok("/v1/routes", json!({"route_id": "R-1", "courier_id": "C-1", "delivery_date": "2026-11-23", "stops": [
         {"stop_id": "S-1", "address": ERASED.address, "recipient": ERASED.name, "parcel_ids": ["P-E"]},
         {"stop_id": "S-2", "address": KEPT.address, "recipient": KEPT.name, "parcel_ids": ["P-K"]}]})).await;
-    assert_eq!(st, 200, "{v}");
     let mut h = s.enroll("C-1").await;
-    let m = open(&s, &h, "2026-11-23").await;
+    let m = s.manifest(&h, "2026-11-23").await;
     s.wait_notices(2).await;
     clock.set(t("2026-11-23T09:05:00Z"));
-    let code = derive_code(&vector_key(), "P-E", d("2026-11-23"), 1, 6).unwrap();
-    let door = Door {
-        manifest_id: &m.manifest_id,
-        revision: m.revision,
-        date: "2026-11-23",
-    };
-    let c = h.delivered(&door, "P-E", 1, code.expose(), "2026-11-23T09:00:00Z");
+    let door = Door::of(&m, "2026-11-23");
+    let c = h.delivered(
+        &door,
+        "P-E",
+        1,
+        &code("P-E", "2026-11-23", 1),
+        "2026-11-23T09:00:00Z",
+    );
     confirm(&s, &h, vec![serde_json::to_value(h.sign(&c)).unwrap()]).await;
 
     let before = dump(tmp.path(), pg).await;
@@ -273,15 +222,14 @@ async fn erase_leaves_no_personal_data(pg: Option<&PgSchema>) {
     let (st, v) = admin_post_raw(&s, "/v1/parcels/P-K/erase?force=true", &s.admin).await;
     assert_eq!(st, 200, "{v}");
     assert_eq!(v["record"]["final_state"], "scheduled");
-    let m2 = open(&s, &h, "2026-11-23").await;
+    let m2 = s.manifest(&h, "2026-11-23").await;
     assert!(m2.revision > m.revision);
     assert!(m2.parcels().next().is_none(), "no parcel left on the route");
-    let code = derive_code(&vector_key(), "P-K", d("2026-11-23"), 1, 6).unwrap();
     let (st, _) = s
         .post_as(
             &h.token,
             "/v1/verify",
-            json!({"parcel_id": "P-K", "code": code.expose()}),
+            json!({"parcel_id": "P-K", "code": code("P-K", "2026-11-23", 1)}),
         )
         .await;
     assert!((400..500).contains(&st), "a voided code is refused: {st}");
@@ -298,19 +246,7 @@ async fn erase_leaves_no_personal_data(pg: Option<&PgSchema>) {
     s.handle.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn erase_leaves_no_personal_data_on_sqlite() {
-    erase_leaves_no_personal_data(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn erase_leaves_no_personal_data_on_postgres() {
-    let Some(pg) = crate::support::pg::fresh_schema("erase_leaves_no_personal_data").await else {
-        return;
-    };
-    erase_leaves_no_personal_data(Some(&pg)).await;
-    pg.drop_schema().await;
-}
+on_both_backends!(erase_leaves_no_personal_data: erase_leaves_no_personal_data_on_sqlite, erase_leaves_no_personal_data_on_postgres);
 
 #[tokio::test]
 async fn stats_refuse_bad_ranges() {
@@ -447,32 +383,23 @@ async fn a_simulated_history(pg: Option<&PgSchema>) {
                         "address": format!("{name} Street 1"), "value": 100.0, "currency": "EUR"}));
                 }
             }
-            let (st, v) = s
-                .admin_post("/v1/parcels", json!({"parcels": parcels}))
-                .await;
-            assert_eq!(st, 200, "{v}");
+            s.admin_ok("/v1/parcels", json!({"parcels": parcels})).await;
             for c in 0..COURIERS {
                 let stops: Vec<Value> = (0..3)
                     .map(|k| json!({"stop_id": format!("S-{k}"), "address": format!("{} Street 1", name_of(n, c, k)),
                         "parcel_ids": [format!("P-{n}-{c}-{k}")]}))
                     .collect();
-                let (st, v) = s
-                    .admin_post(
-                        "/v1/routes",
-                        json!({"route_id": format!("R-{c}"), "courier_id": format!("C-{c}"),
+                s.admin_ok(
+                    "/v1/routes",
+                    json!({"route_id": format!("R-{c}"), "courier_id": format!("C-{c}"),
                         "delivery_date": ds, "stops": stops}),
-                    )
-                    .await;
-                assert_eq!(st, 200, "{v}");
+                )
+                .await;
             }
             clock.set(morning(n) + Duration::hours(3));
             for (c, h) in handsets.iter_mut().enumerate() {
-                let m = open(&s, h, &ds).await;
-                let door = Door {
-                    manifest_id: &m.manifest_id,
-                    revision: m.revision,
-                    date: &ds,
-                };
+                let m = s.manifest(h, &ds).await;
+                let door = Door::of(&m, &ds);
                 let p0 = format!("P-{n}-{c}-0");
                 let code = derive_code(&key, &p0, date, 1, 6).unwrap();
                 let at = (morning(n) + Duration::hours(2)).to_rfc3339();
@@ -593,16 +520,7 @@ async fn a_simulated_history(pg: Option<&PgSchema>) {
             if n >= cutoff { "missing" } else { "left over" }
         );
     }
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.url))
-        .bearer_auth(&s.admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("doorcode_lifecycle_rows_total{kind=\"retention\",table=\"parcels\"}"),
         "{metrics}"
@@ -610,19 +528,7 @@ async fn a_simulated_history(pg: Option<&PgSchema>) {
     s.handle.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_simulated_history_on_sqlite() {
-    a_simulated_history(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_simulated_history_on_postgres() {
-    let Some(pg) = crate::support::pg::fresh_schema("a_simulated_history").await else {
-        return;
-    };
-    a_simulated_history(Some(&pg)).await;
-    pg.drop_schema().await;
-}
+on_both_backends!(a_simulated_history: a_simulated_history_on_sqlite, a_simulated_history_on_postgres);
 
 // ---------- the board ----------
 
@@ -676,21 +582,17 @@ fn csrf_in(html: &str) -> String {
 async fn the_board_erases_after_a_confirmation_and_shows_stats() {
     let tmp = tempfile::tempdir().unwrap();
     let s = start(config(tmp.path(), "2026-11-23T06:00:00Z")).await;
-    let (st, v) = s
-        .admin_post(
-            "/v1/parcels",
-            json!({"parcels": [parcel_json("P-B", &ERASED), parcel_json("P-S", &KEPT)]}),
-        )
-        .await;
-    assert_eq!(st, 200, "{v}");
-    let (st, v) = s
-        .admin_post(
-            "/v1/routes",
-            json!({"route_id": "R-1", "courier_id": "C-1", "delivery_date": "2026-11-23", "stops": [
+    s.admin_ok(
+        "/v1/parcels",
+        json!({"parcels": [parcel_json("P-B", &ERASED), parcel_json("P-S", &KEPT)]}),
+    )
+    .await;
+    s.admin_ok(
+        "/v1/routes",
+        json!({"route_id": "R-1", "courier_id": "C-1", "delivery_date": "2026-11-23", "stops": [
         {"stop_id": "S-1", "address": KEPT.address, "parcel_ids": ["P-S"]}]}),
-        )
-        .await;
-    assert_eq!(st, 200, "{v}");
+    )
+    .await;
     let c = no_redirects();
     // Signed out: no confirmation page, no table, and the POST is refused.
     let (st, html) = board_get(&c, &s, "/board/erase?parcel_id=P-B", "").await;
@@ -962,38 +864,29 @@ async fn retention_under_ingest(pg: Option<&PgSchema>) {
                 "address": format!("{i} Backlog Road"), "value": 10.0, "currency": "EUR"}))
             .collect()
     };
-    let (st, v) = s
-        .admin_post("/v1/parcels", json!({"parcels": parcels("B", 2000)}))
+    s.admin_ok("/v1/parcels", json!({"parcels": parcels("B", 2000)}))
         .await;
-    assert_eq!(st, 200, "{v}");
     let stops: Vec<Value> = (0..2000)
         .map(|i| json!({"stop_id": format!("S-{i}"), "address": format!("{i} Backlog Road"), "parcel_ids": [format!("B-{i}")]}))
         .collect();
-    let (st, v) = s
-        .admin_post("/v1/routes", json!({"route_id": "R-OLD", "courier_id": "C-OLD", "delivery_date": old_day, "stops": stops}))
-        .await;
-    assert_eq!(st, 200, "{v}");
+    s.admin_ok("/v1/routes", json!({"route_id": "R-OLD", "courier_id": "C-OLD", "delivery_date": old_day, "stops": stops})).await;
 
     // 91 days later: today's route, and the backlog past the window.
     let today = d(old_day) + Duration::days(91);
     let ds = today.to_string();
     clock.set(today.and_hms_opt(6, 0, 0).unwrap().and_utc());
-    let (st, _) = s
-        .admin_post("/v1/parcels", json!({"parcels": parcels("T", 400)}))
+    s.admin_ok("/v1/parcels", json!({"parcels": parcels("T", 400)}))
         .await;
-    assert_eq!(st, 200);
     let stops: Vec<Value> = (0..400)
         .map(|i| json!({"stop_id": format!("S-{i}"), "address": format!("{i} Today Road"), "parcel_ids": [format!("T-{i}")]}))
         .collect();
-    let (st, v) = s
-        .admin_post(
-            "/v1/routes",
-            json!({"route_id": "R-1", "courier_id": "C-1", "delivery_date": ds, "stops": stops}),
-        )
-        .await;
-    assert_eq!(st, 200, "{v}");
+    s.admin_ok(
+        "/v1/routes",
+        json!({"route_id": "R-1", "courier_id": "C-1", "delivery_date": ds, "stops": stops}),
+    )
+    .await;
     let mut h = s.enroll("C-1").await;
-    let m = open(&s, &h, &ds).await;
+    let m = s.manifest(&h, &ds).await;
     clock.set(today.and_hms_opt(10, 0, 0).unwrap().and_utc());
 
     let app = s.handle.app.clone();
@@ -1002,11 +895,7 @@ async fn retention_under_ingest(pg: Option<&PgSchema>) {
             .await
             .unwrap()
     });
-    let door = Door {
-        manifest_id: &m.manifest_id,
-        revision: m.revision,
-        date: &ds,
-    };
+    let door = Door::of(&m, &ds);
     let (mut during, mut next) = (Vec::new(), 0);
     while next < 400 {
         let envs: Vec<Value> = (next..next + 10)
@@ -1057,16 +946,4 @@ async fn retention_under_ingest(pg: Option<&PgSchema>) {
     s.handle.shutdown().await;
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_under_ingest_on_sqlite() {
-    retention_under_ingest(None).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn retention_under_ingest_on_postgres() {
-    let Some(pg) = crate::support::pg::fresh_schema("retention_under_ingest").await else {
-        return;
-    };
-    retention_under_ingest(Some(&pg)).await;
-    pg.drop_schema().await;
-}
+on_both_backends!(retention_under_ingest: retention_under_ingest_on_sqlite, retention_under_ingest_on_postgres);

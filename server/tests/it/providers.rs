@@ -35,17 +35,14 @@ async fn day(s: &Server, parcels: &[(&str, Option<&str>, Option<&str>)]) {
                    "address": "1 Example Street", "value": 120, "currency": "EUR"})
         })
         .collect();
-    let (st, r) = s.admin_post("/v1/parcels", json!({ "parcels": ps })).await;
-    assert_eq!(st, 200, "{r}");
+    s.admin_ok("/v1/parcels", json!({ "parcels": ps })).await;
     let ids: Vec<&str> = parcels.iter().map(|p| p.0).collect();
-    let (st, r) = s
-        .admin_post(
-            "/v1/routes",
-            json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "2026-11-23",
+    s.admin_ok(
+        "/v1/routes",
+        json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "2026-11-23",
             "stops": [{"stop_id": "S-1", "address": "1 Example Street", "parcel_ids": ids}]}),
-        )
-        .await;
-    assert_eq!(st, 200, "{r}");
+    )
+    .await;
 }
 
 async fn until_metric(s: &Server, prefix: &str, at_least: u64) -> String {

@@ -16,14 +16,12 @@ async fn concurrent_wrong_tries_lock_exactly_once() {
         "address": "1 Example Street", "value": 120, "currency": "EUR"}]}),
     )
     .await;
-    let (st, _) = s
-        .admin_post(
-            "/v1/routes",
-            json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "2026-11-23",
+    s.admin_ok(
+        "/v1/routes",
+        json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "2026-11-23",
         "stops": [{"stop_id": "S-1", "address": "1 Example Street", "parcel_ids": ["P-1001"]}]}),
-        )
-        .await;
-    assert_eq!(st, 200);
+    )
+    .await;
     let a = s.enroll("C-42").await;
     // A device enrolled after the route gets its manifest built on first fetch.
     let r = s

@@ -62,10 +62,7 @@ pub(crate) async fn seed(s: &Server) -> Vec<String> {
                    "address": format!("{i} Main St"), "value": 100, "currency": "EUR"})
         })
         .collect();
-    let (st, r) = s
-        .admin_post("/v1/parcels", json!({"parcels": parcels}))
-        .await;
-    assert_eq!(st, 200, "{r}");
+    let r = s.admin_ok("/v1/parcels", json!({"parcels": parcels})).await;
     let tokens = r["results"]
         .as_array()
         .unwrap()
@@ -80,16 +77,14 @@ pub(crate) async fn seed(s: &Server) -> Vec<String> {
                 .to_string()
         })
         .collect();
-    let (st, r) = s
-        .admin_post(
-            "/v1/routes",
-            json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": DAY, "stops": [
+    s.admin_ok(
+        "/v1/routes",
+        json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": DAY, "stops": [
                 {"stop_id": "S-1", "address": "1 Main St", "parcel_ids": ["P-1001"]},
                 {"stop_id": "S-2", "address": "2 Main St", "parcel_ids": ["P-1002"]},
                 {"stop_id": "S-3", "address": "3 Main St", "parcel_ids": ["P-1003"]}]}),
-        )
-        .await;
-    assert_eq!(st, 200, "{r}");
+    )
+    .await;
     tokens
 }
 
@@ -624,14 +619,13 @@ async fn tomorrows_code_is_not_on_the_tracking_page_before_its_day() {
     let mut cfg = config(dir.path(), "2026-11-23T09:00:00Z");
     let clock = movable(&mut cfg, "2026-11-23T09:00:00Z");
     let s = start(cfg).await;
-    let (st, r) = s
-        .admin_post(
+    let r = s
+        .admin_ok(
             "/v1/parcels",
             json!({"parcels": [{"parcel_id": "P-2001", "recipient": {"name": "J. Doe"},
             "address": "1 Main St", "value": 100, "currency": "EUR"}]}),
         )
         .await;
-    assert_eq!(st, 200, "{r}");
     let token = r["results"][0]["track_url"]
         .as_str()
         .unwrap()
@@ -639,14 +633,12 @@ async fn tomorrows_code_is_not_on_the_tracking_page_before_its_day() {
         .next()
         .unwrap()
         .to_string();
-    let (st, r) = s
-        .admin_post(
-            "/v1/routes",
-            json!({"route_id": "R-8", "courier_id": "C-42", "delivery_date": "2026-11-24",
+    s.admin_ok(
+        "/v1/routes",
+        json!({"route_id": "R-8", "courier_id": "C-42", "delivery_date": "2026-11-24",
             "stops": [{"stop_id": "S-1", "address": "1 Main St", "parcel_ids": ["P-2001"]}]}),
-        )
-        .await;
-    assert_eq!(st, 200, "{r}");
+    )
+    .await;
     let code = derive_code(&vector_key(), "P-2001", d("2026-11-24"), 1, 6).unwrap();
     let c = client();
     let url = format!("{}/track/{token}", s.url);

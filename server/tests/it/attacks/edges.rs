@@ -106,8 +106,7 @@ async fn hijacked_names_lookalike_ids_and_foreign_addresses_are_refused_per_item
         .map(|(p, _)| p.clone())
         .chain([parcel("P-2", "Ada Okafor", Some("ada@example.com"), None)])
         .collect();
-    let (st, v) = s.admin_post("/v1/parcels", json!({"parcels": batch})).await;
-    assert_eq!(st, 200, "{v}");
+    let v = s.admin_ok("/v1/parcels", json!({"parcels": batch})).await;
     let results = v["results"].as_array().unwrap();
     for (r, (p, field)) in results.iter().zip(&cases) {
         assert_eq!(r["status"], "rejected", "{p} -> {r}");
@@ -152,10 +151,8 @@ async fn hijacked_names_lookalike_ids_and_foreign_addresses_are_refused_per_item
         .await;
     assert_eq!(st, 422, "{v}");
     // The notice of the good parcel begins with the name as uploaded, one line.
-    let (st, _) = s
-        .admin_post("/v1/routes", route("S-1", "1 Example Street", None, "R-1"))
+    s.admin_ok("/v1/routes", route("S-1", "1 Example Street", None, "R-1"))
         .await;
-    assert_eq!(st, 200);
     let n = s.wait_notices(1).await;
     assert!(
         n[0]["body"]
@@ -195,21 +192,17 @@ async fn a_webhook_redirect_is_a_failed_send_and_is_never_followed() {
         cfg.notify = vec![format!("webhook:http://{gateway}/sms")];
         cfg.webhook_secret = Some(WEBHOOK_SECRET.into());
         let s = start(cfg).await;
-        let (st, _) = s
-            .admin_post(
-                "/v1/parcels",
-                json!({"parcels": [parcel("P-1", "J. Doe", None, Some("+491701234567"))]}),
-            )
-            .await;
-        assert_eq!(st, 200);
-        let (st, v) = s
-            .admin_post(
-                "/v1/routes",
-                json!({"route_id": "R-1", "courier_id": "C-1", "delivery_date": DAY,
+        s.admin_ok(
+            "/v1/parcels",
+            json!({"parcels": [parcel("P-1", "J. Doe", None, Some("+491701234567"))]}),
+        )
+        .await;
+        s.admin_ok(
+            "/v1/routes",
+            json!({"route_id": "R-1", "courier_id": "C-1", "delivery_date": DAY,
             "stops": [{"stop_id": "S-1", "address": "1 Example Street", "parcel_ids": ["P-1"]}]}),
-            )
-            .await;
-        assert_eq!(st, 200, "{v}");
+        )
+        .await;
         let mut m = String::new();
         for _ in 0..200 {
             m = metrics_text(&s).await;

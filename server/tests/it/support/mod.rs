@@ -6,18 +6,44 @@ use chrono::{DateTime, NaiveDate, Utc};
 use doorcode_core::codes::CodeKey;
 use doorcode_core::confirmation::{Confirmation, FailReason, Outcome, Verified};
 use doorcode_core::envelope::{Envelope, SigningKey, VerifyingKey};
+use doorcode_core::manifest::{Manifest, open_manifest};
 use doorcode_server::{Config, ServerHandle};
 use serde_json::{Value, json};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod dump;
 pub mod net;
 pub mod pg;
 pub mod providers;
 
 /// The Standard Webhooks secret the tests' webhook channels sign with.
 pub const WEBHOOK_SECRET: &str = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+
+/// Two tests of one async body taking `Option<&PgSchema>`: `$sqlite` on
+/// SQLite (`None`), `$postgres` on a fresh PostgreSQL schema, dropped after
+/// (SKIPPED outside CI when PostgreSQL is not reachable, see `pg`).
+#[allow(unused_macros)]
+macro_rules! on_both_backends {
+    ($body:ident: $sqlite:ident, $postgres:ident) => {
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $sqlite() {
+            $body(None).await;
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+        async fn $postgres() {
+            let Some(pg) = $crate::support::pg::fresh_schema(stringify!($body)).await else {
+                return;
+            };
+            $body(Some(&pg)).await;
+            pg.drop_schema().await;
+        }
+    };
+}
+#[allow(unused_imports)]
+pub(crate) use on_both_backends;
 
 /// A port nothing listens on now (for a `doorcode serve` process to bind).
 pub fn free_port() -> u16 {
@@ -41,6 +67,29 @@ pub fn vectors() -> Value {
 
 pub fn vector_key() -> CodeKey {
     CodeKey::from_file_text(vectors()["code_key_hex"].as_str().unwrap()).unwrap()
+}
+
+/// The vectors' code of `parcel` for `date`'s `attempt`, as digits.
+pub fn code(parcel: &str, date: &str, attempt: u32) -> String {
+    doorcode_core::codes::derive_code(&vector_key(), parcel, d(date), attempt, 6)
+        .unwrap()
+        .expose()
+        .to_string()
+}
+
+/// The token of a tracking link: its last path segment.
+pub fn track_token(url: &Value) -> String {
+    url.as_str()
+        .unwrap()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_string()
+}
+
+/// The response's body as text.
+pub async fn send_text(req: reqwest::RequestBuilder) -> String {
+    req.send().await.unwrap().text().await.unwrap()
 }
 
 pub fn d(s: &str) -> NaiveDate {
@@ -90,53 +139,85 @@ pub async fn start(cfg: Config) -> Server {
 }
 
 impl Server {
-    pub async fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .bearer_auth(&self.admin)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
+    /// A request with this server's URL in front of `path`.
+    fn request(&self, method: reqwest::Method, path: &str) -> reqwest::RequestBuilder {
+        self.http.request(method, format!("{}{path}", self.url))
+    }
+
+    async fn status_json(r: reqwest::RequestBuilder) -> (u16, Value) {
+        let r = r.send().await.unwrap();
         let s = r.status().as_u16();
         (s, r.json().await.unwrap_or(Value::Null))
+    }
+
+    pub async fn admin_post(&self, path: &str, body: Value) -> (u16, Value) {
+        self.post_as(&self.admin, path, body).await
+    }
+
+    /// `admin_post` that must answer 200; the answer.
+    pub async fn admin_ok(&self, path: &str, body: Value) -> Value {
+        let (st, v) = self.admin_post(path, body).await;
+        assert_eq!(st, 200, "{path}: {v}");
+        v
     }
 
     pub async fn admin_get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.url))
-            .bearer_auth(&self.admin)
-            .send()
-            .await
-            .unwrap();
-        let s = r.status().as_u16();
-        (s, r.json().await.unwrap_or(Value::Null))
+        self.get_as(&self.admin, path).await
     }
 
     pub async fn post_as(&self, token: &str, path: &str, body: Value) -> (u16, Value) {
-        let r = self
-            .http
-            .post(format!("{}{path}", self.url))
-            .bearer_auth(token)
-            .json(&body)
-            .send()
-            .await
-            .unwrap();
-        let s = r.status().as_u16();
-        (s, r.json().await.unwrap_or(Value::Null))
+        Self::status_json(
+            self.request(reqwest::Method::POST, path)
+                .bearer_auth(token)
+                .json(&body),
+        )
+        .await
+    }
+
+    pub async fn get_as(&self, token: &str, path: &str) -> (u16, Value) {
+        Self::status_json(self.request(reqwest::Method::GET, path).bearer_auth(token)).await
     }
 
     pub async fn get(&self, path: &str) -> (u16, Value) {
-        let r = self
-            .http
-            .get(format!("{}{path}", self.url))
+        Self::status_json(self.request(reqwest::Method::GET, path)).await
+    }
+
+    /// The handset's manifest request for `date`, sent.
+    pub async fn manifest_response(&self, h: &Handset, date: &str) -> reqwest::Response {
+        self.request(reqwest::Method::GET, &format!("/v1/manifest?date={date}"))
+            .bearer_auth(&h.token)
             .send()
             .await
-            .unwrap();
-        let s = r.status().as_u16();
-        (s, r.json().await.unwrap_or(Value::Null))
+            .unwrap()
+    }
+
+    /// The handset's manifest for `date`: must answer 200, opened with the server's keys.
+    pub async fn manifest(&self, h: &Handset, date: &str) -> Manifest {
+        let r = self.manifest_response(h, date).await;
+        assert_eq!(r.status(), 200);
+        open_manifest(&r.json().await.unwrap(), &self.server_keys().await).unwrap()
+    }
+
+    /// Uploads envelopes as the handset: must answer 200; the per-item results.
+    pub async fn upload(&self, h: &Handset, envs: Vec<Value>) -> Vec<Value> {
+        let (st, v) = self
+            .post_as(
+                &h.token,
+                "/v1/confirmations",
+                json!({"confirmations": envs}),
+            )
+            .await;
+        assert_eq!(st, 200, "{v}");
+        v["results"].as_array().unwrap().clone()
+    }
+
+    /// The `/metrics` text, as dispatch.
+    pub async fn metrics(&self) -> String {
+        send_text(
+            self.request(reqwest::Method::GET, "/metrics")
+                .bearer_auth(&self.admin),
+        )
+        .await
     }
 
     pub async fn server_keys(&self) -> Vec<VerifyingKey> {
@@ -199,16 +280,7 @@ impl Server {
     /// Wait until the notice outbox has nothing pending.
     pub async fn wait_outbox_empty(&self) {
         for _ in 0..200 {
-            let m = self
-                .http
-                .get(format!("{}/metrics", self.url))
-                .bearer_auth(&self.admin)
-                .send()
-                .await
-                .unwrap()
-                .text()
-                .await
-                .unwrap();
+            let m = self.metrics().await;
             if m.contains("doorcode_notice_outbox{state=\"pending\"} 0") {
                 return;
             }
@@ -241,6 +313,17 @@ pub struct Door<'a> {
     pub manifest_id: &'a str,
     pub revision: u64,
     pub date: &'a str,
+}
+
+impl<'a> Door<'a> {
+    /// The door of a manifest for `date`.
+    pub fn of(m: &'a Manifest, date: &'a str) -> Self {
+        Door {
+            manifest_id: &m.manifest_id,
+            revision: m.revision,
+            date,
+        }
+    }
 }
 
 impl Handset {
