@@ -12,7 +12,7 @@ mod edges;
 
 use crate::support::*;
 use doorcode_core::b64;
-use doorcode_core::codes::{self, Code, derive_code};
+use doorcode_core::codes::{self, Code};
 use doorcode_core::confirmation::{Confirmation, FailReason};
 use doorcode_core::envelope::{Context, Envelope, SigningKey};
 use doorcode_core::manifest::{Manifest, open_manifest};
@@ -60,10 +60,10 @@ async fn day() -> (tempfile::TempDir, Day) {
     let a = s.enroll("C-42").await;
     let a2 = s.enroll("C-42").await;
     let b = s.enroll("C-43").await;
-    let ma = manifest(&s, &a).await;
-    let mb = manifest(&s, &b).await;
+    let ma = s.manifest(&a, DAY).await;
+    let mb = s.manifest(&b, DAY).await;
     // A handset enrolled after the route gets its manifest on first fetch.
-    assert_eq!(manifest(&s, &a2).await.route_id, "R-7");
+    assert_eq!(s.manifest(&a2, DAY).await.route_id, "R-7");
     assert_eq!((ma.route_id.as_str(), mb.route_id.as_str()), ("R-7", "R-8"));
     (
         dir,
@@ -78,50 +78,12 @@ async fn day() -> (tempfile::TempDir, Day) {
     )
 }
 
-async fn manifest(s: &Server, h: &Handset) -> Manifest {
-    let r = s
-        .http
-        .get(format!("{}/v1/manifest?date={DAY}", s.url))
-        .bearer_auth(&h.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    open_manifest(&r.json().await.unwrap(), &s.server_keys().await).unwrap()
-}
-
 fn door(m: &Manifest) -> Door<'_> {
-    Door {
-        manifest_id: &m.manifest_id,
-        revision: m.revision,
-        date: DAY,
-    }
+    Door::of(m, DAY)
 }
 
 fn code(pid: &str, attempt: u32) -> String {
-    derive_code(&vector_key(), pid, d(DAY), attempt, 6)
-        .unwrap()
-        .expose()
-        .to_string()
-}
-
-/// The code with every digit shifted: always wrong.
-fn wrong(code: &str) -> String {
-    code.chars()
-        .map(|c| char::from(b'0' + (c as u8 - b'0' + 5) % 10))
-        .collect()
-}
-
-async fn upload(s: &Server, h: &Handset, envs: Vec<Value>) -> Vec<Value> {
-    let (st, v) = s
-        .post_as(
-            &h.token,
-            "/v1/confirmations",
-            json!({"confirmations": envs}),
-        )
-        .await;
-    assert_eq!(st, 200, "{v}");
-    v["results"].as_array().unwrap().clone()
+    crate::support::code(pid, DAY, attempt)
 }
 
 fn outcome(r: &Value) -> (&str, Option<&str>) {
@@ -172,12 +134,9 @@ async fn confirmation_with_a_forged_signature_is_rejected_and_records_nothing() 
     // No signature at all.
     let mut empty = t.a.sign(&c);
     empty.sig = String::new();
-    let res = upload(
-        &t.s,
-        &t.a,
-        vec![json!(forged), json!(wrong_ctx), json!(empty)],
-    )
-    .await;
+    let res =
+        t.s.upload(&t.a, vec![json!(forged), json!(wrong_ctx), json!(empty)])
+            .await;
     for r in &res {
         assert_eq!(r["status"], "rejected", "{r}");
         assert_eq!(r["permanent"], true);
@@ -215,13 +174,13 @@ async fn confirmation_signed_by_another_devices_key_is_rejected() {
     let b_env = t.b.sign(&cb);
     // A's genuine envelope uploaded with B's token.
     let a_env = t.a.sign(&c);
-    let res = upload(&t.s, &t.a, vec![json!(as_a), json!(b_env)]).await;
+    let res = t.s.upload(&t.a, vec![json!(as_a), json!(b_env)]).await;
     assert_eq!(outcome(&res[0]), ("rejected", Some("bad_signature")));
     assert_eq!(outcome(&res[1]), ("rejected", Some("wrong_device")));
-    let res = upload(&t.s, &t.b, vec![json!(a_env)]).await;
+    let res = t.s.upload(&t.b, vec![json!(a_env)]).await;
     assert_eq!(outcome(&res[0]), ("rejected", Some("wrong_device")));
     // Even a second handset of the same courier cannot pass off A's envelope.
-    let res = upload(&t.s, &t.a2, vec![json!(t.a.sign(&c))]).await;
+    let res = t.s.upload(&t.a2, vec![json!(t.a.sign(&c))]).await;
     assert_eq!(outcome(&res[0]), ("rejected", Some("wrong_device")));
     assert_eq!(status(&t.s, "P-A1").await, "scheduled");
     assert_eq!(status(&t.s, "P-B1").await, "scheduled");
@@ -263,7 +222,7 @@ async fn confirmation_altered_after_signing_is_rejected() {
     let text = String::from_utf8(b64::decode(&env.body).unwrap()).unwrap();
     spaced.body = b64::encode(format!(" {text}").as_bytes());
     envs.push(json!(spaced));
-    let res = upload(&t.s, &t.a, envs).await;
+    let res = t.s.upload(&t.a, envs).await;
     assert_eq!(res.len(), 5);
     for r in &res {
         assert_eq!(outcome(r), ("rejected", Some("bad_signature")), "{r}");
@@ -273,7 +232,7 @@ async fn confirmation_altered_after_signing_is_rejected() {
     assert_eq!(rows(dir.path(), "SELECT count(*) FROM confirmations"), 0);
     // The untouched envelope is accepted: the refusals were about the changes.
     assert_eq!(
-        upload(&t.s, &t.a, vec![json!(env)]).await[0]["status"],
+        t.s.upload(&t.a, vec![json!(env)]).await[0]["status"],
         "accepted"
     );
     t.s.handle.shutdown().await;
@@ -291,7 +250,9 @@ async fn replayed_confirmation_is_a_duplicate_and_counts_once() {
     );
     let env = json!(t.a.sign(&c));
     // Three copies in one batch, then again later.
-    let res = upload(&t.s, &t.a, vec![env.clone(), env.clone(), env.clone()]).await;
+    let res =
+        t.s.upload(&t.a, vec![env.clone(), env.clone(), env.clone()])
+            .await;
     let st: Vec<&str> = res.iter().map(|r| r["status"].as_str().unwrap()).collect();
     assert_eq!(st, vec!["accepted", "duplicate", "duplicate"]);
     let events = t.s.admin_get("/v1/parcels/P-A1").await.1["events"]
@@ -300,7 +261,7 @@ async fn replayed_confirmation_is_a_duplicate_and_counts_once() {
         .len();
     for _ in 0..3 {
         assert_eq!(
-            upload(&t.s, &t.a, vec![env.clone()]).await[0]["status"],
+            t.s.upload(&t.a, vec![env.clone()]).await[0]["status"],
             "duplicate"
         );
     }
@@ -315,7 +276,7 @@ async fn replayed_confirmation_is_a_duplicate_and_counts_once() {
     assert_eq!(rows(dir.path(), "SELECT count(*) FROM confirmations"), 1);
     // Replayed from the courier's other handset: not a second delivery either.
     assert_eq!(
-        outcome(&upload(&t.s, &t.a2, vec![env]).await[0]),
+        outcome(&t.s.upload(&t.a2, vec![env]).await[0]),
         ("rejected", Some("wrong_device"))
     );
     // A failure recorded under the same confirmation id cannot overwrite the delivery.
@@ -328,7 +289,7 @@ async fn replayed_confirmation_is_a_duplicate_and_counts_once() {
     );
     f.confirmation_id = c.confirmation_id;
     assert_eq!(
-        upload(&t.s, &t.a, vec![json!(t.a.sign(&f))]).await[0]["status"],
+        t.s.upload(&t.a, vec![json!(t.a.sign(&f))]).await[0]["status"],
         "duplicate"
     );
     assert_eq!(status(&t.s, "P-A1").await, "delivered");
@@ -360,7 +321,7 @@ async fn confirmation_for_a_parcel_not_on_this_devices_manifest_is_rejected() {
     let mut other_day =
         t.a.delivered(&da, "P-A1", 1, "000000", "2026-11-23T09:05:00Z");
     other_day.delivery_date = d("2026-11-24");
-    other_day.code = Some(Code::new(code_on("P-A1", "2026-11-24", 1)).unwrap());
+    other_day.code = Some(Code::new(crate::support::code("P-A1", "2026-11-24", 1)).unwrap());
     let envs: Vec<Value> = [
         &other_route,
         &unknown,
@@ -372,7 +333,7 @@ async fn confirmation_for_a_parcel_not_on_this_devices_manifest_is_rejected() {
     .iter()
     .map(|c: &&Confirmation| json!(t.a.sign(c)))
     .collect();
-    let res = upload(&t.s, &t.a, envs).await;
+    let res = t.s.upload(&t.a, envs).await;
     let got: Vec<_> = res.iter().map(outcome).collect();
     assert_eq!(
         got,
@@ -392,13 +353,6 @@ async fn confirmation_for_a_parcel_not_on_this_devices_manifest_is_rejected() {
     t.s.handle.shutdown().await;
 }
 
-fn code_on(pid: &str, date: &str, attempt: u32) -> String {
-    derive_code(&vector_key(), pid, d(date), attempt, 6)
-        .unwrap()
-        .expose()
-        .to_string()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn courier_claiming_a_code_that_did_not_match_gets_the_parcel_disputed() {
     let (_dir, mut t) = day().await;
@@ -413,12 +367,9 @@ async fn courier_claiming_a_code_that_did_not_match_gets_the_parcel_disputed() {
     );
     // "Delivered" without any code for a parcel that needs one.
     let no_code = t.a.conf(&da, "P-A2", 1, "2026-11-23T09:01:00Z");
-    let res = upload(
-        &t.s,
-        &t.a,
-        vec![json!(t.a.sign(&lie)), json!(t.a.sign(&no_code))],
-    )
-    .await;
+    let res =
+        t.s.upload(&t.a, vec![json!(t.a.sign(&lie)), json!(t.a.sign(&no_code))])
+            .await;
     for r in &res {
         assert_eq!(
             (r["status"].as_str(), r["disputed"].as_bool()),
@@ -432,7 +383,7 @@ async fn courier_claiming_a_code_that_did_not_match_gets_the_parcel_disputed() {
     let honest =
         t.a.delivered(&da, "P-A1", 1, &code("P-A1", 1), "2026-11-23T09:10:00Z");
     assert_eq!(
-        upload(&t.s, &t.a, vec![json!(t.a.sign(&honest))]).await[0]["status"],
+        t.s.upload(&t.a, vec![json!(t.a.sign(&honest))]).await[0]["status"],
         "accepted"
     );
     assert_eq!(status(&t.s, "P-A1").await, "disputed");
@@ -484,7 +435,7 @@ async fn courier_brute_forcing_the_offline_tag_is_caught_by_the_full_check() {
     let guess = candidates.iter().find(|c| **c != real).unwrap();
     let c =
         t.a.delivered(&door(&t.ma), "P-A3", 1, guess, "2026-11-23T09:00:00Z");
-    let r = &upload(&t.s, &t.a, vec![json!(t.a.sign(&c))]).await[0];
+    let r = &t.s.upload(&t.a, vec![json!(t.a.sign(&c))]).await[0];
     assert_eq!(
         (r["status"].as_str(), r["disputed"].as_bool()),
         (Some("accepted"), Some(true))
@@ -817,7 +768,7 @@ async fn old_code_used_after_a_reissue_is_signalled_to_dispatch() {
     // The handset still holds revision 1 with attempt 1 of P-A3.
     let stale =
         t.a.delivered(&da, "P-A3", 1, &code("P-A3", 1), "2026-11-23T10:00:00Z");
-    let res = upload(&t.s, &t.a, vec![json!(t.a.sign(&stale))]).await;
+    let res = t.s.upload(&t.a, vec![json!(t.a.sign(&stale))]).await;
     assert_eq!(
         outcome(&res[0]),
         ("rejected", Some("not_on_current_route")),
@@ -846,10 +797,10 @@ async fn old_code_used_after_a_reissue_is_signalled_to_dispatch() {
         "{signal}"
     );
     // Uploading it again adds no second signal.
-    let res = upload(&t.s, &t.a, vec![json!(t.a.sign(&stale))]).await;
+    let res = t.s.upload(&t.a, vec![json!(t.a.sign(&stale))]).await;
     assert_eq!(outcome(&res[0]).1, Some("not_on_current_route"));
     // A delivery with the current attempt's code raises nothing of the kind.
-    let mb = manifest(&t.s, &t.a2).await;
+    let mb = t.s.manifest(&t.a2, DAY).await;
     let fresh = t.a2.delivered(
         &door(&mb),
         "P-A1",
@@ -858,7 +809,7 @@ async fn old_code_used_after_a_reissue_is_signalled_to_dispatch() {
         "2026-11-23T10:05:00Z",
     );
     assert_eq!(
-        outcome(&upload(&t.s, &t.a2, vec![json!(t.a2.sign(&fresh))]).await[0]).0,
+        outcome(&t.s.upload(&t.a2, vec![json!(t.a2.sign(&fresh))]).await[0]).0,
         "accepted"
     );
     let (_, dv) = t.s.admin_get("/v1/disputes").await;
@@ -1055,7 +1006,7 @@ async fn huge_seq_and_revision_are_refused_for_good_and_leave_nothing() {
         t.a.delivered(&da, "P-A1", 1, &right, "2026-11-23T09:00:00Z");
     rev.revision = (1 << 53) + 1;
     let envs = [&big, &max, &rev].map(|c| json!(t.a.sign(c))).to_vec();
-    let res = upload(&t.s, &t.a, envs).await;
+    let res = t.s.upload(&t.a, envs).await;
     for r in &res {
         assert_eq!(outcome(r), ("rejected", Some("out_of_range")), "{r}");
         assert_eq!(r["permanent"], true, "never retried");
@@ -1066,7 +1017,7 @@ async fn huge_seq_and_revision_are_refused_for_good_and_leave_nothing() {
     let ok =
         t.a.delivered(&da, "P-A1", 1, &right, "2026-11-23T09:01:00Z");
     assert_eq!(
-        outcome(&upload(&t.s, &t.a, vec![json!(t.a.sign(&ok))]).await[0]).0,
+        outcome(&t.s.upload(&t.a, vec![json!(t.a.sign(&ok))]).await[0]).0,
         "accepted"
     );
     let (signals, _) = all_signals(&t.s, 100).await;
@@ -1106,12 +1057,9 @@ async fn a_stale_handset_cannot_dispute_a_parcel_that_moved_to_another_courier()
     );
     let old =
         t.a.delivered(&da, "P-A1", 1, &code("P-A1", 1), "2026-11-23T09:01:00Z");
-    let res = upload(
-        &t.s,
-        &t.a,
-        vec![json!(t.a.sign(&bad)), json!(t.a.sign(&old))],
-    )
-    .await;
+    let res =
+        t.s.upload(&t.a, vec![json!(t.a.sign(&bad)), json!(t.a.sign(&old))])
+            .await;
     for r in &res {
         assert_eq!(
             outcome(r),
@@ -1165,7 +1113,7 @@ async fn a_stale_handset_cannot_dispute_a_parcel_that_moved_to_another_courier()
         (200, Some(code("P-A1", 2).as_str()))
     );
     // C-43's handset delivers it with that code.
-    let mb = manifest(&t.s, &t.b).await;
+    let mb = t.s.manifest(&t.b, DAY).await;
     let ok = t.b.delivered(
         &door(&mb),
         "P-A1",
@@ -1174,7 +1122,7 @@ async fn a_stale_handset_cannot_dispute_a_parcel_that_moved_to_another_courier()
         "2026-11-23T10:00:00Z",
     );
     assert_eq!(
-        outcome(&upload(&t.s, &t.b, vec![json!(t.b.sign(&ok))]).await[0]).0,
+        outcome(&t.s.upload(&t.b, vec![json!(t.b.sign(&ok))]).await[0]).0,
         "accepted"
     );
     assert_eq!(status(&t.s, "P-A1").await, "delivered");
@@ -1198,7 +1146,7 @@ async fn junk_uploads_never_push_a_days_fraud_signal_out_of_reach() {
             json!(t.a.sign(&c))
         })
         .collect();
-    let res = upload(&t.s, &t.a, junk).await;
+    let res = t.s.upload(&t.a, junk).await;
     assert!(res.iter().all(|r| r["status"] == "accepted"));
     // Then the one that matters: a wrong code for P-A2.
     let bad = t.a.delivered(
@@ -1208,7 +1156,7 @@ async fn junk_uploads_never_push_a_days_fraud_signal_out_of_reach() {
         &wrong(&code("P-A2", 1)),
         "2026-11-23T11:00:00Z",
     );
-    let res = upload(&t.s, &t.a, vec![json!(t.a.sign(&bad))]).await;
+    let res = t.s.upload(&t.a, vec![json!(t.a.sign(&bad))]).await;
     assert_eq!(res[0]["disputed"], true);
     let (_, first) = t.s.admin_get("/v1/disputes").await;
     assert_eq!(
@@ -1259,24 +1207,12 @@ async fn junk_uploads_never_push_a_days_fraud_signal_out_of_reach() {
 async fn a_reissued_parcels_old_tracking_link_answers_like_an_unknown_one() {
     let (_dir, t) = day().await;
     let notices = t.s.wait_notices(4).await;
-    let old = notices.iter().find(|n| n["parcel_id"] == "P-A1").unwrap()["track_url"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let old = track_token(&notices.iter().find(|n| n["parcel_id"] == "P-A1").unwrap()["track_url"]);
     assert_eq!(t.s.get(&format!("/v1/track/{old}")).await.0, 200);
     t.s.wait_outbox_empty().await;
     let before = t.s.notice_files().len();
     let pv = t.s.admin_ok("/v1/parcels/P-A1/reissue", json!({})).await;
-    let new = pv["track_url"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let new = track_token(&pv["track_url"]);
     assert_ne!(new, old);
     let (st, gone) = t.s.get(&format!("/v1/track/{old}")).await;
     let (_, unknown) = t.s.get(&format!("/v1/track/{}", "Z".repeat(43))).await;

@@ -87,7 +87,6 @@ fn assert_4xx(what: &str, (st, v): &(u16, Value), want: u16) {
 async fn bad_input_is_4xx_and_changes_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let s = start(config(dir.path(), "2026-11-23T06:00:00Z")).await;
-    let key = vector_key();
     s.admin_ok("/v1/parcels", json!({"parcels": [{"parcel_id": "P-1001", "recipient": {"name": "J. Doe", "email": "j@example.com"},
             "address": "1 Example Street", "value": 99.5, "currency": "EUR"}]})).await;
     s.admin_ok(
@@ -97,33 +96,20 @@ async fn bad_input_is_4xx_and_changes_nothing() {
     )
     .await;
     let mut a = s.enroll("C-42").await;
-    let keys = s.server_keys().await;
-    let r = s
-        .http
-        .get(format!("{}/v1/manifest?date=2026-11-23", s.url))
-        .bearer_auth(&a.token)
-        .send()
-        .await
-        .unwrap();
-    let m = doorcode_core::manifest::open_manifest(&r.json().await.unwrap(), &keys).unwrap();
-    let door = Door {
-        manifest_id: &m.manifest_id,
-        revision: m.revision,
-        date: "2026-11-23",
-    };
-    let code = doorcode_core::codes::derive_code(&key, "P-1001", d("2026-11-23"), 1, 6).unwrap();
+    let m = s.manifest(&a, "2026-11-23").await;
+    let door = Door::of(&m, "2026-11-23");
     let good = {
-        let c = a.delivered(&door, "P-1001", 1, code.expose(), "2026-11-23T09:00:00Z");
+        let c = a.delivered(
+            &door,
+            "P-1001",
+            1,
+            &code("P-1001", "2026-11-23", 1),
+            "2026-11-23T09:00:00Z",
+        );
         a.sign(&c)
     };
-    let res = s
-        .post_as(
-            &a.token,
-            "/v1/confirmations",
-            json!({"confirmations": [good]}),
-        )
-        .await;
-    assert_eq!(res.1["results"][0]["status"], "accepted");
+    let res = s.upload(&a, vec![json!(good)]).await;
+    assert_eq!(res[0]["status"], "accepted");
     s.wait_notices(1).await;
     let e = s
         .admin_ok("/v1/enrollments", json!({"courier_id": "C-42"}))

@@ -64,18 +64,6 @@ async fn manifest(
     (status, tag, env)
 }
 
-async fn confirm(s: &Server, h: &Handset, envs: Vec<Value>) -> Vec<Value> {
-    let (st, v) = s
-        .post_as(
-            &h.token,
-            "/v1/confirmations",
-            json!({"confirmations": envs}),
-        )
-        .await;
-    assert_eq!(st, 200, "{v}");
-    v["results"].as_array().unwrap().clone()
-}
-
 async fn verify(s: &Server, h: &Handset, parcel: &str, code: &str) -> (u16, Value) {
     s.post_as(
         &h.token,
@@ -329,13 +317,8 @@ async fn whole_delivery_day(database: Option<String>, logs: LogBuf) {
     };
     let c_ok = a.delivered(&door, "P-1001", 1, "857759", "2026-11-23T09:00:00Z");
     // A wrong code for P-1002: its real code with every digit shifted.
-    let real2 = derive_code(&key, "P-1002", day1, 1, 6).unwrap();
-    let wrong: String = real2
-        .expose()
-        .chars()
-        .map(|c| char::from(b'0' + (c as u8 - b'0' + 5) % 10))
-        .collect();
-    let wrong = wrong.as_str();
+    let wrong2 = wrong(&code("P-1002", "2026-11-23", 1));
+    let wrong = wrong2.as_str();
     let c_bad = a.delivered(&door, "P-1002", 1, wrong, "2026-11-23T09:05:00Z");
     let c_nocode = a.conf(&door, "P-1003", 1, "2026-11-23T09:10:00Z");
     let c_other_route = a.delivered(&door, "P-2001", 1, "123456", "2026-11-23T09:11:00Z");
@@ -360,22 +343,22 @@ async fn whole_delivery_day(database: Option<String>, logs: LogBuf) {
         let c = b.delivered(&mdoor_b, "P-2001", 1, "123456", "2026-11-23T09:14:00Z");
         b.sign(&c)
     };
-    let res = confirm(
-        &s,
-        &a,
-        vec![
-            json!(e_ok),
-            json!(a.sign(&c_bad)),
-            json!(a.sign(&c_nocode)),
-            json!(a.sign(&c_other_route)),
-            json!(a.sign(&c_unknown)),
-            json!(forged),
-            json!(b_env),
-            json!({"v": 1, "kid": a.device_id}),
-            json!(e_ok),
-        ],
-    )
-    .await;
+    let res = s
+        .upload(
+            &a,
+            vec![
+                json!(e_ok),
+                json!(a.sign(&c_bad)),
+                json!(a.sign(&c_nocode)),
+                json!(a.sign(&c_other_route)),
+                json!(a.sign(&c_unknown)),
+                json!(forged),
+                json!(b_env),
+                json!({"v": 1, "kid": a.device_id}),
+                json!(e_ok),
+            ],
+        )
+        .await;
     let st: Vec<&str> = res.iter().map(|r| r["status"].as_str().unwrap()).collect();
     assert_eq!(
         st,
@@ -403,11 +386,11 @@ async fn whole_delivery_day(database: Option<String>, logs: LogBuf) {
         assert_eq!(r["permanent"], true);
     }
     // Replaying the accepted one later is still a duplicate.
-    let res = confirm(&s, &a, vec![json!(e_ok)]).await;
+    let res = s.upload(&a, vec![json!(e_ok)]).await;
     assert_eq!(res[0]["status"], "duplicate");
     // B cannot confirm A's parcel.
     let c = b.delivered(&mdoor_b, "P-1001", 1, "857759", "2026-11-23T09:20:00Z");
-    let res = confirm(&s, &b, vec![json!(b.sign(&c))]).await;
+    let res = s.upload(&b, vec![json!(b.sign(&c))]).await;
     assert_eq!(res[0]["reason"], "not_on_manifest");
 
     assert_eq!(
@@ -434,11 +417,7 @@ async fn whole_delivery_day(database: Option<String>, logs: LogBuf) {
 
     // Online verify with lockout at 5 (format errors do not count).
     let p4 = derive_code(&key, "P-1004", day1, 1, 6).unwrap();
-    let wrong4: String = p4
-        .expose()
-        .chars()
-        .map(|c| char::from(b'0' + (c as u8 - b'0' + 3) % 10))
-        .collect();
+    let wrong4 = crate::support::wrong(p4.expose());
     let wrong4 = wrong4.as_str();
     assert_eq!(verify(&s, &a, "P-1004", "12a").await.0, 422);
     assert_eq!(verify(&s, &a, "P-1004", "1234567").await.0, 422);
@@ -478,7 +457,7 @@ async fn whole_delivery_day(database: Option<String>, logs: LogBuf) {
     );
     c.failed_attempts = 5;
     assert_eq!(
-        confirm(&s, &a, vec![json!(a.sign(&c))]).await[0]["status"],
+        s.upload(&a, vec![json!(a.sign(&c))]).await[0]["status"],
         "accepted"
     );
     // P-1005 failed (absent) with a seq gap; a late confirmation for nothing else.
@@ -491,7 +470,7 @@ async fn whole_delivery_day(database: Option<String>, logs: LogBuf) {
         "2026-11-24T00:30:00Z",
     );
     assert_eq!(
-        confirm(&s, &a, vec![json!(a.sign(&c))]).await[0]["status"],
+        s.upload(&a, vec![json!(a.sign(&c))]).await[0]["status"],
         "accepted"
     );
 
@@ -618,7 +597,7 @@ async fn whole_delivery_day(database: Option<String>, logs: LogBuf) {
     // A confirmation made on the older revision with the voided attempt is on that manifest.
     let old = a.delivered(&door2, "P-1004", 3, code3.expose(), "2026-11-24T09:00:00Z");
     assert_eq!(
-        confirm(&s, &a, vec![json!(a.sign(&old))]).await[0]["reason"],
+        s.upload(&a, vec![json!(a.sign(&old))]).await[0]["reason"],
         "not_on_manifest"
     );
     let door3 = Door {
@@ -627,7 +606,7 @@ async fn whole_delivery_day(database: Option<String>, logs: LogBuf) {
         date: "2026-11-24",
     };
     let ok = a.delivered(&door3, "P-1004", 3, code3.expose(), "2026-11-24T09:00:00Z");
-    let r = confirm(&s, &a, vec![json!(a.sign(&ok))]).await;
+    let r = s.upload(&a, vec![json!(a.sign(&ok))]).await;
     assert_eq!(
         (r[0]["status"].as_str(), r[0].get("disputed")),
         (Some("accepted"), None)
@@ -643,16 +622,7 @@ async fn whole_delivery_day(database: Option<String>, logs: LogBuf) {
     assert!(events >= 8, "history kept");
 
     // Metrics cover requests, manifests, notices and confirmations, never a code.
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.url))
-        .bearer_auth(&s.admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     for needle in [
         "doorcode_http_requests_total{method=\"POST\",route=\"/v1/confirmations\",status=\"200\"}",
         "doorcode_manifest_builds_total",

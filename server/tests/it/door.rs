@@ -16,21 +16,12 @@ use serde_json::{Value, json};
 const NOW: &str = "2026-11-23T09:00:00Z";
 
 fn code(parcel: &str, attempt: u32) -> String {
-    derive_code(&vector_key(), parcel, d(DAY), attempt, 6)
-        .unwrap()
-        .expose()
-        .to_string()
+    crate::support::code(parcel, DAY, attempt)
 }
 
 /// The device's manifest for DAY: (revision, manifest id, held parcel ids).
 async fn manifest(s: &Server, h: &Handset) -> (u64, String, Vec<String>) {
-    let r = s
-        .http
-        .get(format!("{}/v1/manifest?date={DAY}", s.url))
-        .bearer_auth(&h.token)
-        .send()
-        .await
-        .unwrap();
+    let r = s.manifest_response(h, DAY).await;
     assert_eq!(r.status().as_u16(), 200);
     let env: Envelope = r.json().await.unwrap();
     let got = open_received(&env, &s.server_keys().await).unwrap();

@@ -130,16 +130,7 @@ async fn smtp_delivers_after_a_temporary_failure() {
     );
     assert!(data.contains("857759"), "the vectors' code for P-1001");
     assert!(data.contains("in person") && data.contains("did not order"));
-    let metrics = s
-        .http
-        .get(format!("{}/metrics", s.url))
-        .bearer_auth(&s.admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = s.metrics().await;
     assert!(
         metrics.contains("doorcode_notices_total{channel=\"smtp\",result=\"failed\"} 1"),
         "{metrics}"

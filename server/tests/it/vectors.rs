@@ -49,13 +49,7 @@ async fn codes_match_the_shared_vectors() {
             "notice for {pid} {date} attempt {attempt}"
         );
         assert!(last["body"].as_str().unwrap().contains(want));
-        let token = last["track_url"]
-            .as_str()
-            .unwrap()
-            .rsplit('/')
-            .next()
-            .unwrap()
-            .to_string();
+        let token = track_token(&last["track_url"]);
         let (st, tv) = s.get(&format!("/v1/track/{token}")).await;
         assert_eq!(st, 200);
         assert_eq!(tv["code"], want, "track page for {pid}");

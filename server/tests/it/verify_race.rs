@@ -24,21 +24,8 @@ async fn concurrent_wrong_tries_lock_exactly_once() {
     .await;
     let a = s.enroll("C-42").await;
     // A device enrolled after the route gets its manifest built on first fetch.
-    let r = s
-        .http
-        .get(format!("{}/v1/manifest?date=2026-11-23", s.url))
-        .bearer_auth(&a.token)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let right =
-        doorcode_core::codes::derive_code(&vector_key(), "P-1001", d("2026-11-23"), 1, 6).unwrap();
-    let wrong: String = right
-        .expose()
-        .chars()
-        .map(|c| char::from(b'0' + (c as u8 - b'0' + 1) % 10))
-        .collect();
+    assert_eq!(s.manifest_response(&a, "2026-11-23").await.status(), 200);
+    let wrong = wrong(&code("P-1001", "2026-11-23", 1));
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let (http, url, token, wrong) = (

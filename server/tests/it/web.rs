@@ -67,15 +67,7 @@ pub(crate) async fn seed(s: &Server) -> Vec<String> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|p| {
-            p["track_url"]
-                .as_str()
-                .unwrap()
-                .rsplit('/')
-                .next()
-                .unwrap()
-                .to_string()
-        })
+        .map(|p| track_token(&p["track_url"]))
         .collect();
     s.admin_ok(
         "/v1/routes",
@@ -173,36 +165,11 @@ async fn tracking_page_shows_the_code_only_while_valid_then_delivered() {
 
     // The courier delivers P-1001 with the right code at 09:00 UTC = 10:00 Berlin.
     let mut hs = s.enroll("C-42").await;
-    let (st, m) = s
-        .http
-        .get(format!("{}/v1/manifest?date={DAY}", s.url))
-        .bearer_auth(&hs.token)
-        .send()
-        .await
-        .map(|r| (r.status().as_u16(), r))
-        .unwrap();
-    assert_eq!(st, 200);
-    let env: doorcode_core::envelope::Envelope = m.json().await.unwrap();
-    let body: Value =
-        serde_json::from_slice(&doorcode_core::b64::decode(&env.body).unwrap()).unwrap();
-    let door = Door {
-        manifest_id: body["manifest_id"].as_str().unwrap(),
-        revision: body["revision"].as_u64().unwrap(),
-        date: DAY,
-    };
+    let m = s.manifest(&hs, DAY).await;
+    let door = Door::of(&m, DAY);
     let conf = hs.delivered(&door, "P-1001", 1, code1.expose(), "2026-11-23T08:59:00Z");
-    let (st, r) = s
-        .post_as(
-            &hs.token,
-            "/v1/confirmations",
-            json!({"confirmations": [hs.sign(&conf)]}),
-        )
-        .await;
-    assert_eq!(
-        (st, r["results"][0]["status"].as_str()),
-        (200, Some("accepted")),
-        "{r}"
-    );
+    let r = s.upload(&hs, vec![json!(hs.sign(&conf))]).await;
+    assert_eq!(r[0]["status"], "accepted", "{r:?}");
     let (st, _, html) = page(&c, &format!("{}/track/{}", s.url, tokens[0])).await;
     assert_eq!(st, 200);
     assert!(html.contains("Delivered at 10:00, code verified"), "{html}");
@@ -457,15 +424,7 @@ async fn board_login_csrf_reissue_enroll_close_and_logout() {
 
     // Lock P-1002 with five wrong online checks; the live part shows it.
     let hs = s.enroll("C-42").await;
-    let (st, _) = s
-        .http
-        .get(format!("{}/v1/manifest?date={DAY}", s.url))
-        .bearer_auth(&hs.token)
-        .send()
-        .await
-        .map(|r| (r.status().as_u16(), ()))
-        .unwrap();
-    assert_eq!(st, 200);
+    assert_eq!(s.manifest_response(&hs, DAY).await.status(), 200);
     let real = derive_code(&vector_key(), "P-1002", d(DAY), 1, 6).unwrap();
     let wrong = if real.expose() == "000000" {
         "111111"
@@ -626,13 +585,7 @@ async fn tomorrows_code_is_not_on_the_tracking_page_before_its_day() {
             "address": "1 Main St", "value": 100, "currency": "EUR"}]}),
         )
         .await;
-    let token = r["results"][0]["track_url"]
-        .as_str()
-        .unwrap()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_string();
+    let token = track_token(&r["results"][0]["track_url"]);
     s.admin_ok(
         "/v1/routes",
         json!({"route_id": "R-8", "courier_id": "C-42", "delivery_date": "2026-11-24",
@@ -664,21 +617,8 @@ async fn the_board_pages_through_all_of_the_days_signals() {
     let s = start(config(dir.path(), "2026-11-23T09:00:00Z")).await;
     seed(&s).await;
     let mut hs = s.enroll("C-42").await;
-    let r = s
-        .http
-        .get(format!("{}/v1/manifest?date={DAY}", s.url))
-        .bearer_auth(&hs.token)
-        .send()
-        .await
-        .unwrap();
-    let env: doorcode_core::envelope::Envelope = r.json().await.unwrap();
-    let body: Value =
-        serde_json::from_slice(&doorcode_core::b64::decode(&env.body).unwrap()).unwrap();
-    let door = Door {
-        manifest_id: body["manifest_id"].as_str().unwrap(),
-        revision: body["revision"].as_u64().unwrap(),
-        date: DAY,
-    };
+    let m = s.manifest(&hs, DAY).await;
+    let door = Door::of(&m, DAY);
     let right = derive_code(&vector_key(), "P-1001", d(DAY), 1, 6).unwrap();
     let mut envs = Vec::new();
     for _ in 0..60 {
@@ -688,14 +628,7 @@ async fn the_board_pages_through_all_of_the_days_signals() {
     }
     let conf = hs.delivered(&door, "P-1002", 1, "000000", "2026-11-23T08:30:00Z");
     envs.push(json!(hs.sign(&conf)));
-    let (st, r) = s
-        .post_as(
-            &hs.token,
-            "/v1/confirmations",
-            json!({"confirmations": envs}),
-        )
-        .await;
-    assert_eq!(st, 200, "{r}");
+    s.upload(&hs, envs).await;
     let c = client();
     let (cookie, html) = login(&s, &c).await;
     let seq_gaps = |html: &str| html.matches("<td>seq_gap</td>").count();

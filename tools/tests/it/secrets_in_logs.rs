@@ -3,6 +3,7 @@
 //! does not allow to hold it.
 
 use crate::fleet::{Serve, ServeOpts};
+use crate::support::track_token;
 use doorcode_core::b64;
 use doorcode_core::envelope::Envelope;
 use serde_json::{Value, json};
@@ -281,15 +282,7 @@ async fn day_on_real_processes(json_logs: bool) {
     // The customer's links, as JSON and HTML, and the dispatcher's board.
     let track_tokens: Vec<String> = notices
         .iter()
-        .map(|n| {
-            n["track_url"]
-                .as_str()
-                .unwrap()
-                .rsplit('/')
-                .next()
-                .unwrap()
-                .to_string()
-        })
+        .map(|n| track_token(&n["track_url"]))
         .collect();
     for t in &track_tokens {
         assert_eq!(

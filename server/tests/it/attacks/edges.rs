@@ -4,7 +4,7 @@
 //! process (memory, slow clients, file modes, several nodes) need a spawned
 //! `doorcode serve`: they are in `tools/tests/it/served.rs`.
 
-use super::{DAY, NOW, day, upload};
+use super::{DAY, NOW, day};
 use crate::support::net::*;
 use crate::support::*;
 use doorcode_core::b64;
@@ -358,7 +358,7 @@ async fn the_identity_key_forgery_is_rejected_even_for_a_device_stored_before_th
         body: b64::encode(&serde_json::to_vec(&c).unwrap()),
         sig: b64::encode(&sig),
     };
-    let res = upload(&t.s, &t.a, vec![json!(forged)]).await;
+    let res = t.s.upload(&t.a, vec![json!(forged)]).await;
     assert_eq!(res[0]["status"], "rejected", "{}", res[0]);
     assert_eq!(res[0]["permanent"], true);
     assert_eq!(super::status(&t.s, "P-A1").await, "scheduled");

@@ -77,6 +77,13 @@ pub fn code(parcel: &str, date: &str, attempt: u32) -> String {
         .to_string()
 }
 
+/// The code with every digit shifted: always wrong.
+pub fn wrong(code: &str) -> String {
+    code.chars()
+        .map(|c| char::from(b'0' + (c as u8 - b'0' + 5) % 10))
+        .collect()
+}
+
 /// The token of a tracking link: its last path segment.
 pub fn track_token(url: &Value) -> String {
     url.as_str()

@@ -188,13 +188,5 @@ pub fn metric(text: &str, prefix: &str) -> u64 {
 }
 
 pub async fn metrics_text(s: &Server) -> String {
-    s.http
-        .get(format!("{}/metrics", s.url))
-        .bearer_auth(&s.admin)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap()
+    s.metrics().await
 }
