@@ -21,26 +21,7 @@ async fn seed(s: &Server) {
 }
 
 async fn manifest_status(s: &Server, token: &str) -> u16 {
-    s.http
-        .get(format!("{}/v1/manifest?date=2026-11-23", s.url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
-}
-
-async fn get_as(s: &Server, token: &str, path: &str) -> (u16, Value) {
-    let r = s
-        .http
-        .get(format!("{}{path}", s.url))
-        .bearer_auth(token)
-        .send()
-        .await
-        .unwrap();
-    let st = r.status().as_u16();
-    (st, r.json().await.unwrap_or(Value::Null))
+    s.get_as(token, "/v1/manifest?date=2026-11-23").await.0
 }
 
 #[tokio::test]
@@ -79,9 +60,7 @@ async fn dispatch_lists_and_revokes_a_handset_which_is_locked_out_at_once() {
     );
     // Only dispatch may list or revoke; the query is checked.
     assert_eq!(
-        get_as(&s, &lost.token, "/v1/devices?courier_id=C-42")
-            .await
-            .0,
+        s.get_as(&lost.token, "/v1/devices?courier_id=C-42").await.0,
         401
     );
     assert_eq!(s.get("/v1/devices?courier_id=C-42").await.0, 401);
@@ -173,7 +152,8 @@ async fn a_revocation_on_one_node_locks_the_handset_out_on_the_other_at_once() {
 
 #[tokio::test]
 async fn the_board_lists_a_couriers_handsets_and_revokes_one_behind_its_csrf_rules() {
-    use crate::web::{FormBody, client, field, login};
+    use crate::support::board::*;
+    use crate::web::login;
     let dir = tempfile::tempdir().unwrap();
     let s = start(config(dir.path(), NOW)).await;
     seed(&s).await;
@@ -184,12 +164,12 @@ async fn the_board_lists_a_couriers_handsets_and_revokes_one_behind_its_csrf_rul
         board.contains("action=\"/board/devices\""),
         "the board links to it"
     );
-    let page = c
-        .get(format!("{}/board/devices?courier_id=C-42", s.url))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let page = get_with_cookie(
+        &c,
+        &format!("{}/board/devices?courier_id=C-42", s.url),
+        &cookie,
+    )
+    .await;
     assert_eq!(page.status().as_u16(), 200);
     let html = page.text().await.unwrap();
     assert!(
@@ -202,46 +182,38 @@ async fn the_board_lists_a_couriers_handsets_and_revokes_one_behind_its_csrf_rul
         ("device_id", lost.device_id.as_str()),
         ("courier_id", "C-42"),
     ];
-    let r = c
-        .post(format!("{}/board/revoke", s.url))
-        .header("cookie", &cookie)
-        .form_body(&form)
-        .send()
-        .await
-        .unwrap();
+    let r = post_form(
+        &c,
+        &format!("{}/board/revoke", s.url),
+        Some(cookie.as_str()),
+        &form,
+    )
+    .await;
     assert_eq!(r.status().as_u16(), 403);
     assert_eq!(manifest_status(&s, &lost.token).await, 200);
     let csrf = field(&html, "csrf");
     let mut with_csrf: Vec<(&str, &str)> = form.to_vec();
     with_csrf.push(("csrf", csrf.as_str()));
-    let r = c
-        .post(format!("{}/board/revoke", s.url))
-        .form_body(&with_csrf)
-        .send()
-        .await
-        .unwrap();
+    let r = post_form(&c, &format!("{}/board/revoke", s.url), None, &with_csrf).await;
     assert_eq!(r.status().as_u16(), 403, "no session cookie");
-    let r = c
-        .post(format!("{}/board/revoke", s.url))
-        .header("cookie", &cookie)
-        .form_body(&with_csrf)
-        .send()
-        .await
-        .unwrap();
+    let r = post_form(
+        &c,
+        &format!("{}/board/revoke", s.url),
+        Some(cookie.as_str()),
+        &with_csrf,
+    )
+    .await;
     assert_eq!(r.status().as_u16(), 303);
     assert_eq!(manifest_status(&s, &lost.token).await, 401);
-    let html = c
-        .get(format!(
-            "{}/board/devices?courier_id=C-42&done=revoked",
-            s.url
-        ))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = get_with_cookie(
+        &c,
+        &format!("{}/board/devices?courier_id=C-42&done=revoked", s.url),
+        &cookie,
+    )
+    .await
+    .text()
+    .await
+    .unwrap();
     assert!(
         html.contains("Handset revoked") && html.contains("revoked 2026-11-23"),
         "{html}"

@@ -6,8 +6,9 @@
 //! the customer's limit. The last test drives the real core (`SyncClient`).
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use crate::support::board::*;
 use crate::support::*;
-use crate::web::{DAY, FormBody, client, field, header, page, seed};
+use crate::web::{DAY, seed};
 use doorcode_core::codes::derive_code;
 use doorcode_core::envelope::Envelope;
 use doorcode_core::manifest::open_received;
@@ -33,11 +34,7 @@ async fn manifest(s: &Server, h: &Handset) -> (u64, String, Vec<String>) {
 }
 
 async fn not_mine(c: &reqwest::Client, url: &str, form_token: &str) -> reqwest::Response {
-    c.post(format!("{url}/not-mine"))
-        .form_body(&[("t", form_token)])
-        .send()
-        .await
-        .unwrap()
+    post_form(c, &format!("{url}/not-mine"), None, &[("t", form_token)]).await
 }
 
 async fn signals(s: &Server) -> Vec<Value> {
@@ -254,12 +251,13 @@ async fn a_courier_asks_for_the_notice_again_once_per_ten_minutes_shared_with_th
     let c = client();
     let url = format!("{}/track/{}", s.url, tokens[0]);
     let (_, _, html) = page(&c, &url).await;
-    let r = c
-        .post(format!("{url}/resend"))
-        .form_body(&[("t", field(&html, "t").as_str())])
-        .send()
-        .await
-        .unwrap();
+    let r = post_form(
+        &c,
+        &format!("{url}/resend"),
+        None,
+        &[("t", field(&html, "t").as_str())],
+    )
+    .await;
     assert_eq!(r.status().as_u16(), 429, "one limit for page and handset");
     // Another parcel has its own slot.
     assert_eq!(
@@ -306,7 +304,7 @@ async fn the_real_core_refuses_a_held_parcel_after_a_sync_and_resends_from_the_d
     client.sync(Some(today)).await.unwrap();
 
     // The customer presses the button; after a sync the handset will not hand it over.
-    let c = super::web::client();
+    let c = crate::support::board::client();
     let (_, _, html) = page(&c, &track).await;
     assert_eq!(
         not_mine(&c, &track, &field(&html, "t"))

@@ -10,6 +10,7 @@
 //!   day, and nothing personal older than the window is left.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use crate::support::board::*;
 use crate::support::pg::PgSchema;
 use crate::support::*;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
@@ -532,13 +533,6 @@ on_both_backends!(a_simulated_history: a_simulated_history_on_sqlite, a_simulate
 
 // ---------- the board ----------
 
-fn no_redirects() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
-}
-
 async fn board_post(
     c: &reqwest::Client,
     s: &Server,
@@ -564,18 +558,8 @@ async fn board_post(
 }
 
 async fn board_get(c: &reqwest::Client, s: &Server, path: &str, cookie: &str) -> (u16, String) {
-    let r = c
-        .get(format!("{}{path}", s.url))
-        .header("cookie", cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = get_with_cookie(c, &format!("{}{path}", s.url), cookie).await;
     (r.status().as_u16(), r.text().await.unwrap())
-}
-
-fn csrf_in(html: &str) -> String {
-    let (_, rest) = html.split_once("name=\"csrf\" value=\"").unwrap();
-    rest.split('"').next().unwrap().to_string()
 }
 
 #[tokio::test]
@@ -593,7 +577,7 @@ async fn the_board_erases_after_a_confirmation_and_shows_stats() {
         {"stop_id": "S-1", "address": KEPT.address, "parcel_ids": ["P-S"]}]}),
     )
     .await;
-    let c = no_redirects();
+    let c = client();
     // Signed out: no confirmation page, no table, and the POST is refused.
     let (st, html) = board_get(&c, &s, "/board/erase?parcel_id=P-B", "").await;
     assert!(st == 200 && html.contains("Sign in") && !html.contains(ERASED.name));
@@ -615,13 +599,7 @@ async fn the_board_erases_after_a_confirmation_and_shows_stats() {
         .send()
         .await
         .unwrap();
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = session_cookie(r.headers());
     let (st, board) = board_get(&c, &s, "/board", &cookie).await;
     assert_eq!(st, 200);
     assert!(board.contains("action=\"/board/erase\"") && board.contains("/board/stats"));
@@ -629,7 +607,7 @@ async fn the_board_erases_after_a_confirmation_and_shows_stats() {
     let (st, confirm) = board_get(&c, &s, "/board/erase?parcel_id=P-B", &cookie).await;
     assert_eq!(st, 200, "{confirm}");
     assert!(confirm.contains("cannot be undone") && confirm.contains(ERASED.name));
-    let csrf = csrf_in(&confirm);
+    let csrf = field(&confirm, "csrf");
     // A wrong token, or no confirmation field: nothing erased.
     let (st, _, _) = board_post(
         &c,

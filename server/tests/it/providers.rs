@@ -4,7 +4,7 @@
 //! once, where a channel that failed is retried alone.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::support::net::{metric, metrics_text};
+use crate::support::net::metric;
 use crate::support::providers::*;
 use crate::support::*;
 use serde_json::{Value, json};
@@ -48,7 +48,7 @@ async fn day(s: &Server, parcels: &[(&str, Option<&str>, Option<&str>)]) {
 async fn until_metric(s: &Server, prefix: &str, at_least: u64) -> String {
     let mut m = String::new();
     for _ in 0..800 {
-        m = metrics_text(s).await;
+        m = s.metrics().await;
         if metric(&m, prefix) >= at_least {
             return m;
         }

@@ -3,6 +3,7 @@
 //! page, the code only while valid, the delivered view, rate limits.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use crate::support::board::*;
 use crate::support::*;
 use chrono::{DateTime, Utc};
 use doorcode_core::codes::derive_code;
@@ -17,41 +18,6 @@ fn movable(cfg: &mut doorcode_server::Config, now: &str) -> Arc<Mutex<DateTime<U
     let a = at.clone();
     cfg.clock = Arc::new(move || *a.lock().unwrap());
     at
-}
-
-/// `application/x-www-form-urlencoded` bodies (reqwest's `form` feature is off).
-pub(crate) trait FormBody {
-    fn form_body<K: AsRef<str>, V: AsRef<str>>(self, pairs: &[(K, V)]) -> Self;
-}
-
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            b' ' => "+".into(),
-            b => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-impl FormBody for reqwest::RequestBuilder {
-    fn form_body<K: AsRef<str>, V: AsRef<str>>(self, pairs: &[(K, V)]) -> Self {
-        let body: Vec<String> = pairs
-            .iter()
-            .map(|(k, v)| format!("{}={}", urlencode(k.as_ref()), urlencode(v.as_ref())))
-            .collect();
-        self.header("content-type", "application/x-www-form-urlencoded")
-            .body(body.join("&"))
-    }
-}
-
-pub(crate) fn client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap()
 }
 
 /// Three parcels needing a code on one route on DAY; returns their track tokens.
@@ -80,20 +46,6 @@ pub(crate) async fn seed(s: &Server) -> Vec<String> {
     tokens
 }
 
-pub(crate) async fn page(
-    c: &reqwest::Client,
-    url: &str,
-) -> (u16, reqwest::header::HeaderMap, String) {
-    let r = c.get(url).send().await.unwrap();
-    let st = r.status().as_u16();
-    let h = r.headers().clone();
-    (st, h, r.text().await.unwrap())
-}
-
-pub(crate) fn header<'a>(h: &'a reqwest::header::HeaderMap, name: &str) -> &'a str {
-    h.get(name).and_then(|v| v.to_str().ok()).unwrap_or("")
-}
-
 fn assert_page_headers(h: &reqwest::header::HeaderMap) {
     let csp = header(h, "content-security-policy");
     assert!(csp.contains("default-src 'self'"), "{csp}");
@@ -107,15 +59,6 @@ fn assert_page_headers(h: &reqwest::header::HeaderMap) {
     assert_eq!(header(h, "x-content-type-options"), "nosniff");
     assert_eq!(header(h, "cache-control"), "no-store");
     assert!(header(h, "content-type").starts_with("text/html"));
-}
-
-/// The value of `name="<field>" value="…"` in a page.
-pub(crate) fn field(html: &str, name: &str) -> String {
-    let at = html
-        .find(&format!("name=\"{name}\" value=\""))
-        .unwrap_or_else(|| panic!("no field {name}"));
-    let rest = &html[at + name.len() + 15..];
-    rest[..rest.find('"').unwrap()].to_string()
 }
 
 #[tokio::test]
@@ -263,19 +206,9 @@ async fn resend_needs_the_form_token_and_is_rate_limited() {
     let t = field(&html, "t");
     let resend = format!("{url}/resend");
     // No token, a wrong token, or a cross-site Origin: refused, nothing sent.
-    let r = c
-        .post(&resend)
-        .form_body(&[("x", "1")])
-        .send()
-        .await
-        .unwrap();
+    let r = post_form(&c, &resend, None, &[("x", "1")]).await;
     assert_eq!(r.status().as_u16(), 403);
-    let r = c
-        .post(&resend)
-        .form_body(&[("t", "AAAA")])
-        .send()
-        .await
-        .unwrap();
+    let r = post_form(&c, &resend, None, &[("t", "AAAA")]).await;
     assert_eq!(r.status().as_u16(), 403);
     let r = c
         .post(&resend)
@@ -300,23 +233,13 @@ async fn resend_needs_the_form_token_and_is_rate_limited() {
     );
     assert_eq!(s.notice_files().len(), before);
     // The real form: sent once, then 429 for ten minutes.
-    let r = c
-        .post(&resend)
-        .form_body(&[("t", t.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let r = post_form(&c, &resend, None, &[("t", t.as_str())]).await;
     assert_eq!(r.status().as_u16(), 303);
     assert!(header(r.headers(), "location").ends_with("?resent=1"));
     assert_eq!(s.notice_files().len(), before + 1);
     let n = s.notice_files().pop().unwrap();
     assert_eq!(n["parcel_id"], "P-1001");
-    let r = c
-        .post(&resend)
-        .form_body(&[("t", t.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let r = post_form(&c, &resend, None, &[("t", t.as_str())]).await;
     assert_eq!(r.status().as_u16(), 429);
     assert!(
         r.text()
@@ -330,12 +253,13 @@ async fn resend_needs_the_form_token_and_is_rate_limited() {
 
 /// Sign in: returns the session cookie pair and the board page.
 pub(crate) async fn login(s: &Server, c: &reqwest::Client) -> (String, String) {
-    let r = c
-        .post(format!("{}/board/login", s.url))
-        .form_body(&[("token", s.admin.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let r = post_form(
+        &c,
+        &format!("{}/board/login", s.url),
+        None,
+        &[("token", s.admin.as_str())],
+    )
+    .await;
     assert_eq!(r.status().as_u16(), 303);
     let set = header(r.headers(), "set-cookie").to_string();
     assert!(
@@ -349,12 +273,7 @@ pub(crate) async fn login(s: &Server, c: &reqwest::Client) -> (String, String) {
         doorcode_core::b64::decode(id).unwrap().len() >= 16,
         "≥128-bit session id"
     );
-    let r = c
-        .get(format!("{}/board?date={DAY}", s.url))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = get_with_cookie(&c, &format!("{}/board?date={DAY}", s.url), &cookie).await;
     assert_eq!(r.status().as_u16(), 200);
     assert_page_headers(r.headers());
     (cookie, r.text().await.unwrap())
@@ -372,19 +291,21 @@ async fn board_login_csrf_reissue_enroll_close_and_logout() {
     assert_page_headers(&h);
     assert!(html.contains("Sign in") && !html.contains("P-1001"));
     assert_eq!(page(&c, &format!("{}/board/live", s.url)).await.0, 401);
-    let r = c
-        .post(format!("{}/board/close-day", s.url))
-        .form_body(&[("date", DAY)])
-        .send()
-        .await
-        .unwrap();
+    let r = post_form(
+        &c,
+        &format!("{}/board/close-day", s.url),
+        None,
+        &[("date", DAY)],
+    )
+    .await;
     assert_eq!(r.status().as_u16(), 403);
-    let r = c
-        .post(format!("{}/board/login", s.url))
-        .form_body(&[("token", "nope")])
-        .send()
-        .await
-        .unwrap();
+    let r = post_form(
+        &c,
+        &format!("{}/board/login", s.url),
+        None,
+        &[("token", "nope")],
+    )
+    .await;
     assert_eq!(r.status().as_u16(), 401);
     assert!(r.headers().get("set-cookie").is_none());
 
@@ -443,12 +364,7 @@ async fn board_login_csrf_reissue_enroll_close_and_logout() {
             .1;
     }
     assert_eq!(last["result"], "locked");
-    let r = c
-        .get(format!("{}/board/live?date={DAY}", s.url))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = get_with_cookie(&c, &format!("{}/board/live?date={DAY}", s.url), &cookie).await;
     assert_eq!(r.status().as_u16(), 200);
     let live = r.text().await.unwrap();
     assert!(
@@ -457,12 +373,12 @@ async fn board_login_csrf_reissue_enroll_close_and_logout() {
     assert!(live.contains("verify_lockout"));
     assert!(!live.contains("<html"), "the live part is a fragment");
     // Filters.
-    let r = c
-        .get(format!("{}/board/live?date={DAY}&status=delivered", s.url))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = get_with_cookie(
+        &c,
+        &format!("{}/board/live?date={DAY}&status=delivered", s.url),
+        &cookie,
+    )
+    .await;
     assert!(r.text().await.unwrap().contains("No parcels match"));
 
     // Reissue with the token.
@@ -535,12 +451,7 @@ async fn board_login_csrf_reissue_enroll_close_and_logout() {
         .unwrap();
     assert_eq!(r.status().as_u16(), 303);
     assert!(header(r.headers(), "set-cookie").contains("Max-Age=0"));
-    let r = c
-        .get(format!("{}/board", s.url))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = get_with_cookie(&c, &format!("{}/board", s.url), &cookie).await;
     assert!(r.text().await.unwrap().contains("Sign in"));
     let r = post(
         "/board/close-day",
@@ -644,12 +555,7 @@ async fn the_board_pages_through_all_of_the_days_signals() {
         next.starts_with("/board?date=2026-11-23&signals="),
         "{next}"
     );
-    let r = c
-        .get(format!("{}{next}", s.url))
-        .header("cookie", &cookie)
-        .send()
-        .await
-        .unwrap();
+    let r = get_with_cookie(&c, &format!("{}{next}", s.url), &cookie).await;
     assert_eq!(r.status().as_u16(), 200);
     let html = r.text().await.unwrap();
     assert_eq!(seq_gaps(&html), 10, "the rest");

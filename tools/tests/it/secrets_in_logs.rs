@@ -299,13 +299,7 @@ async fn day_on_real_processes(json_logs: bool) {
         .await
         .unwrap();
     assert_eq!(r.status(), 303);
-    let cookie = r.headers()["set-cookie"]
-        .to_str()
-        .unwrap()
-        .split(';')
-        .next()
-        .unwrap()
-        .to_string();
+    let cookie = crate::support::board::session_cookie(r.headers());
     let session = cookie.split_once('=').unwrap().1.to_string();
     let board = http
         .get(format!("{url}/board"))

@@ -205,7 +205,7 @@ async fn a_webhook_redirect_is_a_failed_send_and_is_never_followed() {
         .await;
         let mut m = String::new();
         for _ in 0..200 {
-            m = metrics_text(&s).await;
+            m = s.metrics().await;
             if metric(
                 &m,
                 "doorcode_notices_total{channel=\"webhook\",result=\"failed\"} ",
@@ -439,7 +439,7 @@ async fn enrollment_guessing_gets_429_after_10_failures_per_client_and_is_counte
     // …while another courier behind the same proxy enrolls.
     let (st, v) = enroll(good, "203.0.113.6").await;
     assert_eq!(st, 200, "{v}");
-    let m = metrics_text(&s).await;
+    let m = s.metrics().await;
     assert_eq!(
         metric(&m, "doorcode_enrollment_failures_total "),
         looked_at as u64,

@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+pub mod board;
 pub mod dump;
 pub mod net;
 pub mod pg;

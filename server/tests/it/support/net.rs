@@ -186,7 +186,3 @@ pub fn metric(text: &str, prefix: &str) -> u64 {
         .map(|v| v as u64)
         .unwrap_or(0)
 }
-
-pub async fn metrics_text(s: &Server) -> String {
-    s.metrics().await
-}
