@@ -35,8 +35,7 @@ struct Day {
 }
 
 async fn day() -> (tempfile::TempDir, Day) {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), NOW)).await;
+    let (dir, s) = serve(NOW).await;
     let parcel = |id: &str, value: f64| {
         json!({"parcel_id": id, "recipient": {"name": format!("Customer {id}"),
         "email": format!("{}@example.com", id.to_lowercase())}, "address": format!("{id} Example Street"),
@@ -118,13 +117,8 @@ fn tamper(env: &Envelope, edit: impl FnOnce(&mut Value)) -> Envelope {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn confirmation_with_a_forged_signature_is_rejected_and_records_nothing() {
     let (dir, mut t) = day().await;
-    let c = t.a.delivered(
-        &door(&t.ma),
-        "P-A1",
-        1,
-        &code("P-A1", 1),
-        "2026-11-23T09:00:00Z",
-    );
+    let c =
+        t.a.delivered_right(&door(&t.ma), "P-A1", 1, "2026-11-23T09:00:00Z");
     let body = serde_json::to_vec(&c).unwrap();
     // Signed by a key the attacker made, under device A's key id.
     let forger = SigningKey::generate(t.a.device_id.clone()).unwrap();
@@ -152,25 +146,15 @@ async fn confirmation_with_a_forged_signature_is_rejected_and_records_nothing() 
 async fn confirmation_signed_by_another_devices_key_is_rejected() {
     let (dir, mut t) = day().await;
     // B signs a body that claims to be A's, under A's key id.
-    let c = t.a.delivered(
-        &door(&t.ma),
-        "P-A1",
-        1,
-        &code("P-A1", 1),
-        "2026-11-23T09:00:00Z",
-    );
+    let c =
+        t.a.delivered_right(&door(&t.ma), "P-A1", 1, "2026-11-23T09:00:00Z");
     let mut as_a =
         t.b.key
             .seal(Context::Confirmation, &serde_json::to_vec(&c).unwrap());
     as_a.kid = t.a.device_id.clone();
     // B's genuine envelope for its own parcel, uploaded with A's token.
-    let cb = t.b.delivered(
-        &door(&t.mb),
-        "P-B1",
-        1,
-        &code("P-B1", 1),
-        "2026-11-23T09:01:00Z",
-    );
+    let cb =
+        t.b.delivered_right(&door(&t.mb), "P-B1", 1, "2026-11-23T09:01:00Z");
     let b_env = t.b.sign(&cb);
     // A's genuine envelope uploaded with B's token.
     let a_env = t.a.sign(&c);
@@ -241,13 +225,8 @@ async fn confirmation_altered_after_signing_is_rejected() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn replayed_confirmation_is_a_duplicate_and_counts_once() {
     let (dir, mut t) = day().await;
-    let c = t.a.delivered(
-        &door(&t.ma),
-        "P-A1",
-        1,
-        &code("P-A1", 1),
-        "2026-11-23T09:00:00Z",
-    );
+    let c =
+        t.a.delivered_right(&door(&t.ma), "P-A1", 1, "2026-11-23T09:00:00Z");
     let env = json!(t.a.sign(&c));
     // Three copies in one batch, then again later.
     let res =
@@ -302,21 +281,17 @@ async fn confirmation_for_a_parcel_not_on_this_devices_manifest_is_rejected() {
     let (dir, mut t) = day().await;
     let da = door(&t.ma);
     // Another courier's parcel, with its real code.
-    let other_route =
-        t.a.delivered(&da, "P-B1", 1, &code("P-B1", 1), "2026-11-23T09:00:00Z");
+    let other_route = t.a.delivered_right(&da, "P-B1", 1, "2026-11-23T09:00:00Z");
     // A parcel that does not exist.
     let unknown =
         t.a.delivered(&da, "P-Z9", 1, "123456", "2026-11-23T09:01:00Z");
     // Its own parcel under an attempt the manifest does not carry (a code the
     // courier might know from elsewhere), and under a made-up manifest id,
     // revision or day.
-    let other_attempt =
-        t.a.delivered(&da, "P-A1", 2, &code("P-A1", 2), "2026-11-23T09:02:00Z");
-    let mut other_manifest =
-        t.a.delivered(&da, "P-A1", 1, &code("P-A1", 1), "2026-11-23T09:03:00Z");
+    let other_attempt = t.a.delivered_right(&da, "P-A1", 2, "2026-11-23T09:02:00Z");
+    let mut other_manifest = t.a.delivered_right(&da, "P-A1", 1, "2026-11-23T09:03:00Z");
     other_manifest.manifest_id = t.mb.manifest_id.clone();
-    let mut other_revision =
-        t.a.delivered(&da, "P-A1", 1, &code("P-A1", 1), "2026-11-23T09:04:00Z");
+    let mut other_revision = t.a.delivered_right(&da, "P-A1", 1, "2026-11-23T09:04:00Z");
     other_revision.revision = 7;
     let mut other_day =
         t.a.delivered(&da, "P-A1", 1, "000000", "2026-11-23T09:05:00Z");
@@ -380,8 +355,7 @@ async fn courier_claiming_a_code_that_did_not_match_gets_the_parcel_disputed() {
     assert_eq!(status(&t.s, "P-A1").await, "disputed");
     assert_eq!(status(&t.s, "P-A2").await, "disputed");
     // The right code sent afterwards does not turn a dispute into a delivery.
-    let honest =
-        t.a.delivered(&da, "P-A1", 1, &code("P-A1", 1), "2026-11-23T09:10:00Z");
+    let honest = t.a.delivered_right(&da, "P-A1", 1, "2026-11-23T09:10:00Z");
     assert_eq!(
         t.s.upload(&t.a, vec![json!(t.a.sign(&honest))]).await[0]["status"],
         "accepted"
@@ -766,8 +740,7 @@ async fn old_code_used_after_a_reissue_is_signalled_to_dispatch() {
     let (st, pv) = t.s.admin_post("/v1/parcels/P-A3/reissue", json!({})).await;
     assert_eq!((st, pv["attempt"].as_u64()), (200, Some(2)), "{pv}");
     // The handset still holds revision 1 with attempt 1 of P-A3.
-    let stale =
-        t.a.delivered(&da, "P-A3", 1, &code("P-A3", 1), "2026-11-23T10:00:00Z");
+    let stale = t.a.delivered_right(&da, "P-A3", 1, "2026-11-23T10:00:00Z");
     let res = t.s.upload(&t.a, vec![json!(t.a.sign(&stale))]).await;
     assert_eq!(
         outcome(&res[0]),
@@ -801,13 +774,8 @@ async fn old_code_used_after_a_reissue_is_signalled_to_dispatch() {
     assert_eq!(outcome(&res[0]).1, Some("not_on_current_route"));
     // A delivery with the current attempt's code raises nothing of the kind.
     let mb = t.s.manifest(&t.a2, DAY).await;
-    let fresh = t.a2.delivered(
-        &door(&mb),
-        "P-A1",
-        1,
-        &code("P-A1", 1),
-        "2026-11-23T10:05:00Z",
-    );
+    let fresh =
+        t.a2.delivered_right(&door(&mb), "P-A1", 1, "2026-11-23T10:05:00Z");
     assert_eq!(
         outcome(&t.s.upload(&t.a2, vec![json!(t.a2.sign(&fresh))]).await[0]).0,
         "accepted"
@@ -1055,8 +1023,7 @@ async fn a_stale_handset_cannot_dispute_a_parcel_that_moved_to_another_courier()
         &wrong(&code("P-A1", 1)),
         "2026-11-23T09:00:00Z",
     );
-    let old =
-        t.a.delivered(&da, "P-A1", 1, &code("P-A1", 1), "2026-11-23T09:01:00Z");
+    let old = t.a.delivered_right(&da, "P-A1", 1, "2026-11-23T09:01:00Z");
     let res =
         t.s.upload(&t.a, vec![json!(t.a.sign(&bad)), json!(t.a.sign(&old))])
             .await;
@@ -1114,13 +1081,8 @@ async fn a_stale_handset_cannot_dispute_a_parcel_that_moved_to_another_courier()
     );
     // C-43's handset delivers it with that code.
     let mb = t.s.manifest(&t.b, DAY).await;
-    let ok = t.b.delivered(
-        &door(&mb),
-        "P-A1",
-        2,
-        &code("P-A1", 2),
-        "2026-11-23T10:00:00Z",
-    );
+    let ok =
+        t.b.delivered_right(&door(&mb), "P-A1", 2, "2026-11-23T10:00:00Z");
     assert_eq!(
         outcome(&t.s.upload(&t.b, vec![json!(t.b.sign(&ok))]).await[0]).0,
         "accepted"

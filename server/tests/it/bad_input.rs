@@ -85,8 +85,7 @@ fn assert_4xx(what: &str, (st, v): &(u16, Value), want: u16) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_4xx_and_changes_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), "2026-11-23T06:00:00Z")).await;
+    let (dir, s) = serve("2026-11-23T06:00:00Z").await;
     s.admin_ok("/v1/parcels", json!({"parcels": [{"parcel_id": "P-1001", "recipient": {"name": "J. Doe", "email": "j@example.com"},
             "address": "1 Example Street", "value": 99.5, "currency": "EUR"}]})).await;
     s.admin_ok(
@@ -99,13 +98,7 @@ async fn bad_input_is_4xx_and_changes_nothing() {
     let m = s.manifest(&a, "2026-11-23").await;
     let door = Door::of(&m, "2026-11-23");
     let good = {
-        let c = a.delivered(
-            &door,
-            "P-1001",
-            1,
-            &code("P-1001", "2026-11-23", 1),
-            "2026-11-23T09:00:00Z",
-        );
+        let c = a.delivered_right(&door, "P-1001", 1, "2026-11-23T09:00:00Z");
         a.sign(&c)
     };
     let res = s.upload(&a, vec![json!(good)]).await;

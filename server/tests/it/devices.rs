@@ -26,8 +26,7 @@ async fn manifest_status(s: &Server, token: &str) -> u16 {
 
 #[tokio::test]
 async fn dispatch_lists_and_revokes_a_handset_which_is_locked_out_at_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), NOW)).await;
+    let (_dir, s) = serve(NOW).await;
     seed(&s).await;
     let lost = s.enroll("C-42").await;
     let kept = s.enroll("C-42").await;
@@ -154,8 +153,7 @@ async fn a_revocation_on_one_node_locks_the_handset_out_on_the_other_at_once() {
 async fn the_board_lists_a_couriers_handsets_and_revokes_one_behind_its_csrf_rules() {
     use crate::support::board::*;
     use crate::web::login;
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), NOW)).await;
+    let (_dir, s) = serve(NOW).await;
     seed(&s).await;
     let lost = s.enroll("C-42").await;
     let c = client();

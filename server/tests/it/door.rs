@@ -45,8 +45,7 @@ async fn signals(s: &Server) -> Vec<Value> {
 
 #[tokio::test]
 async fn not_ordered_holds_the_parcel_voids_its_code_and_the_next_manifest_carries_hold() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), NOW)).await;
+    let (_dir, s) = serve(NOW).await;
     let tokens = seed(&s).await;
     let mut h = s.enroll("C-42").await;
     let (rev1, _, held) = manifest(&s, &h).await;
@@ -149,8 +148,7 @@ async fn not_ordered_holds_the_parcel_voids_its_code_and_the_next_manifest_carri
 
 #[tokio::test]
 async fn dispatch_releases_a_held_parcel_with_a_reissue_whose_notice_voids_the_old_code() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), NOW)).await;
+    let (_dir, s) = serve(NOW).await;
     let tokens = seed(&s).await;
     let c = client();
     let url = format!("{}/track/{}", s.url, tokens[1]);
@@ -194,8 +192,7 @@ async fn dispatch_releases_a_held_parcel_with_a_reissue_whose_notice_voids_the_o
 
 #[tokio::test]
 async fn a_courier_asks_for_the_notice_again_once_per_ten_minutes_shared_with_the_customer() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), NOW)).await;
+    let (_dir, s) = serve(NOW).await;
     let tokens = seed(&s).await;
     let h = s.enroll("C-42").await;
     let other = s.enroll("C-43").await;
@@ -340,8 +337,7 @@ async fn the_real_core_refuses_a_held_parcel_after_a_sync_and_resends_from_the_d
 
 #[tokio::test]
 async fn the_new_doorstep_routes_refuse_odd_methods_garbage_paths_and_huge_ids() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), NOW)).await;
+    let (_dir, s) = serve(NOW).await;
     let tokens = seed(&s).await;
     let h = s.enroll("C-42").await;
     let c = client();

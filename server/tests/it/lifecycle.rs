@@ -164,13 +164,7 @@ async fn erase_leaves_no_personal_data(pg: Option<&PgSchema>) {
     s.wait_notices(2).await;
     clock.set(t("2026-11-23T09:05:00Z"));
     let door = Door::of(&m, "2026-11-23");
-    let c = h.delivered(
-        &door,
-        "P-E",
-        1,
-        &code("P-E", "2026-11-23", 1),
-        "2026-11-23T09:00:00Z",
-    );
+    let c = h.delivered_right(&door, "P-E", 1, "2026-11-23T09:00:00Z");
     confirm(&s, &h, vec![serde_json::to_value(h.sign(&c)).unwrap()]).await;
 
     let before = dump(tmp.path(), pg).await;

@@ -8,8 +8,7 @@ use serde_json::json;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_wrong_tries_lock_exactly_once() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), "2026-11-23T06:00:00Z")).await;
+    let (_dir, s) = serve("2026-11-23T06:00:00Z").await;
     s.admin_post(
         "/v1/parcels",
         json!({"parcels": [{"parcel_id": "P-1001", "recipient": {"name": "J. Doe"},

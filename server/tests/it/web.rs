@@ -152,8 +152,7 @@ async fn tracking_page_shows_the_code_only_while_valid_then_delivered() {
 
 #[tokio::test]
 async fn unknown_tokens_get_a_plain_404_and_guessing_is_rate_limited() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), "2026-11-23T09:00:00Z")).await;
+    let (_dir, s) = serve("2026-11-23T09:00:00Z").await;
     seed(&s).await;
     let c = client();
     let mut bodies = Vec::new();
@@ -195,8 +194,7 @@ async fn unknown_tokens_get_a_plain_404_and_guessing_is_rate_limited() {
 
 #[tokio::test]
 async fn resend_needs_the_form_token_and_is_rate_limited() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), "2026-11-23T09:00:00Z")).await;
+    let (_dir, s) = serve("2026-11-23T09:00:00Z").await;
     let tokens = seed(&s).await;
     s.wait_outbox_empty().await;
     let before = s.notice_files().len();
@@ -281,8 +279,7 @@ pub(crate) async fn login(s: &Server, c: &reqwest::Client) -> (String, String) {
 
 #[tokio::test]
 async fn board_login_csrf_reissue_enroll_close_and_logout() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), "2026-11-23T09:00:00Z")).await;
+    let (_dir, s) = serve("2026-11-23T09:00:00Z").await;
     seed(&s).await;
     let c = client();
     // Signed out: a login page, no data; the live part and every POST refuse.
@@ -321,7 +318,7 @@ async fn board_login_csrf_reissue_enroll_close_and_logout() {
         if let Some(o) = origin {
             b = b.header("origin", o);
         }
-        b.send()
+        async move { b.send().await.unwrap() }
     };
     // CSRF: missing, wrong, or right token from another origin: 403, nothing changes.
     for (form, origin) in [
@@ -335,7 +332,7 @@ async fn board_login_csrf_reissue_enroll_close_and_logout() {
             Some("http://evil.example"),
         ),
     ] {
-        let r = post("/board/close-day", form, origin).await.unwrap();
+        let r = post("/board/close-day", form, origin).await;
         assert_eq!(r.status().as_u16(), 403);
     }
     assert_eq!(
@@ -391,8 +388,7 @@ async fn board_login_csrf_reissue_enroll_close_and_logout() {
         ],
         Some(&s.url),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(r.status().as_u16(), 303);
     assert_eq!(
         header(r.headers(), "location"),
@@ -410,8 +406,7 @@ async fn board_login_csrf_reissue_enroll_close_and_logout() {
         vec![("csrf", csrf.clone()), ("courier_id", "C-43".into())],
         None,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(r.status().as_u16(), 200);
     let html = r.text().await.unwrap();
     let needle = "id=\"enrollment-code\" class=\"big\">";
@@ -431,8 +426,7 @@ async fn board_login_csrf_reissue_enroll_close_and_logout() {
         vec![("csrf", csrf.clone()), ("date", DAY.into())],
         None,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(r.status().as_u16(), 200);
     assert!(
         r.text()
@@ -446,9 +440,7 @@ async fn board_login_csrf_reissue_enroll_close_and_logout() {
     );
 
     // Logout ends the session server-side: the old cookie no longer works.
-    let r = post("/board/logout", vec![("csrf", csrf.clone())], None)
-        .await
-        .unwrap();
+    let r = post("/board/logout", vec![("csrf", csrf.clone())], None).await;
     assert_eq!(r.status().as_u16(), 303);
     assert!(header(r.headers(), "set-cookie").contains("Max-Age=0"));
     let r = get_with_cookie(&c, &format!("{}/board", s.url), &cookie).await;
@@ -458,8 +450,7 @@ async fn board_login_csrf_reissue_enroll_close_and_logout() {
         vec![("csrf", csrf.clone()), ("date", "2026-11-24".into())],
         None,
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(r.status().as_u16(), 403);
     s.handle.shutdown().await;
 }
@@ -524,8 +515,7 @@ async fn tomorrows_code_is_not_on_the_tracking_page_before_its_day() {
 /// signals do not hide the dispute raised after them.
 #[tokio::test]
 async fn the_board_pages_through_all_of_the_days_signals() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), "2026-11-23T09:00:00Z")).await;
+    let (_dir, s) = serve("2026-11-23T09:00:00Z").await;
     seed(&s).await;
     let mut hs = s.enroll("C-42").await;
     let m = s.manifest(&hs, DAY).await;

@@ -15,8 +15,7 @@ use tokio::net::TcpStream;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hijacked_names_lookalike_ids_and_foreign_addresses_are_refused_per_item() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), NOW)).await;
+    let (_dir, s) = serve(NOW).await;
     let (st, v) = s
         .admin_post("/v1/parcels", json!({"parcels": [parcel("P-1", "J. Doe", Some("jdoe@example.com"), Some("+491701234567"))]}))
         .await;
@@ -303,8 +302,7 @@ fn weak_keys() -> Vec<(&'static str, String)> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn small_order_and_invalid_device_keys_are_refused_at_enrollment() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), NOW)).await;
+    let (_dir, s) = serve(NOW).await;
     let (_, e) = s
         .admin_post("/v1/enrollments", json!({"courier_id": "C-1"}))
         .await;
@@ -343,13 +341,8 @@ async fn the_identity_key_forgery_is_rejected_even_for_a_device_stored_before_th
     .unwrap();
     drop(conn);
     let door = super::door(&t.ma);
-    let c = t.a.delivered(
-        &door,
-        "P-A1",
-        1,
-        &super::code("P-A1", 1),
-        "2026-11-23T09:00:00Z",
-    );
+    let c =
+        t.a.delivered_right(&door, "P-A1", 1, "2026-11-23T09:00:00Z");
     let mut sig = [0u8; 64];
     sig[0] = 1; // R = identity, S = 0
     let forged = doorcode_core::envelope::Envelope {
@@ -544,8 +537,7 @@ async fn behind_a_trusted_proxy_one_client_cannot_lock_out_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_trusted_proxies_forwarded_for_is_ignored() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = start(config(dir.path(), NOW)).await;
+    let (_dir, s) = serve(NOW).await;
     for i in 0..40 {
         track_status(&s, &format!("203.0.113.{i}")).await;
     }

@@ -122,6 +122,14 @@ pub fn config(dir: &Path, now: &str) -> Config {
     cfg
 }
 
+/// A server in-process on a fresh data dir, its clock pinned at `now`
+/// (see `config`); the dir lives as long as the returned guard.
+pub async fn serve(now: &str) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(config(dir.path(), now)).await;
+    (dir, s)
+}
+
 pub struct Server {
     pub handle: ServerHandle,
     pub url: String,
@@ -377,6 +385,18 @@ impl Handset {
         c.code = Some(doorcode_core::codes::Code::new(code).unwrap());
         c.verified = Verified::Offline;
         c
+    }
+
+    /// A delivered confirmation with the parcel's right code for the door's day.
+    pub fn delivered_right(
+        &mut self,
+        door: &Door<'_>,
+        parcel: &str,
+        attempt: u32,
+        at: &str,
+    ) -> Confirmation {
+        let right = code(parcel, door.date, attempt);
+        self.delivered(door, parcel, attempt, &right, at)
     }
 
     /// A failed confirmation.
