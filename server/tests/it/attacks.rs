@@ -892,15 +892,7 @@ async fn phone_scammer_is_named_in_the_notice_and_on_the_tracking_page() {
             "{needle:?} missing from the tracking page: {safety}"
         );
     }
-    let html =
-        t.s.http
-            .get(n["track_url"].as_str().unwrap())
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+    let html = send_text(t.s.http.get(n["track_url"].as_str().unwrap())).await;
     assert!(html.contains("we will never ask you for it"));
     // The code leaves the depot only to the customer: not in the handset's
     // manifest, not in dispatch's parcel view, not in any answer to a device.

@@ -234,15 +234,7 @@ async fn whole_delivery_day(database: Option<String>, logs: LogBuf) {
     assert_eq!(tv["code"], "857759");
     assert_eq!(tv["status"], "scheduled");
     assert_eq!(tv["delivery_date"], "2026-11-23");
-    let html = s
-        .http
-        .get(&track)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let html = send_text(s.http.get(&track)).await;
     assert!(html.contains("857759") && html.contains("in person"));
     assert_eq!(s.get("/v1/track/not-a-token").await.0, 404);
     // Dispatch's parcel view never shows the code.

@@ -8,6 +8,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::fleet::{Serve, ServeOpts};
+use crate::support::send_text;
 use crate::support::{Door, Handset};
 use doorcode_core::codes::{CodeKey, derive_code};
 use doorcode_core::envelope::{SigningKey, VerifyingKey};
@@ -108,16 +109,12 @@ impl Api {
     }
 
     async fn metric(&self, url: &str, line_prefix: &str) -> u64 {
-        let text = self
-            .http
-            .get(format!("{url}/metrics"))
-            .bearer_auth(&self.admin)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = send_text(
+            self.http
+                .get(format!("{url}/metrics"))
+                .bearer_auth(&self.admin),
+        )
+        .await;
         text.lines()
             .find_map(|l| l.strip_prefix(line_prefix))
             .map(|v| v.trim().parse::<f64>().unwrap() as u64)

@@ -9,7 +9,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::fleet::{Serve, ServeOpts};
-use reqwest::header::{COOKIE, LOCATION, SET_COOKIE};
+use crate::support::board::{FormBody, field, session_cookie};
+use crate::support::send_text;
+use reqwest::header::{COOKIE, LOCATION};
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -40,16 +42,35 @@ impl RoundRobin {
         client: &str,
         body: &[(&str, &str)],
     ) -> reqwest::RequestBuilder {
-        let body = body
-            .iter()
-            .map(|(k, v)| format!("{k}={}", urlencode(v)))
-            .collect::<Vec<_>>()
-            .join("&");
         self.http
             .post(self.url(path))
             .header("x-forwarded-for", client)
-            .header("content-type", "application/x-www-form-urlencoded")
-            .body(body)
+            .form_body(body)
+    }
+
+    /// A board page with the session cookie, as text.
+    async fn board_page(&self, path: &str, client: &str, cookie: &str) -> String {
+        send_text(self.get(path, client).header(COOKIE, cookie)).await
+    }
+
+    /// A board form posted with the session cookie.
+    async fn board_post(
+        &self,
+        path: &str,
+        client: &str,
+        cookie: &str,
+        body: &[(&str, &str)],
+    ) -> reqwest::Response {
+        self.post_form(path, client, body)
+            .header(COOKIE, cookie)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The status of a request sent.
+    async fn status(req: reqwest::RequestBuilder) -> u16 {
+        req.send().await.unwrap().status().as_u16()
     }
 }
 
@@ -81,26 +102,6 @@ impl RoundRobin {
     }
 }
 
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
-/// The value of the first hidden input `name` in a page.
-fn field(html: &str, name: &str) -> String {
-    let at = html
-        .find(&format!("name=\"{name}\" value=\""))
-        .unwrap_or_else(|| panic!("no {name} field in {html}"));
-    let rest = &html[at + name.len() + 15..];
-    rest[..rest.find('"').unwrap()].to_string()
-}
-
 fn is_sign_in(html: &str) -> bool {
     html.contains("action=\"/board/login\"")
 }
@@ -123,15 +124,12 @@ fn notice_tokens(dir: &Path) -> Vec<(String, String)> {
 async fn metric_sum(nodes: &[&Serve], admin: &str, line: &str) -> u64 {
     let mut sum = 0;
     for n in nodes {
-        let text = reqwest::Client::new()
-            .get(format!("{}/metrics", n.url()))
-            .bearer_auth(admin)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let text = send_text(
+            reqwest::Client::new()
+                .get(format!("{}/metrics", n.url()))
+                .bearer_auth(admin),
+        )
+        .await;
         sum += text
             .lines()
             .find_map(|l| l.strip_prefix(line))
@@ -165,24 +163,31 @@ async fn pg_round_robin_board_and_limits_across_two_nodes() {
     let lb = RoundRobin {
         urls: [a.url(), b.url()],
         next: AtomicUsize::new(0),
-        http: reqwest::Client::builder()
-            .redirect(reqwest::redirect::Policy::none())
-            .build()
-            .unwrap(),
+        http: crate::support::board::client(),
     };
-    let api = |path: &str, body: Value| {
-        lb.http
-            .post(lb.url(path))
-            .bearer_auth(&admin)
-            .json(&body)
-            .send()
-    };
-
-    // A day: two parcels on courier C-1's route, one enrolled handset.
     let date = chrono::Utc::now()
         .date_naive()
         .format("%Y-%m-%d")
         .to_string();
+    let (device_id, device_token) = a_day(&lb, &admin, &date).await;
+    the_board_through_the_balancer(&lb, &admin, &date, &device_id).await;
+    the_resend_limit_spans_both_nodes(&lb, &admin, dir, &date, &device_token).await;
+    the_track_lookup_limit_spans_both_nodes(&lb, &[&a, &b], &admin).await;
+    the_sign_in_and_enrollment_limits_span_both_nodes(&lb).await;
+    drop((a, b));
+    pg.drop_schema().await;
+}
+
+/// A day: two parcels on courier C-1's route, one enrolled handset; its
+/// device id and token.
+async fn a_day(lb: &RoundRobin, admin: &str, date: &str) -> (String, String) {
+    let api = |path: &str, body: Value| {
+        lb.http
+            .post(lb.url(path))
+            .bearer_auth(admin)
+            .json(&body)
+            .send()
+    };
     let parcels: Vec<Value> = ["P-1", "P-2"]
         .iter()
         .map(|p| json!({"parcel_id": p, "recipient": {"name": "C", "email": format!("{p}@example.com")}, "address": "1 Road", "value": 100.0, "currency": "EUR"}))
@@ -199,31 +204,27 @@ async fn pg_round_robin_board_and_limits_across_two_nodes() {
     .await
     .unwrap();
     assert_eq!(r.status(), 200);
-    let dev = lb.enroll(&admin, "C-1", "C-1").await;
-    let device_id = dev["device_id"].as_str().unwrap().to_string();
-    let device_token = dev["device_token"].as_str().unwrap().to_string();
+    let dev = lb.enroll(admin, "C-1", "C-1").await;
+    (
+        dev["device_id"].as_str().unwrap().to_string(),
+        dev["device_token"].as_str().unwrap().to_string(),
+    )
+}
 
-    // ---- the board through the balancer ----
+/// Sign-in, the board, its live view and a revoke, each request on the
+/// other node; a wrong CSRF token refused on either; a sign-out known to both.
+async fn the_board_through_the_balancer(lb: &RoundRobin, admin: &str, date: &str, device_id: &str) {
     let board = "198.51.100.1";
     let r = lb
-        .post_form("/board/login", board, &[("token", &admin)])
+        .post_form("/board/login", board, &[("token", admin)])
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 303);
-    let cookie = r.headers()[SET_COOKIE].to_str().unwrap();
-    let cookie = cookie.split(';').next().unwrap().to_string();
+    let cookie = session_cookie(r.headers());
     let mut csrf = String::new();
     for i in 0..4 {
-        let html = lb
-            .get("/board", board)
-            .header(COOKIE, &cookie)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let html = lb.board_page("/board", board, &cookie).await;
         assert!(
             !is_sign_in(&html),
             "request {i}: the other node signed us out"
@@ -241,30 +242,16 @@ async fn pg_round_robin_board_and_limits_across_two_nodes() {
         assert!(r.text().await.unwrap().contains("P-1"));
     }
     let html = lb
-        .get("/board/devices?courier_id=C-1", board)
-        .header(COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
-    assert!(html.contains(&device_id), "{html}");
+        .board_page("/board/devices?courier_id=C-1", board, &cookie)
+        .await;
+    assert!(html.contains(device_id), "{html}");
     // The form comes from one node and is posted to the other.
-    let r = lb
-        .post_form(
-            "/board/revoke",
-            board,
-            &[
-                ("csrf", &csrf),
-                ("device_id", &device_id),
-                ("courier_id", "C-1"),
-            ],
-        )
-        .header(COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap();
+    let form = [
+        ("csrf", csrf.as_str()),
+        ("device_id", device_id),
+        ("courier_id", "C-1"),
+    ];
+    let r = lb.board_post("/board/revoke", board, &cookie, &form).await;
     assert_eq!(r.status(), 303, "revoke posted across nodes");
     assert!(
         r.headers()[LOCATION]
@@ -274,43 +261,35 @@ async fn pg_round_robin_board_and_limits_across_two_nodes() {
     );
     // A wrong token is still refused, on either node.
     for _ in 0..2 {
+        let form = [("csrf", "wrong"), ("date", date)];
         let r = lb
-            .post_form(
-                "/board/close-day",
-                board,
-                &[("csrf", "wrong"), ("date", &date)],
-            )
-            .header(COOKIE, &cookie)
-            .send()
-            .await
-            .unwrap();
+            .board_post("/board/close-day", board, &cookie, &form)
+            .await;
         assert_eq!(r.status(), 403);
     }
     // Signed out through one node: the other knows it at once.
     let r = lb
-        .post_form("/board/logout", board, &[("csrf", &csrf)])
-        .header(COOKIE, &cookie)
-        .send()
-        .await
-        .unwrap();
+        .board_post("/board/logout", board, &cookie, &[("csrf", &csrf)])
+        .await;
     assert_eq!(r.status(), 303);
     for _ in 0..2 {
-        let html = lb
-            .get("/board", board)
-            .header(COOKIE, &cookie)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let html = lb.board_page("/board", board, &cookie).await;
         assert!(
             is_sign_in(&html),
             "a signed-out session is gone on every node"
         );
     }
+}
 
-    // ---- the resend limit: one per parcel, page and handset together ----
+/// One resend per parcel, page and handset together, across both nodes;
+/// the handset revoked on the board is refused by both.
+async fn the_resend_limit_spans_both_nodes(
+    lb: &RoundRobin,
+    admin: &str,
+    dir: &Path,
+    date: &str,
+    revoked_token: &str,
+) {
     let deadline = Instant::now() + Duration::from_secs(60);
     let token = loop {
         if let Some((_, t)) = notice_tokens(dir).into_iter().find(|(p, _)| p == "P-1") {
@@ -320,23 +299,12 @@ async fn pg_round_robin_board_and_limits_across_two_nodes() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     };
     let customer = "198.51.100.2";
-    let page = lb
-        .get(&format!("/track/{token}"), customer)
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = send_text(lb.get(&format!("/track/{token}"), customer)).await;
     let t = field(&page, "t");
     let mut resends = Vec::new();
     for _ in 0..4 {
-        let r = lb
-            .post_form(&format!("/track/{token}/resend"), customer, &[("t", &t)])
-            .send()
-            .await
-            .unwrap();
-        resends.push(r.status().as_u16());
+        let path = format!("/track/{token}/resend");
+        resends.push(RoundRobin::status(lb.post_form(&path, customer, &[("t", &t)])).await);
     }
     assert_eq!(
         resends,
@@ -344,43 +312,34 @@ async fn pg_round_robin_board_and_limits_across_two_nodes() {
         "one resend across both nodes"
     );
     // The handset's resends of P-2 count under one limit on both nodes too
-    // (the device was revoked above, so enroll another).
-    let dev = lb.enroll(&admin, "C-1", "C-1b").await;
+    // (the device was revoked on the board, so enroll another).
+    let dev = lb.enroll(admin, "C-1", "C-1b").await;
     let handset = dev["device_token"].as_str().unwrap().to_string();
     // Its morning sync: the parcel is on its manifest.
-    let r = lb
+    let manifest = lb
         .http
         .get(lb.url(&format!("/v1/manifest?date={date}")))
-        .bearer_auth(&handset)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
+        .bearer_auth(&handset);
+    assert_eq!(RoundRobin::status(manifest).await, 200);
+    let resend = |token: &str| {
+        lb.http
+            .post(lb.url("/v1/parcels/P-2/resend"))
+            .bearer_auth(token)
+    };
     let mut handset_resends = Vec::new();
     for _ in 0..4 {
-        let r = lb
-            .http
-            .post(lb.url("/v1/parcels/P-2/resend"))
-            .bearer_auth(&handset)
-            .send()
-            .await
-            .unwrap();
-        handset_resends.push(r.status().as_u16());
+        handset_resends.push(RoundRobin::status(resend(&handset)).await);
     }
     assert_eq!(handset_resends, [202, 429, 429, 429]);
     // The revoked handset is refused by both nodes.
     for _ in 0..2 {
-        let r = lb
-            .http
-            .post(lb.url("/v1/parcels/P-2/resend"))
-            .bearer_auth(&device_token)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 401);
+        assert_eq!(RoundRobin::status(resend(revoked_token)).await, 401);
     }
+}
 
-    // ---- the track-lookup limit: 30 per client, not 30 per node ----
+/// The track-lookup limit: 30 per client, not 30 per node, and every
+/// refusal counted on the node that made it.
+async fn the_track_lookup_limit_spans_both_nodes(lb: &RoundRobin, nodes: &[&Serve], admin: &str) {
     let guesser = "198.51.100.3";
     let started = Instant::now();
     let (mut answered, mut limited) = (0u32, 0u32);
@@ -390,14 +349,7 @@ async fn pg_round_robin_board_and_limits_across_two_nodes() {
         } else {
             format!("/track/{}", "G".repeat(43))
         };
-        match lb
-            .get(&path, guesser)
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-        {
+        match RoundRobin::status(lb.get(&path, guesser)).await {
             404 => answered += 1,
             429 => limited += 1,
             other => panic!("lookup {i}: {other}"),
@@ -414,8 +366,8 @@ async fn pg_round_robin_board_and_limits_across_two_nodes() {
         assert!(answered <= 60, "{answered}");
     }
     let track_refusals = metric_sum(
-        &[&a, &b],
-        &admin,
+        nodes,
+        admin,
         "doorcode_rate_limited_total{limit=\"track\"} ",
     )
     .await;
@@ -424,18 +376,14 @@ async fn pg_round_robin_board_and_limits_across_two_nodes() {
         u64::from(limited),
         "refusals counted on both nodes"
     );
+}
 
-    // ---- the sign-in and enrollment limits: 10 per client ----
+/// The sign-in and enrollment limits: 10 per client across both nodes.
+async fn the_sign_in_and_enrollment_limits_span_both_nodes(lb: &RoundRobin) {
     let (mut refused, mut limited) = (0, 0);
     for _ in 0..16 {
-        match lb
-            .post_form("/board/login", "198.51.100.4", &[("token", "wrong")])
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-        {
+        let login = lb.post_form("/board/login", "198.51.100.4", &[("token", "wrong")]);
+        match RoundRobin::status(login).await {
             401 => refused += 1,
             429 => limited += 1,
             other => panic!("sign-in: {other}"),
@@ -445,21 +393,16 @@ async fn pg_round_robin_board_and_limits_across_two_nodes() {
     let (mut refused, mut limited) = (0, 0);
     let key = doorcode_core::envelope::SigningKey::generate("guesser").unwrap();
     for i in 0..16 {
-        let r = lb
+        let enroll = lb
             .http
             .post(lb.url("/v1/devices"))
             .header("x-forwarded-for", "198.51.100.5")
-            .json(&json!({"enrollment_code": format!("AAAA-BBBB-{i:04}"), "device_public_key": key.public_key().public_b64(), "device_name": "x"}))
-            .send()
-            .await
-            .unwrap();
-        match r.status().as_u16() {
+            .json(&json!({"enrollment_code": format!("AAAA-BBBB-{i:04}"), "device_public_key": key.public_key().public_b64(), "device_name": "x"}));
+        match RoundRobin::status(enroll).await {
             403 => refused += 1,
             429 => limited += 1,
             other => panic!("enrollment: {other}"),
         }
     }
     assert_eq!((refused, limited), (10, 6));
-    drop((a, b));
-    pg.drop_schema().await;
 }

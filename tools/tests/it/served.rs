@@ -5,6 +5,7 @@
 
 use crate::fleet::{Serve, ServeOpts};
 use crate::support::net::*;
+use crate::support::send_text;
 use serde_json::{Value, json};
 use std::process::Command;
 use std::time::{Duration, Instant};
@@ -57,15 +58,11 @@ async fn hundreds_of_unique_64kb_methods_grow_neither_memory_nor_metrics() {
     }
     let grown = p.rss_bytes().saturating_sub(before);
     let http = reqwest::Client::new();
-    let m = http
-        .get(format!("{}/metrics", p.url()))
-        .bearer_auth(p.admin())
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let m = send_text(
+        http.get(format!("{}/metrics", p.url()))
+            .bearer_auth(p.admin()),
+    )
+    .await;
     eprintln!(
         "RSS grew {} KiB over 400 unique 64 KiB methods and 100 unique 16 KiB paths; /metrics is {} bytes",
         grown / 1024,
