@@ -7,6 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
+use crate::fleet::handset;
 use crate::support::free_port;
 
 fn serve(dir: &std::path::Path, port: u16, json: bool) -> Child {
@@ -116,22 +117,6 @@ fn malformed_code_key_is_refused_and_kept() {
         std::fs::read_to_string(dir.path().join("code-key")).unwrap(),
         "not hex\n"
     );
-}
-
-/// Runs `doorcode handset --db DB ARGS…`; returns (success, stdout, stderr).
-fn handset(db: &std::path::Path, args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_doorcode"))
-        .arg("handset")
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
 }
 
 /// The code each parcel's notice carries (the `file:` channel), waiting for

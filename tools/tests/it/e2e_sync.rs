@@ -13,15 +13,14 @@ use doorcode_tools::netsim::{Faults, Mode, Proxy};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_day_then_reconnect() {
     let dir = tempfile::tempdir().unwrap();
-    let (srv, token) = ServerProc::spawn(&dir.path().join("server"), free_port());
-    let admin = Admin::new(srv.port, token.unwrap());
+    let (srv, admin) = ServerProc::with_admin(&dir.path().join("server"), free_port());
     let plan = plan_day(&admin, 2, 60).await;
     let mut expect = HashMap::new();
     let mut clients = Vec::new();
@@ -95,8 +94,7 @@ async fn offline_day_then_reconnect() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flaky_link_loses_nothing_over_1000_confirmations() {
     let dir = tempfile::tempdir().unwrap();
-    let (srv, token) = ServerProc::spawn(&dir.path().join("server"), free_port());
-    let admin = Admin::new(srv.port, token.unwrap());
+    let (srv, admin) = ServerProc::with_admin(&dir.path().join("server"), free_port());
     let plan = plan_day(&admin, 4, 250).await;
     let proxy = Proxy::start(srv.addr(), 0xfa17).await.unwrap();
     let mut expect = HashMap::new();
@@ -129,17 +127,7 @@ async fn flaky_link_loses_nothing_over_1000_confirmations() {
     assert_eq!(expect.len(), 1000);
     // All four handsets upload at the same time, each on its own task.
     let clients: Vec<Arc<_>> = clients.into_iter().map(Arc::new).collect();
-    let tasks: Vec<_> = clients
-        .iter()
-        .map(|c| {
-            let c = c.clone();
-            tokio::spawn(async move { upload_all(&c, Duration::from_secs(240)).await })
-        })
-        .collect();
-    let mut results = Vec::new();
-    for t in tasks {
-        results.push(t.await.unwrap());
-    }
+    let results = joined(spawn_uploads(&clients, Duration::from_secs(240))).await;
     let (acc, dup) = results.iter().fold((0, 0), |(a, d), (x, y)| (a + x, d + y));
     let [conns, dropped, unavailable, resets, truncated, _] = proxy.stats().snapshot();
     eprintln!(
@@ -167,8 +155,7 @@ async fn server_killed_and_restarted_mid_upload() {
     let dir = tempfile::tempdir().unwrap();
     let sdir = dir.path().join("server");
     let port = free_port();
-    let (mut srv, token) = ServerProc::spawn(&sdir, port);
-    let admin = Admin::new(port, token.unwrap());
+    let (mut srv, admin) = ServerProc::with_admin(&sdir, port);
     let plan = plan_day(&admin, 2, 500).await;
     let mut expect = HashMap::new();
     let mut clients = Vec::new();
@@ -192,13 +179,7 @@ async fn server_killed_and_restarted_mid_upload() {
         clients.push(c);
     }
     assert_eq!(expect.len(), 1000);
-    let tasks: Vec<_> = clients
-        .iter()
-        .map(|c| {
-            let c = c.clone();
-            tokio::spawn(async move { upload_all(&c, Duration::from_secs(240)).await })
-        })
-        .collect();
+    let tasks = spawn_uploads(&clients, Duration::from_secs(240));
     // Kill the server while batches are in flight, twice, and bring it back.
     for round in 0..2 {
         tokio::time::sleep(Duration::from_millis(150)).await;
@@ -211,17 +192,14 @@ async fn server_killed_and_restarted_mid_upload() {
         tokio::time::sleep(Duration::from_millis(300)).await;
         srv = ServerProc::spawn(&sdir, port).0;
     }
-    for t in tasks {
-        t.await.unwrap();
-    }
+    joined(tasks).await;
     assert_exactly_once(&admin, &expect).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handset_process_killed_mid_sync() {
     let dir = tempfile::tempdir().unwrap();
-    let (srv, token) = ServerProc::spawn(&dir.path().join("server"), free_port());
-    let admin = Admin::new(srv.port, token.unwrap());
+    let (srv, admin) = ServerProc::with_admin(&dir.path().join("server"), free_port());
     let plan = plan_day(&admin, 1, 1000).await;
     // A slow link, so a sync takes long enough to be killed in the middle.
     let proxy = Proxy::start(srv.addr(), 7).await.unwrap();
@@ -247,8 +225,7 @@ async fn handset_process_killed_mid_sync() {
         if before == 0 {
             break;
         }
-        let mut child = Command::new(env!("CARGO_BIN_EXE_doorcode"))
-            .args(["handset", "--db"])
+        let mut child = doorcode(&["handset", "--db"])
             .arg(&db)
             .args(["sync", "--batch-size", "20", "--date", &today().to_string()])
             .stdout(Stdio::null())
@@ -278,27 +255,13 @@ async fn handset_process_killed_mid_sync() {
         child.wait().unwrap();
     }
     // The last sync runs to the end in a process of its own.
-    let out = Command::new(env!("CARGO_BIN_EXE_doorcode"))
-        .args(["handset", "--db"])
-        .arg(&db)
-        .args(["status"])
-        .output()
-        .unwrap();
-    let pending_before: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (_, status, _) = handset(&db, &["status"]);
+    let pending_before: Value = serde_json::from_slice(status.as_bytes()).unwrap();
     let mut rounds = 0;
     loop {
-        let out = Command::new(env!("CARGO_BIN_EXE_doorcode"))
-            .args(["handset", "--db"])
-            .arg(&db)
-            .args(["sync", "--date", &today().to_string()])
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let r: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let (ok, out, err) = handset(&db, &["sync", "--date", &today().to_string()]);
+        assert!(ok, "{err}");
+        let r: Value = serde_json::from_slice(out.as_bytes()).unwrap();
         rounds += 1;
         if r["pending"] == 0 {
             break;

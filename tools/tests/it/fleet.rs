@@ -155,6 +155,17 @@ impl Serve {
             .expect("first start prints the admin token")
     }
 
+    /// A dispatch API POST with the admin token, sent.
+    pub async fn admin_post(&self, path: &str, body: serde_json::Value) -> reqwest::Response {
+        reqwest::Client::new()
+            .post(format!("{}{path}", self.url()))
+            .bearer_auth(self.admin())
+            .json(&body)
+            .send()
+            .await
+            .unwrap()
+    }
+
     /// Resident memory of the process, from /proc.
     pub fn rss_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
@@ -205,6 +216,13 @@ impl ServerProc {
         );
         let token = serve.admin.clone();
         (Self { serve, port }, token)
+    }
+
+    /// A first start on `dir` with its dispatcher.
+    pub fn with_admin(dir: &Path, port: u16) -> (Self, Admin) {
+        let (srv, token) = Self::spawn(dir, port);
+        let admin = Admin::new(port, token.expect("first start prints the admin token"));
+        (srv, admin)
     }
 
     pub fn addr(&self) -> std::net::SocketAddr {
@@ -371,6 +389,50 @@ pub async fn upload_all(c: &SyncClient, deadline: Duration) -> (u32, u32) {
         );
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Every handset uploads at the same time, each on its own task.
+pub fn spawn_uploads(
+    clients: &[Arc<SyncClient>],
+    deadline: Duration,
+) -> Vec<tokio::task::JoinHandle<(u32, u32)>> {
+    clients
+        .iter()
+        .map(|c| {
+            let c = c.clone();
+            tokio::spawn(async move { upload_all(&c, deadline).await })
+        })
+        .collect()
+}
+
+/// The (accepted, duplicates) each upload task saw, once all are done.
+pub async fn joined(tasks: Vec<tokio::task::JoinHandle<(u32, u32)>>) -> Vec<(u32, u32)> {
+    let mut results = Vec::new();
+    for t in tasks {
+        results.push(t.await.unwrap());
+    }
+    results
+}
+
+/// `doorcode ARGS…`, the binary of this build.
+pub fn doorcode(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_doorcode"));
+    c.args(args);
+    c
+}
+
+/// Runs `doorcode handset --db DB ARGS…`; returns (success, stdout, stderr).
+pub fn handset(db: &Path, args: &[&str]) -> (bool, String, String) {
+    let out = doorcode(&["handset", "--db"])
+        .arg(db)
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
 }
 
 /// The server's view: every parcel in its expected state with exactly one

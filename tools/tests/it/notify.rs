@@ -33,27 +33,19 @@ async fn repeated_notify_reaches_each_address_the_recipient_has() {
             WEBHOOK_SECRET,
         ],
     );
-    let http = reqwest::Client::new();
-    let post = |path: &str, body: Value| {
-        http.post(format!("{}{path}", p.url()))
-            .bearer_auth(p.admin())
-            .json(&body)
-            .send()
-    };
     let parcels = json!({"parcels": [
         {"parcel_id": "P-1", "recipient": {"name": "A", "email": "a@example.com", "phone": "+491700000001"},
          "address": "1 Example Street", "value": 120, "currency": "EUR"},
         {"parcel_id": "P-2", "recipient": {"name": "B", "email": "b@example.com"},
          "address": "2 Example Street", "value": 120, "currency": "EUR"}]});
-    assert_eq!(post("/v1/parcels", parcels).await.unwrap().status(), 200);
+    assert_eq!(p.admin_post("/v1/parcels", parcels).await.status(), 200);
     let today = chrono::Utc::now().date_naive().to_string();
-    let r = post(
+    let r = p.admin_post(
         "/v1/routes",
         json!({"route_id": "R-1", "courier_id": "C-1", "delivery_date": today,
         "stops": [{"stop_id": "S-1", "address": "1 Example Street", "parcel_ids": ["P-1", "P-2"]}]}),
     )
-    .await
-    .unwrap();
+    .await;
     assert_eq!(r.status(), 200);
     assert!(
         eventually(|| sink.mails.lock().unwrap().len() >= 2 && !hooks.all().is_empty()).await,

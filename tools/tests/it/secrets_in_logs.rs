@@ -2,28 +2,12 @@
 //! handset`): no code, token or key in any log, output or file DESIGN.md
 //! does not allow to hold it.
 
-use crate::fleet::{Serve, ServeOpts};
+use crate::fleet::{Serve, ServeOpts, handset};
 use crate::support::track_token;
 use doorcode_core::b64;
 use doorcode_core::envelope::Envelope;
 use serde_json::{Value, json};
 use std::path::Path;
-
-/// Runs `doorcode handset --db DB ARGS…`; returns (success, stdout, stderr).
-fn handset(db: &Path, args: &[&str]) -> (bool, String, String) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_doorcode"))
-        .arg("handset")
-        .arg("--db")
-        .arg(db)
-        .args(args)
-        .output()
-        .unwrap();
-    (
-        out.status.success(),
-        String::from_utf8(out.stdout).unwrap(),
-        String::from_utf8(out.stderr).unwrap(),
-    )
-}
 
 /// The code as a courier would say it: "eight five seven ...".
 fn spoken(code: &str) -> Vec<String> {

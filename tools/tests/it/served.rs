@@ -266,25 +266,17 @@ async fn the_data_dir_is_private_even_when_it_existed_open_under_umask_022() {
     };
     {
         let p = Serve::start(&data, &umask_022());
-        let http = reqwest::Client::new();
-        let post = |path: &str, body: Value| {
-            http.post(format!("{}{path}", p.url()))
-                .bearer_auth(p.admin())
-                .json(&body)
-                .send()
-        };
         let today = chrono::Utc::now().date_naive().to_string();
-        let r = post("/v1/parcels", json!({"parcels": [{"parcel_id": "P-1", "recipient": {"name": "J. Doe", "email": "j@example.com"}, "address": "1 Main St", "value": 90, "currency": "EUR"}]}))
-            .await
-            .unwrap();
+        let r = p.admin_post("/v1/parcels", json!({"parcels": [{"parcel_id": "P-1", "recipient": {"name": "J. Doe", "email": "j@example.com"}, "address": "1 Main St", "value": 90, "currency": "EUR"}]}))
+            .await;
         assert_eq!(r.status(), 200);
-        let r = post(
-            "/v1/routes",
-            json!({"route_id": "R-1", "courier_id": "C-1", "delivery_date": today,
+        let r = p
+            .admin_post(
+                "/v1/routes",
+                json!({"route_id": "R-1", "courier_id": "C-1", "delivery_date": today,
             "stops": [{"stop_id": "S-1", "address": "1 Main St", "parcel_ids": ["P-1"]}]}),
-        )
-        .await
-        .unwrap();
+            )
+            .await;
         assert_eq!(r.status(), 200);
         // The notice file is written by the sender.
         for _ in 0..200 {
@@ -385,7 +377,6 @@ async fn two_nodes_slow_gateway(database: Option<&str>) {
     }
     let a = Serve::spawn(&data, &args);
     let b = Serve::spawn(&data, &args);
-    let http = reqwest::Client::new();
     let today = chrono::Utc::now().date_naive().to_string();
     const N: usize = 8;
     let parcels: Vec<Value> = (0..N)
@@ -398,27 +389,20 @@ async fn two_nodes_slow_gateway(database: Option<&str>) {
             )
         })
         .collect();
-    let post = |path: &str, body: Value| {
-        http.post(format!("{}{path}", a.url()))
-            .bearer_auth(a.admin())
-            .json(&body)
-            .send()
-    };
     assert_eq!(
-        post("/v1/parcels", json!({"parcels": parcels}))
+        a.admin_post("/v1/parcels", json!({"parcels": parcels}))
             .await
-            .unwrap()
             .status(),
         200
     );
     let ids: Vec<String> = (0..N).map(|i| format!("P-{i}")).collect();
-    let r = post(
-        "/v1/routes",
-        json!({"route_id": "R-1", "courier_id": "C-1", "delivery_date": today,
+    let r = a
+        .admin_post(
+            "/v1/routes",
+            json!({"route_id": "R-1", "courier_id": "C-1", "delivery_date": today,
         "stops": [{"stop_id": "S-1", "address": "1 Example Street", "parcel_ids": ids}]}),
-    )
-    .await
-    .unwrap();
+        )
+        .await;
     assert_eq!(r.status(), 200);
     let deadline = Instant::now() + Duration::from_secs(60);
     while posts.lock().unwrap().len() < N && Instant::now() < deadline {
