@@ -252,7 +252,7 @@ async fn resend_needs_the_form_token_and_is_rate_limited() {
 /// Sign in: returns the session cookie pair and the board page.
 pub(crate) async fn login(s: &Server, c: &reqwest::Client) -> (String, String) {
     let r = post_form(
-        &c,
+        c,
         &format!("{}/board/login", s.url),
         None,
         &[("token", s.admin.as_str())],
@@ -271,7 +271,7 @@ pub(crate) async fn login(s: &Server, c: &reqwest::Client) -> (String, String) {
         doorcode_core::b64::decode(id).unwrap().len() >= 16,
         "≥128-bit session id"
     );
-    let r = get_with_cookie(&c, &format!("{}/board?date={DAY}", s.url), &cookie).await;
+    let r = get_with_cookie(c, &format!("{}/board?date={DAY}", s.url), &cookie).await;
     assert_eq!(r.status().as_u16(), 200);
     assert_page_headers(r.headers());
     (cookie, r.text().await.unwrap())
