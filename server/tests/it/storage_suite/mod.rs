@@ -320,6 +320,25 @@ async fn signals(s: &dyn Storage, d: NaiveDate) -> Vec<Signal> {
     }
 }
 
+/// Signals as (kind, parcel).
+fn by_parcel(sig: &[Signal]) -> Vec<(SignalKind, Option<&str>)> {
+    sig.iter()
+        .map(|x| (x.kind, x.parcel_id.as_deref()))
+        .collect()
+}
+
+/// Signals as (kind, confirmation).
+fn by_confirmation(sig: &[Signal]) -> Vec<(SignalKind, Option<&str>)> {
+    sig.iter()
+        .map(|x| (x.kind, x.confirmation_id.as_deref()))
+        .collect()
+}
+
+/// Up to 10 due notices claimed at `at` for a 60 s lease.
+async fn claim(s: &dyn Storage, at: DateTime<Utc>) -> Vec<NoticeJob> {
+    s.claim_notices(at, 60, 10).await.unwrap()
+}
+
 async fn kinds(s: &dyn Storage, d: NaiveDate) -> Vec<SignalKind> {
     signals(s, d).await.into_iter().map(|x| x.kind).collect()
 }
@@ -900,10 +919,7 @@ pub async fn the_full_code_check_decides_delivered_or_disputed(s: &dyn Storage) 
     assert_eq!(state(s, "k-3").await.0, ParcelState::Disputed);
     assert_eq!(state(s, "k-4").await.0, ParcelState::Delivered);
     let sig = signals(s, day(23)).await;
-    let got: Vec<(SignalKind, Option<&str>)> = sig
-        .iter()
-        .map(|x| (x.kind, x.parcel_id.as_deref()))
-        .collect();
+    let got = by_parcel(&sig);
     assert_eq!(
         got,
         [
@@ -1125,10 +1141,7 @@ pub async fn seq_gaps_and_reuse_are_signalled(s: &dyn Storage) {
         "a signal, not a rejection"
     );
     let sig = signals(s, day(23)).await;
-    let got: Vec<(SignalKind, Option<&str>)> = sig
-        .iter()
-        .map(|x| (x.kind, x.confirmation_id.as_deref()))
-        .collect();
+    let got = by_confirmation(&sig);
     assert_eq!(
         got,
         [
@@ -1193,10 +1206,7 @@ pub async fn many_wrong_tries_at_the_door_are_signalled(s: &dyn Storage) {
     locked.failed_attempts = 5;
     ingest(s, locked).await;
     let sig = signals(s, day(23)).await;
-    let got: Vec<(SignalKind, Option<&str>)> = sig
-        .iter()
-        .map(|x| (x.kind, x.parcel_id.as_deref()))
-        .collect();
+    let got = by_parcel(&sig);
     assert_eq!(
         got,
         [
@@ -1220,10 +1230,7 @@ pub async fn fewer_tries_than_counted_online_is_tries_mismatch(s: &dyn Storage) 
     honest.failed_attempts = 0;
     ingest(s, honest).await;
     let sig = signals(s, day(23)).await;
-    let got: Vec<(SignalKind, Option<&str>)> = sig
-        .iter()
-        .map(|x| (x.kind, x.parcel_id.as_deref()))
-        .collect();
+    let got = by_parcel(&sig);
     assert_eq!(got, [(SignalKind::TriesMismatch, Some("t-1"))]);
     assert!(sig[0].detail.contains("counted 1"), "{}", sig[0].detail);
 }
@@ -1611,17 +1618,14 @@ pub async fn a_claimed_notice_brings_back_its_last_error(s: &dyn Storage) {
         .await
         .unwrap();
     save(s, route("R-e", "C-e", day(27), &["n-e"])).await;
-    let j = s.claim_notices(now, 60, 10).await.unwrap();
+    let j = claim(s, now).await;
     assert_eq!(j.len(), 1);
     assert_eq!(j[0].last_error, None, "a new notice has no error");
     let text = "done=smtp-0011aabb; webhook-22334455: webhook answered 500 \u{e9}";
     s.notice_failed(j[0].notice_id, text, Some(now + Duration::seconds(5)))
         .await
         .unwrap();
-    let j = s
-        .claim_notices(now + Duration::seconds(6), 60, 10)
-        .await
-        .unwrap();
+    let j = claim(s, now + Duration::seconds(6)).await;
     assert_eq!(j.len(), 1);
     assert_eq!(j[0].last_error.as_deref(), Some(text));
     assert_eq!(j[0].tries, 1);
@@ -1633,7 +1637,7 @@ pub async fn notices_lease_retry_and_finish(s: &dyn Storage) {
         .await
         .unwrap();
     save(s, route("R-n", "C-n", day(27), &["n-1"])).await;
-    let jobs = s.claim_notices(now, 60, 10).await.unwrap();
+    let jobs = claim(s, now).await;
     assert_eq!(jobs.len(), 1);
     assert_eq!(
         (
@@ -1645,16 +1649,10 @@ pub async fn notices_lease_retry_and_finish(s: &dyn Storage) {
         ("n-1", 1, 0, day(27))
     );
     assert!(
-        s.claim_notices(now + Duration::seconds(30), 60, 10)
-            .await
-            .unwrap()
-            .is_empty(),
+        claim(s, now + Duration::seconds(30)).await.is_empty(),
         "leased"
     );
-    let again = s
-        .claim_notices(now + Duration::seconds(61), 60, 10)
-        .await
-        .unwrap();
+    let again = claim(s, now + Duration::seconds(61)).await;
     assert_eq!(
         again.len(),
         1,
@@ -1665,31 +1663,22 @@ pub async fn notices_lease_retry_and_finish(s: &dyn Storage) {
         .await
         .unwrap();
     assert!(
-        s.claim_notices(now + Duration::seconds(100), 60, 10)
-            .await
-            .unwrap()
-            .is_empty(),
+        claim(s, now + Duration::seconds(100)).await.is_empty(),
         "backoff"
     );
-    let j = s
-        .claim_notices(now + Duration::seconds(121), 60, 10)
-        .await
-        .unwrap();
+    let j = claim(s, now + Duration::seconds(121)).await;
     assert_eq!((j.len(), j[0].tries), (1, 1));
     s.notice_sent(id, now + Duration::seconds(122))
         .await
         .unwrap();
     assert!(
-        s.claim_notices(now + Duration::days(9), 60, 10)
-            .await
-            .unwrap()
-            .is_empty(),
+        claim(s, now + Duration::days(9)).await.is_empty(),
         "sent is done"
     );
     assert_eq!(s.notice_counts().await.unwrap(), (0, 1, 0));
     // A notice given up on for good.
     save(s, route("R-n", "C-n", day(28), &["n-1"])).await;
-    let j = s.claim_notices(now, 60, 10).await.unwrap();
+    let j = claim(s, now).await;
     s.notice_failed(j[0].notice_id, "no such address", None)
         .await
         .unwrap();
