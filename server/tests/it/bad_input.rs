@@ -8,42 +8,24 @@
 use crate::support::*;
 use serde_json::{Value, json};
 
-/// Every row of every table, as text: the stored state.
+/// Every row of every table, as text: the stored state. Rate-limit
+/// counters are left out: bad requests are meant to count against their
+/// client's limits (as they did when the limits were in memory, out of this
+/// snapshot's sight); the rest must not change.
 fn snapshot(dir: &std::path::Path) -> String {
-    let conn = rusqlite::Connection::open(dir.join("doorcode.db")).unwrap();
-    let tables: Vec<String> = conn
-        // Rate-limit counters are left out: bad requests are meant to count
-        // against their client's limits (as they did when the limits were in
-        // memory, out of this snapshot's sight); the rest must not change.
-        .prepare(
-            "SELECT name FROM sqlite_master WHERE type='table' AND name <> 'rate_counters'
-             ORDER BY name",
-        )
-        .unwrap()
-        .query_map([], |r| r.get(0))
-        .unwrap()
-        .map(Result::unwrap)
-        .collect();
     let mut out = String::new();
-    for t in tables {
-        let mut st = conn.prepare(&format!("SELECT * FROM {t}")).unwrap();
-        let n = st.column_count();
-        let rows = st
-            .query_map([], |r| {
-                Ok((0..n)
-                    .map(|i| match r.get_ref(i).unwrap() {
-                        rusqlite::types::ValueRef::Text(t) => {
-                            String::from_utf8_lossy(t).into_owned()
-                        }
-                        v => format!("{v:?}"),
-                    })
-                    .collect::<Vec<_>>()
-                    .join("|"))
-            })
-            .unwrap();
-        for row in rows {
-            out.push_str(&format!("{t}: {}\n", row.unwrap()));
+    for (t, values) in dump::sqlite_rows(dir) {
+        if t == "rate_counters" {
+            continue;
         }
+        let row: Vec<String> = values
+            .into_iter()
+            .map(|v| match v {
+                rusqlite::types::Value::Text(t) => t,
+                v => format!("{v:?}"),
+            })
+            .collect();
+        out.push_str(&format!("{t}: {}\n", row.join("|")));
     }
     out
 }
@@ -86,14 +68,10 @@ fn assert_4xx(what: &str, (st, v): &(u16, Value), want: u16) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_input_is_4xx_and_changes_nothing() {
     let (dir, s) = serve("2026-11-23T06:00:00Z").await;
-    s.admin_ok("/v1/parcels", json!({"parcels": [{"parcel_id": "P-1001", "recipient": {"name": "J. Doe", "email": "j@example.com"},
-            "address": "1 Example Street", "value": 99.5, "currency": "EUR"}]})).await;
-    s.admin_ok(
-        "/v1/routes",
-        json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "2026-11-23",
-        "stops": [{"stop_id": "S-1", "address": "1 Example Street", "parcel_ids": ["P-1001"]}]}),
-    )
-    .await;
+    let parcel = json!({"parcel_id": "P-1001", "recipient": {"name": "J. Doe", "email": "j@example.com"},
+        "address": "1 Example Street", "value": 99.5, "currency": "EUR"});
+    s.one_parcel_route(parcel, "R-7", "C-42", "2026-11-23")
+        .await;
     let mut a = s.enroll("C-42").await;
     let m = s.manifest(&a, "2026-11-23").await;
     let door = Door::of(&m, "2026-11-23");

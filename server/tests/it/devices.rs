@@ -10,14 +10,10 @@ use serde_json::{Value, json};
 const NOW: &str = "2026-11-23T08:00:00Z";
 
 async fn seed(s: &Server) {
-    s.admin_ok("/v1/parcels", json!({"parcels": [{"parcel_id": "P-1", "recipient": {"name": "A Customer", "email": "a@example.com"},
-            "address": "1 Main St", "value": 100, "currency": "EUR"}]})).await;
-    s.admin_ok(
-        "/v1/routes",
-        json!({"route_id": "R-1", "courier_id": "C-42", "delivery_date": "2026-11-23",
-            "stops": [{"stop_id": "S-1", "address": "1 Main St", "parcel_ids": ["P-1"]}]}),
-    )
-    .await;
+    let parcel = json!({"parcel_id": "P-1", "recipient": {"name": "A Customer", "email": "a@example.com"},
+        "address": "1 Main St", "value": 100, "currency": "EUR"});
+    s.one_parcel_route(parcel, "R-1", "C-42", "2026-11-23")
+        .await;
 }
 
 async fn manifest_status(s: &Server, token: &str) -> u16 {

@@ -9,18 +9,10 @@ use serde_json::json;
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_wrong_tries_lock_exactly_once() {
     let (_dir, s) = serve("2026-11-23T06:00:00Z").await;
-    s.admin_post(
-        "/v1/parcels",
-        json!({"parcels": [{"parcel_id": "P-1001", "recipient": {"name": "J. Doe"},
-        "address": "1 Example Street", "value": 120, "currency": "EUR"}]}),
-    )
-    .await;
-    s.admin_ok(
-        "/v1/routes",
-        json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "2026-11-23",
-        "stops": [{"stop_id": "S-1", "address": "1 Example Street", "parcel_ids": ["P-1001"]}]}),
-    )
-    .await;
+    let parcel = json!({"parcel_id": "P-1001", "recipient": {"name": "J. Doe"},
+        "address": "1 Example Street", "value": 120, "currency": "EUR"});
+    s.one_parcel_route(parcel, "R-7", "C-42", "2026-11-23")
+        .await;
     let a = s.enroll("C-42").await;
     // A device enrolled after the route gets its manifest built on first fetch.
     assert_eq!(s.manifest_response(&a, "2026-11-23").await.status(), 200);

@@ -191,17 +191,8 @@ async fn a_webhook_redirect_is_a_failed_send_and_is_never_followed() {
         cfg.notify = vec![format!("webhook:http://{gateway}/sms")];
         cfg.webhook_secret = Some(WEBHOOK_SECRET.into());
         let s = start(cfg).await;
-        s.admin_ok(
-            "/v1/parcels",
-            json!({"parcels": [parcel("P-1", "J. Doe", None, Some("+491701234567"))]}),
-        )
-        .await;
-        s.admin_ok(
-            "/v1/routes",
-            json!({"route_id": "R-1", "courier_id": "C-1", "delivery_date": DAY,
-            "stops": [{"stop_id": "S-1", "address": "1 Example Street", "parcel_ids": ["P-1"]}]}),
-        )
-        .await;
+        let p1 = parcel("P-1", "J. Doe", None, Some("+491701234567"));
+        s.one_parcel_route(p1, "R-1", "C-1", DAY).await;
         let mut m = String::new();
         for _ in 0..200 {
             m = s.metrics().await;

@@ -198,6 +198,20 @@ impl Server {
         Self::status_json(self.request(reqwest::Method::GET, path)).await
     }
 
+    /// One parcel (as the dispatch API takes it) alone on courier's route
+    /// `route` for `date`, at the parcel's address; both must answer 200.
+    pub async fn one_parcel_route(&self, parcel: Value, route: &str, courier: &str, date: &str) {
+        let (id, address) = (parcel["parcel_id"].clone(), parcel["address"].clone());
+        self.admin_ok("/v1/parcels", json!({ "parcels": [parcel] }))
+            .await;
+        self.admin_ok(
+            "/v1/routes",
+            json!({"route_id": route, "courier_id": courier, "delivery_date": date,
+                "stops": [{"stop_id": "S-1", "address": address, "parcel_ids": [id]}]}),
+        )
+        .await;
+    }
+
     /// The handset's manifest request for `date`, sent.
     pub async fn manifest_response(&self, h: &Handset, date: &str) -> reqwest::Response {
         self.request(reqwest::Method::GET, &format!("/v1/manifest?date={date}"))
