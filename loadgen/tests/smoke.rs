@@ -7,52 +7,43 @@
 
 use std::path::PathBuf;
 use std::process::Command;
-use std::time::Duration;
 
-fn pg_url() -> String {
-    std::env::var("DOORCODE_TEST_PG")
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "postgres://postgres@127.0.0.1:5432/postgres".to_string())
-}
+/// PostgreSQL for the test, as the server's tests find it.
+#[path = "../../server/tests/it/support/pg.rs"]
+mod pg;
 
-fn in_ci() -> bool {
-    matches!(std::env::var("CI"), Ok(v) if !v.is_empty() && v != "false" && v != "0")
-}
+use pg::base_url as pg_url;
 
 /// Whether PostgreSQL answers; under CI it must.
 fn postgres_reachable() -> bool {
-    let url = pg_url();
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .unwrap();
-    let err = rt.block_on(async {
-        match tokio::time::timeout(
-            Duration::from_secs(5),
-            tokio_postgres::connect(&url, tokio_postgres::NoTls),
-        )
-        .await
-        {
-            Ok(Ok(_)) => None,
-            Ok(Err(e)) => Some(e.to_string()),
-            Err(_) => Some("connection timed out".to_string()),
+    match rt.block_on(pg::connect(&pg_url())) {
+        Ok(_) => true,
+        Err(e) => {
+            pg::unreachable("the load smoke test's PostgreSQL run", &e);
+            false
         }
-    });
-    let Some(e) = err else { return true };
-    let msg = format!(
-        "SKIPPED: PostgreSQL not reachable at DOORCODE_TEST_PG={url} ({e}); the load smoke test's PostgreSQL run did NOT run"
-    );
-    if in_ci() {
-        panic!("{msg}. CI must run it: .ci/run starts PostgreSQL.");
     }
-    let bar = "!".repeat(78);
-    use std::io::Write as _;
-    let _ = writeln!(
-        std::io::stderr(),
-        "\n{bar}\n!!! {msg}\n!!! start it (scripts/postgres-up.sh) or set DOORCODE_TEST_PG\n{bar}\n"
-    );
-    false
+}
+
+/// `doorcode-load ARGS…`.
+fn load(args: &[&str]) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_doorcode-load"));
+    c.args(args);
+    c
+}
+
+/// Runs it; returns (success, stdout, stderr).
+fn run(c: &mut Command) -> (bool, String, String) {
+    let out = c.output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// The `doorcode` binary of this build profile, next to `doorcode-load`.
@@ -147,29 +138,21 @@ fn check_backend(table: &str, backend: &str, storage_floors: usize) {
 fn a_tiny_day_runs_every_phase_against_its_floor() {
     let bin = server_bin();
     let pg = postgres_reachable();
-    let out = Command::new(env!("CARGO_BIN_EXE_doorcode-load"))
-        .args([
-            "--quick",
-            "--batch",
-            "10",
-            // A history day of 20 routes planned 8 at a time, purged by the
-            // retention job while the ingest runs.
-            "--history",
-            "20",
-            "--backend",
-            if pg { "both" } else { "sqlite" },
-        ])
-        .arg("--server-bin")
-        .arg(&bin)
-        .env("DOORCODE_TEST_PG", pg_url())
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "doorcode-load failed:\n{stderr}\n{stdout}"
-    );
+    let (ok, stdout, stderr) = run(load(&[
+        "--quick",
+        "--batch",
+        "10",
+        // A history day of 20 routes planned 8 at a time, purged by the
+        // retention job while the ingest runs.
+        "--history",
+        "20",
+        "--backend",
+        if pg { "both" } else { "sqlite" },
+    ])
+    .arg("--server-bin")
+    .arg(&bin)
+    .env("DOORCODE_TEST_PG", pg_url()));
+    assert!(ok, "doorcode-load failed:\n{stderr}\n{stdout}");
     check_backend(&stdout, "SQLite", 1);
     if pg {
         check_backend(&stdout, "PostgreSQL", 2);
@@ -190,18 +173,14 @@ fn a_tiny_day_runs_every_phase_against_its_floor() {
 
 #[test]
 fn a_missing_server_binary_is_an_error_not_a_panic() {
-    let out = Command::new(env!("CARGO_BIN_EXE_doorcode-load"))
-        .args([
-            "--quick",
-            "--backend",
-            "sqlite",
-            "--server-bin",
-            "/nonexistent/doorcode",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (ok, _, stderr) = run(&mut load(&[
+        "--quick",
+        "--backend",
+        "sqlite",
+        "--server-bin",
+        "/nonexistent/doorcode",
+    ]));
+    assert!(!ok);
     assert!(
         stderr.contains("doorcode-load: starting doorcode serve"),
         "{stderr}"
@@ -214,27 +193,19 @@ fn a_missing_server_binary_is_an_error_not_a_panic() {
 #[test]
 fn a_storm_of_50_handsets_pulls_and_re_pulls_without_errors() {
     let bin = server_bin();
-    let out = Command::new(env!("CARGO_BIN_EXE_doorcode-load"))
-        .args([
-            "--storm",
-            "50",
-            "--parcels",
-            "40",
-            "--concurrency",
-            "16",
-            "--backend",
-            "sqlite",
-        ])
-        .arg("--server-bin")
-        .arg(&bin)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "doorcode-load --storm failed:\n{stderr}\n{stdout}"
-    );
+    let (ok, stdout, stderr) = run(load(&[
+        "--storm",
+        "50",
+        "--parcels",
+        "40",
+        "--concurrency",
+        "16",
+        "--backend",
+        "sqlite",
+    ])
+    .arg("--server-bin")
+    .arg(&bin));
+    assert!(ok, "doorcode-load --storm failed:\n{stderr}\n{stdout}");
     let line = stdout
         .lines()
         .find(|l| l.starts_with("storm: "))
@@ -249,19 +220,15 @@ fn a_storm_of_50_handsets_pulls_and_re_pulls_without_errors() {
 /// before any server starts, and says how to raise the limit.
 #[test]
 fn a_storm_beyond_the_open_files_limit_says_how_to_raise_it() {
-    let out = Command::new(env!("CARGO_BIN_EXE_doorcode-load"))
-        .args([
-            "--storm",
-            "10",
-            "--concurrency",
-            "100000000",
-            "--backend",
-            "sqlite",
-        ])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let (ok, _, stderr) = run(&mut load(&[
+        "--storm",
+        "10",
+        "--concurrency",
+        "100000000",
+        "--backend",
+        "sqlite",
+    ]));
+    assert!(!ok);
     assert!(stderr.contains("ulimit -n"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }

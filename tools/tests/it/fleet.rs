@@ -189,6 +189,22 @@ impl Drop for Serve {
     }
 }
 
+/// `doorcode serve --database DB EXTRA…` on `data`, one node of several on
+/// one database, its log in `log_dir/NAME.log`.
+pub fn db_node(data: &Path, db: &str, log_dir: &Path, name: &str, extra: &[&str]) -> Serve {
+    let log = log_dir.join(format!("{name}.log"));
+    let mut args = vec!["--database", db];
+    args.extend_from_slice(extra);
+    Serve::start(
+        data,
+        &ServeOpts {
+            extra: &args,
+            log: Some(&log),
+            ..ServeOpts::default()
+        },
+    )
+}
+
 /// A server on a fixed port with the fixed code key, so it can be killed
 /// and restarted on the same data and URL.
 pub struct ServerProc {

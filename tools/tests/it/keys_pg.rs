@@ -6,7 +6,7 @@
 //! publish the same keys.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::fleet::{Serve, ServeOpts};
+use crate::fleet::{Serve, db_node};
 use serde_json::Value;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -15,15 +15,7 @@ use std::time::{Duration, Instant};
 const SECRETS: [&str; 4] = ["code-key", "track-key", "admin-token.sha256", "signing-key"];
 
 fn node(dir: &Path, db: &str, name: &str) -> Serve {
-    let log = dir.parent().unwrap().join(format!("{name}.log"));
-    Serve::start(
-        dir,
-        &ServeOpts {
-            extra: &["--database", db],
-            log: Some(&log),
-            ..ServeOpts::default()
-        },
-    )
+    db_node(dir, db, dir.parent().unwrap(), name, &[])
 }
 
 /// `doorcode serve` that must exit with an error; returns its stderr.

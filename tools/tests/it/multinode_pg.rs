@@ -7,7 +7,7 @@
 //! Without a reachable PostgreSQL: FAILS under CI, loudly SKIPPED elsewhere.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::fleet::{Serve, ServeOpts};
+use crate::fleet::{Serve, db_node};
 use crate::support::send_text;
 use crate::support::{Door, Handset};
 use doorcode_core::codes::{CodeKey, derive_code};
@@ -21,15 +21,7 @@ use std::time::{Duration, Instant};
 /// Start `doorcode serve` on an ephemeral port; returns the node and the
 /// admin token if this start created it.
 fn spawn_node(dir: &Path, db: &str, name: &str) -> (Serve, Option<String>) {
-    let log = dir.join(format!("{name}.log"));
-    let node = Serve::start(
-        dir,
-        &ServeOpts {
-            extra: &["--max-attempts", "5", "--database", db],
-            log: Some(&log),
-            ..ServeOpts::default()
-        },
-    );
+    let node = db_node(dir, db, dir, name, &["--max-attempts", "5"]);
     let token = node.admin.clone();
     (node, token)
 }

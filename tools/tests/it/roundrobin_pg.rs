@@ -8,7 +8,7 @@
 //! Without a reachable PostgreSQL: FAILS under CI, loudly SKIPPED elsewhere.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::fleet::{Serve, ServeOpts};
+use crate::fleet::{Serve, db_node};
 use crate::support::board::{FormBody, field, session_cookie};
 use crate::support::send_text;
 use reqwest::header::{COOKIE, LOCATION};
@@ -146,17 +146,7 @@ async fn pg_round_robin_board_and_limits_across_two_nodes() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
     let db = pg.url_with("pool_size=4");
-    let start = |name: &str| {
-        let log = dir.join(format!("{name}.log"));
-        Serve::start(
-            dir,
-            &ServeOpts {
-                extra: &["--database", &db, "--trusted-proxies", "127.0.0.0/8"],
-                log: Some(&log),
-                ..ServeOpts::default()
-            },
-        )
-    };
+    let start = |name: &str| db_node(dir, &db, dir, name, &["--trusted-proxies", "127.0.0.0/8"]);
     let a = start("node-a");
     let admin = a.admin.clone().expect("first start prints the admin token");
     let b = start("node-b");

@@ -29,7 +29,7 @@ pub struct PgSchema {
     pub client: tokio_postgres::Client,
 }
 
-async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
+pub async fn connect(url: &str) -> Result<tokio_postgres::Client, String> {
     let fut = tokio_postgres::connect(url, NoTls);
     let (client, conn) = tokio::time::timeout(Duration::from_secs(5), fut)
         .await
@@ -49,6 +49,26 @@ fn with_param(url: &str, param: &str) -> String {
     }
 }
 
+/// PostgreSQL did not answer: under CI a panic, elsewhere a loud SKIPPED
+/// banner on the process's stderr saying that `what` did NOT run.
+pub fn unreachable(what: &str, err: &str) {
+    let msg = format!(
+        "SKIPPED: PostgreSQL not reachable at DOORCODE_TEST_PG={} ({err}); {what} did NOT run",
+        base_url()
+    );
+    if in_ci() {
+        panic!("{msg}. CI must run the PostgreSQL suite: .ci/run starts PostgreSQL.");
+    }
+    let bar = "!".repeat(78);
+    // Straight to the process's stderr: the test harness captures
+    // eprintln! of passing tests, and this must be seen.
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n{bar}\n!!! {msg}\n!!! start it (scripts/postgres-up.sh) or set DOORCODE_TEST_PG\n{bar}\n"
+    );
+}
+
 /// A fresh, empty schema, or None after a loud SKIPPED banner when
 /// PostgreSQL is not reachable outside CI. Under CI it panics instead.
 pub async fn fresh_schema(test: &str) -> Option<PgSchema> {
@@ -56,21 +76,7 @@ pub async fn fresh_schema(test: &str) -> Option<PgSchema> {
     let client = match connect(&base).await {
         Ok(c) => c,
         Err(e) => {
-            let msg = format!(
-                "SKIPPED: PostgreSQL not reachable at DOORCODE_TEST_PG={base} ({e}); \
-                 the PostgreSQL test `{test}` did NOT run"
-            );
-            if in_ci() {
-                panic!("{msg}. CI must run the PostgreSQL suite: .ci/run starts PostgreSQL.");
-            }
-            let bar = "!".repeat(78);
-            // Straight to the process's stderr: the test harness captures
-            // eprintln! of passing tests, and this must be seen.
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n{bar}\n!!! {msg}\n!!! start it (scripts/postgres-up.sh) or set DOORCODE_TEST_PG\n{bar}\n"
-            );
+            unreachable(&format!("the PostgreSQL test `{test}`"), &e);
             return None;
         }
     };
