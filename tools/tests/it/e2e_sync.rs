@@ -19,9 +19,7 @@ use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn offline_day_then_reconnect() {
-    let dir = tempfile::tempdir().unwrap();
-    let (srv, admin) = ServerProc::with_admin(&dir.path().join("server"), free_port());
-    let plan = plan_day(&admin, 2, 60).await;
+    let (dir, srv, admin, plan) = planned_day(2, 60).await;
     let mut expect = HashMap::new();
     let mut clients = Vec::new();
     for (courier, _) in &plan {
@@ -93,9 +91,7 @@ async fn offline_day_then_reconnect() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn flaky_link_loses_nothing_over_1000_confirmations() {
-    let dir = tempfile::tempdir().unwrap();
-    let (srv, admin) = ServerProc::with_admin(&dir.path().join("server"), free_port());
-    let plan = plan_day(&admin, 4, 250).await;
+    let (dir, srv, admin, plan) = planned_day(4, 250).await;
     let proxy = Proxy::start(srv.addr(), 0xfa17).await.unwrap();
     let mut expect = HashMap::new();
     let mut clients = Vec::new();
@@ -198,9 +194,7 @@ async fn server_killed_and_restarted_mid_upload() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn handset_process_killed_mid_sync() {
-    let dir = tempfile::tempdir().unwrap();
-    let (srv, admin) = ServerProc::with_admin(&dir.path().join("server"), free_port());
-    let plan = plan_day(&admin, 1, 1000).await;
+    let (dir, srv, admin, plan) = planned_day(1, 1000).await;
     // A slow link, so a sync takes long enough to be killed in the middle.
     let proxy = Proxy::start(srv.addr(), 7).await.unwrap();
     let courier = &plan[0].0;

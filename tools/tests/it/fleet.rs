@@ -268,6 +268,23 @@ impl Admin {
     }
 }
 
+/// A server on a fresh dir (its data in `server/`) with its dispatcher and
+/// a day of `couriers` routes of `per` parcels planned.
+pub async fn planned_day(
+    couriers: usize,
+    per: usize,
+) -> (
+    tempfile::TempDir,
+    ServerProc,
+    Admin,
+    Vec<(String, Vec<String>)>,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let (srv, admin) = ServerProc::with_admin(&dir.path().join("server"), free_port());
+    let plan = plan_day(&admin, couriers, per).await;
+    (dir, srv, admin, plan)
+}
+
 pub fn today() -> NaiveDate {
     Utc::now().date_naive()
 }

@@ -69,6 +69,18 @@ fn import_with(url: &str, token: Option<&str>, files: &[&Path]) -> Output {
     cmd.output().unwrap()
 }
 
+/// An import that must succeed with every line of `summary` in its output
+/// and no rejected row; its stdout.
+fn import_ok(d: &Depot, files: &[&Path], summary: &[&str]) -> String {
+    let out = d.import(files);
+    let stdout = text(&out.stdout);
+    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
+    for line in summary.iter().chain(&["rejected: 0"]) {
+        assert!(stdout.contains(line), "{line:?} missing: {stdout}");
+    }
+    stdout
+}
+
 fn text(b: &[u8]) -> String {
     String::from_utf8_lossy(b).into_owned()
 }
@@ -104,18 +116,14 @@ async fn a_good_file_is_imported_and_running_it_again_changes_nothing() {
              R-IMP,C-IMP,{day},S-2,2 Rue de la Paix,IMP-3\n"
         ),
     );
-    let out = d.import(&[&parcels, &routes]);
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    assert!(
-        stdout.contains("parcels: 3 created, 0 updated, 0 unchanged"),
-        "{stdout}"
+    import_ok(
+        &d,
+        &[&parcels, &routes],
+        &[
+            "parcels: 3 created, 0 updated, 0 unchanged",
+            "routes: 1 created, 0 updated, 0 unchanged",
+        ],
     );
-    assert!(
-        stdout.contains("routes: 1 created, 0 updated, 0 unchanged"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("rejected: 0"), "{stdout}");
 
     let c = d.client();
     let p1 = c.parcel("IMP-1").await.unwrap();
@@ -152,18 +160,14 @@ async fn a_good_file_is_imported_and_running_it_again_changes_nothing() {
             )
         })
         .collect();
-    let out = d.import(&[&parcels, &routes]);
-    let stdout = text(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", text(&out.stderr));
-    assert!(
-        stdout.contains("parcels: 0 created, 0 updated, 3 unchanged"),
-        "{stdout}"
+    import_ok(
+        &d,
+        &[&parcels, &routes],
+        &[
+            "parcels: 0 created, 0 updated, 3 unchanged",
+            "routes: 0 created, 0 updated, 1 unchanged",
+        ],
     );
-    assert!(
-        stdout.contains("routes: 0 created, 0 updated, 1 unchanged"),
-        "{stdout}"
-    );
-    assert!(stdout.contains("rejected: 0"), "{stdout}");
     let mut after = Vec::new();
     for id in ["IMP-1", "IMP-2", "IMP-3"] {
         let p = c.parcel(id).await.unwrap();

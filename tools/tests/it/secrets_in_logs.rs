@@ -3,7 +3,7 @@
 //! does not allow to hold it.
 
 use crate::fleet::{Serve, ServeOpts, handset};
-use crate::support::track_token;
+use crate::support::{assert_absent, track_token};
 use doorcode_core::b64;
 use doorcode_core::envelope::Envelope;
 use serde_json::{Value, json};
@@ -417,15 +417,7 @@ async fn day_on_real_processes(json_logs: bool) {
             ("the handset CLI output", cli_output.as_str()),
             ("the metrics", metric_labels.as_str()),
         ] {
-            assert!(
-                !text.contains(secret.as_str()),
-                "{what} appeared in {place}: {}",
-                text.lines()
-                    .filter(|l| l.contains(secret.as_str()))
-                    .take(3)
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
+            assert_absent(text, secret, &format!("{what} appeared in {place}"));
         }
         if what != "a board session" {
             assert!(!board.contains(secret.as_str()), "{what} on the board page");

@@ -85,6 +85,20 @@ pub fn wrong(code: &str) -> String {
         .collect()
 }
 
+/// `text` must not hold `secret`; a failure says `what` and shows the
+/// first lines that hold it.
+pub fn assert_absent(text: &str, secret: &str, what: &str) {
+    assert!(
+        !text.contains(secret),
+        "{what}: {}",
+        text.lines()
+            .filter(|l| l.contains(secret))
+            .take(3)
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
 /// The token of a tracking link: its last path segment.
 pub fn track_token(url: &Value) -> String {
     url.as_str()
