@@ -234,16 +234,14 @@ async fn clear_tokens_are_converted(dir: &Path, pg: Option<PgSchema>) {
 async fn clear_track_tokens_are_converted_at_start_sqlite() {
     let tmp = tempfile::tempdir().unwrap();
     let dir = tmp.path();
-    let c = rusqlite::Connection::open(dir.join("doorcode.db")).unwrap();
-    c.execute_batch(&format!(
-        "{}\n{}\n{}\nPRAGMA user_version = 3;\n{}",
-        include_str!("../../src/storage/migrations/sqlite/0001_init.sql"),
-        include_str!("../../src/storage/migrations/sqlite/0002_seen_revoked_signal_days.sql"),
-        include_str!("../../src/storage/migrations/sqlite/0003_lifecycle.sql"),
-        old_rows().replace("TRUE", "1"),
-    ))
-    .unwrap();
-    drop(c);
+    migrations::sqlite_at(
+        &dir.join("doorcode.db"),
+        3,
+        &format!(
+            "PRAGMA user_version = 3;\n{}",
+            old_rows().replace("TRUE", "1")
+        ),
+    );
     clear_tokens_are_converted(dir, None).await;
 }
 
@@ -252,24 +250,7 @@ async fn clear_track_tokens_are_converted_at_start_postgres() {
     let Some(pg) = crate::support::pg::fresh_schema("clear_tokens_converted").await else {
         return;
     };
-    pg.client
-        .batch_execute(&format!(
-            "SET search_path = {n};
-             {v1}
-             {v2}
-             {v3}
-             CREATE TABLE doorcode_migrations(version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
-             INSERT INTO doorcode_migrations(version) VALUES (1), (2), (3);
-             {rows}
-             SET search_path = public;",
-            n = pg.name,
-            v1 = include_str!("../../src/storage/migrations/postgres/0001_init.sql"),
-            v2 = include_str!("../../src/storage/migrations/postgres/0002_seen_revoked_signal_days.sql"),
-            v3 = include_str!("../../src/storage/migrations/postgres/0003_lifecycle.sql"),
-            rows = old_rows(),
-        ))
-        .await
-        .unwrap();
+    migrations::postgres_at(&pg, 3, &old_rows()).await;
     let tmp = tempfile::tempdir().unwrap();
     clear_tokens_are_converted(tmp.path(), Some(pg)).await;
 }

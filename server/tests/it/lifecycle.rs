@@ -709,24 +709,15 @@ async fn schema_2_upgrades_to_the_fresh_schema_on_sqlite() {
     use doorcode_server::storage::sqlite::SqliteStorage;
     let dir = tempfile::tempdir().unwrap();
     let old = dir.path().join("old.db");
-    let c = rusqlite::Connection::open(&old).unwrap();
-    c.execute_batch(include_str!(
-        "../../src/storage/migrations/sqlite/0001_init.sql"
-    ))
-    .unwrap();
-    c.execute_batch(include_str!(
-        "../../src/storage/migrations/sqlite/0002_seen_revoked_signal_days.sql"
-    ))
-    .unwrap();
-    c.execute_batch(
+    migrations::sqlite_at(
+        &old,
+        2,
         "PRAGMA user_version = 2;
          INSERT INTO parcels(parcel_id, recipient_name, address, value, currency, requires_code,
            track_token, status, created_at, updated_at)
            VALUES('P-1', 'Old Customer', 'Old Street 1', 10, 'EUR', 0, 'tok', 'delivered',
              '2026-11-20T08:00:00.000000Z', '2026-11-20T08:00:00.000000Z');",
-    )
-    .unwrap();
-    drop(c);
+    );
     let s = SqliteStorage::open(&old).unwrap();
     drop(SqliteStorage::open(&dir.path().join("fresh.db")).unwrap());
     let schema = |p: &Path| -> Vec<(String, String, String)> {
@@ -771,20 +762,7 @@ async fn schema_2_upgrades_to_the_fresh_schema_on_postgres() {
     let Some(fresh) = crate::support::pg::fresh_schema("schema_2_upgrades_fresh").await else {
         return;
     };
-    old.client
-        .batch_execute(&format!(
-            "SET search_path = {n};
-             {v1}
-             {v2}
-             CREATE TABLE doorcode_migrations(version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
-             INSERT INTO doorcode_migrations(version) VALUES (1), (2);
-             SET search_path = public;",
-            n = old.name,
-            v1 = include_str!("../../src/storage/migrations/postgres/0001_init.sql"),
-            v2 = include_str!("../../src/storage/migrations/postgres/0002_seen_revoked_signal_days.sql"),
-        ))
-        .await
-        .unwrap();
+    migrations::postgres_at(&old, 2, "").await;
     let up = PostgresStorage::connect(&old.url).await.unwrap();
     let new = PostgresStorage::connect(&fresh.url).await.unwrap();
     assert_eq!(

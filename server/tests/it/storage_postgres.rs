@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::storage_suite::{parcel, t0};
+use crate::support::migrations;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use doorcode_core::confirmation::{Outcome, Verified};
 use doorcode_server::domain::verify::{Target, VerifyInput};
@@ -374,14 +375,10 @@ async fn pg_schema_1_upgrades_with_its_devices_and_signals() {
     let Some(pg) = crate::support::pg::fresh_schema("pg_schema_1_upgrades").await else {
         return;
     };
-    let n = &pg.name;
-    pg.client
-        .batch_execute(&format!(
-            "SET search_path = {n};
-             {v1}
-             CREATE TABLE doorcode_migrations(version BIGINT PRIMARY KEY, applied_at TIMESTAMPTZ NOT NULL DEFAULT now());
-             INSERT INTO doorcode_migrations(version) VALUES (1);
-             INSERT INTO devices(device_id, courier_id, name, public_key, token_hash, enrolled_at)
+    migrations::postgres_at(
+        &pg,
+        1,
+        "INSERT INTO devices(device_id, courier_id, name, public_key, token_hash, enrolled_at)
                VALUES('D-1', 'C-1', 'phone', 'pk', 'th', '2026-11-20T08:00:00Z');
              INSERT INTO confirmations(confirmation_id, device_id, seq, manifest_id, revision, parcel_id,
                delivery_date, attempt, outcome, verified, failed_attempts, disputed, recorded_at, received_at)
@@ -389,12 +386,9 @@ async fn pg_schema_1_upgrades_with_its_devices_and_signals() {
                  '2026-11-23T09:00:00Z', '2026-11-24T09:00:00Z');
              INSERT INTO signals(kind, parcel_id, device_id, confirmation_id, detail, at)
                VALUES('superseded_code', 'P-1', 'D-1', 'c-1', 'old', '2026-11-24T09:00:00Z'),
-                     ('verify_lockout', 'P-2', 'D-1', NULL, 'locked', '2026-11-25T10:00:00Z');
-             SET search_path = public;",
-            v1 = include_str!("../../src/storage/migrations/postgres/0001_init.sql")
-        ))
-        .await
-        .unwrap();
+                     ('verify_lockout', 'P-2', 'D-1', NULL, 'locked', '2026-11-25T10:00:00Z');",
+    )
+    .await;
     let s = PostgresStorage::connect(&pg.url).await.unwrap();
     assert_eq!(
         s.schema_version().await.unwrap(),

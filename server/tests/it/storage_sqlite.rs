@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 use crate::storage_suite::day;
+use crate::support::migrations;
 use doorcode_server::domain::SignalKind;
 use doorcode_server::storage::Storage;
 use doorcode_server::storage::sqlite::SqliteStorage;
@@ -60,12 +61,9 @@ fn wal_mode_and_schema_version() {
 async fn schema_1_upgrades_with_its_devices_and_signals() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("t.db");
-    let c = rusqlite::Connection::open(&path).unwrap();
-    c.execute_batch(include_str!(
-        "../../src/storage/migrations/sqlite/0001_init.sql"
-    ))
-    .unwrap();
-    c.execute_batch(
+    migrations::sqlite_at(
+        &path,
+        1,
         "PRAGMA user_version = 1;
          INSERT INTO devices(device_id, courier_id, name, public_key, token_hash, enrolled_at)
            VALUES('D-1', 'C-1', 'phone', 'pk', 'th', '2026-11-20T08:00:00.000000Z');
@@ -76,9 +74,7 @@ async fn schema_1_upgrades_with_its_devices_and_signals() {
          INSERT INTO signals(kind, parcel_id, device_id, confirmation_id, detail, at)
            VALUES('superseded_code', 'P-1', 'D-1', 'c-1', 'old', '2026-11-24T09:00:00.000000Z'),
                  ('verify_lockout', 'P-2', 'D-1', NULL, 'locked', '2026-11-25T10:00:00.000000Z');",
-    )
-    .unwrap();
-    drop(c);
+    );
     let s = SqliteStorage::open(&path).unwrap();
     let d = s.device("D-1").await.unwrap().unwrap();
     let enrolled = chrono::DateTime::parse_from_rfc3339("2026-11-20T08:00:00Z").unwrap();

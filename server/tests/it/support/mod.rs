@@ -15,6 +15,7 @@ use std::time::Duration;
 
 pub mod board;
 pub mod dump;
+pub mod migrations;
 pub mod net;
 pub mod pg;
 pub mod providers;
