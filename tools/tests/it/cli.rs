@@ -7,7 +7,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use crate::fleet::handset;
+use crate::fleet::{handset, serve_refused};
 use crate::support::free_port;
 
 fn serve(dir: &std::path::Path, port: u16, json: bool) -> Child {
@@ -101,14 +101,7 @@ fn serve_prints_the_token_once_and_logs_json() {
 fn malformed_code_key_is_refused_and_kept() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join("code-key"), "not hex\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_doorcode"))
-        .args(["serve", "--data-dir"])
-        .arg(dir.path())
-        .args(["--listen", "127.0.0.1:0"])
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_refused(dir.path(), &[]);
     assert!(
         err.contains("code-key") && err.contains("never replaced"),
         "{err}"

@@ -454,6 +454,17 @@ pub fn doorcode(args: &[&str]) -> Command {
     c
 }
 
+/// `doorcode serve` on `data` with `env` that must refuse to start; its stderr.
+pub fn serve_refused(data: &Path, env: &[(&str, &str)]) -> String {
+    let out = doorcode(&["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(data)
+        .envs(env.iter().copied())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
 /// Runs `doorcode handset --db DB ARGS…`; returns (success, stdout, stderr).
 pub fn handset(db: &Path, args: &[&str]) -> (bool, String, String) {
     let out = doorcode(&["handset", "--db"])

@@ -4,11 +4,10 @@
 //! both, one with email only gets the mail only. A malformed webhook secret
 //! from the environment stops the start with a clear error.
 
-use crate::fleet::Serve;
+use crate::fleet::{Serve, serve_refused};
 use crate::support::WEBHOOK_SECRET;
 use crate::support::providers::*;
 use serde_json::{Value, json};
-use std::process::Command;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn repeated_notify_reaches_each_address_the_recipient_has() {
@@ -77,15 +76,13 @@ async fn repeated_notify_reaches_each_address_the_recipient_has() {
 #[test]
 fn a_malformed_webhook_secret_from_the_environment_stops_the_start() {
     let tmp = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_doorcode"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(tmp.path().join("data"))
-        .env("DOORCODE_NOTIFY", "webhook:http://127.0.0.1:9/sms")
-        .env("DOORCODE_WEBHOOK_SECRET", "whsec_not*base64")
-        .output()
-        .unwrap();
-    assert!(!out.status.success());
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = serve_refused(
+        &tmp.path().join("data"),
+        &[
+            ("DOORCODE_NOTIFY", "webhook:http://127.0.0.1:9/sms"),
+            ("DOORCODE_WEBHOOK_SECRET", "whsec_not*base64"),
+        ],
+    );
     assert!(
         err.contains("--webhook-secret") && err.contains("base64"),
         "{err}"
