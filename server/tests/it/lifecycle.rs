@@ -306,11 +306,9 @@ async fn measure(dir: &Path, pg: Option<&PgSchema>) -> (i64, i64, i64) {
                     rows += n;
                 }
             }
-            let pages: i64 = c.query_row("PRAGMA page_count", [], |r| r.get(0)).unwrap();
-            let free: i64 = c
-                .query_row("PRAGMA freelist_count", [], |r| r.get(0))
-                .unwrap();
-            let size: i64 = c.query_row("PRAGMA page_size", [], |r| r.get(0)).unwrap();
+            let pages: i64 = crate::support::dump::one(&c, "PRAGMA page_count");
+            let free: i64 = crate::support::dump::one(&c, "PRAGMA freelist_count");
+            let size: i64 = crate::support::dump::one(&c, "PRAGMA page_size");
             (rows, (pages - free) * size, pages * size)
         }
         Some(pg) => {

@@ -40,13 +40,9 @@ fn wal_mode_and_schema_version() {
     let path = dir.path().join("t.db");
     drop(SqliteStorage::open(&path).unwrap());
     let c = rusqlite::Connection::open(&path).unwrap();
-    let mode: String = c
-        .query_row("PRAGMA journal_mode", [], |r| r.get(0))
-        .unwrap();
+    let mode: String = crate::support::dump::one(&c, "PRAGMA journal_mode");
     assert_eq!(mode, "wal");
-    let v: i64 = c
-        .query_row("PRAGMA user_version", [], |r| r.get(0))
-        .unwrap();
+    let v: i64 = crate::support::dump::one(&c, "PRAGMA user_version");
     assert_eq!(v, i64::try_from(SqliteStorage::schema_version()).unwrap());
     c.execute_batch("PRAGMA user_version = 99").unwrap();
     drop(c);

@@ -204,13 +204,10 @@ async fn ten_thousand_confirmations_survive_faults_kills_and_restarts() {
         assert_eq!(status, want, "{pid}");
         assert_eq!(*n, 1, "{pid} was counted {n} times");
     }
-    let bad_signals: i64 = db
-        .query_row(
-            "SELECT COUNT(*) FROM signals WHERE kind IN ('seq_gap', 'seq_reuse')",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let bad_signals: i64 = crate::support::dump::one(
+        &db,
+        "SELECT COUNT(*) FROM signals WHERE kind IN ('seq_gap', 'seq_reuse')",
+    );
     assert_eq!(bad_signals, 0, "a sequence gap or reuse was signalled");
     let seqs: Vec<(i64, i64)> = db
         .prepare("SELECT last_seq, (SELECT COUNT(*) FROM confirmations c WHERE c.device_id = d.device_id) FROM devices d")

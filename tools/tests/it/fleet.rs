@@ -519,10 +519,5 @@ pub fn fast_cfg() -> SyncConfig {
 /// another connection, as a second app process would).
 pub fn outbox_pending(db: &Path) -> u64 {
     let c = rusqlite::Connection::open(db).unwrap();
-    c.query_row(
-        "SELECT COUNT(*) FROM outbox WHERE status = 'pending'",
-        [],
-        |r| r.get(0),
-    )
-    .unwrap()
+    crate::support::dump::one(&c, "SELECT COUNT(*) FROM outbox WHERE status = 'pending'")
 }

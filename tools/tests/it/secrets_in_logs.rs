@@ -200,13 +200,10 @@ async fn day_on_real_processes(json_logs: bool) {
     // DESIGN allows the code in the outbox until the server acknowledges it.
     {
         let conn = rusqlite::Connection::open(&db).unwrap();
-        let env: String = conn
-            .query_row(
-                "SELECT envelope FROM outbox WHERE envelope IS NOT NULL ORDER BY seq DESC LIMIT 1",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
+        let env: String = crate::support::dump::one(
+            &conn,
+            "SELECT envelope FROM outbox WHERE envelope IS NOT NULL ORDER BY seq DESC LIMIT 1",
+        );
         let env: Envelope = serde_json::from_str(&env).unwrap();
         let body: Value = serde_json::from_slice(&b64::decode(&env.body).unwrap()).unwrap();
         assert_eq!(body["code"], c3.as_str());
@@ -452,24 +449,18 @@ async fn day_on_real_processes(json_logs: bool) {
         );
     }
     let conn = rusqlite::Connection::open(&db).unwrap();
-    let held: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM outbox WHERE envelope IS NOT NULL",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let held: i64 = crate::support::dump::one(
+        &conn,
+        "SELECT count(*) FROM outbox WHERE envelope IS NOT NULL",
+    );
     assert_eq!(
         held, 0,
         "acknowledged confirmations drop their envelopes, and the code with them"
     );
-    let tagged: i64 = conn
-        .query_row(
-            "SELECT count(*) FROM parcels WHERE tag IS NOT NULL AND length(salt) = 16",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
+    let tagged: i64 = crate::support::dump::one(
+        &conn,
+        "SELECT count(*) FROM parcels WHERE tag IS NOT NULL AND length(salt) = 16",
+    );
     assert_eq!(tagged, 3, "the three code parcels are held as salt and tag");
 }
 

@@ -51,3 +51,8 @@ pub async fn pg_rows(pg: &PgSchema) -> Vec<(String, String)> {
     }
     out
 }
+
+/// The one value a query answers (`SELECT COUNT(*) …` and the like).
+pub fn one<T: rusqlite::types::FromSql>(c: &rusqlite::Connection, sql: &str) -> T {
+    c.query_row(sql, [], |r| r.get(0)).unwrap()
+}
