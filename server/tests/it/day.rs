@@ -446,22 +446,15 @@ async fn confirmations_get_one_answer_each(
     let res = s.upload(b, vec![json!(b.sign(&c))]).await;
     assert_eq!(res[0]["reason"], "not_on_manifest");
 
-    assert_eq!(
-        s.admin_get("/v1/parcels/P-1001").await.1["status"],
-        "delivered"
-    );
-    assert_eq!(
-        s.admin_get("/v1/parcels/P-1002").await.1["status"],
-        "disputed"
-    );
-    assert_eq!(
-        s.admin_get("/v1/parcels/P-1003").await.1["status"],
-        "delivered"
-    );
-    assert_eq!(
-        s.admin_get("/v1/parcels/P-2001").await.1["status"],
-        "scheduled"
-    );
+    for (pid, status) in [
+        ("P-1001", "delivered"),
+        ("P-1002", "disputed"),
+        ("P-1003", "delivered"),
+        ("P-2001", "scheduled"),
+    ] {
+        let pv = s.admin_get(&format!("/v1/parcels/{pid}")).await.1;
+        assert_eq!(pv["status"], status, "{pid}");
+    }
     assert_eq!(
         s.get(&format!("/v1/track/{token}")).await.1["code"],
         Value::Null,
