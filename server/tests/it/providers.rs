@@ -61,6 +61,17 @@ const SMTP_FAILED: &str = "doorcode_notices_total{channel=\"smtp\",result=\"fail
 const OUTBOX_SENT: &str = "doorcode_notice_outbox{state=\"sent\"} ";
 const OUTBOX_PENDING: &str = "doorcode_notice_outbox{state=\"pending\"} ";
 
+/// A server pinned at 06:00 sending its notices to `notify`, and P-1001's
+/// day (one email to jdoe@example.com).
+async fn mailing_day(notify: String) -> (tempfile::TempDir, Server) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), "2026-11-23T06:00:00Z");
+    cfg.notify = vec![notify];
+    let s = start(cfg).await;
+    day(&s, &[("P-1001", Some("jdoe@example.com"), None)]).await;
+    (dir, s)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starttls_and_auth_come_before_the_mail() {
     let (port, sink) = tls_smtp_sink(SmtpMode::StartTls, USER, PASS).await;
@@ -102,14 +113,11 @@ async fn starttls_and_auth_come_before_the_mail() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_password_delivers_nothing_and_the_notice_waits_for_a_retry() {
     let (port, sink) = tls_smtp_sink(SmtpMode::StartTls, USER, PASS).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path(), "2026-11-23T06:00:00Z");
-    cfg.notify = vec![format!(
+    let (_dir, s) = mailing_day(format!(
         "smtp://depot%40example.com:wrong@127.0.0.1:{port}?tls=starttls&ca={}",
         ca_path()
-    )];
-    let s = start(cfg).await;
-    day(&s, &[("P-1001", Some("jdoe@example.com"), None)]).await;
+    ))
+    .await;
     let m = until_metric(&s, SMTP_FAILED, 1).await;
     assert!(sink.log.lock().unwrap().iter().any(|l| l == "auth-bad"));
     assert!(!sink.seen("MAIL") && !sink.seen("DATA"), "{:?}", sink.log);
@@ -122,14 +130,11 @@ async fn a_wrong_password_delivers_nothing_and_the_notice_waits_for_a_retry() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starttls_required_and_not_offered_sends_nothing() {
     let (port, sink) = tls_smtp_sink(SmtpMode::NoStartTls, USER, PASS).await;
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path(), "2026-11-23T06:00:00Z");
-    cfg.notify = vec![format!(
+    let (_dir, s) = mailing_day(format!(
         "smtp://depot%40example.com:{PASS_URL}@127.0.0.1:{port}?tls=starttls&ca={}",
         ca_path()
-    )];
-    let s = start(cfg).await;
-    day(&s, &[("P-1001", Some("jdoe@example.com"), None)]).await;
+    ))
+    .await;
     let m = until_metric(&s, SMTP_FAILED, 1).await;
     assert!(sink.seen("EHLO"), "the client did talk to it");
     for verb in ["AUTH", "MAIL", "RCPT", "DATA"] {
@@ -144,13 +149,10 @@ async fn starttls_required_and_not_offered_sends_nothing() {
 async fn smtps_trusts_the_private_ca_and_only_with_ca() {
     let (port, sink) = tls_smtp_sink(SmtpMode::Implicit, USER, PASS).await;
     // Without ca= the test CA is nobody's root: the handshake fails.
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path(), "2026-11-23T06:00:00Z");
-    cfg.notify = vec![format!(
+    let (_dir, s) = mailing_day(format!(
         "smtps://depot%40example.com:{PASS_URL}@127.0.0.1:{port}"
-    )];
-    let s = start(cfg).await;
-    day(&s, &[("P-1001", Some("jdoe@example.com"), None)]).await;
+    ))
+    .await;
     until_metric(&s, SMTP_FAILED, 1).await;
     // The sink logs the failed handshake when it sees the client's alert,
     // which may be just after the client counted its failure.
@@ -162,14 +164,11 @@ async fn smtps_trusts_the_private_ca_and_only_with_ca() {
     assert!(!sink.seen("EHLO") && sink.mails.lock().unwrap().is_empty());
     s.handle.shutdown().await;
 
-    let dir = tempfile::tempdir().unwrap();
-    let mut cfg = config(dir.path(), "2026-11-23T06:00:00Z");
-    cfg.notify = vec![format!(
+    let (_dir, s) = mailing_day(format!(
         "smtps://depot%40example.com:{PASS_URL}@127.0.0.1:{port}?ca={}",
         ca_path()
-    )];
-    let s = start(cfg).await;
-    day(&s, &[("P-1001", Some("jdoe@example.com"), None)]).await;
+    ))
+    .await;
     assert!(eventually(|| !sink.mails.lock().unwrap().is_empty()).await);
     let m = sink.mails.lock().unwrap()[0].clone();
     assert!(m.tls && m.user.as_deref() == Some(USER));
