@@ -143,33 +143,39 @@ fn check_backend(table: &str, backend: &str, storage_floors: usize) {
     }
 }
 
-#[test]
-fn a_tiny_day_runs_every_phase_against_its_floor() {
-    let bin = server_bin();
-    let pg = postgres_reachable();
+/// Run doorcode-load against the debug server and assert it succeeded;
+/// its stdout and stderr.
+fn run_ok(args: &[&str]) -> (String, String) {
     let out = Command::new(env!("CARGO_BIN_EXE_doorcode-load"))
-        .args([
-            "--quick",
-            "--batch",
-            "10",
-            // A history day of 20 routes planned 8 at a time, purged by the
-            // retention job while the ingest runs.
-            "--history",
-            "20",
-            "--backend",
-            if pg { "both" } else { "sqlite" },
-        ])
+        .args(args)
         .arg("--server-bin")
-        .arg(&bin)
+        .arg(server_bin())
         .env("DOORCODE_TEST_PG", pg_url())
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     assert!(
         out.status.success(),
-        "doorcode-load failed:\n{stderr}\n{stdout}"
+        "doorcode-load {args:?} failed:\n{stderr}\n{stdout}"
     );
+    (stdout, stderr)
+}
+
+#[test]
+fn a_tiny_day_runs_every_phase_against_its_floor() {
+    let pg = postgres_reachable();
+    let (stdout, stderr) = run_ok(&[
+        "--quick",
+        "--batch",
+        "10",
+        // A history day of 20 routes planned 8 at a time, purged by the
+        // retention job while the ingest runs.
+        "--history",
+        "20",
+        "--backend",
+        if pg { "both" } else { "sqlite" },
+    ]);
     check_backend(&stdout, "SQLite", 1);
     if pg {
         check_backend(&stdout, "PostgreSQL", 2);
@@ -213,28 +219,16 @@ fn a_missing_server_binary_is_an_error_not_a_panic() {
 /// answered, the one `storm:` line printed with no errors.
 #[test]
 fn a_storm_of_50_handsets_pulls_and_re_pulls_without_errors() {
-    let bin = server_bin();
-    let out = Command::new(env!("CARGO_BIN_EXE_doorcode-load"))
-        .args([
-            "--storm",
-            "50",
-            "--parcels",
-            "40",
-            "--concurrency",
-            "16",
-            "--backend",
-            "sqlite",
-        ])
-        .arg("--server-bin")
-        .arg(&bin)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        out.status.success(),
-        "doorcode-load --storm failed:\n{stderr}\n{stdout}"
-    );
+    let (stdout, _) = run_ok(&[
+        "--storm",
+        "50",
+        "--parcels",
+        "40",
+        "--concurrency",
+        "16",
+        "--backend",
+        "sqlite",
+    ]);
     let line = stdout
         .lines()
         .find(|l| l.starts_with("storm: "))
