@@ -24,6 +24,7 @@ mod text;
 pub mod webhook;
 
 pub use channel::Channel;
+pub use file::remove_notice_files;
 pub use notifier::Notifier;
 pub use progress::Progress;
 pub use sender::{drain_once, run_sender, send_now};

@@ -6,6 +6,7 @@ use super::{Notifier, Progress};
 use crate::storage::{NoticeJob, ParcelContact, Storage, StorageError};
 use chrono::{DateTime, NaiveDate, Utc};
 use doorcode_core::codes::Code;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -68,6 +69,7 @@ async fn handle(
             &mut progress,
         )
         .await;
+    forget_if_erased(n, s, &p.parcel_id).await?;
     if tried == 0 {
         // Retrying cannot help; dispatch sees it in the parcel and the outbox metrics.
         n.metrics.notice("none", "failed");
@@ -95,6 +97,33 @@ async fn handle(
         .await
 }
 
+/// After writing a notice: if the parcel was erased (or purged) since its
+/// contact was read, remove the files just written about it. An erase
+/// deletes the rows first and the files second, and a sender writes first
+/// and checks here second, so whichever way the two interleave no notice
+/// file outlives the erase.
+async fn forget_if_erased(
+    n: &Notifier,
+    s: &dyn Storage,
+    parcel_id: &str,
+) -> Result<(), StorageError> {
+    if n.file_dirs().next().is_none() || s.parcel_contact(parcel_id).await?.is_some() {
+        return Ok(());
+    }
+    let gone = HashSet::from([parcel_id.to_string()]);
+    for dir in n.file_dirs() {
+        let (dir, gone) = (dir.clone(), gone.clone());
+        match tokio::task::spawn_blocking(move || super::remove_notice_files(&dir, &gone)).await {
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::error!(error = %e, "could not remove an erased parcel's notice file")
+            }
+            Err(e) => tracing::error!(error = %e, "notice file removal stopped"),
+        }
+    }
+    Ok(())
+}
+
 /// Send the current notice again right now, outside the outbox (the
 /// customer's "resend" on the tracking page, which reports failure to them
 /// instead of retrying): on every channel the recipient has an address
@@ -102,6 +131,7 @@ async fn handle(
 /// the code.
 pub async fn send_now(
     n: &Notifier,
+    s: &dyn Storage,
     p: &ParcelContact,
     date: NaiveDate,
     code: &Code,
@@ -112,6 +142,9 @@ pub async fn send_now(
     let id = n.cfg.now().timestamp_millis();
     let msg_id = format!("resend_{}", uuid::Uuid::new_v4().simple());
     let tried = n.send_all(p, date, code, id, &msg_id, &mut progress).await;
+    forget_if_erased(n, s, &p.parcel_id)
+        .await
+        .map_err(|e| e.to_string())?;
     if tried == 0 {
         return Err("no address for any channel".into());
     }
@@ -187,5 +220,79 @@ pub async fn run_sender(
             _ = tokio::time::sleep(n.cfg.notice_poll) => {}
             _ = shutdown.changed() => return,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use crate::config::Config;
+    use crate::keys::TrackKey;
+    use crate::storage::sqlite::SqliteStorage;
+    use doorcode_core::codes::CodeKey;
+
+    fn contact(parcel_id: &str) -> ParcelContact {
+        ParcelContact {
+            parcel_id: parcel_id.into(),
+            recipient_name: "Ada Lovelace".into(),
+            email: Some("ada@example.com".into()),
+            phone: None,
+            requires_code: true,
+            status: crate::domain::ParcelState::Scheduled,
+            delivery_date: Some(NaiveDate::from_ymd_opt(2026, 12, 3).unwrap()),
+            attempt: 1,
+            track_nonce: Some("n".into()),
+        }
+    }
+
+    /// An erase that lands between the sender's read of the contact and its
+    /// file write (here: the parcel is already gone from the store when the
+    /// file is written) leaves no file; a parcel still stored keeps its file.
+    #[tokio::test]
+    async fn a_notice_written_after_its_parcel_was_erased_leaves_no_file() {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let dir = tempfile::tempdir().unwrap();
+        let files = dir.path().join("notices");
+        let store = SqliteStorage::open(&dir.path().join("db.sqlite")).unwrap();
+        let cfg = Arc::new(Config::new(dir.path(), "127.0.0.1:0".parse().unwrap()));
+        let n = Notifier::new(
+            vec![super::super::Channel::File(files.clone())],
+            reqwest::Client::new(),
+            "http://127.0.0.1".into(),
+            Arc::new(CodeKey::from_bytes([7; 32])),
+            Arc::new(TrackKey::from_bytes(&[8; 32])),
+            cfg,
+            Arc::default(),
+        );
+        let code = doorcode_core::codes::derive_code(
+            &CodeKey::from_bytes([7; 32]),
+            "P-ERASED",
+            NaiveDate::from_ymd_opt(2026, 12, 3).unwrap(),
+            1,
+            6,
+        )
+        .unwrap();
+        let p = contact("P-ERASED");
+        let date = p.delivery_date.unwrap();
+        // The file was written (the send succeeded) and then taken back.
+        send_now(&n, &store, &p, date, &code).await.unwrap();
+        let left = std::fs::read_dir(&files).unwrap().count();
+        assert_eq!(left, 0, "an erased parcel's notice file was left behind");
+        // Only that parcel's files go. (A stored parcel keeps its notice:
+        // every notice test over HTTP reads the files the sender wrote.)
+        std::fs::write(
+            files.join("00000001-OTHER.json"),
+            r#"{"parcel_id":"OTHER"}"#,
+        )
+        .unwrap();
+        send_now(&n, &store, &contact("P-ERASED"), date, &code)
+            .await
+            .unwrap();
+        let names: Vec<_> = std::fs::read_dir(&files)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(names, ["00000001-OTHER.json"]);
     }
 }

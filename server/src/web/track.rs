@@ -345,7 +345,7 @@ pub async fn resend_notice(
     let code = app
         .code(&p.parcel_id, date, p.attempt)
         .map_err(|e| e.to_string())?;
-    crate::notices::send_now(&app.notifier, &p, date, &code).await
+    crate::notices::send_now(&app.notifier, app.storage.as_ref(), &p, date, &code).await
 }
 
 /// "I did not order this": the page's form token, then the parcel is held
