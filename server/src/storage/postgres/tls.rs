@@ -11,7 +11,7 @@
 //!
 //! The chain is checked against `sslrootcert=PATH` (PEM), or against the
 //! system's roots when it is absent or `system` (libpq reads
-//! `~/.postgresql/root.crt` instead; see docs/DESIGN.md "Deviations").
+//! `~/.postgresql/root.crt` instead; docs/OPERATIONS.md says so).
 
 use super::*;
 use percent_encoding::percent_decode_str;
@@ -216,7 +216,19 @@ impl TlsOptions {
 
     /// A connection error with what the TLS settings make of it.
     pub(super) fn explain(&self, e: &tokio_postgres::Error) -> StorageError {
-        let msg = pg_be(e).to_string();
+        let mut msg = match pg_be(e) {
+            StorageError::Backend(m) => m,
+            other => other.to_string(),
+        };
+        // tokio-postgres shows only its own part ("error performing TLS
+        // handshake"); the cause (e.g. rustls's UnknownIssuer) says what to fix.
+        if e.as_db_error().is_none() {
+            let mut cause = std::error::Error::source(e);
+            while let Some(c) = cause {
+                msg.push_str(&format!(": {c}"));
+                cause = c.source();
+            }
+        }
         if !msg.contains("TLS") {
             return StorageError::Backend(msg);
         }
