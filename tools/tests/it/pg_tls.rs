@@ -23,7 +23,8 @@ const PASSWORD: &str = "pg-tls-Secret-4711";
 /// Debian's `/usr/lib/postgresql/N/bin`, then `initdb` on the PATH.
 fn pg_bin() -> Option<PathBuf> {
     if let Some(b) = std::env::var_os("DOORCODE_TEST_PG_BIN").filter(|b| !b.is_empty()) {
-        return Some(PathBuf::from(b));
+        let b = PathBuf::from(b);
+        return b.join("initdb").exists().then_some(b);
     }
     let mut debian: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
         .into_iter()
@@ -275,8 +276,8 @@ fn refused_with(dir: &Path, db: &str, wants: &[&str]) {
 async fn pg_tls_sslmodes_against_a_real_tls_server() {
     let Some(bin) = pg_bin() else {
         crate::support::pg::skip_or_fail(
-            "no PostgreSQL server binaries (initdb, pg_ctl); the PostgreSQL TLS test \
-             `pg_tls` did NOT run",
+            "no PostgreSQL server binaries (initdb, pg_ctl in DOORCODE_TEST_PG_BIN, \
+             /usr/lib/postgresql/N/bin or the PATH); the PostgreSQL TLS test `pg_tls` did NOT run",
             "CI must run it: install PostgreSQL (Debian: apt-get install postgresql)",
             "install PostgreSQL's server binaries or set DOORCODE_TEST_PG_BIN",
         );
