@@ -49,6 +49,23 @@ fn with_param(url: &str, param: &str) -> String {
     }
 }
 
+/// A PostgreSQL test that cannot run: under CI it panics (`ci_says` what CI
+/// must provide); elsewhere a loud `SKIPPED` banner (`fix` says how to run
+/// it) and the caller returns.
+pub fn skip_or_fail(msg: &str, ci_says: &str, fix: &str) {
+    if in_ci() {
+        panic!("SKIPPED: {msg}. {ci_says}.");
+    }
+    let bar = "!".repeat(78);
+    // Straight to the process's stderr: the test harness captures
+    // eprintln! of passing tests, and this must be seen.
+    use std::io::Write as _;
+    let _ = writeln!(
+        std::io::stderr(),
+        "\n{bar}\n!!! SKIPPED: {msg}\n!!! {fix}\n{bar}\n"
+    );
+}
+
 /// A fresh, empty schema, or None after a loud SKIPPED banner when
 /// PostgreSQL is not reachable outside CI. Under CI it panics instead.
 pub async fn fresh_schema(test: &str) -> Option<PgSchema> {
@@ -56,20 +73,13 @@ pub async fn fresh_schema(test: &str) -> Option<PgSchema> {
     let client = match connect(&base).await {
         Ok(c) => c,
         Err(e) => {
-            let msg = format!(
-                "SKIPPED: PostgreSQL not reachable at DOORCODE_TEST_PG={base} ({e}); \
-                 the PostgreSQL test `{test}` did NOT run"
-            );
-            if in_ci() {
-                panic!("{msg}. CI must run the PostgreSQL suite: .ci/run starts PostgreSQL.");
-            }
-            let bar = "!".repeat(78);
-            // Straight to the process's stderr: the test harness captures
-            // eprintln! of passing tests, and this must be seen.
-            use std::io::Write as _;
-            let _ = writeln!(
-                std::io::stderr(),
-                "\n{bar}\n!!! {msg}\n!!! start it (scripts/postgres-up.sh) or set DOORCODE_TEST_PG\n{bar}\n"
+            skip_or_fail(
+                &format!(
+                    "PostgreSQL not reachable at DOORCODE_TEST_PG={base} ({e}); \
+                     the PostgreSQL test `{test}` did NOT run"
+                ),
+                "CI must run the PostgreSQL suite: .ci/run starts PostgreSQL",
+                "start it (scripts/postgres-up.sh) or set DOORCODE_TEST_PG",
             );
             return None;
         }
