@@ -82,12 +82,19 @@ impl Courier {
             .unwrap();
     }
 
-    pub fn view(&self, pid: &str) -> ParcelView {
+    /// Every parcel of every stop, in route order, as the courier sees them.
+    pub fn parcels(&self) -> Vec<ParcelView> {
         self.h
             .stops()
             .unwrap()
             .into_iter()
             .flat_map(|s| s.parcels)
+            .collect()
+    }
+
+    pub fn view(&self, pid: &str) -> ParcelView {
+        self.parcels()
+            .into_iter()
             .find(|p| p.parcel_id == pid)
             .unwrap()
     }
