@@ -8,7 +8,7 @@ use doorcode_core::codes::{self, Code};
 use doorcode_core::envelope::Envelope;
 use doorcode_core::handset::Handset;
 use doorcode_core::secrets::MemorySecretStore;
-use doorcode_core::store::{Installed, ParcelState, ParcelView};
+use doorcode_core::store::{Installed, ParcelState, ParcelView, VerifyOutcome};
 use doorcode_core::testkit::{FixedClock, ManifestSpec, TestDepot};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -97,6 +97,16 @@ impl Courier {
             .into_iter()
             .find(|p| p.parcel_id == pid)
             .unwrap()
+    }
+
+    /// Enters `input` at the door for `pid` and asserts the parcel may be handed over.
+    #[track_caller]
+    pub fn assert_accepts(&self, pid: &str, input: &str) {
+        let out = self.h.verify(pid, input).unwrap();
+        assert!(
+            matches!(out, VerifyOutcome::Accepted { .. }),
+            "{pid}: {out:?}"
+        );
     }
 
     /// The parcel's state and failed tries as the courier sees them.
