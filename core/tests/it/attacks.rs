@@ -86,10 +86,8 @@ fn older_manifest_replayed_after_a_newer_one_is_refused_as_rollback() {
         })
     ));
     // Same revision, other content (another manifest id): only a newer one may replace.
-    let mut same = c.depot.manifest(&c.spec);
-    same.manifest_id = "m-forked".into();
     assert!(matches!(
-        c.h.install_manifest(&c.depot.seal(&same)),
+        c.install_forked(),
         Err(Error::ManifestConflict { revision: 2 })
     ));
     assert_eq!(c.h.stops().unwrap(), before);

@@ -75,10 +75,8 @@ fn the_same_revision_with_other_bytes_is_a_conflict_and_the_held_day_stays() {
     );
     assert!(e.to_string().contains("new revision"), "{e}");
     // A different manifest id at the same revision is the same conflict.
-    let mut forked = f.depot.manifest(&f.spec);
-    forked.manifest_id = "m-forked".into();
     assert!(matches!(
-        f.h.install_manifest(&f.depot.seal(&forked)),
+        f.install_forked(),
         Err(Error::ManifestConflict { revision: 1 })
     ));
     assert_eq!(f.h.stops().unwrap(), before);
@@ -107,10 +105,8 @@ fn a_watermark_from_before_body_digests_compares_manifest_ids() {
         f.h.install_manifest(&env).unwrap(),
         Installed::Unchanged { .. }
     ));
-    let mut forked = f.depot.manifest(&f.spec);
-    forked.manifest_id = "m-forked".into();
     assert!(matches!(
-        f.h.install_manifest(&f.depot.seal(&forked)),
+        f.install_forked(),
         Err(Error::ManifestConflict { revision: 1 })
     ));
     f.spec.revision = 2;

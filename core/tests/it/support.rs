@@ -57,6 +57,14 @@ impl Courier {
         self.h.install_manifest(&self.envelope())
     }
 
+    /// Installs a manifest for `spec` under another manifest id (`m-forked`)
+    /// at the same revision: other content the depot did not version.
+    pub fn install_forked(&self) -> Result<Installed, Error> {
+        let mut forked = self.depot.manifest(&self.spec);
+        forked.manifest_id = "m-forked".into();
+        self.h.install_manifest(&self.depot.seal(&forked))
+    }
+
     /// A freshly built and signed manifest for `spec` (new salts each time).
     pub fn envelope(&self) -> Envelope {
         self.depot.seal(&self.depot.manifest(&self.spec))
