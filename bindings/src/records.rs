@@ -7,6 +7,28 @@ use doorcode_core::input;
 use doorcode_core::store::{self, ParcelState as CoreParcelState, VerifyOutcome};
 use doorcode_core::sync::{self, ManifestSync};
 
+/// `From` both ways between an FFI enum and the core enum it mirrors,
+/// variant for variant: a variant one side lacks does not compile.
+macro_rules! mirror_enum {
+    ($ffi:ident <=> $module:ident :: $core:ident { $($variant:ident),+ $(,)? }) => {
+        impl From<$ffi> for $module::$core {
+            fn from(v: $ffi) -> Self {
+                match v {
+                    $($ffi::$variant => Self::$variant,)+
+                }
+            }
+        }
+
+        impl From<$module::$core> for $ffi {
+            fn from(v: $module::$core) -> Self {
+                match v {
+                    $($module::$core::$variant => Self::$variant,)+
+                }
+            }
+        }
+    };
+}
+
 /// A language spoken codes can be read in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
 pub enum Language {
@@ -20,35 +42,9 @@ pub enum Language {
     Hindi,
 }
 
-impl From<Language> for input::Language {
-    fn from(l: Language) -> Self {
-        use input::Language as C;
-        match l {
-            Language::English => C::English,
-            Language::Spanish => C::Spanish,
-            Language::Portuguese => C::Portuguese,
-            Language::French => C::French,
-            Language::German => C::German,
-            Language::Italian => C::Italian,
-            Language::Hindi => C::Hindi,
-        }
-    }
-}
-
-impl From<input::Language> for Language {
-    fn from(l: input::Language) -> Self {
-        use input::Language as C;
-        match l {
-            C::English => Self::English,
-            C::Spanish => Self::Spanish,
-            C::Portuguese => Self::Portuguese,
-            C::French => Self::French,
-            C::German => Self::German,
-            C::Italian => Self::Italian,
-            C::Hindi => Self::Hindi,
-        }
-    }
-}
+mirror_enum!(Language <=> input::Language {
+    English, Spanish, Portuguese, French, German, Italian, Hindi
+});
 
 pub(crate) fn core_languages(list: Vec<Language>) -> Vec<input::Language> {
     list.into_iter().map(input::Language::from).collect()
@@ -65,33 +61,9 @@ pub enum FailReason {
     Other,
 }
 
-impl From<FailReason> for confirmation::FailReason {
-    fn from(r: FailReason) -> Self {
-        use confirmation::FailReason as C;
-        match r {
-            FailReason::CustomerAbsent => C::CustomerAbsent,
-            FailReason::Refused => C::Refused,
-            FailReason::LockedOut => C::LockedOut,
-            FailReason::AddressNotFound => C::AddressNotFound,
-            FailReason::Damaged => C::Damaged,
-            FailReason::Other => C::Other,
-        }
-    }
-}
-
-impl From<confirmation::FailReason> for FailReason {
-    fn from(r: confirmation::FailReason) -> Self {
-        use confirmation::FailReason as C;
-        match r {
-            C::CustomerAbsent => Self::CustomerAbsent,
-            C::Refused => Self::Refused,
-            C::LockedOut => Self::LockedOut,
-            C::AddressNotFound => Self::AddressNotFound,
-            C::Damaged => Self::Damaged,
-            C::Other => Self::Other,
-        }
-    }
-}
+mirror_enum!(FailReason <=> confirmation::FailReason {
+    CustomerAbsent, Refused, LockedOut, AddressNotFound, Damaged, Other
+});
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, uniffi::Enum)]
 pub enum ParcelState {

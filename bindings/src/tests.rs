@@ -31,22 +31,33 @@ impl SecretStore for MapStore {
 /// A store whose platform keystore is locked.
 struct LockedStore;
 
+impl LockedStore {
+    fn locked() -> SecretStoreError {
+        SecretStoreError::Failed {
+            reason: "keystore locked".into(),
+        }
+    }
+}
+
 impl SecretStore for LockedStore {
     fn get(&self, _: String) -> Result<Option<Vec<u8>>, SecretStoreError> {
-        Err(SecretStoreError::Failed {
-            reason: "keystore locked".into(),
-        })
+        Err(Self::locked())
     }
     fn put(&self, _: String, _: Vec<u8>) -> Result<(), SecretStoreError> {
-        Err(SecretStoreError::Failed {
-            reason: "keystore locked".into(),
-        })
+        Err(Self::locked())
     }
     fn delete(&self, _: String) -> Result<(), SecretStoreError> {
-        Err(SecretStoreError::Failed {
-            reason: "keystore locked".into(),
-        })
+        Err(Self::locked())
     }
+}
+
+/// Asserts that `e` is the `DoorcodeError` variant the pattern names (a
+/// guard may check its message), and shows `e` when it is not.
+macro_rules! assert_err {
+    ($e:expr, $($pattern:tt)+) => {{
+        let e = $e;
+        assert!(matches!(e, DoorcodeError::$($pattern)+), "{e:?}");
+    }};
 }
 
 fn block_on<F: std::future::Future>(f: F) -> F::Output {
@@ -61,10 +72,13 @@ fn db(dir: &tempfile::TempDir) -> String {
     dir.path().join("h.db").to_string_lossy().into_owned()
 }
 
-/// A handset opened through the FFI, enrolled as `d-1` against `depot` and
-/// holding today's manifest (32-bit tags, so a wrong code is always a try).
-fn enrolled(dir: &tempfile::TempDir, depot: &TestDepot) -> (Arc<Handset>, ManifestSpec) {
-    let h = Handset::open(db(dir), Arc::new(MapStore::default())).unwrap();
+/// A handset opened through the FFI in a new directory, enrolled as `d-1`
+/// against a new depot and holding today's manifest (32-bit tags, so a
+/// wrong code is always a try).
+fn enrolled() -> (tempfile::TempDir, TestDepot, Arc<Handset>, ManifestSpec) {
+    let dir = tempfile::tempdir().unwrap();
+    let depot = TestDepot::new();
+    let h = Handset::open(db(&dir), Arc::new(MapStore::default())).unwrap();
     core(&h).device_public_key().unwrap();
     core(&h)
         .set_identity(&Identity {
@@ -79,7 +93,7 @@ fn enrolled(dir: &tempfile::TempDir, depot: &TestDepot) -> (Arc<Handset>, Manife
     core(&h)
         .install_manifest(&depot.seal(&depot.manifest(&spec)))
         .unwrap();
-    (h, spec)
+    (dir, depot, h, spec)
 }
 
 fn next_digits(code: &str) -> String {
@@ -99,22 +113,13 @@ fn a_handset_not_enrolled_says_so_and_bad_arguments_are_invalid_arguments() {
     let dir = tempfile::tempdir().unwrap();
     let h = Handset::open(db(&dir), Arc::new(MapStore::default())).unwrap();
     let e = block_on(h.sync(None)).unwrap_err();
-    assert!(
-        matches!(e, DoorcodeError::NotEnrolled(ref m) if m.contains("enroll")),
-        "{e:?}"
-    );
+    assert_err!(e, NotEnrolled(ref m) if m.contains("enroll"));
     let e = h
         .verify_offline("NOPE".into(), "123456".into())
         .unwrap_err();
-    assert!(
-        matches!(e, DoorcodeError::UnknownParcel(ref m) if m.contains("NOPE")),
-        "{e:?}"
-    );
+    assert_err!(e, UnknownParcel(ref m) if m.contains("NOPE"));
     let e = block_on(h.sync(Some("22/11/2026".into()))).unwrap_err();
-    assert!(
-        matches!(e, DoorcodeError::InvalidArgument(ref m) if m.contains("YYYY-MM-DD")),
-        "{e:?}"
-    );
+    assert_err!(e, InvalidArgument(ref m) if m.contains("YYYY-MM-DD"));
     let e = offline_tag(
         "short".into(),
         "P".into(),
@@ -123,24 +128,19 @@ fn a_handset_not_enrolled_says_so_and_bad_arguments_are_invalid_arguments() {
         12,
     )
     .unwrap_err();
-    assert!(matches!(e, DoorcodeError::InvalidArgument(_)), "{e:?}");
+    assert_err!(e, InvalidArgument(_));
 }
 
 #[test]
 fn door_refusals_map_to_locked_not_allowed_already_recorded_and_pending_uploads() {
-    let dir = tempfile::tempdir().unwrap();
-    let depot = TestDepot::new();
-    let (h, spec) = enrolled(&dir, &depot);
+    let (_dir, depot, h, spec) = enrolled();
     let pid = parcel_id(0, 0);
     let code = depot.code(&pid, spec.date, spec.attempt);
     let wrong = next_digits(code.expose());
 
     // Unreadable input: InvalidCode, not counted, no digits in the message.
     let e = h.verify_offline(pid.clone(), "12345".into()).unwrap_err();
-    assert!(
-        matches!(e, DoorcodeError::InvalidCode(ref m) if !m.contains("12345")),
-        "{e:?}"
-    );
+    assert_err!(e, InvalidCode(ref m) if !m.contains("12345"));
     for left in (1..5).rev() {
         let r = h.verify_offline(pid.clone(), wrong.clone()).unwrap();
         assert_eq!(
@@ -159,55 +159,35 @@ fn door_refusals_map_to_locked_not_allowed_already_recorded_and_pending_uploads(
     let e = h
         .verify_offline(pid.clone(), code.expose().into())
         .unwrap_err();
-    assert!(
-        matches!(e, DoorcodeError::Locked(ref m) if m.contains("locked_out")),
-        "{e:?}"
-    );
+    assert_err!(e, Locked(ref m) if m.contains("locked_out"));
     let e = h.fail(pid.clone(), FailReason::CustomerAbsent).unwrap_err();
-    assert!(
-        matches!(e, DoorcodeError::NotAllowed(ref m) if m.contains("locked_out")),
-        "{e:?}"
-    );
+    assert_err!(e, NotAllowed(ref m) if m.contains("locked_out"));
     assert!(
         !h.fail(pid.clone(), FailReason::LockedOut)
             .unwrap()
             .delivered
     );
     let e = h.fail(pid.clone(), FailReason::Refused).unwrap_err();
-    assert!(
-        matches!(e, DoorcodeError::AlreadyRecorded(ref m) if m.contains(&pid)),
-        "{e:?}"
-    );
+    assert_err!(e, AlreadyRecorded(ref m) if m.contains(&pid));
 
     // A parcel that needs a code cannot be handed over without one, and one
     // that needs none cannot be checked.
     let e = h.deliver(parcel_id(0, 1)).unwrap_err();
-    assert!(
-        matches!(e, DoorcodeError::NotAllowed(ref m) if m.contains("verify")),
-        "{e:?}"
-    );
+    assert_err!(e, NotAllowed(ref m) if m.contains("verify"));
     let free = parcel_id(1, 1);
     let e = h.verify_offline(free.clone(), "123456".into()).unwrap_err();
-    assert!(
-        matches!(e, DoorcodeError::NotAllowed(ref m) if m.contains("needs no code")),
-        "{e:?}"
-    );
+    assert_err!(e, NotAllowed(ref m) if m.contains("needs no code"));
     assert!(h.deliver(free).unwrap().delivered);
 
     // Two outcomes wait for upload: signing out would lose them.
     let e = h.sign_out(false).unwrap_err();
-    assert!(
-        matches!(e, DoorcodeError::PendingUploads(ref m) if m.contains('2') && m.contains("sync")),
-        "{e:?}"
-    );
+    assert_err!(e, PendingUploads(ref m) if m.contains('2') && m.contains("sync"));
     assert_eq!(h.status().unwrap().outbox_pending, 2);
 }
 
 #[test]
 fn manifest_refusals_map_to_manifest_with_the_reason() {
-    let dir = tempfile::tempdir().unwrap();
-    let depot = TestDepot::new();
-    let (h, spec) = enrolled(&dir, &depot);
+    let (_dir, depot, h, spec) = enrolled();
     let mut other = spec.clone();
     other.device_id = "d-2".into();
     other.revision = 2;
@@ -216,10 +196,7 @@ fn manifest_refusals_map_to_manifest_with_the_reason() {
             .install_manifest(&depot.seal(&depot.manifest(&other)))
             .unwrap_err(),
     );
-    assert!(
-        matches!(e, DoorcodeError::Manifest(ref m) if m.contains("d-2")),
-        "{e:?}"
-    );
+    assert_err!(e, Manifest(ref m) if m.contains("d-2"));
     let rogue = doorcode_core::envelope::SigningKey::from_seed("k-rogue", [5; 32]).unwrap();
     let mut newer = spec.clone();
     newer.revision = 3;
@@ -228,10 +205,7 @@ fn manifest_refusals_map_to_manifest_with_the_reason() {
             .install_manifest(&depot.manifest(&newer).seal(&rogue).unwrap())
             .unwrap_err(),
     );
-    assert!(
-        matches!(e, DoorcodeError::Manifest(ref m) if m.contains("k-rogue")),
-        "{e:?}"
-    );
+    assert_err!(e, Manifest(ref m) if m.contains("k-rogue"));
 }
 
 #[test]
@@ -239,10 +213,7 @@ fn a_failing_secret_store_and_an_unreachable_server_reach_the_app_as_such() {
     let dir = tempfile::tempdir().unwrap();
     let h = Handset::open(db(&dir), Arc::new(LockedStore)).unwrap();
     let e = block_on(h.enroll("http://127.0.0.1:9".into(), "X".into(), "x".into())).unwrap_err();
-    assert!(
-        matches!(e, DoorcodeError::SecretStore(ref m) if m.contains("keystore locked")),
-        "{e:?}"
-    );
+    assert_err!(e, SecretStore(ref m) if m.contains("keystore locked"));
 
     let dir = tempfile::tempdir().unwrap();
     let h = Handset::open(db(&dir), Arc::new(MapStore::default())).unwrap();
@@ -253,17 +224,12 @@ fn a_failing_secret_store_and_an_unreachable_server_reach_the_app_as_such() {
         .port();
     let e =
         block_on(h.enroll(format!("http://127.0.0.1:{dead}"), "X".into(), "x".into())).unwrap_err();
-    assert!(
-        matches!(e, DoorcodeError::Offline(ref m) if m.contains("offline")),
-        "{e:?}"
-    );
+    assert_err!(e, Offline(ref m) if m.contains("offline"));
 }
 
 #[test]
 fn the_app_chooses_the_languages_and_other_languages_are_invalid_codes_not_tries() {
-    let dir = tempfile::tempdir().unwrap();
-    let depot = TestDepot::new();
-    let (h, spec) = enrolled(&dir, &depot);
+    let (_dir, depot, h, spec) = enrolled();
     let pid = parcel_id(0, 0);
     let code = depot.code(&pid, spec.date, spec.attempt);
     const PT: [&str; 10] = [
@@ -277,10 +243,7 @@ fn the_app_chooses_the_languages_and_other_languages_are_invalid_codes_not_tries
     let spoken = spoken.join(" ");
     assert_eq!(h.languages().unwrap(), vec![Language::English]);
     let e = h.verify_offline(pid.clone(), spoken.clone()).unwrap_err();
-    assert!(
-        matches!(e, DoorcodeError::InvalidCode(ref m) if m.contains("Portuguese") && !m.contains(code.expose())),
-        "{e:?}"
-    );
+    assert_err!(e, InvalidCode(ref m) if m.contains("Portuguese") && !m.contains(code.expose()));
     assert_eq!(h.stops().unwrap()[0].parcels[0].failed_tries, 0);
     h.set_languages(vec![Language::Portuguese, Language::English])
         .unwrap();

@@ -15,6 +15,8 @@ use doorcode_core::store::Identity;
 use libfuzzer_sys::fuzz_target;
 use std::sync::{Arc, Mutex, OnceLock};
 
+mod scratch;
+
 /// The server key of the protocol vectors' manifest (kid "k-test").
 const SEED: [u8; 32] = [
     0x20, 0x21, 0x22, 0x23, 0x24, 0x25, 0x26, 0x27, 0x28, 0x29, 0x2a, 0x2b, 0x2c, 0x2d, 0x2e, 0x2f,
@@ -40,15 +42,8 @@ fn fixture() -> &'static Fixture {
     static F: OnceLock<Fixture> = OnceLock::new();
     F.get_or_init(|| {
         let key = SigningKey::from_seed("k-test", SEED).unwrap();
-        // On tmpfs when there is one: the handset fsyncs every install.
-        let dir = tempfile::Builder::new()
-            .prefix("doorcode-fuzz-manifest")
-            .tempdir_in(if std::path::Path::new("/dev/shm").is_dir() {
-                "/dev/shm"
-            } else {
-                "/tmp"
-            })
-            .unwrap();
+        // The handset fsyncs every install.
+        let dir = scratch::dir("doorcode-fuzz-manifest");
         let h = Handset::open_with_clock(
             &dir.path().join("handset.db"),
             Arc::new(MemorySecretStore::default()),

@@ -26,6 +26,8 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use tower::ServiceExt as _;
 
+mod scratch;
+
 /// The protocol vectors' code key, so seeds can carry a right code.
 const CODE_KEY_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 const DEVICE_SEED: [u8; 32] = [0x42; 32];
@@ -78,58 +80,42 @@ const fn op(method: Method, path: &'static str, auth: Auth, kind: Kind) -> Op {
     }
 }
 
+const fn post(path: &'static str, auth: Auth, kind: Kind) -> Op {
+    op(Method::POST, path, auth, kind)
+}
+
+const fn get(path: &'static str, auth: Auth, kind: Kind) -> Op {
+    op(Method::GET, path, auth, kind)
+}
+
 const OPS: &[Op] = &[
-    op(Method::POST, "/v1/parcels", Auth::Admin, Kind::Json),
-    op(Method::POST, "/v1/routes", Auth::Admin, Kind::Json),
-    op(Method::POST, "/v1/enrollments", Auth::Admin, Kind::Json),
-    op(Method::POST, "/v1/devices", Auth::None, Kind::Json),
-    op(Method::POST, "/v1/confirmations", Auth::Device, Kind::Json),
-    op(
-        Method::POST,
-        "/v1/confirmations",
-        Auth::Device,
-        Kind::SignedConfirmation,
-    ),
-    op(Method::POST, "/v1/verify", Auth::Device, Kind::Json),
-    op(
-        Method::POST,
-        "/v1/parcels/{}/reissue",
-        Auth::Admin,
-        Kind::Path,
-    ),
-    op(Method::POST, "/v1/days/{}/close", Auth::Admin, Kind::Path),
-    op(Method::GET, "/v1/manifest", Auth::Device, Kind::Query),
-    op(Method::GET, "/v1/parcels/{}", Auth::Admin, Kind::Path),
-    op(Method::GET, "/v1/track/{}", Auth::None, Kind::Path),
-    op(Method::GET, "/track/{}", Auth::None, Kind::Path),
-    op(Method::POST, "/board/login", Auth::None, Kind::Form),
-    op(Method::POST, "/board/reissue", Auth::Board, Kind::Form),
-    op(Method::POST, "/board/enroll", Auth::Board, Kind::Form),
-    op(Method::POST, "/board/close-day", Auth::Board, Kind::Form),
-    op(Method::POST, "/board/logout", Auth::Board, Kind::Form),
-    op(
-        Method::POST,
-        "/track/{{TRACK}}/resend",
-        Auth::None,
-        Kind::Form,
-    ),
-    op(Method::GET, "/board", Auth::Board, Kind::Query),
-    op(Method::GET, "/board/live", Auth::Board, Kind::Query),
+    post("/v1/parcels", Auth::Admin, Kind::Json),
+    post("/v1/routes", Auth::Admin, Kind::Json),
+    post("/v1/enrollments", Auth::Admin, Kind::Json),
+    post("/v1/devices", Auth::None, Kind::Json),
+    post("/v1/confirmations", Auth::Device, Kind::Json),
+    post("/v1/confirmations", Auth::Device, Kind::SignedConfirmation),
+    post("/v1/verify", Auth::Device, Kind::Json),
+    post("/v1/parcels/{}/reissue", Auth::Admin, Kind::Path),
+    post("/v1/days/{}/close", Auth::Admin, Kind::Path),
+    get("/v1/manifest", Auth::Device, Kind::Query),
+    get("/v1/parcels/{}", Auth::Admin, Kind::Path),
+    get("/v1/track/{}", Auth::None, Kind::Path),
+    get("/track/{}", Auth::None, Kind::Path),
+    post("/board/login", Auth::None, Kind::Form),
+    post("/board/reissue", Auth::Board, Kind::Form),
+    post("/board/enroll", Auth::Board, Kind::Form),
+    post("/board/close-day", Auth::Board, Kind::Form),
+    post("/board/logout", Auth::Board, Kind::Form),
+    post("/track/{{TRACK}}/resend", Auth::None, Kind::Form),
+    get("/board", Auth::Board, Kind::Query),
+    get("/board/live", Auth::Board, Kind::Query),
 ];
 
 struct Fixture {
     rt: tokio::runtime::Runtime,
-    router: Router,
-    admin: String,
-    device_id: String,
-    device_token: String,
-    device_key: SigningKey,
-    cookie: String,
-    csrf: String,
-    track: String,
-    resend_t: String,
+    seeded: Seeded,
     clients: AtomicU32,
-    _server: ServerHandle,
     _dir: tempfile::TempDir,
 }
 
@@ -171,7 +157,7 @@ fn field(html: &str, name: &str) -> String {
     html[start..start + len].to_string()
 }
 
-async fn setup(dir: &std::path::Path) -> Fixture0 {
+async fn setup(dir: &std::path::Path) -> Seeded {
     std::fs::write(dir.join("code-key"), format!("{CODE_KEY_HEX}\n")).unwrap();
     let mut cfg = Config::new(dir, "127.0.0.1:0".parse().unwrap());
     cfg.clock = Arc::new(now);
@@ -250,7 +236,7 @@ async fn setup(dir: &std::path::Path) -> Fixture0 {
     assert_eq!(status, StatusCode::OK);
     let resend_t = field(&String::from_utf8(page).unwrap(), "t");
 
-    Fixture0 {
+    Seeded {
         router,
         admin,
         device_key: SigningKey::from_seed(device_id.clone(), DEVICE_SEED).unwrap(),
@@ -260,12 +246,12 @@ async fn setup(dir: &std::path::Path) -> Fixture0 {
         csrf,
         track,
         resend_t,
-        server,
+        _server: server,
     }
 }
 
-/// What `setup` returns, before the runtime and directory join it.
-struct Fixture0 {
+/// The server `setup` starts and what it seeded, as the fuzz input uses it.
+struct Seeded {
     router: Router,
     admin: String,
     device_id: String,
@@ -275,7 +261,7 @@ struct Fixture0 {
     csrf: String,
     track: String,
     resend_t: String,
-    server: ServerHandle,
+    _server: ServerHandle,
 }
 
 fn fixture() -> &'static Fixture {
@@ -285,29 +271,13 @@ fn fixture() -> &'static Fixture {
             .enable_all()
             .build()
             .unwrap();
-        // On tmpfs when there is one: SQLite syncs every write.
-        let dir = tempfile::Builder::new()
-            .prefix("doorcode-fuzz-server")
-            .tempdir_in(if std::path::Path::new("/dev/shm").is_dir() {
-                "/dev/shm"
-            } else {
-                "/tmp"
-            })
-            .unwrap();
-        let f = rt.block_on(setup(dir.path()));
+        // SQLite syncs every write.
+        let dir = scratch::dir("doorcode-fuzz-server");
+        let seeded = rt.block_on(setup(dir.path()));
         Fixture {
             rt,
-            router: f.router,
-            admin: f.admin,
-            device_id: f.device_id,
-            device_token: f.device_token,
-            device_key: f.device_key,
-            cookie: f.cookie,
-            csrf: f.csrf,
-            track: f.track,
-            resend_t: f.resend_t,
+            seeded,
             clients: AtomicU32::new(0),
-            _server: f.server,
             _dir: dir,
         }
     })
@@ -328,7 +298,7 @@ fn replace(haystack: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     out
 }
 
-impl Fixture {
+impl Seeded {
     fn fill(&self, b: &[u8]) -> Vec<u8> {
         let b = replace(b, b"{{CSRF}}", self.csrf.as_bytes());
         let b = replace(&b, b"{{DEVICE}}", self.device_id.as_bytes());
@@ -352,7 +322,8 @@ fn encode(bytes: &[u8], query: bool) -> String {
 }
 
 fuzz_target!(|input: Input| {
-    let f = fixture();
+    let fixture = fixture();
+    let f = &fixture.seeded;
     let op = &OPS[usize::from(input.op) % OPS.len()];
     let body = f.fill(&input.body);
 
@@ -393,7 +364,7 @@ fuzz_target!(|input: Input| {
             .header(header::HOST, "127.0.0.1");
     }
     let ip = if input.flags & 8 != 0 {
-        let n = f.clients.fetch_add(1, Ordering::Relaxed);
+        let n = fixture.clients.fetch_add(1, Ordering::Relaxed);
         IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (n & 0x00ff_ffff)))
     } else {
         IpAddr::V4(Ipv4Addr::LOCALHOST)
@@ -407,7 +378,7 @@ fuzz_target!(|input: Input| {
     };
     let req = req.body(Body::from(payload)).unwrap();
 
-    let (status, headers, answer) = f.rt.block_on(send(&f.router, req));
+    let (status, headers, answer) = fixture.rt.block_on(send(&f.router, req));
     let text = String::from_utf8_lossy(&answer);
     assert!(
         !status.is_server_error(),

@@ -159,6 +159,33 @@ fn parcel_id(prefix: &str, c: usize, i: usize) -> String {
     format!("{prefix}P{c:04}-{i:04}")
 }
 
+/// A handset's first `GET /v1/manifest`: how long it took, the body and
+/// its ETag (a 200 with an ETag, or an error).
+pub(crate) async fn first_pull(
+    http: &reqwest::Client,
+    url: &str,
+    token: &str,
+) -> Result<(Duration, Bytes, String)> {
+    let t0 = Instant::now();
+    let r = http
+        .get(url)
+        .bearer_auth(token)
+        .send()
+        .await
+        .context("GET /v1/manifest")?;
+    let status = r.status().as_u16();
+    let etag = r
+        .headers()
+        .get("etag")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    let body = r.bytes().await.context("manifest body")?;
+    let took = t0.elapsed();
+    ensure!(status == 200, "first GET /v1/manifest: HTTP {status}");
+    let etag = etag.ok_or_else(|| anyhow!("manifest without ETag"))?;
+    Ok((took, body, etag))
+}
+
 /// Parcels, routes and enrollment codes for `p.couriers` couriers; returns
 /// the codes. Every id starts with `prefix`, so a history day and today's
 /// day never share a parcel, route or courier.
@@ -444,11 +471,18 @@ pub async fn run(http: &reqwest::Client, t: Target<'_>, p: &Params) -> Result<Ve
     let (storm_wall, storm) = {
         let http = http.clone();
         let url = url.clone();
+        // Enrollments 8 at a time from our one address: the server counts
+        // an enrollment in flight against the 10 an address may fail per
+        // minute (so concurrent guesses cannot overrun it), and with group
+        // commit 50 arriving at once are all in flight together. The
+        // fetches that follow run all at once.
+        let gate = Arc::new(tokio::sync::Semaphore::new(SETUP_CONCURRENCY));
         all_at_once(codes, move |code| {
-            let (http, url) = (http.clone(), url.clone());
+            let (http, url, gate) = (http.clone(), url.clone(), gate.clone());
             async move {
                 let probe =
                     SigningKey::generate("probe").map_err(|e| anyhow!("device key: {e}"))?;
+                let permit = gate.acquire_owned().await.context("enrollment gate")?;
                 let t0 = Instant::now();
                 let (status, b) = send(
                     http.post(format!("{url}/v1/devices")).json(&json!({
@@ -460,6 +494,7 @@ pub async fn run(http: &reqwest::Client, t: Target<'_>, p: &Params) -> Result<Ve
                 )
                 .await?;
                 let enroll = t0.elapsed();
+                drop(permit);
                 ensure!(
                     status == 200,
                     "POST /v1/devices: HTTP {status}: {}",
@@ -476,23 +511,8 @@ pub async fn run(http: &reqwest::Client, t: Target<'_>, p: &Params) -> Result<Ve
                     .to_string();
                 let key = SigningKey::from_seed(device_id.clone(), *probe.seed())
                     .map_err(|e| anyhow!("device key: {e}"))?;
-                let t1 = Instant::now();
-                let r = http
-                    .get(format!("{url}/v1/manifest?date={date}"))
-                    .bearer_auth(&token)
-                    .send()
-                    .await
-                    .context("GET /v1/manifest")?;
-                let status = r.status().as_u16();
-                let etag = r
-                    .headers()
-                    .get("etag")
-                    .and_then(|v| v.to_str().ok())
-                    .map(str::to_string);
-                let body = r.bytes().await.context("manifest body")?;
-                let fetch = t1.elapsed();
-                ensure!(status == 200, "first GET /v1/manifest: HTTP {status}");
-                let etag = etag.ok_or_else(|| anyhow!("manifest without ETag"))?;
+                let (fetch, body, etag) =
+                    first_pull(&http, &format!("{url}/v1/manifest?date={date}"), &token).await?;
                 Ok((
                     enroll,
                     fetch,

@@ -96,27 +96,27 @@ pub struct Row {
     pub recorded_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// The server's `confirmations` table and index (server/src/storage/sqlite.rs).
-const SQLITE_TABLE: &str = "
-CREATE TABLE confirmations(
-  confirmation_id TEXT PRIMARY KEY,
-  device_id TEXT NOT NULL,
-  seq INTEGER NOT NULL,
-  manifest_id TEXT NOT NULL,
-  revision INTEGER NOT NULL,
-  parcel_id TEXT NOT NULL,
-  delivery_date TEXT NOT NULL,
-  attempt INTEGER NOT NULL,
-  outcome TEXT NOT NULL,
-  reason TEXT,
-  verified TEXT NOT NULL,
-  failed_attempts INTEGER NOT NULL,
-  code_ok INTEGER,
-  disputed INTEGER NOT NULL,
-  recorded_at TEXT NOT NULL,
-  received_at TEXT NOT NULL
-);
-CREATE INDEX confirmations_seq ON confirmations(device_id, seq);";
+/// The server's first SQLite migration, where its `confirmations` table and
+/// index are defined.
+const SQLITE_INIT: &str = include_str!("../../server/src/storage/migrations/sqlite/0001_init.sql");
+
+/// The server's first PostgreSQL migration, likewise.
+const PG_INIT: &str = include_str!("../../server/src/storage/migrations/postgres/0001_init.sql");
+
+/// The server's `confirmations` table and its `confirmations_seq` index, as
+/// its first migration `init` writes them, so the floor inserts into the very
+/// table the server has and can never drift from it.
+fn confirmations_table(init: &'static str) -> Result<&'static str> {
+    const FROM: &str = "CREATE TABLE confirmations(";
+    const THROUGH: &str = "CREATE INDEX confirmations_seq ON confirmations(device_id, seq);";
+    let start = init
+        .find(FROM)
+        .context("the server's migration defines no confirmations table")?;
+    let len = init[start..]
+        .find(THROUGH)
+        .context("the server's migration defines no confirmations_seq index")?;
+    Ok(&init[start..start + len + THROUGH.len()])
+}
 
 /// The server's SQLite connection PRAGMAs (`apply_pragmas`).
 const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode=WAL;
@@ -136,7 +136,7 @@ pub fn sqlite_inserts(dir: &Path, batches: &[Vec<Row>]) -> Result<Phase> {
         rusqlite::Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
     conn.execute_batch(SQLITE_PRAGMAS)
         .context("storage floor PRAGMAs")?;
-    conn.execute_batch(SQLITE_TABLE)
+    conn.execute_batch(confirmations_table(SQLITE_INIT)?)
         .context("storage floor table")?;
     let mut lat = Vec::with_capacity(batches.len());
     let mut items = 0;
@@ -183,28 +183,6 @@ pub fn sqlite_inserts(dir: &Path, batches: &[Vec<Row>]) -> Result<Phase> {
     Ok(Phase::new(items, started.elapsed(), lat))
 }
 
-/// The server's PostgreSQL `confirmations` table (server/src/storage/postgres.rs).
-const PG_TABLE: &str = "
-CREATE TABLE confirmations(
-  confirmation_id TEXT PRIMARY KEY,
-  device_id TEXT NOT NULL,
-  seq BIGINT NOT NULL,
-  manifest_id TEXT NOT NULL,
-  revision BIGINT NOT NULL,
-  parcel_id TEXT NOT NULL,
-  delivery_date DATE NOT NULL,
-  attempt BIGINT NOT NULL,
-  outcome TEXT NOT NULL,
-  reason TEXT,
-  verified TEXT NOT NULL,
-  failed_attempts BIGINT NOT NULL,
-  code_ok BOOLEAN,
-  disputed BOOLEAN NOT NULL,
-  recorded_at TIMESTAMPTZ NOT NULL,
-  received_at TIMESTAMPTZ NOT NULL
-);
-CREATE INDEX confirmations_seq ON confirmations(device_id, seq);";
-
 /// Raw PostgreSQL inserts of `batches` into a fresh schema: one transaction
 /// of 100 prepared single-row INSERTs per batch, `connections` clients
 /// working at once (the server's default pool size). The schema is dropped after.
@@ -214,10 +192,11 @@ pub async fn postgres_inserts(
     batches: Vec<Vec<Row>>,
 ) -> Result<Phase> {
     let schema = format!("load_floor_{}", uuid::Uuid::new_v4().simple());
+    let table = confirmations_table(PG_INIT)?;
     let admin = crate::pg::connect(base_url).await?;
     admin
         .batch_execute(&format!(
-            "CREATE SCHEMA {schema}; SET search_path TO {schema}; {PG_TABLE}"
+            "CREATE SCHEMA {schema}; SET search_path TO {schema}; {table}"
         ))
         .await
         .context("storage floor schema")?;
@@ -308,4 +287,29 @@ async fn postgres_inserts_in(
         lat.extend(l);
     }
     Ok(Phase::new(items, started.elapsed(), lat))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn the_floor_uses_the_servers_confirmations_table_from_both_migrations() {
+        for (init, seq_type) in [(SQLITE_INIT, "seq INTEGER"), (PG_INIT, "seq BIGINT")] {
+            let table = confirmations_table(init).unwrap();
+            assert!(table.starts_with("CREATE TABLE confirmations("), "{table}");
+            assert!(
+                table.ends_with("ON confirmations(device_id, seq);"),
+                "{table}"
+            );
+            assert!(table.contains(seq_type), "{table}");
+            // One table and its one index: nothing else of the migration.
+            assert_eq!(table.matches("CREATE ").count(), 2, "{table}");
+        }
+        let sqlite = rusqlite::Connection::open_in_memory().unwrap();
+        sqlite
+            .execute_batch(confirmations_table(SQLITE_INIT).unwrap())
+            .unwrap();
+    }
 }

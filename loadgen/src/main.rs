@@ -164,15 +164,8 @@ async fn run(a: RunArgs) -> Result<()> {
     }
     let _ = rustls::crypto::ring::default_provider().install_default();
     let bin = procs::server_bin(a.server_bin.as_deref())?;
-    let mut base = tempfile::Builder::new();
-    base.prefix("doorcode-load-");
-    let base = match &a.dir {
-        Some(d) => base.tempdir_in(d),
-        None => base.tempdir(),
-    }
-    .context("creating the run's temp dir")?;
-    let _kept = keep_if(a.keep, base);
-    let base = _kept.path();
+    let run_dir = RunDir::new(&a, "doorcode-load-")?;
+    let base = run_dir.path();
     eprintln!(
         "doorcode-load: {} couriers x {} parcels ({} stops), {} GET rounds, {} verifies, batches of {}; server {}; load average {}",
         p.couriers,
@@ -184,22 +177,12 @@ async fn run(a: RunArgs) -> Result<()> {
         bin.display(),
         load_average()
     );
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(p.couriers + 8)
-        .build()
-        .context("HTTP client")?;
+    let http = http_client(p.couriers)?;
     let floor = procs::start_floor(&base.join("floor.log"), 16 * 1024 * 1024)?;
 
     let mut lines = Vec::new();
     if matches!(a.backend, Backend::Sqlite | Backend::Both) {
-        let data = base.join("sqlite");
-        std::fs::create_dir_all(&data).context("sqlite data dir")?;
-        let spec = procs::ServerSpec {
-            bin: bin.clone(),
-            data_dir: data.clone(),
-            database: None,
-            log_level: a.server_log.clone(),
-        };
+        let (data, spec) = server_spec(&a, &bin, base, None)?;
         let (server, ingest_restart) = start_for_day(&http, &spec, &p, a.history).await?;
         let t = day::Target {
             backend: "SQLite",
@@ -222,15 +205,8 @@ async fn run(a: RunArgs) -> Result<()> {
         pg::connect(&a.pg).await.context(
             "PostgreSQL is needed for --backend postgres|both (or use --backend sqlite)",
         )?;
-        let data = base.join("postgres");
-        std::fs::create_dir_all(&data).context("postgres data dir")?;
         let schema = format!("load_{}", uuid::Uuid::new_v4().simple());
-        let spec = procs::ServerSpec {
-            bin: bin.clone(),
-            data_dir: data.clone(),
-            database: Some(pg::with_schema(&a.pg, &schema)),
-            log_level: a.server_log.clone(),
-        };
+        let (data, spec) = server_spec(&a, &bin, base, Some(&schema))?;
         let result = async {
             let (server, ingest_restart) = start_for_day(&http, &spec, &p, a.history).await?;
             let t = day::Target {
@@ -319,15 +295,8 @@ async fn run_storm(a: RunArgs) -> Result<()> {
     storm::check_open_files(a.concurrency)?;
     let _ = rustls::crypto::ring::default_provider().install_default();
     let bin = procs::server_bin(a.server_bin.as_deref())?;
-    let mut base = tempfile::Builder::new();
-    base.prefix("doorcode-storm-");
-    let base = match &a.dir {
-        Some(d) => base.tempdir_in(d),
-        None => base.tempdir(),
-    }
-    .context("creating the run's temp dir")?;
-    let _kept = keep_if(a.keep, base);
-    let base = _kept.path();
+    let run_dir = RunDir::new(&a, "doorcode-storm-")?;
+    let base = run_dir.path();
     eprintln!(
         "doorcode-load: storm of {n} handsets, {} parcels on {} stops each, {} at a time; server {}; load average {}",
         p.parcels,
@@ -336,24 +305,14 @@ async fn run_storm(a: RunArgs) -> Result<()> {
         bin.display(),
         load_average()
     );
-    let http = reqwest::Client::builder()
-        .pool_max_idle_per_host(a.concurrency + 8)
-        .build()
-        .context("HTTP client")?;
+    let http = http_client(a.concurrency)?;
     let max_conn = [format!(
         "--max-connections={}",
         storm::max_connections(a.concurrency)
     )];
     let mut reports = Vec::new();
     if matches!(a.backend, Backend::Sqlite | Backend::Both) {
-        let data = base.join("sqlite");
-        std::fs::create_dir_all(&data).context("sqlite data dir")?;
-        let spec = procs::ServerSpec {
-            bin: bin.clone(),
-            data_dir: data.clone(),
-            database: None,
-            log_level: a.server_log.clone(),
-        };
+        let (_, spec) = server_spec(&a, &bin, base, None)?;
         let server = spec.start(&max_conn)?;
         reports.push((
             "SQLite",
@@ -364,16 +323,9 @@ async fn run_storm(a: RunArgs) -> Result<()> {
         pg::connect(&a.pg).await.context(
             "PostgreSQL is needed for --backend postgres|both (or use --backend sqlite)",
         )?;
-        let data = base.join("postgres");
-        std::fs::create_dir_all(&data).context("postgres data dir")?;
         let schema = format!("storm_{}", uuid::Uuid::new_v4().simple());
         let result = async {
-            let spec = procs::ServerSpec {
-                bin: bin.clone(),
-                data_dir: data.clone(),
-                database: Some(pg::with_schema(&a.pg, &schema)),
-                log_level: a.server_log.clone(),
-            };
+            let (_, spec) = server_spec(&a, &bin, base, Some(&schema))?;
             let server = spec.start(&max_conn)?;
             storm::run(&http, &server, &p, a.concurrency).await
         }
@@ -425,14 +377,55 @@ impl RunDir {
     }
 }
 
-fn keep_if(keep: bool, dir: tempfile::TempDir) -> RunDir {
-    if keep {
-        let p = dir.keep();
-        eprintln!("doorcode-load: keeping {}", p.display());
-        RunDir::Kept(p)
-    } else {
-        RunDir::Temp(dir)
+impl RunDir {
+    /// A fresh temp dir (under `--dir` if given), kept with `--keep`.
+    fn new(a: &RunArgs, prefix: &str) -> Result<Self> {
+        let mut b = tempfile::Builder::new();
+        b.prefix(prefix);
+        let dir = match &a.dir {
+            Some(d) => b.tempdir_in(d),
+            None => b.tempdir(),
+        }
+        .context("creating the run's temp dir")?;
+        if a.keep {
+            let p = dir.keep();
+            eprintln!("doorcode-load: keeping {}", p.display());
+            Ok(RunDir::Kept(p))
+        } else {
+            Ok(RunDir::Temp(dir))
+        }
     }
+}
+
+/// One client for the run, with a connection per handset in flight.
+fn http_client(in_flight: usize) -> Result<reqwest::Client> {
+    reqwest::Client::builder()
+        .pool_max_idle_per_host(in_flight + 8)
+        .build()
+        .context("HTTP client")
+}
+
+/// The data dir and server for one backend: SQLite in `<base>/sqlite`, or
+/// PostgreSQL in `schema` (data dir `<base>/postgres`).
+fn server_spec(
+    a: &RunArgs,
+    bin: &std::path::Path,
+    base: &std::path::Path,
+    schema: Option<&str>,
+) -> Result<(PathBuf, procs::ServerSpec)> {
+    let data = base.join(if schema.is_some() {
+        "postgres"
+    } else {
+        "sqlite"
+    });
+    std::fs::create_dir_all(&data).with_context(|| format!("data dir {}", data.display()))?;
+    let spec = procs::ServerSpec {
+        bin: bin.to_path_buf(),
+        data_dir: data.clone(),
+        database: schema.map(|s| pg::with_schema(&a.pg, s)),
+        log_level: a.server_log.clone(),
+    };
+    Ok((data, spec))
 }
 
 /// The SQLite database with its WAL: what a day left on disk.

@@ -1,17 +1,19 @@
 //! PostgreSQL helpers: a connection with a timeout, and schema URLs.
 
 use anyhow::{Context, Result, anyhow};
+use doorcode_server::storage::postgres::PgSettings;
 use std::time::Duration;
 
+/// One connection with the server's own URL parsing and TLS connector, so
+/// `sslmode=`/`sslrootcert=` mean here what they mean to `doorcode serve`.
 pub async fn connect(url: &str) -> Result<tokio_postgres::Client> {
-    let fut = tokio_postgres::connect(url, tokio_postgres::NoTls);
-    let (client, conn) = tokio::time::timeout(Duration::from_secs(10), fut)
-        .await
-        .map_err(|_| anyhow!("connecting to PostgreSQL at {url}: timed out"))?
-        .with_context(|| format!("connecting to PostgreSQL at {url}"))?;
-    tokio::spawn(async move {
-        let _ = conn.await;
-    });
+    let settings = PgSettings::parse(url).with_context(|| format!("PostgreSQL URL {url}"))?;
+    let tls = settings.tls.connector()?;
+    let (client, _driver) =
+        tokio::time::timeout(Duration::from_secs(10), settings.connect_one(&tls))
+            .await
+            .map_err(|_| anyhow!("connecting to PostgreSQL at {url}: timed out"))?
+            .with_context(|| format!("connecting to PostgreSQL at {url}"))?;
     Ok(client)
 }
 

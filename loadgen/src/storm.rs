@@ -212,23 +212,7 @@ struct Pulls {
 }
 
 async fn pull_twice(http: &reqwest::Client, url: &str, token: &str) -> Result<Pulls> {
-    let t0 = Instant::now();
-    let r = http
-        .get(url)
-        .bearer_auth(token)
-        .send()
-        .await
-        .context("GET /v1/manifest")?;
-    let status = r.status().as_u16();
-    let etag = r
-        .headers()
-        .get("etag")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_string);
-    let body = r.bytes().await.context("manifest body")?;
-    let first = t0.elapsed();
-    ensure!(status == 200, "first GET /v1/manifest: HTTP {status}");
-    let etag = etag.ok_or_else(|| anyhow!("manifest without ETag"))?;
+    let (first, body, etag) = day::first_pull(http, url, token).await?;
     let t1 = Instant::now();
     let (status, _) = send(
         http.get(url)

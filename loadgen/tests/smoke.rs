@@ -29,23 +29,6 @@ fn postgres_reachable() -> bool {
     }
 }
 
-/// `doorcode-load ARGS…`.
-fn load(args: &[&str]) -> Command {
-    let mut c = Command::new(env!("CARGO_BIN_EXE_doorcode-load"));
-    c.args(args);
-    c
-}
-
-/// Runs it; returns (success, stdout, stderr).
-fn run(c: &mut Command) -> (bool, String, String) {
-    let out = c.output().unwrap();
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
 /// The `doorcode` binary of this build profile, next to `doorcode-load`.
 /// `cargo test --workspace` builds it (in the tools package);
 /// alone, build it first: `cargo build -p doorcode-tools`. The test cannot
@@ -134,11 +117,29 @@ fn check_backend(table: &str, backend: &str, storage_floors: usize) {
     }
 }
 
+/// Run doorcode-load against the debug server and assert it succeeded;
+/// its stdout and stderr.
+fn run_ok(args: &[&str]) -> (String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_doorcode-load"))
+        .args(args)
+        .arg("--server-bin")
+        .arg(server_bin())
+        .env("DOORCODE_TEST_PG", pg_url())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(
+        out.status.success(),
+        "doorcode-load {args:?} failed:\n{stderr}\n{stdout}"
+    );
+    (stdout, stderr)
+}
+
 #[test]
 fn a_tiny_day_runs_every_phase_against_its_floor() {
-    let bin = server_bin();
     let pg = postgres_reachable();
-    let (ok, stdout, stderr) = run(load(&[
+    let (stdout, stderr) = run_ok(&[
         "--quick",
         "--batch",
         "10",
@@ -148,11 +149,7 @@ fn a_tiny_day_runs_every_phase_against_its_floor() {
         "20",
         "--backend",
         if pg { "both" } else { "sqlite" },
-    ])
-    .arg("--server-bin")
-    .arg(&bin)
-    .env("DOORCODE_TEST_PG", pg_url()));
-    assert!(ok, "doorcode-load failed:\n{stderr}\n{stdout}");
+    ]);
     check_backend(&stdout, "SQLite", 1);
     if pg {
         check_backend(&stdout, "PostgreSQL", 2);
@@ -173,14 +170,18 @@ fn a_tiny_day_runs_every_phase_against_its_floor() {
 
 #[test]
 fn a_missing_server_binary_is_an_error_not_a_panic() {
-    let (ok, _, stderr) = run(&mut load(&[
-        "--quick",
-        "--backend",
-        "sqlite",
-        "--server-bin",
-        "/nonexistent/doorcode",
-    ]));
-    assert!(!ok);
+    let out = Command::new(env!("CARGO_BIN_EXE_doorcode-load"))
+        .args([
+            "--quick",
+            "--backend",
+            "sqlite",
+            "--server-bin",
+            "/nonexistent/doorcode",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
         stderr.contains("doorcode-load: starting doorcode serve"),
         "{stderr}"
@@ -192,8 +193,7 @@ fn a_missing_server_binary_is_an_error_not_a_panic() {
 /// answered, the one `storm:` line printed with no errors.
 #[test]
 fn a_storm_of_50_handsets_pulls_and_re_pulls_without_errors() {
-    let bin = server_bin();
-    let (ok, stdout, stderr) = run(load(&[
+    let (stdout, _) = run_ok(&[
         "--storm",
         "50",
         "--parcels",
@@ -202,10 +202,7 @@ fn a_storm_of_50_handsets_pulls_and_re_pulls_without_errors() {
         "16",
         "--backend",
         "sqlite",
-    ])
-    .arg("--server-bin")
-    .arg(&bin));
-    assert!(ok, "doorcode-load --storm failed:\n{stderr}\n{stdout}");
+    ]);
     let line = stdout
         .lines()
         .find(|l| l.starts_with("storm: "))
@@ -220,15 +217,19 @@ fn a_storm_of_50_handsets_pulls_and_re_pulls_without_errors() {
 /// before any server starts, and says how to raise the limit.
 #[test]
 fn a_storm_beyond_the_open_files_limit_says_how_to_raise_it() {
-    let (ok, _, stderr) = run(&mut load(&[
-        "--storm",
-        "10",
-        "--concurrency",
-        "100000000",
-        "--backend",
-        "sqlite",
-    ]));
-    assert!(!ok);
+    let out = Command::new(env!("CARGO_BIN_EXE_doorcode-load"))
+        .args([
+            "--storm",
+            "10",
+            "--concurrency",
+            "100000000",
+            "--backend",
+            "sqlite",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("ulimit -n"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }

@@ -17,7 +17,6 @@ use crate::storage::StorageError;
 use crate::storage::lifecycle::Erased;
 use chrono::NaiveDate;
 use std::collections::HashSet;
-use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -38,46 +37,15 @@ pub struct RunReport {
     pub removed: Removed,
 }
 
-/// The notice files (`file:` channel) about `parcels`: their JSON names the
-/// parcel exactly (file names are only a sanitized prefix). Returns how many
-/// were removed. Files that are not notices are left alone.
-pub fn remove_notice_files(dir: &Path, parcels: &HashSet<String>) -> std::io::Result<u64> {
-    if parcels.is_empty() {
-        return Ok(0);
-    }
-    let entries = match std::fs::read_dir(dir) {
-        Ok(e) => e,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(0),
-        Err(e) => return Err(e),
-    };
-    let mut n = 0;
-    for entry in entries {
-        let path = entry?.path();
-        if path.extension().and_then(|e| e.to_str()) != Some("json") {
-            continue;
-        }
-        let Ok(bytes) = std::fs::read(&path) else {
-            continue;
-        };
-        let Ok(v) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
-            continue;
-        };
-        if v.get("parcel_id")
-            .and_then(|p| p.as_str())
-            .is_some_and(|p| parcels.contains(p))
-        {
-            std::fs::remove_file(&path)?;
-            n += 1;
-        }
-    }
-    Ok(n)
-}
-
 async fn remove_files(app: &App, parcels: HashSet<String>, removed: &mut Removed) {
     let parcels = Arc::new(parcels);
     for dir in app.notifier.file_dirs() {
         let (dir, parcels) = (dir.clone(), parcels.clone());
-        match tokio::task::spawn_blocking(move || remove_notice_files(&dir, &parcels)).await {
+        match tokio::task::spawn_blocking(move || {
+            crate::notices::remove_notice_files(&dir, &parcels)
+        })
+        .await
+        {
             Ok(Ok(n)) => removed.add("notice_files", n),
             Ok(Err(e)) => tracing::error!(error = %e, "could not remove notice files"),
             Err(e) => tracing::error!(error = %e, "notice file removal stopped"),
@@ -213,34 +181,4 @@ pub async fn stats(
     })?;
     let records: Vec<AnonRecord> = app.storage.records_between(from, to).await?;
     Ok(rules::stats(&records, from, to))
-}
-
-#[cfg(test)]
-mod tests {
-    #![allow(clippy::unwrap_used)]
-    use super::*;
-
-    #[test]
-    fn notice_files_go_by_the_parcel_they_name() {
-        let dir = tempfile::tempdir().unwrap();
-        let w = |name: &str, body: &str| std::fs::write(dir.path().join(name), body).unwrap();
-        // P.1 and P_1 share a sanitized file name; only the JSON tells them apart.
-        w("00000001-P_1.json", r#"{"parcel_id":"P.1","to":"a@x"}"#);
-        w("00000002-P_1.json", r#"{"parcel_id":"P_1","to":"b@x"}"#);
-        w("notes.txt", "P.1");
-        w("broken.json", "{");
-        let n = remove_notice_files(dir.path(), &HashSet::from(["P.1".to_string()])).unwrap();
-        assert_eq!(n, 1);
-        let mut left: Vec<String> = std::fs::read_dir(dir.path())
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
-        left.sort();
-        assert_eq!(left, ["00000002-P_1.json", "broken.json", "notes.txt"]);
-        let missing = dir.path().join("none");
-        assert_eq!(
-            remove_notice_files(&missing, &HashSet::from(["x".into()])).unwrap(),
-            0
-        );
-    }
 }

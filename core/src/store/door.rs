@@ -2,14 +2,14 @@
 //! over and failing. Each check reads the parcel and writes its result in one
 //! write transaction, so a try is counted before its answer is shown.
 
-use super::outbox::Recorded;
+use super::outbox::{Entry, Recorded};
 use super::{Store, parse_date, parse_ts};
 use crate::codes::{self, Code, SALT_LEN};
-use crate::confirmation::{FailReason, Outcome, Verified};
+use crate::confirmation::{FailReason, Verified};
 use crate::envelope::SigningKey;
 use crate::error::Error;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, TransactionBehavior, params};
+use rusqlite::{Connection, params};
 use serde::Serialize;
 
 /// The result of a code check at the door. A rejected try is already durable.
@@ -50,6 +50,13 @@ pub(super) struct DoorParcel {
     pub(super) outcome: Option<String>,
     /// The customer reported they did not order it: never verified or handed over.
     pub(super) hold: bool,
+}
+
+impl DoorParcel {
+    /// Out of tries: only a parcel that needs a code can be locked.
+    fn locked(&self) -> bool {
+        self.requires_code && self.failed_tries >= self.max_attempts
+    }
 }
 
 impl Store {
@@ -131,18 +138,16 @@ impl Store {
 
     /// Locks a parcel because the server says it is locked (its count is authoritative).
     pub fn lock_parcel(&mut self, parcel_id: &str, now: DateTime<Utc>) -> Result<(), Error> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let p = Self::door_parcel(&tx, parcel_id, now)?;
-        tx.execute(
-            "INSERT INTO parcel_state (parcel_id, delivery_date, attempt, failed_tries) VALUES (?1, ?2, ?3, ?4)
-             ON CONFLICT(parcel_id, delivery_date, attempt)
-             DO UPDATE SET failed_tries = MAX(failed_tries, excluded.failed_tries)",
-            params![parcel_id, p.delivery_date, p.attempt, p.max_attempts],
-        )?;
-        tx.commit()?;
-        Ok(())
+        self.in_write_tx(|tx| {
+            let p = Self::door_parcel(tx, parcel_id, now)?;
+            tx.execute(
+                "INSERT INTO parcel_state (parcel_id, delivery_date, attempt, failed_tries) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(parcel_id, delivery_date, attempt)
+                 DO UPDATE SET failed_tries = MAX(failed_tries, excluded.failed_tries)",
+                params![parcel_id, p.delivery_date, p.attempt, p.max_attempts],
+            )?;
+            Ok(())
+        })
     }
 
     /// Checks `code` against the parcel's offline tag. A wrong try is committed
@@ -155,49 +160,37 @@ impl Store {
         now: DateTime<Utc>,
         device_key: &SigningKey,
     ) -> Result<VerifyOutcome, Error> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let p = Self::door_for_code(&tx, parcel_id, now)?;
-        if code.len() != usize::from(p.code_digits) {
-            return Err(Error::Input(crate::input::InputError::WrongLength {
-                expected: p.code_digits,
-                got: code.len(),
-            }));
-        }
-        let date = parse_date(&p.delivery_date)?;
-        let salt: [u8; SALT_LEN] = p
-            .salt
-            .as_deref()
-            .and_then(|s| s.try_into().ok())
-            .ok_or_else(|| Error::Corrupt(format!("parcel {parcel_id} has no salt")))?;
-        let stored = p
-            .tag
-            .ok_or_else(|| Error::Corrupt(format!("parcel {parcel_id} has no tag")))?;
-        let tag = codes::offline_tag(&salt, parcel_id, date, code, p.tag_bits)
-            .map_err(|_| Error::Corrupt("bad tag width in the store".into()))?;
-        let outcome = if codes::tag_eq(tag, stored) {
-            let rec = Self::record(
-                &tx,
+        self.in_write_tx(|tx| {
+            let p = Self::door_for_code(tx, parcel_id, now)?;
+            if code.len() != usize::from(p.code_digits) {
+                return Err(Error::Input(crate::input::InputError::WrongLength {
+                    expected: p.code_digits,
+                    got: code.len(),
+                }));
+            }
+            let date = parse_date(&p.delivery_date)?;
+            let salt: [u8; SALT_LEN] = p
+                .salt
+                .as_deref()
+                .and_then(|s| s.try_into().ok())
+                .ok_or_else(|| Error::Corrupt(format!("parcel {parcel_id} has no salt")))?;
+            let stored = p
+                .tag
+                .ok_or_else(|| Error::Corrupt(format!("parcel {parcel_id} has no tag")))?;
+            let tag = codes::offline_tag(&salt, parcel_id, date, code, p.tag_bits)
+                .map_err(|_| Error::Corrupt("bad tag width in the store".into()))?;
+            let matched = codes::tag_eq(tag, stored);
+            Self::settle_try(
+                tx,
                 &p,
                 parcel_id,
-                Outcome::Delivered,
-                None,
-                Some(code),
+                code,
+                matched,
                 Verified::Offline,
                 now,
                 device_key,
-            )?;
-            VerifyOutcome::Accepted {
-                parcel_id: parcel_id.to_string(),
-                seq: rec.seq,
-                verified: Verified::Offline,
-            }
-        } else {
-            Self::count_wrong_try(&tx, &p, parcel_id, Verified::Offline)?
-        };
-        tx.commit()?;
-        Ok(outcome)
+            )
+        })
     }
 
     /// Records the server's answer to an online verify: a delivery (with the
@@ -210,32 +203,19 @@ impl Store {
         now: DateTime<Utc>,
         device_key: &SigningKey,
     ) -> Result<VerifyOutcome, Error> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let p = Self::door_for_code(&tx, parcel_id, now)?;
-        let outcome = if accepted {
-            let rec = Self::record(
-                &tx,
+        self.in_write_tx(|tx| {
+            let p = Self::door_for_code(tx, parcel_id, now)?;
+            Self::settle_try(
+                tx,
                 &p,
                 parcel_id,
-                Outcome::Delivered,
-                None,
-                Some(code),
+                code,
+                accepted,
                 Verified::Online,
                 now,
                 device_key,
-            )?;
-            VerifyOutcome::Accepted {
-                parcel_id: parcel_id.to_string(),
-                seq: rec.seq,
-                verified: Verified::Online,
-            }
-        } else {
-            Self::count_wrong_try(&tx, &p, parcel_id, Verified::Online)?
-        };
-        tx.commit()?;
-        Ok(outcome)
+            )
+        })
     }
 
     /// Hands over a parcel that needs no code.
@@ -245,28 +225,16 @@ impl Store {
         now: DateTime<Utc>,
         device_key: &SigningKey,
     ) -> Result<Recorded, Error> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let p = Self::door_parcel(&tx, parcel_id, now)?;
-        Self::refuse_held(&p, parcel_id)?;
-        if p.requires_code {
-            return Err(Error::CodeRequired(parcel_id.to_string()));
-        }
-        Self::check_open(&p, parcel_id)?;
-        let rec = Self::record(
-            &tx,
-            &p,
-            parcel_id,
-            Outcome::Delivered,
-            None,
-            None,
-            Verified::None,
-            now,
-            device_key,
-        )?;
-        tx.commit()?;
-        Ok(rec)
+        self.in_write_tx(|tx| {
+            let p = Self::door_parcel(tx, parcel_id, now)?;
+            Self::refuse_held(&p, parcel_id)?;
+            if p.requires_code {
+                return Err(Error::CodeRequired(parcel_id.to_string()));
+            }
+            Self::check_open(&p, parcel_id)?;
+            let entry = Entry::delivered(None, Verified::None);
+            Self::record(tx, &p, parcel_id, entry, now, device_key)
+        })
     }
 
     /// Records that the parcel was not handed over. A locked parcel can only
@@ -280,42 +248,24 @@ impl Store {
         now: DateTime<Utc>,
         device_key: &SigningKey,
     ) -> Result<Recorded, Error> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let p = Self::door_parcel(&tx, parcel_id, now)?;
-        if let Some(o) = &p.outcome {
-            return Err(Error::AlreadyRecorded {
-                parcel_id: parcel_id.to_string(),
-                outcome: o.clone(),
-            });
-        }
-        let locked = p.requires_code && p.failed_tries >= p.max_attempts;
-        if p.hold {
-            let allowed =
-                reason == FailReason::Refused || (locked && reason == FailReason::LockedOut);
-            if !allowed {
-                return Err(Error::Held(parcel_id.to_string()));
+        self.in_write_tx(|tx| {
+            let p = Self::door_parcel(tx, parcel_id, now)?;
+            Self::refuse_recorded(&p, parcel_id)?;
+            let locked = p.locked();
+            if p.hold {
+                let allowed =
+                    reason == FailReason::Refused || (locked && reason == FailReason::LockedOut);
+                if !allowed {
+                    return Err(Error::Held(parcel_id.to_string()));
+                }
+            } else if locked != (reason == FailReason::LockedOut) {
+                return Err(Error::ReasonNotAllowed {
+                    reason: reason.as_str(),
+                    locked,
+                });
             }
-        } else if locked != (reason == FailReason::LockedOut) {
-            return Err(Error::ReasonNotAllowed {
-                reason: reason.as_str(),
-                locked,
-            });
-        }
-        let rec = Self::record(
-            &tx,
-            &p,
-            parcel_id,
-            Outcome::Failed,
-            Some(reason),
-            None,
-            Verified::None,
-            now,
-            device_key,
-        )?;
-        tx.commit()?;
-        Ok(rec)
+            Self::record(tx, &p, parcel_id, Entry::failed(reason), now, device_key)
+        })
     }
 
     /// A held parcel with no outcome yet is refused before anything else is
@@ -327,18 +277,49 @@ impl Store {
         Ok(())
     }
 
-    fn check_open(p: &DoorParcel, parcel_id: &str) -> Result<(), Error> {
+    /// A parcel whose outcome is recorded gets no second one.
+    fn refuse_recorded(p: &DoorParcel, parcel_id: &str) -> Result<(), Error> {
         if let Some(o) = &p.outcome {
             return Err(Error::AlreadyRecorded {
                 parcel_id: parcel_id.to_string(),
                 outcome: o.clone(),
             });
         }
+        Ok(())
+    }
+
+    fn check_open(p: &DoorParcel, parcel_id: &str) -> Result<(), Error> {
+        Self::refuse_recorded(p, parcel_id)?;
         Self::refuse_held(p, parcel_id)?;
-        if p.requires_code && p.failed_tries >= p.max_attempts {
+        if p.locked() {
             return Err(Error::Locked(parcel_id.to_string()));
         }
         Ok(())
+    }
+
+    /// Settles one checked code, online or offline: a match is recorded as a
+    /// delivery with the code, a miss is counted as a wrong try.
+    #[allow(clippy::too_many_arguments)]
+    fn settle_try(
+        tx: &Connection,
+        p: &DoorParcel,
+        parcel_id: &str,
+        code: &Code,
+        matched: bool,
+        verified: Verified,
+        now: DateTime<Utc>,
+        device_key: &SigningKey,
+    ) -> Result<VerifyOutcome, Error> {
+        if !matched {
+            return Self::count_wrong_try(tx, p, parcel_id, verified);
+        }
+        let entry = Entry::delivered(Some(code), verified);
+        let rec = Self::record(tx, p, parcel_id, entry, now, device_key)?;
+        Ok(VerifyOutcome::Accepted {
+            parcel_id: parcel_id.to_string(),
+            seq: rec.seq,
+            verified,
+        })
     }
 
     fn count_wrong_try(

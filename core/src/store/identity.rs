@@ -4,7 +4,7 @@
 use super::Store;
 use crate::envelope::VerifyingKey;
 use crate::error::Error;
-use rusqlite::{TransactionBehavior, params};
+use rusqlite::params;
 
 /// Who this handset is, set at enrollment.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -49,35 +49,31 @@ impl Store {
 
     /// Records who this handset is. Replaces any earlier identity and its keys.
     pub fn set_identity(&mut self, id: &Identity) -> Result<(), Error> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        Self::set_meta(&tx, "device_id", &id.device_id)?;
-        Self::set_meta(&tx, "courier_id", &id.courier_id)?;
-        tx.execute("DELETE FROM server_keys", [])?;
-        for k in &id.server_keys {
-            tx.execute(
-                "INSERT INTO server_keys (kid, public_key) VALUES (?1, ?2)",
-                params![k.kid, k.public.to_vec()],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.in_write_tx(|tx| {
+            Self::set_meta(tx, "device_id", &id.device_id)?;
+            Self::set_meta(tx, "courier_id", &id.courier_id)?;
+            tx.execute("DELETE FROM server_keys", [])?;
+            for k in &id.server_keys {
+                tx.execute(
+                    "INSERT INTO server_keys (kid, public_key) VALUES (?1, ?2)",
+                    params![k.kid, k.public.to_vec()],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// Adds server keys learned later (rotation); existing pins stay.
     pub fn add_server_keys(&mut self, keys: &[VerifyingKey]) -> Result<(), Error> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for k in keys {
-            tx.execute(
-                "INSERT OR IGNORE INTO server_keys (kid, public_key) VALUES (?1, ?2)",
-                params![k.kid, k.public.to_vec()],
-            )?;
-        }
-        tx.commit()?;
-        Ok(())
+        self.in_write_tx(|tx| {
+            for k in keys {
+                tx.execute(
+                    "INSERT OR IGNORE INTO server_keys (kid, public_key) VALUES (?1, ?2)",
+                    params![k.kid, k.public.to_vec()],
+                )?;
+            }
+            Ok(())
+        })
     }
 
     /// The server this handset enrolled with.

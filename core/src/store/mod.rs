@@ -30,7 +30,7 @@ pub use view::{ParcelState, ParcelView, Status, StopView};
 
 use crate::error::Error;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
-use rusqlite::{Connection, OptionalExtension, params};
+use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior, params};
 use std::path::Path;
 
 /// The handset's SQLite store.
@@ -64,6 +64,21 @@ impl Store {
     /// Read access for tests and diagnostics.
     pub fn connection(&self) -> &Connection {
         &self.conn
+    }
+
+    /// Runs `f` in one immediate write transaction and commits it before
+    /// returning, so nothing `f` wrote is reported before it is durable. If
+    /// `f` fails, the transaction is rolled back and nothing it wrote stays.
+    fn in_write_tx<T>(
+        &mut self,
+        f: impl FnOnce(&Transaction<'_>) -> Result<T, Error>,
+    ) -> Result<T, Error> {
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let out = f(&tx)?;
+        tx.commit()?;
+        Ok(out)
     }
 
     fn meta(&self, key: &str) -> Result<Option<String>, Error> {

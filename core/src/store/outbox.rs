@@ -8,7 +8,7 @@ use crate::confirmation::{CONFIRMATION_FORMAT, Confirmation, FailReason, Outcome
 use crate::envelope::{Envelope, SigningKey};
 use crate::error::Error;
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 /// A recorded outcome waiting in (or passed through) the outbox.
@@ -39,6 +39,39 @@ pub struct RejectedItem {
     pub reason: String,
 }
 
+/// What `record` makes durable for one parcel: its outcome and what goes
+/// with it. A delivery carries no reason; a failure carries no code and is
+/// never verified.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Entry<'a> {
+    outcome: Outcome,
+    reason: Option<FailReason>,
+    code: Option<&'a Code>,
+    verified: Verified,
+}
+
+impl<'a> Entry<'a> {
+    /// A handover, with the code that was checked (and how), if one was.
+    pub(super) fn delivered(code: Option<&'a Code>, verified: Verified) -> Self {
+        Self {
+            outcome: Outcome::Delivered,
+            reason: None,
+            code,
+            verified,
+        }
+    }
+
+    /// A parcel not handed over, for `reason`.
+    pub(super) fn failed(reason: FailReason) -> Self {
+        Self {
+            outcome: Outcome::Failed,
+            reason: Some(reason),
+            code: None,
+            verified: Verified::None,
+        }
+    }
+}
+
 impl Store {
     /// Where an outcome becomes durable. Assigns the next `seq`, signs the
     /// confirmation, puts it in the outbox and marks the parcel, all inside
@@ -46,18 +79,20 @@ impl Store {
     /// `synchronous=FULL`, see `db`), the outcome survives a killed app or a
     /// power cut, and only then may the courier be told. Every delivery and
     /// failure goes through here; nothing else writes `outbox` rows.
-    #[allow(clippy::too_many_arguments)]
     pub(super) fn record(
         tx: &Connection,
         p: &DoorParcel,
         parcel_id: &str,
-        outcome: Outcome,
-        reason: Option<FailReason>,
-        code: Option<&Code>,
-        verified: Verified,
+        entry: Entry<'_>,
         now: DateTime<Utc>,
         device_key: &SigningKey,
     ) -> Result<Recorded, Error> {
+        let Entry {
+            outcome,
+            reason,
+            code,
+            verified,
+        } = entry;
         let device_id: String = tx
             .query_row("SELECT value FROM meta WHERE key = 'device_id'", [], |r| {
                 r.get(0)
@@ -171,18 +206,17 @@ impl Store {
         confirmation_ids: &[String],
         now: DateTime<Utc>,
     ) -> Result<u32, Error> {
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut n = 0;
-        for id in confirmation_ids {
-            n += tx.execute(
-                "UPDATE outbox SET status = 'acknowledged', envelope = NULL, acked_at = ?2
-                 WHERE confirmation_id = ?1 AND status = 'pending'",
-                params![id, ts(now)],
-            )?;
-        }
-        tx.commit()?;
+        let n = self.in_write_tx(|tx| {
+            let mut n = 0;
+            for id in confirmation_ids {
+                n += tx.execute(
+                    "UPDATE outbox SET status = 'acknowledged', envelope = NULL, acked_at = ?2
+                     WHERE confirmation_id = ?1 AND status = 'pending'",
+                    params![id, ts(now)],
+                )?;
+            }
+            Ok(n)
+        })?;
         Ok(u32::try_from(n).unwrap_or(u32::MAX))
     }
 

@@ -18,6 +18,7 @@ use crate::{b64, codes};
 use chrono::{DateTime, NaiveDate, Utc};
 use reqwest::StatusCode;
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -229,6 +230,29 @@ impl SyncClient {
         }
     }
 
+    /// The answer's JSON body if the server said yes; its refusal otherwise.
+    async fn json_answer<T: DeserializeOwned>(resp: reqwest::Response) -> Result<T, Error> {
+        if !resp.status().is_success() {
+            return Err(Self::refusal(resp).await);
+        }
+        resp.json()
+            .await
+            .map_err(|e| Error::BadResponse(e.to_string()))
+    }
+
+    /// Like [`Self::json_answer`], read whole first so that a body cut short
+    /// is a transport error and an unreadable one names `what` it was.
+    async fn parsed_answer<T: DeserializeOwned>(
+        resp: reqwest::Response,
+        what: &str,
+    ) -> Result<T, Error> {
+        if !resp.status().is_success() {
+            return Err(Self::refusal(resp).await);
+        }
+        let bytes = resp.bytes().await.map_err(transport)?;
+        serde_json::from_slice(&bytes).map_err(|e| Error::BadResponse(format!("{what}: {e}")))
+    }
+
     /// Backoff before try `n` (0-based) within one call: base·2ⁿ, capped, with
     /// "equal jitter" so a fleet coming back online does not retry in step.
     fn backoff(&self, n: u32) -> Duration {
@@ -286,13 +310,7 @@ impl SyncClient {
             .await
             .map_err(transport)?;
         self.observe_clock(&resp);
-        if !resp.status().is_success() {
-            return Err(Self::refusal(resp).await);
-        }
-        let e: DeviceOut = resp
-            .json()
-            .await
-            .map_err(|e| Error::BadResponse(e.to_string()))?;
+        let e: DeviceOut = Self::json_answer(resp).await?;
         let id = Identity {
             device_id: e.device_id,
             courier_id: e.courier_id,
@@ -390,13 +408,7 @@ impl SyncClient {
             .send()
             .await
             .map_err(transport)?;
-        if !resp.status().is_success() {
-            return Err(Self::refusal(resp).await);
-        }
-        let doc: Keys = resp
-            .json()
-            .await
-            .map_err(|e| Error::BadResponse(e.to_string()))?;
+        let doc: Keys = Self::json_answer(resp).await?;
         let keys = keys_from(doc.keys)?;
         self.handset.with_store(|s| s.add_server_keys(&keys))
     }
@@ -446,12 +458,7 @@ impl SyncClient {
                     async move {
                         let resp = req.send().await.map_err(transport)?;
                         self.observe_clock(&resp);
-                        if !resp.status().is_success() {
-                            return Err(Self::refusal(resp).await);
-                        }
-                        let bytes = resp.bytes().await.map_err(transport)?;
-                        serde_json::from_slice::<ConfirmationResults>(&bytes)
-                            .map_err(|e| Error::BadResponse(format!("the upload answer: {e}")))
+                        Self::parsed_answer(resp, "the upload answer").await
                     }
                 })
                 .await?;
@@ -661,12 +668,7 @@ impl SyncClient {
             .await
             .map_err(transport)?;
         self.observe_clock(&resp);
-        if !resp.status().is_success() {
-            return Err(Self::refusal(resp).await);
-        }
-        let bytes = resp.bytes().await.map_err(transport)?;
-        serde_json::from_slice(&bytes)
-            .map_err(|e| Error::BadResponse(format!("the verify answer: {e}")))
+        Self::parsed_answer(resp, "the verify answer").await
     }
 
     /// Asks the depot to send the customer's notice for `parcel_id` again:

@@ -75,10 +75,8 @@ fn the_same_revision_with_other_bytes_is_a_conflict_and_the_held_day_stays() {
     );
     assert!(e.to_string().contains("new revision"), "{e}");
     // A different manifest id at the same revision is the same conflict.
-    let mut forked = f.depot.manifest(&f.spec);
-    forked.manifest_id = "m-forked".into();
     assert!(matches!(
-        f.h.install_manifest(&f.depot.seal(&forked)),
+        f.install_forked(),
         Err(Error::ManifestConflict { revision: 1 })
     ));
     assert_eq!(f.h.stops().unwrap(), before);
@@ -87,10 +85,7 @@ fn the_same_revision_with_other_bytes_is_a_conflict_and_the_held_day_stays() {
         f.h.install_manifest(&env).unwrap(),
         Installed::Unchanged { .. }
     ));
-    assert!(matches!(
-        f.h.verify(&pid, &f.code(&pid)).unwrap(),
-        VerifyOutcome::Accepted { .. }
-    ));
+    f.assert_accepts(&pid, &f.code(&pid));
 }
 
 /// A watermark kept before body digests existed (migration 3) has none: the
@@ -110,10 +105,8 @@ fn a_watermark_from_before_body_digests_compares_manifest_ids() {
         f.h.install_manifest(&env).unwrap(),
         Installed::Unchanged { .. }
     ));
-    let mut forked = f.depot.manifest(&f.spec);
-    forked.manifest_id = "m-forked".into();
     assert!(matches!(
-        f.h.install_manifest(&f.depot.seal(&forked)),
+        f.install_forked(),
         Err(Error::ManifestConflict { revision: 1 })
     ));
     f.spec.revision = 2;
@@ -153,10 +146,7 @@ fn unknown_manifest_fields_are_ignored_and_never_stored() {
     ));
     let pid = parcel_id(0, 0);
     assert_eq!(f.parcel(&pid), (ParcelState::Pending, 0));
-    assert!(matches!(
-        f.h.verify(&pid, &f.code(&pid)).unwrap(),
-        VerifyOutcome::Accepted { .. }
-    ));
+    f.assert_accepts(&pid, &f.code(&pid));
     let bytes = f.file_bytes();
     for secret in [
         "+4930999111",
@@ -257,10 +247,7 @@ fn a_held_parcel_is_not_verified_or_handed_over_and_fails_only_as_refused() {
     f.spec.attempt = 2;
     f.install().unwrap();
     assert_eq!(f.parcel(&b).0, ParcelState::Pending);
-    assert!(matches!(
-        f.h.verify(&b, &f.code(&b)).unwrap(),
-        VerifyOutcome::Accepted { .. }
-    ));
+    f.assert_accepts(&b, &f.code(&b));
     f.reopen();
     assert!(!f.view(&b).held);
 }
@@ -469,10 +456,7 @@ fn spoken_codes_are_read_in_the_chosen_languages_and_others_are_not_a_try() {
         f.h.languages().unwrap(),
         vec![Language::Spanish, Language::English]
     );
-    assert!(matches!(
-        f.h.verify(&a, &say(&f.code(&a), ES)).unwrap(),
-        VerifyOutcome::Accepted { .. }
-    ));
+    f.assert_accepts(&a, &say(&f.code(&a), ES));
     // Spanish only: English words are now the unreadable ones.
     f.h.set_languages(&[Language::Spanish]).unwrap();
     let e = f.h.verify(&b, &say(&f.code(&b), EN)).unwrap_err();
@@ -484,10 +468,7 @@ fn spoken_codes_are_read_in_the_chosen_languages_and_others_are_not_a_try() {
     // Digits read in every language.
     f.h.set_languages(&[]).unwrap();
     assert_eq!(f.h.languages().unwrap(), vec![Language::English]);
-    assert!(matches!(
-        f.h.verify(&b, &f.code(&b)).unwrap(),
-        VerifyOutcome::Accepted { .. }
-    ));
+    f.assert_accepts(&b, &f.code(&b));
 }
 
 #[test]
@@ -534,10 +515,7 @@ fn wrong_tries_count_lock_and_survive_a_new_revision() {
     f.spec.attempt = 2;
     f.install().unwrap();
     assert_eq!(f.parcel(&pid), (ParcelState::Pending, 0));
-    assert!(matches!(
-        f.h.verify(&pid, &f.code(&pid)).unwrap(),
-        VerifyOutcome::Accepted { .. }
-    ));
+    f.assert_accepts(&pid, &f.code(&pid));
 }
 
 #[test]

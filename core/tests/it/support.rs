@@ -8,7 +8,7 @@ use doorcode_core::codes::{self, Code};
 use doorcode_core::envelope::Envelope;
 use doorcode_core::handset::Handset;
 use doorcode_core::secrets::MemorySecretStore;
-use doorcode_core::store::{Installed, ParcelState, ParcelView};
+use doorcode_core::store::{Installed, ParcelState, ParcelView, VerifyOutcome};
 use doorcode_core::testkit::{FixedClock, ManifestSpec, TestDepot};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -57,6 +57,14 @@ impl Courier {
         self.h.install_manifest(&self.envelope())
     }
 
+    /// Installs a manifest for `spec` under another manifest id (`m-forked`)
+    /// at the same revision: other content the depot did not version.
+    pub fn install_forked(&self) -> Result<Installed, Error> {
+        let mut forked = self.depot.manifest(&self.spec);
+        forked.manifest_id = "m-forked".into();
+        self.h.install_manifest(&self.depot.seal(&forked))
+    }
+
     /// A freshly built and signed manifest for `spec` (new salts each time).
     pub fn envelope(&self) -> Envelope {
         self.depot.seal(&self.depot.manifest(&self.spec))
@@ -82,14 +90,31 @@ impl Courier {
             .unwrap();
     }
 
-    pub fn view(&self, pid: &str) -> ParcelView {
+    /// Every parcel of every stop, in route order, as the courier sees them.
+    pub fn parcels(&self) -> Vec<ParcelView> {
         self.h
             .stops()
             .unwrap()
             .into_iter()
             .flat_map(|s| s.parcels)
+            .collect()
+    }
+
+    pub fn view(&self, pid: &str) -> ParcelView {
+        self.parcels()
+            .into_iter()
             .find(|p| p.parcel_id == pid)
             .unwrap()
+    }
+
+    /// Enters `input` at the door for `pid` and asserts the parcel may be handed over.
+    #[track_caller]
+    pub fn assert_accepts(&self, pid: &str, input: &str) {
+        let out = self.h.verify(pid, input).unwrap();
+        assert!(
+            matches!(out, VerifyOutcome::Accepted { .. }),
+            "{pid}: {out:?}"
+        );
     }
 
     /// The parcel's state and failed tries as the courier sees them.

@@ -259,6 +259,25 @@ async fn page_form(
     Ok((token, t))
 }
 
+/// The page a form was posted from, as [`render`] takes it: the app, the
+/// web state, the track token and the parcel's view.
+type Page<'a> = (&'a App, &'a WebState, &'a str, &'a TrackView);
+
+/// The tracking page again with `note` above it, answered with `status`.
+fn page_note((app, web, token, t): Page<'_>, status: StatusCode, note: &str) -> Response {
+    html(status, render(app, web, token, t, None, Some(note)))
+}
+
+/// After a form's action: see other to the tracking page with `flag` set
+/// (`?resent=1`), so a reload does not post the form again.
+fn back_to_page(token: &str, flag: &str) -> Response {
+    let loc = format!("/track/{token}?{flag}=1");
+    match HeaderValue::from_str(&loc) {
+        Ok(v) => (StatusCode::SEE_OTHER, [(header::LOCATION, v)]).into_response(),
+        Err(_) => not_found_page(),
+    }
+}
+
 pub async fn post_resend(
     State(app): State<App>,
     Extension(web): Extension<Arc<WebState>>,
@@ -272,16 +291,10 @@ pub async fn post_resend(
         Err(r) => return r,
     };
     let Some(date) = t.delivery_date.filter(|_| t.code.is_some()) else {
-        return html(
+        return page_note(
+            (&app, &web, &token, &t),
             StatusCode::CONFLICT,
-            render(
-                &app,
-                &web,
-                &token,
-                &t,
-                None,
-                Some("There is no valid code to send right now."),
-            ),
+            "There is no valid code to send right now.",
         );
     };
     let wait = web.claim_resend(&t.parcel_id).await;
@@ -290,9 +303,10 @@ pub async fn post_resend(
             "The notice was sent recently. You can ask again in {}.",
             minutes_text(w)
         );
-        let mut r = html(
+        let mut r = page_note(
+            (&app, &web, &token, &t),
             StatusCode::TOO_MANY_REQUESTS,
-            render(&app, &web, &token, &t, None, Some(&msg)),
+            &msg,
         );
         if let Ok(v) = HeaderValue::from_str(&w.as_secs().max(1).to_string()) {
             r.headers_mut().insert(header::RETRY_AFTER, v);
@@ -303,24 +317,14 @@ pub async fn post_resend(
     match sent {
         Ok(()) => {
             tracing::info!(parcel_id = %t.parcel_id, "notice resent from the tracking page");
-            let loc = format!("/track/{token}?resent=1");
-            match HeaderValue::from_str(&loc) {
-                Ok(v) => (StatusCode::SEE_OTHER, [(header::LOCATION, v)]).into_response(),
-                Err(_) => not_found_page(),
-            }
+            back_to_page(&token, "resent")
         }
         Err(e) => {
             tracing::warn!(parcel_id = %t.parcel_id, error = %e, "resend failed");
-            html(
+            page_note(
+                (&app, &web, &token, &t),
                 StatusCode::SERVICE_UNAVAILABLE,
-                render(
-                    &app,
-                    &web,
-                    &token,
-                    &t,
-                    None,
-                    Some("We could not send the notice just now. Please try again later."),
-                ),
+                "We could not send the notice just now. Please try again later.",
             )
         }
     }
@@ -341,7 +345,7 @@ pub async fn resend_notice(
     let code = app
         .code(&p.parcel_id, date, p.attempt)
         .map_err(|e| e.to_string())?;
-    crate::notices::send_now(&app.notifier, &p, date, &code).await
+    crate::notices::send_now(&app.notifier, app.storage.as_ref(), &p, date, &code).await
 }
 
 /// "I did not order this": the page's form token, then the parcel is held
@@ -361,35 +365,19 @@ pub async fn post_not_mine(
     match app.hold(&t.parcel_id).await.map_err(ApiError::from) {
         Ok(_) => {
             tracing::info!(parcel_id = %t.parcel_id, "parcel held: the customer did not order it");
-            let loc = format!("/track/{token}?held=1");
-            match HeaderValue::from_str(&loc) {
-                Ok(v) => (StatusCode::SEE_OTHER, [(header::LOCATION, v)]).into_response(),
-                Err(_) => not_found_page(),
-            }
+            back_to_page(&token, "held")
         }
-        Err(e) if e.status == StatusCode::CONFLICT => html(
+        Err(e) if e.status == StatusCode::CONFLICT => page_note(
+            (&app, &web, &token, &t),
             StatusCode::CONFLICT,
-            render(
-                &app,
-                &web,
-                &token,
-                &t,
-                None,
-                Some("This parcel has already been handed over. Please contact the depot."),
-            ),
+            "This parcel has already been handed over. Please contact the depot.",
         ),
         Err(e) => {
             tracing::warn!(parcel_id = %t.parcel_id, error = %e.message, "hold failed");
-            html(
+            page_note(
+                (&app, &web, &token, &t),
                 StatusCode::SERVICE_UNAVAILABLE,
-                render(
-                    &app,
-                    &web,
-                    &token,
-                    &t,
-                    None,
-                    Some("We could not record that just now. Please try again in a minute."),
-                ),
+                "We could not record that just now. Please try again in a minute.",
             )
         }
     }

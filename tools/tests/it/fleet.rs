@@ -205,6 +205,34 @@ pub fn db_node(data: &Path, db: &str, log_dir: &Path, name: &str, extra: &[&str]
     )
 }
 
+/// `doorcode serve` that must exit with an error; returns its stderr.
+pub fn refused(dir: &Path, db: &str) -> String {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_doorcode"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--database", db])
+        .arg("--data-dir")
+        .arg(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            let mut err = String::new();
+            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
+            assert!(!status.success(), "the node started: {err}");
+            return err;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the node neither started nor refused within 60 s");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// A server on a fixed port with the fixed code key, so it can be killed
 /// and restarted on the same data and URL.
 pub struct ServerProc {

@@ -6,44 +6,15 @@
 //! publish the same keys.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::fleet::{Serve, db_node};
+use crate::fleet::{Serve, db_node, refused};
 use serde_json::Value;
 use std::path::Path;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 const SECRETS: [&str; 4] = ["code-key", "track-key", "admin-token.sha256", "signing-key"];
 
 fn node(dir: &Path, db: &str, name: &str) -> Serve {
     db_node(dir, db, dir.parent().unwrap(), name, &[])
-}
-
-/// `doorcode serve` that must exit with an error; returns its stderr.
-fn refused(dir: &Path, db: &str) -> String {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_doorcode"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--database", db])
-        .arg("--data-dir")
-        .arg(dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            let mut err = String::new();
-            std::io::Read::read_to_string(&mut child.stderr.take().unwrap(), &mut err).unwrap();
-            assert!(!status.success(), "the node started: {err}");
-            return err;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("the node neither started nor refused within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// Copy the data-dir secrets (and `keys/`) from `from` to a fresh `to`.

@@ -16,6 +16,8 @@
 //!   clients, the connection cap, file modes, two nodes and a slow gateway);
 //! - `notify`: `--notify` given twice (SMTP with STARTTLS and AUTH, a
 //!   signed webhook), and a malformed webhook secret;
+//! - `pg_tls`: `--database` with each `sslmode` against a throwaway
+//!   PostgreSQL cluster with TLS on (and then off);
 //! - `secrets_in_logs`: a whole day on real processes, then no secret in
 //!   any log, output or file.
 #![allow(
@@ -38,6 +40,7 @@ mod import;
 mod keys_pg;
 mod multinode_pg;
 mod notify;
+mod pg_tls;
 mod roundrobin_pg;
 mod secrets_in_logs;
 mod served;

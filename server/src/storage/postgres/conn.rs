@@ -1,6 +1,7 @@
 //! Connecting: the URL and its parameters, the pool, and the migrations
 //! applied under an advisory lock.
 
+use super::tls::{MakeRustlsConnect, TlsOptions};
 use super::*;
 
 /// Schema migrations, applied in order; `doorcode_migrations` lists the applied ones.
@@ -21,6 +22,9 @@ pub struct PgSettings {
     pub pg: tokio_postgres::Config,
     pub schema: Option<String>,
     pub pool_size: usize,
+    /// `sslmode` and `sslrootcert`, read here rather than by tokio-postgres
+    /// (it knows only disable/prefer/require, and no root file).
+    pub tls: TlsOptions,
 }
 
 pub(super) fn valid_schema(s: &str) -> bool {
@@ -31,7 +35,8 @@ pub(super) fn valid_schema(s: &str) -> bool {
 }
 
 impl PgSettings {
-    /// Parse `postgres://…[?schema=NAME][&pool_size=N][&other tokio-postgres params]`.
+    /// Parse `postgres://…[?schema=NAME][&pool_size=N][&sslmode=MODE][&sslrootcert=PATH]
+    /// [&other tokio-postgres params]`.
     pub fn parse(url: &str) -> Result<Self> {
         let (base, query) = match url.split_once('?') {
             Some((b, q)) => (b, q),
@@ -40,8 +45,25 @@ impl PgSettings {
         let mut schema = None;
         let mut pool_size = DEFAULT_POOL_SIZE;
         let mut rest = Vec::new();
+        let (mut sslmode, mut sslrootcert) = (None, None);
         for part in query.split('&').filter(|p| !p.is_empty()) {
             match part.split_once('=') {
+                Some((k @ ("sslmode" | "sslrootcert"), v)) => {
+                    let slot = if k == "sslmode" {
+                        &mut sslmode
+                    } else {
+                        &mut sslrootcert
+                    };
+                    if slot.replace(v).is_some() {
+                        return Err(StorageError::Invalid(format!("{k}= given twice")));
+                    }
+                }
+                Some((k @ ("sslcert" | "sslkey" | "sslpassword"), _)) => {
+                    return Err(StorageError::Invalid(format!(
+                        "{k}=: client certificates are not supported; \
+                         sign in with a password (sslmode= and sslrootcert= secure the link)"
+                    )));
+                }
                 Some(("schema", v)) => {
                     if !valid_schema(v) {
                         return Err(StorageError::Invalid(
@@ -71,6 +93,8 @@ impl PgSettings {
         let mut pg: tokio_postgres::Config = url
             .parse()
             .map_err(|_| StorageError::Invalid("not a valid postgres:// URL".into()))?;
+        let tls = TlsOptions::from_params(sslmode, sslrootcert)?;
+        tls.apply(&mut pg);
         if let Some(s) = &schema {
             let mut opts = pg.get_options().unwrap_or_default().to_string();
             if !opts.is_empty() {
@@ -89,19 +113,36 @@ impl PgSettings {
             pg,
             schema,
             pool_size,
+            tls,
         })
+    }
+}
+
+impl PgSettings {
+    /// One connection of its own (not from a pool), with the URL's TLS
+    /// settings; the task drives it until the client is dropped.
+    pub async fn connect_one(
+        &self,
+        tls: &MakeRustlsConnect,
+    ) -> Result<(tokio_postgres::Client, tokio::task::JoinHandle<()>)> {
+        let (client, conn) = self
+            .pg
+            .connect(tls.clone())
+            .await
+            .map_err(|e| self.tls.explain(&e))?;
+        let task = tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::warn!(error = %e, "postgres connection");
+            }
+        });
+        Ok((client, task))
     }
 }
 
 /// Apply pending migrations under a session advisory lock, on a connection
 /// of its own (the lock goes with it whatever happens).
-pub(super) async fn migrate(settings: &PgSettings) -> Result<()> {
-    let (mut client, conn) = settings.pg.connect(NoTls).await.map_err(|e| pg_be(&e))?;
-    let task = tokio::spawn(async move {
-        if let Err(e) = conn.await {
-            tracing::warn!(error = %e, "postgres migration connection");
-        }
-    });
+pub(super) async fn migrate(settings: &PgSettings, tls: &MakeRustlsConnect) -> Result<()> {
+    let (mut client, task) = settings.connect_one(tls).await?;
     let out = migrate_on(&mut client, settings.schema.as_deref()).await;
     drop(client);
     let _ = task.await;
@@ -197,10 +238,11 @@ impl PostgresStorage {
     }
 
     pub async fn with_settings(settings: PgSettings) -> Result<Self> {
-        migrate(&settings).await?;
+        let tls = settings.tls.connector()?;
+        migrate(&settings, &tls).await?;
         let mgr = Manager::from_config(
             settings.pg.clone(),
-            NoTls,
+            tls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -210,7 +252,10 @@ impl PostgresStorage {
             .build()
             .map_err(be)?;
         // Fail at startup, not at the first request, if the pool cannot connect.
-        drop(pool.get().await.map_err(be)?);
+        drop(pool.get().await.map_err(|e| match e {
+            deadpool_postgres::PoolError::Backend(e) => settings.tls.explain(&e),
+            other => be(other),
+        })?);
         Ok(Self {
             pool,
             route_saves: Default::default(),
@@ -255,5 +300,41 @@ mod tests {
         assert!(PgSettings::parse("postgres://u@h/db?pool_size=0").is_err());
         let e = PgSettings::parse("postgres://u:secret@h:notaport/db").err();
         assert!(matches!(e, Some(StorageError::Invalid(m)) if !m.contains("secret")));
+    }
+
+    #[test]
+    fn tls_parameters_are_taken_out_of_the_url() {
+        use super::super::tls::{RootCert, SslMode};
+        use tokio_postgres::config::SslMode as Wire;
+        let s = PgSettings::parse(
+            "postgres://u:pw@db.example:5432/db?sslmode=verify-full&sslrootcert=%2Fetc%2Fca.pem&schema=d",
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(s.tls.mode, SslMode::VerifyFull);
+        assert_eq!(s.tls.root_cert, Some(RootCert::File("/etc/ca.pem".into())));
+        // tokio-postgres refuses a server without TLS; doorcode checks the rest.
+        assert_eq!(s.pg.get_ssl_mode(), Wire::Require);
+        let d = PgSettings::parse("postgres://u@h/db").unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            (d.tls.mode, d.pg.get_ssl_mode()),
+            (SslMode::Prefer, Wire::Prefer)
+        );
+        let off = PgSettings::parse("postgres://u@h/db?sslmode=disable");
+        assert!(off.is_ok_and(|s| s.pg.get_ssl_mode() == Wire::Disable));
+        for (url, named) in [
+            ("postgres://u:pw@h/db?sslmode=verify", "sslmode=\"verify\""),
+            (
+                "postgres://u:pw@h/db?sslmode=require&sslmode=disable",
+                "sslmode= given twice",
+            ),
+            ("postgres://u:pw@h/db?sslcert=/c.pem", "sslcert="),
+        ] {
+            let e = PgSettings::parse(url).err().map(|e| e.to_string());
+            assert!(
+                e.as_ref()
+                    .is_some_and(|m| m.contains(named) && !m.contains("pw")),
+                "{url}: {e:?}"
+            );
+        }
     }
 }

@@ -27,6 +27,7 @@
 //! URL: `postgres://user@host:port/db?schema=NAME&pool_size=N` plus any
 //! tokio-postgres parameter. `schema` and `pool_size` are doorcode's own: the
 //! schema is created if missing and set as `search_path` on every connection.
+//! `sslmode` and `sslrootcert` are read as libpq reads them ([`tls`]).
 
 use super::facts::*;
 use super::sql::{
@@ -43,7 +44,7 @@ use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use std::collections::HashMap;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::types::{FromSql, IsNull, ToSql, Type, to_sql_checked};
-use tokio_postgres::{IsolationLevel, NoTls, Row};
+use tokio_postgres::{IsolationLevel, Row};
 
 #[macro_use]
 mod tx;
@@ -55,6 +56,7 @@ mod load;
 mod notices;
 mod rows;
 mod shared;
+pub mod tls;
 
 use apply::*;
 use load::*;
@@ -62,6 +64,7 @@ use rows::*;
 use tx::*;
 
 pub use conn::{DEFAULT_POOL_SIZE, PgSettings};
+pub use tls::{MakeRustlsConnect, RootCert, SslMode, TlsOptions};
 
 /// The PostgreSQL backend. Cheap to clone (the pool is shared).
 #[derive(Clone)]
@@ -572,29 +575,11 @@ impl Storage for PostgresStorage {
     }
 
     async fn session_csrf(&self, id_hash: &str, now: DateTime<Utc>) -> Result<Option<String>> {
-        fin(async {
-            let r = self
-                .read_opt(
-                    "SELECT csrf FROM board_sessions WHERE id_hash = $1 AND expires_at > $2",
-                    &[&id_hash, &now],
-                )
-                .await?;
-            r.as_ref().map(|r| get(r, 0)).transpose()
-        }
-        .await)
+        self.session_csrf_tx(id_hash, now).await
     }
 
     async fn delete_session(&self, id_hash: &str) -> Result<()> {
-        transact!(self, RC, |tx| async {
-            exec(
-                &tx,
-                "DELETE FROM board_sessions WHERE id_hash = $1",
-                &[&id_hash],
-            )
-            .await?;
-            Ok(())
-        }
-        .await)
+        self.delete_session_tx(id_hash).await
     }
 
     async fn rate_hit(&self, hit: &RateHit) -> Result<Option<RateCount>> {
@@ -602,17 +587,7 @@ impl Storage for PostgresStorage {
     }
 
     async fn rate_refund(&self, limit: &str, key: &str, now: DateTime<Utc>) -> Result<()> {
-        transact!(self, RC, |tx| async {
-            exec(
-                &tx,
-                "UPDATE rate_counters SET hits = hits - 1
-                 WHERE limit_name = $1 AND rate_key = $2 AND hits > 0 AND expires_at > $3",
-                &[&limit, &key, &now],
-            )
-            .await?;
-            Ok(())
-        }
-        .await)
+        self.rate_refund_tx(limit, key, now).await
     }
 
     async fn sweep_shared_state(&self, now: DateTime<Utc>, limit: u32) -> Result<u64> {

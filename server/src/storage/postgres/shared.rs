@@ -107,4 +107,54 @@ impl PostgresStorage {
         }
         .await)
     }
+
+    pub(super) async fn session_csrf_tx(
+        &self,
+        id_hash: &str,
+        now: DateTime<Utc>,
+    ) -> Result<Option<String>> {
+        fin(async {
+            let r = self
+                .read_opt(
+                    "SELECT csrf FROM board_sessions WHERE id_hash = $1 AND expires_at > $2",
+                    &[&id_hash, &now],
+                )
+                .await?;
+            r.as_ref().map(|r| get(r, 0)).transpose()
+        }
+        .await)
+    }
+
+    pub(super) async fn delete_session_tx(&self, id_hash: &str) -> Result<()> {
+        transact!(self, RC, |tx| async {
+            exec(
+                &tx,
+                "DELETE FROM board_sessions WHERE id_hash = $1",
+                &[&id_hash],
+            )
+            .await?;
+            Ok(())
+        }
+        .await)
+    }
+
+    /// Give back a hit taken for a request that turned out not to count.
+    pub(super) async fn rate_refund_tx(
+        &self,
+        limit: &str,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        transact!(self, RC, |tx| async {
+            exec(
+                &tx,
+                "UPDATE rate_counters SET hits = hits - 1
+                 WHERE limit_name = $1 AND rate_key = $2 AND hits > 0 AND expires_at > $3",
+                &[&limit, &key, &now],
+            )
+            .await?;
+            Ok(())
+        }
+        .await)
+    }
 }

@@ -7,6 +7,21 @@ use super::*;
 use crate::domain::lifecycle::{self as rules, AnonRecord, Cutoffs, Removed};
 use crate::storage::lifecycle::{Erased, LifecycleStore, ORPHANS_BY_DAY, Swept};
 
+/// A record from its columns (id, day, final state, attempt, failure,
+/// signal kinds), as both the kept records and the live parcels select them.
+fn anon_record(r: &rusqlite::Row<'_>) -> rusqlite::Result<AnonRecord> {
+    let failure: Option<String> = r.get(4)?;
+    let kinds: String = r.get(5)?;
+    Ok(AnonRecord::of(
+        r.get(0)?,
+        r.get::<_, Day>(1)?.0,
+        r.get(2)?,
+        r.get(3)?,
+        failure.as_deref(),
+        &kinds,
+    ))
+}
+
 /// The record a live parcel would leave, for the parcels `p` matching `cond`.
 fn live_records(tx: &Connection, cond: &str, p: &[&dyn ToSql]) -> Result<Vec<AnonRecord>> {
     let sql = format!(
@@ -18,18 +33,7 @@ fn live_records(tx: &Connection, cond: &str, p: &[&dyn ToSql]) -> Result<Vec<Ano
          FROM parcels p WHERE {cond}"
     );
     let mut st = tx.prepare_cached(&sql)?;
-    let rows = st.query_map(p, |r| {
-        let failure: Option<String> = r.get(4)?;
-        let kinds: String = r.get(5)?;
-        Ok(AnonRecord::of(
-            r.get(0)?,
-            r.get::<_, Day>(1)?.0,
-            r.get(2)?,
-            r.get(3)?,
-            failure.as_deref(),
-            &kinds,
-        ))
-    })?;
+    let rows = st.query_map(p, anon_record)?;
     Ok(rows.collect::<rusqlite::Result<_>>()?)
 }
 
@@ -295,18 +299,7 @@ impl LifecycleStore for SqliteStorage {
                     "SELECT parcel_id, day, final_state, attempt, failure, signal_kinds
                      FROM parcel_records WHERE day BETWEEN ?1 AND ?2",
                 )?;
-                let rows = st.query_map(params![f, t], |r| {
-                    let failure: Option<String> = r.get(4)?;
-                    let kinds: String = r.get(5)?;
-                    Ok(AnonRecord::of(
-                        r.get(0)?,
-                        r.get::<_, Day>(1)?.0,
-                        r.get(2)?,
-                        r.get(3)?,
-                        failure.as_deref(),
-                        &kinds,
-                    ))
-                })?;
+                let rows = st.query_map(params![f, t], anon_record)?;
                 for r in rows {
                     out.push(r?);
                 }

@@ -86,6 +86,25 @@ pub(super) fn load_route(
     }))
 }
 
+/// The route a courier drives on `date`, if dispatch planned one.
+pub(super) fn route_of_courier(
+    conn: &Connection,
+    courier_id: &str,
+    date: NaiveDate,
+) -> Result<Option<RouteData>> {
+    let rid: Option<String> = conn
+        .query_row(
+            "SELECT route_id FROM routes WHERE courier_id=?1 AND delivery_date=?2",
+            params![courier_id, Day(date)],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match rid {
+        Some(rid) => load_route(conn, &rid, date),
+        None => Ok(None),
+    }
+}
+
 pub(super) const DEVICE_COLS: &str = "device_id, courier_id, name, public_key, revoked_at, COALESCE(last_seen_at, enrolled_at), enrolled_at";
 
 pub(super) fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {

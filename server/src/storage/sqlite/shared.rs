@@ -67,14 +67,22 @@ pub(super) fn rate_refund(tx: &Connection, limit: &str, key: &str, now: Ts) -> R
     Ok(())
 }
 
+/// Delete up to ?2 sessions that expired at or before ?1: a new session
+/// sweeps a few, the retention sweep the rest.
+const EXPIRED_SESSIONS: &str = "DELETE FROM board_sessions WHERE id_hash IN
+         (SELECT id_hash FROM board_sessions WHERE expires_at <= ?1 LIMIT ?2)";
+
 pub(super) fn create_session(tx: &Connection, s: &NewSession, sweep: u32, now: Ts) -> Result<()> {
-    tx.prepare_cached(
-        "DELETE FROM board_sessions WHERE id_hash IN
-         (SELECT id_hash FROM board_sessions WHERE expires_at <= ?1 LIMIT ?2)",
-    )?
-    .execute(params![now, sweep])?;
+    tx.prepare_cached(EXPIRED_SESSIONS)?
+        .execute(params![now, sweep])?;
     tx.prepare_cached("INSERT INTO board_sessions(id_hash, csrf, expires_at) VALUES(?1, ?2, ?3)")?
         .execute(params![s.id_hash, s.csrf, Ts(s.expires_at)])?;
+    Ok(())
+}
+
+pub(super) fn delete_session(tx: &Connection, id_hash: &str) -> Result<()> {
+    tx.prepare_cached("DELETE FROM board_sessions WHERE id_hash = ?1")?
+        .execute([id_hash])?;
     Ok(())
 }
 
@@ -87,10 +95,7 @@ pub(super) fn session_csrf(tx: &Connection, id_hash: &str, now: Ts) -> Result<Op
 
 pub(super) fn sweep(tx: &Connection, now: Ts, limit: u32) -> Result<u64> {
     let a = tx
-        .prepare_cached(
-            "DELETE FROM board_sessions WHERE id_hash IN
-             (SELECT id_hash FROM board_sessions WHERE expires_at <= ?1 LIMIT ?2)",
-        )?
+        .prepare_cached(EXPIRED_SESSIONS)?
         .execute(params![now, limit])?;
     let b = tx
         .prepare_cached(

@@ -91,7 +91,7 @@ and it gets no more manifests. Enroll a new one from the board.</p>\
 
 #[derive(Deserialize)]
 pub struct RevokeForm {
-    csrf: Option<String>,
+    pub(super) csrf: Option<String>,
     device_id: Option<String>,
     courier_id: Option<String>,
 }
@@ -101,15 +101,9 @@ pub async fn post_revoke(
     headers: HeaderMap,
     form: Result<Form<RevokeForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(f)) = form else {
+    let Some(f) = checked_form(&app, &headers, form).await else {
         return forbidden();
     };
-    if check_post(&app, &headers, f.csrf.as_deref())
-        .await
-        .is_none()
-    {
-        return forbidden();
-    }
     let (Some(id), Some(courier)) = (f.device_id, f.courier_id) else {
         return plain(StatusCode::BAD_REQUEST, "No handset", "Choose a handset.");
     };

@@ -79,7 +79,7 @@ What stays is an anonymous record (parcel id, day, final state, attempt, signal 
 
 #[derive(Deserialize)]
 pub struct EraseForm {
-    csrf: Option<String>,
+    pub(super) csrf: Option<String>,
     parcel_id: Option<String>,
     /// Set by the confirmation page's form only.
     confirm: Option<String>,
@@ -91,15 +91,9 @@ pub async fn post_erase(
     headers: HeaderMap,
     form: Result<Form<EraseForm>, FormRejection>,
 ) -> Response {
-    let Ok(Form(f)) = form else {
+    let Some(f) = checked_form(&app, &headers, form).await else {
         return forbidden();
     };
-    if check_post(&app, &headers, f.csrf.as_deref())
-        .await
-        .is_none()
-    {
-        return forbidden();
-    }
     let Some(pid) = f.parcel_id.filter(|p| !p.is_empty()) else {
         return plain(StatusCode::BAD_REQUEST, "No parcel", "Choose a parcel.");
     };

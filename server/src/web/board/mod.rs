@@ -352,19 +352,36 @@ macro_rules! board_forms {
     )*};
 }
 
-board_forms!(ReissueForm, EnrollForm, CloseForm);
+board_forms!(
+    ReissueForm,
+    EnrollForm,
+    CloseForm,
+    devices::RevokeForm,
+    lifecycle::EraseForm
+);
 
-/// A board action's form, once its CSRF token matched the session's; with
-/// the session's token for the page the action renders. None: answer 403.
+/// A board action's form, once its CSRF token matched the session's.
+/// None: answer 403.
+async fn checked_form<F: BoardForm>(
+    app: &App,
+    headers: &HeaderMap,
+    form: Result<Form<F>, FormRejection>,
+) -> Option<F> {
+    let Ok(Form(f)) = form else {
+        return None;
+    };
+    check_post(app, headers, f.csrf()).await?;
+    Some(f)
+}
+
+/// [`checked_form`], with the session's token for the page the action
+/// renders.
 async fn checked<F: BoardForm>(
     app: &App,
     headers: &HeaderMap,
     form: Result<Form<F>, FormRejection>,
 ) -> Option<(F, String)> {
-    let Ok(Form(f)) = form else {
-        return None;
-    };
-    check_post(app, headers, f.csrf()).await?;
+    let f = checked_form(app, headers, form).await?;
     let csrf = session(app, headers).await.map(|s| s.1).unwrap_or_default();
     Some((f, csrf))
 }

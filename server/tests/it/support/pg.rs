@@ -49,15 +49,12 @@ fn with_param(url: &str, param: &str) -> String {
     }
 }
 
-/// PostgreSQL did not answer: under CI a panic, elsewhere a loud SKIPPED
-/// banner on the process's stderr saying that `what` did NOT run.
-pub fn unreachable(what: &str, err: &str) {
-    let msg = format!(
-        "SKIPPED: PostgreSQL not reachable at DOORCODE_TEST_PG={} ({err}); {what} did NOT run",
-        base_url()
-    );
+/// A PostgreSQL test that cannot run: under CI it panics (`ci_says` what CI
+/// must provide); elsewhere a loud `SKIPPED` banner (`fix` says how to run
+/// it) and the caller returns.
+pub fn skip_or_fail(msg: &str, ci_says: &str, fix: &str) {
     if in_ci() {
-        panic!("{msg}. CI must run the PostgreSQL suite: .ci/run starts PostgreSQL.");
+        panic!("SKIPPED: {msg}. {ci_says}.");
     }
     let bar = "!".repeat(78);
     // Straight to the process's stderr: the test harness captures
@@ -65,7 +62,19 @@ pub fn unreachable(what: &str, err: &str) {
     use std::io::Write as _;
     let _ = writeln!(
         std::io::stderr(),
-        "\n{bar}\n!!! {msg}\n!!! start it (scripts/postgres-up.sh) or set DOORCODE_TEST_PG\n{bar}\n"
+        "\n{bar}\n!!! SKIPPED: {msg}\n!!! {fix}\n{bar}\n"
+    );
+}
+
+/// PostgreSQL did not answer (`err`): `what` did NOT run; see `skip_or_fail`.
+pub fn unreachable(what: &str, err: &str) {
+    skip_or_fail(
+        &format!(
+            "PostgreSQL not reachable at DOORCODE_TEST_PG={} ({err}); {what} did NOT run",
+            base_url()
+        ),
+        "CI must run the PostgreSQL suite: .ci/run starts PostgreSQL",
+        "start it (scripts/postgres-up.sh) or set DOORCODE_TEST_PG",
     );
 }
 
