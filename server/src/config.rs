@@ -56,6 +56,9 @@ pub struct Config {
     pub clock: Clock,
 }
 
+/// `--retention-days` when not given.
+pub const DEFAULT_RETENTION_DAYS: u32 = 90;
+
 impl Config {
     /// Defaults for a data dir, listening on `listen`.
     pub fn new(data_dir: impl Into<PathBuf>, listen: SocketAddr) -> Self {
@@ -85,7 +88,7 @@ impl Config {
             write_timeout: std::time::Duration::from_secs(30),
             max_connections: 10_000,
             notice_lease: std::time::Duration::from_secs(60),
-            retention_days: crate::domain::lifecycle::DEFAULT_RETENTION_DAYS,
+            retention_days: DEFAULT_RETENTION_DAYS,
             retention_every: std::time::Duration::from_secs(3600),
             clock: Arc::new(Utc::now),
         }

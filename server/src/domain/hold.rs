@@ -6,7 +6,6 @@
 //! Dispatch releases a held parcel with a reissue ([`super::reissue`]).
 
 use super::*;
-use crate::storage::Moved;
 
 /// Put a parcel on hold. `today` is the day the signal is filed under when
 /// the parcel is not on a route yet. Pressing twice changes nothing.

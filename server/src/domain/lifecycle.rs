@@ -19,8 +19,9 @@ use serde::Serialize;
 use std::collections::BTreeMap;
 use utoipa::ToSchema;
 
-/// `--retention-days` when not given.
-pub const DEFAULT_RETENTION_DAYS: u32 = 90;
+/// `--retention-days` when not given (defined with the rest of the
+/// configuration, so config needs nothing from the domain).
+pub use crate::config::DEFAULT_RETENTION_DAYS;
 /// The longest `--retention-days` (ten years): a date arithmetic bound, not a policy.
 pub const MAX_RETENTION_DAYS: u32 = 3660;
 /// Rows one retention step removes per table, so a step's transaction
