@@ -17,7 +17,6 @@ use crate::storage::StorageError;
 use crate::storage::lifecycle::Erased;
 use chrono::NaiveDate;
 use std::collections::HashSet;
-use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -38,19 +37,10 @@ pub struct RunReport {
 }
 
 async fn remove_files(app: &App, parcels: HashSet<String>, removed: &mut Removed) {
-    let parcels = Arc::new(parcels);
-    for dir in app.notifier.file_dirs() {
-        let (dir, parcels) = (dir.clone(), parcels.clone());
-        match tokio::task::spawn_blocking(move || {
-            crate::notices::remove_notice_files(&dir, &parcels)
-        })
-        .await
-        {
-            Ok(Ok(n)) => removed.add("notice_files", n),
-            Ok(Err(e)) => tracing::error!(error = %e, "could not remove notice files"),
-            Err(e) => tracing::error!(error = %e, "notice file removal stopped"),
-        }
-    }
+    removed.add(
+        "notice_files",
+        app.notifier.remove_files_about(parcels).await,
+    );
 }
 
 /// Erase one parcel's personal data now (`POST /v1/parcels/{id}/erase` and

@@ -61,6 +61,26 @@ impl Notifier {
         })
     }
 
+    /// Remove the notice files about `parcels` from every file channel's
+    /// directory (erase, retention, and a notice written for a parcel erased
+    /// meanwhile); returns how many went. A failure is logged, not returned:
+    /// the rows are already gone and the next retention run tries again.
+    pub async fn remove_files_about(&self, parcels: std::collections::HashSet<String>) -> u64 {
+        let parcels = Arc::new(parcels);
+        let mut removed = 0;
+        for dir in self.file_dirs() {
+            let (dir, parcels) = (dir.clone(), parcels.clone());
+            match tokio::task::spawn_blocking(move || super::remove_notice_files(&dir, &parcels))
+                .await
+            {
+                Ok(Ok(n)) => removed += n,
+                Ok(Err(e)) => tracing::error!(error = %e, "could not remove notice files"),
+                Err(e) => tracing::error!(error = %e, "notice file removal stopped"),
+            }
+        }
+        removed
+    }
+
     /// The base URL of track links (`--public-url`).
     pub fn public_url(&self) -> &str {
         &self.public_url

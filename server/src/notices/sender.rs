@@ -75,7 +75,7 @@ async fn handle(
             &mut progress,
         )
         .await;
-    forget_if_erased(n, s, &p.parcel_id).await?;
+    forget_if_erased(n, s, &p.parcel_id).await;
     if tried == 0 {
         // Retrying cannot help; dispatch sees it in the parcel and the outbox metrics.
         n.metrics.notice("none", "failed");
@@ -108,26 +108,19 @@ async fn handle(
 /// deletes the rows first and the files second, and a sender writes first
 /// and checks here second, so whichever way the two interleave no notice
 /// file outlives the erase.
-async fn forget_if_erased(
-    n: &Notifier,
-    s: &dyn Storage,
-    parcel_id: &str,
-) -> Result<(), StorageError> {
-    if n.file_dirs().next().is_none() || s.parcel_contact(parcel_id).await?.is_some() {
-        return Ok(());
+async fn forget_if_erased(n: &Notifier, s: &dyn Storage, parcel_id: &str) {
+    if n.file_dirs().next().is_none() {
+        return;
     }
-    let gone = HashSet::from([parcel_id.to_string()]);
-    for dir in n.file_dirs() {
-        let (dir, gone) = (dir.clone(), gone.clone());
-        match tokio::task::spawn_blocking(move || super::remove_notice_files(&dir, &gone)).await {
-            Ok(Ok(_)) => {}
-            Ok(Err(e)) => {
-                tracing::error!(error = %e, "could not remove an erased parcel's notice file")
-            }
-            Err(e) => tracing::error!(error = %e, "notice file removal stopped"),
+    match s.parcel_contact(parcel_id).await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            n.remove_files_about(HashSet::from([parcel_id.to_string()]))
+                .await;
         }
+        // The notice went out; failing it here would send it again. Say so.
+        Err(e) => tracing::error!(error = %e, "could not re-check a notified parcel for an erase"),
     }
-    Ok(())
 }
 
 /// Send the current notice again right now, outside the outbox (the
@@ -148,9 +141,7 @@ pub async fn send_now(
     let id = n.cfg.now().timestamp_millis();
     let msg_id = format!("resend_{}", uuid::Uuid::new_v4().simple());
     let tried = n.send_all(p, date, code, id, &msg_id, &mut progress).await;
-    forget_if_erased(n, s, &p.parcel_id)
-        .await
-        .map_err(|e| e.to_string())?;
+    forget_if_erased(n, s, &p.parcel_id).await;
     if tried == 0 {
         return Err("no address for any channel".into());
     }
