@@ -13,6 +13,7 @@ use axum::extract::{DefaultBodyLimit, Path as UrlPath, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use doorcode_server::storage::migrations::Dialect;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
@@ -96,17 +97,12 @@ pub struct Row {
     pub recorded_at: chrono::DateTime<chrono::Utc>,
 }
 
-/// The server's first SQLite migration, where its `confirmations` table and
-/// index are defined.
-const SQLITE_INIT: &str = include_str!("../../server/src/storage/migrations/sqlite/0001_init.sql");
-
-/// The server's first PostgreSQL migration, likewise.
-const PG_INIT: &str = include_str!("../../server/src/storage/migrations/postgres/0001_init.sql");
-
 /// The server's `confirmations` table and its `confirmations_seq` index, as
-/// its first migration `init` writes them, so the floor inserts into the very
-/// table the server has and can never drift from it.
-fn confirmations_table(init: &'static str) -> Result<&'static str> {
+/// its first migration writes them in `dialect`, so the floor inserts into
+/// the very table the server has and can never drift from it.
+fn confirmations_table(dialect: Dialect) -> Result<String> {
+    let migrations = doorcode_server::storage::migrations::all(dialect);
+    let init = migrations.first().context("the server has no migrations")?;
     const FROM: &str = "CREATE TABLE confirmations(";
     const THROUGH: &str = "CREATE INDEX confirmations_seq ON confirmations(device_id, seq);";
     let start = init
@@ -115,7 +111,7 @@ fn confirmations_table(init: &'static str) -> Result<&'static str> {
     let len = init[start..]
         .find(THROUGH)
         .context("the server's migration defines no confirmations_seq index")?;
-    Ok(&init[start..start + len + THROUGH.len()])
+    Ok(init[start..start + len + THROUGH.len()].to_string())
 }
 
 /// The server's SQLite connection PRAGMAs (`apply_pragmas`).
@@ -136,7 +132,7 @@ pub fn sqlite_inserts(dir: &Path, batches: &[Vec<Row>]) -> Result<Phase> {
         rusqlite::Connection::open(&path).with_context(|| format!("opening {}", path.display()))?;
     conn.execute_batch(SQLITE_PRAGMAS)
         .context("storage floor PRAGMAs")?;
-    conn.execute_batch(confirmations_table(SQLITE_INIT)?)
+    conn.execute_batch(&confirmations_table(Dialect::Sqlite)?)
         .context("storage floor table")?;
     let mut lat = Vec::with_capacity(batches.len());
     let mut items = 0;
@@ -192,7 +188,7 @@ pub async fn postgres_inserts(
     batches: Vec<Vec<Row>>,
 ) -> Result<Phase> {
     let schema = format!("load_floor_{}", uuid::Uuid::new_v4().simple());
-    let table = confirmations_table(PG_INIT)?;
+    let table = confirmations_table(Dialect::Postgres)?;
     let admin = crate::pg::connect(base_url).await?;
     admin
         .batch_execute(&format!(
@@ -296,8 +292,11 @@ mod tests {
 
     #[test]
     fn the_floor_uses_the_servers_confirmations_table_from_both_migrations() {
-        for (init, seq_type) in [(SQLITE_INIT, "seq INTEGER"), (PG_INIT, "seq BIGINT")] {
-            let table = confirmations_table(init).unwrap();
+        for (dialect, seq_type) in [
+            (Dialect::Sqlite, "seq INTEGER"),
+            (Dialect::Postgres, "seq BIGINT"),
+        ] {
+            let table = confirmations_table(dialect).unwrap();
             assert!(table.starts_with("CREATE TABLE confirmations("), "{table}");
             assert!(
                 table.ends_with("ON confirmations(device_id, seq);"),
@@ -309,7 +308,7 @@ mod tests {
         }
         let sqlite = rusqlite::Connection::open_in_memory().unwrap();
         sqlite
-            .execute_batch(confirmations_table(SQLITE_INIT).unwrap())
+            .execute_batch(&confirmations_table(Dialect::Sqlite).unwrap())
             .unwrap();
     }
 }

@@ -18,7 +18,7 @@
 //! away. The signing key set is public, so its row is the set itself.
 
 use crate::keys::{self, KeyError, Signer, TrackKey};
-use crate::storage::{Storage, StorageError, TrackConversion};
+use crate::storage::{FingerprintSwap, Storage, StorageError, TrackConversion};
 use chrono::{DateTime, Utc};
 use doorcode_core::codes::CodeKey;
 use std::collections::HashMap;
@@ -221,7 +221,12 @@ pub async fn rotate_signing_key(
     let (old, new) = keys::rotate_signing_key(dir)?;
     let after = keys::load_signer_with(dir, false)?;
     if !storage
-        .replace_key_fingerprint(SIGNING_KEYS, recorded.as_deref(), &after.key_set(), now)
+        .replace_key_fingerprint(FingerprintSwap {
+            name: SIGNING_KEYS.into(),
+            expected: recorded,
+            new: after.key_set(),
+            at: now,
+        })
         .await?
     {
         return Err(FleetError::Rotation(format!(
@@ -257,7 +262,12 @@ pub async fn record_signing_keys(
         }
     }
     if !storage
-        .replace_key_fingerprint(SIGNING_KEYS, recorded.as_deref(), &set, now)
+        .replace_key_fingerprint(FingerprintSwap {
+            name: SIGNING_KEYS.into(),
+            expected: recorded,
+            new: set.clone(),
+            at: now,
+        })
         .await?
     {
         return Err(FleetError::Rotation(

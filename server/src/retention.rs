@@ -14,7 +14,7 @@
 use crate::app::{App, ServiceError};
 use crate::domain::lifecycle::{self as rules, AnonRecord, DayStats, Removed};
 use crate::storage::StorageError;
-use crate::storage::lifecycle::Erased;
+use crate::storage::lifecycle::{Erase, Erased};
 use chrono::NaiveDate;
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
@@ -51,7 +51,14 @@ pub async fn erase(app: &App, parcel_id: &str, force: bool) -> Result<Erased, Se
     let today = app.policy().today(now);
     let mut erased = app
         .storage
-        .erase_parcel(parcel_id, force, today, now)
+        .erase_parcel(
+            Erase {
+                parcel_id: parcel_id.to_string(),
+                force,
+                today,
+            },
+            now,
+        )
         .await?;
     remove_files(
         app,

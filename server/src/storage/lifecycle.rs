@@ -9,6 +9,15 @@ use super::Result;
 use crate::domain::lifecycle::{AnonRecord, Cutoffs, Removed};
 use chrono::{DateTime, NaiveDate, Utc};
 
+/// An erase asked for: `force` erases a parcel still scheduled; routes of
+/// `today` or later get a new revision.
+#[derive(Debug, Clone)]
+pub struct Erase {
+    pub parcel_id: String,
+    pub force: bool,
+    pub today: NaiveDate,
+}
+
 /// What an erase did.
 #[derive(Debug, Clone)]
 pub struct Erased {
@@ -54,15 +63,8 @@ pub trait LifecycleStore: Send + Sync {
     /// confirmations, signals, route entries (stops only it used) and every
     /// stored manifest that listed it are deleted. `NotFound` if unknown,
     /// `Conflict` if still scheduled and not `force`
-    /// ([`crate::domain::lifecycle::may_erase`]). Routes of `today` or later
-    /// get a new revision.
-    async fn erase_parcel(
-        &self,
-        parcel_id: &str,
-        force: bool,
-        today: NaiveDate,
-        now: DateTime<Utc>,
-    ) -> Result<Erased>;
+    /// ([`crate::domain::lifecycle::may_erase`]).
+    async fn erase_parcel(&self, erase: Erase, now: DateTime<Utc>) -> Result<Erased>;
 
     /// One retention step: at most `limit` parcels past `cut.purge_before`
     /// purged (records kept), and at most `limit` rows per table of what

@@ -9,6 +9,7 @@
 //! from the code key by the caller.
 
 pub mod lifecycle;
+pub mod migrations;
 pub mod postgres;
 mod sql;
 pub mod sqlite;
@@ -102,6 +103,16 @@ pub struct TrackConversion {
     pub clear: String,
     pub legacy_hash: String,
     pub track: crate::domain::TrackRef,
+}
+
+/// A compare-and-set of one recorded key fingerprint (key rotation): `name`
+/// becomes `new` at `at` only if it is still `expected` (None: not recorded).
+#[derive(Debug, Clone)]
+pub struct FingerprintSwap {
+    pub name: String,
+    pub expected: Option<String>,
+    pub new: String,
+    pub at: DateTime<Utc>,
 }
 
 /// The facts a manifest is built from.
@@ -217,15 +228,8 @@ pub trait Storage: lifecycle::LifecycleStore + Send + Sync {
         fps: Vec<(String, String)>,
         now: DateTime<Utc>,
     ) -> Result<Vec<(String, String)>>;
-    /// Set `name`'s fingerprint to `new` if it is still `expected` (None:
-    /// not recorded); false if it changed meanwhile. Used by key rotation.
-    async fn replace_key_fingerprint(
-        &self,
-        name: &str,
-        expected: Option<&str>,
-        new: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool>;
+    /// Apply `swap`; false if the fingerprint changed meanwhile.
+    async fn replace_key_fingerprint(&self, swap: FingerprintSwap) -> Result<bool>;
     /// Ids of the parcels whose current delivery date is `date`, sorted (the
     /// dispatcher's board reads each with [`Storage::parcel`]).
     async fn parcel_ids_on(&self, date: NaiveDate) -> Result<Vec<String>>;

@@ -16,6 +16,7 @@ use crate::support::*;
 use chrono::{DateTime, Duration, NaiveDate, Utc};
 use doorcode_core::codes::derive_code;
 use doorcode_core::confirmation::FailReason;
+use doorcode_server::storage::lifecycle::Erase;
 use serde_json::{Value, json};
 use std::path::Path;
 use std::sync::Arc;
@@ -738,7 +739,14 @@ async fn schema_2_upgrades_to_the_fresh_schema_on_sqlite() {
     assert!(up.iter().any(|(_, n, _)| n == "parcel_records"));
     assert_eq!(up, fresh, "upgraded and fresh schemas differ");
     let e = s
-        .erase_parcel("P-1", false, d("2026-11-23"), t("2026-11-23T06:00:00Z"))
+        .erase_parcel(
+            Erase {
+                parcel_id: "P-1".into(),
+                force: false,
+                today: d("2026-11-23"),
+            },
+            t("2026-11-23T06:00:00Z"),
+        )
         .await
         .unwrap();
     assert_eq!(

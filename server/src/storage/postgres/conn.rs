@@ -3,15 +3,7 @@
 
 use super::tls::{MakeRustlsConnect, TlsOptions};
 use super::*;
-
-/// Schema migrations, applied in order; `doorcode_migrations` lists the applied ones.
-pub(super) const MIGRATIONS: &[&str] = &[
-    include_str!("../migrations/postgres/0001_init.sql"),
-    include_str!("../migrations/postgres/0002_seen_revoked_signal_days.sql"),
-    include_str!("../migrations/postgres/0003_lifecycle.sql"),
-    include_str!("../migrations/postgres/0004_shared_state.sql"),
-    include_str!("../migrations/postgres/0005_keys_track_hmac.sql"),
-];
+use crate::storage::migrations::{self, Dialect};
 
 /// Default connections per node.
 pub const DEFAULT_POOL_SIZE: usize = 16;
@@ -193,13 +185,13 @@ pub(super) async fn migrate_on(
 }
 
 pub(super) async fn apply_from(client: &mut tokio_postgres::Client, version: i64) -> Result<()> {
-    let known = i64::try_from(MIGRATIONS.len()).map_err(be)?;
+    let known = i64::try_from(migrations::COUNT).map_err(be)?;
     if version > known {
         return Err(StorageError::Backend(format!(
             "database schema version {version} is newer than this server ({known})"
         )));
     }
-    for (i, sql) in MIGRATIONS
+    for (i, sql) in migrations::all(Dialect::Postgres)
         .iter()
         .enumerate()
         .skip(usize::try_from(version).map_err(be)?)
@@ -264,7 +256,7 @@ impl PostgresStorage {
 
     /// The number of migrations this server knows (the schema version it writes).
     pub fn migrations() -> i64 {
-        i64::try_from(MIGRATIONS.len()).unwrap_or(i64::MAX)
+        i64::try_from(migrations::COUNT).unwrap_or(i64::MAX)
     }
 
     /// The applied schema version.

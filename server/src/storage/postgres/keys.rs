@@ -86,11 +86,14 @@ pub(super) async fn record_key_fingerprints(
 
 pub(super) async fn replace_key_fingerprint(
     s: &PostgresStorage,
-    name: &str,
-    expected: Option<&str>,
-    new: &str,
-    now: DateTime<Utc>,
+    swap: FingerprintSwap,
 ) -> Result<bool> {
+    let FingerprintSwap {
+        name,
+        expected,
+        new,
+        at: now,
+    } = &swap;
     transact!(s, RC, |tx| async {
         let n =
             match expected {

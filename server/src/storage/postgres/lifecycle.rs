@@ -6,7 +6,7 @@
 
 use super::*;
 use crate::domain::lifecycle::{self as rules, AnonRecord, Cutoffs, Removed};
-use crate::storage::lifecycle::{Erased, LifecycleStore, ORPHANS_BY_DAY, Swept};
+use crate::storage::lifecycle::{Erase, Erased, LifecycleStore, ORPHANS_BY_DAY, Swept};
 
 fn record_of(r: &Row) -> TxResult<AnonRecord> {
     let failure: Option<String> = get(r, 4)?;
@@ -134,13 +134,13 @@ async fn sweep(
 
 #[async_trait::async_trait]
 impl LifecycleStore for PostgresStorage {
-    async fn erase_parcel(
-        &self,
-        parcel_id: &str,
-        force: bool,
-        today: NaiveDate,
-        now: DateTime<Utc>,
-    ) -> Result<Erased> {
+    async fn erase_parcel(&self, erase: Erase, now: DateTime<Utc>) -> Result<Erased> {
+        let Erase {
+            parcel_id,
+            force,
+            today,
+        } = erase;
+        let parcel_id = parcel_id.as_str();
         transact!(self, RC, |tx| async {
             let Some(facts) = locked_parcel(&tx, parcel_id).await? else {
                 return Err(StorageError::NotFound("no such parcel".into()).into());

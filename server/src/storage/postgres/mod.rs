@@ -20,7 +20,7 @@
 //! - The notice outbox is claimed in READ COMMITTED with
 //!   `FOR UPDATE SKIP LOCKED` and a lease, so concurrent senders on several
 //!   nodes never claim the same notice.
-//! - Migrations (`migrations/postgres/`) are versioned in
+//! - Migrations (`../migrations/`) are versioned in
 //!   `doorcode_migrations` and applied under a session advisory lock, so
 //!   nodes starting together apply each once.
 //!
@@ -165,14 +165,8 @@ impl Storage for PostgresStorage {
         keys::record_key_fingerprints(self, fps, now).await
     }
 
-    async fn replace_key_fingerprint(
-        &self,
-        name: &str,
-        expected: Option<&str>,
-        new: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        keys::replace_key_fingerprint(self, name, expected, new, now).await
+    async fn replace_key_fingerprint(&self, swap: FingerprintSwap) -> Result<bool> {
+        keys::replace_key_fingerprint(self, swap).await
     }
 
     async fn parcel_by_track_hash(&self, hash: &str) -> Result<Option<ParcelContact>> {

@@ -3,15 +3,7 @@
 //! so every connection is set up in one place, whatever opens it.
 
 use super::*;
-
-/// Schema migrations, applied in order; `user_version` counts the applied ones.
-pub(super) const MIGRATIONS: &[&str] = &[
-    include_str!("../migrations/sqlite/0001_init.sql"),
-    include_str!("../migrations/sqlite/0002_seen_revoked_signal_days.sql"),
-    include_str!("../migrations/sqlite/0003_lifecycle.sql"),
-    include_str!("../migrations/sqlite/0004_shared_state.sql"),
-    include_str!("../migrations/sqlite/0005_keys_track_hmac.sql"),
-];
+use crate::storage::migrations::{self, Dialect};
 
 /// Read-only connections beside the writer (two cores serve requests; a
 /// few more readers cover requests waiting on disk).
@@ -91,13 +83,17 @@ pub(super) fn apply_pragmas(conn: &Connection, role: Role) -> Result<()> {
 pub(super) fn migrate(conn: &mut Connection) -> Result<()> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
     let version = usize::try_from(version).map_err(be)?;
-    if version > MIGRATIONS.len() {
+    if version > migrations::COUNT {
         return Err(StorageError::Backend(format!(
             "database schema version {version} is newer than this server ({})",
-            MIGRATIONS.len()
+            migrations::COUNT
         )));
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version) {
+    for (i, sql) in migrations::all(Dialect::Sqlite)
+        .iter()
+        .enumerate()
+        .skip(version)
+    {
         let tx = conn.transaction()?;
         tx.execute_batch(sql)?;
         tx.execute_batch(&format!("PRAGMA user_version = {}", i + 1))?;

@@ -55,22 +55,22 @@ pub(super) fn record(tx: &Connection, fps: &[(String, String)], now: DateTime<Ut
     Ok(())
 }
 
-pub(super) fn replace(
-    tx: &Connection,
-    name: &str,
-    expected: Option<&str>,
-    new: &str,
-    now: DateTime<Utc>,
-) -> Result<bool> {
+pub(super) fn replace(tx: &Connection, swap: &FingerprintSwap) -> Result<bool> {
+    let FingerprintSwap {
+        name,
+        expected,
+        new,
+        at,
+    } = swap;
     let n = match expected {
         Some(old) => tx.execute(
             "UPDATE key_fingerprints SET fingerprint=?3, recorded_at=?4 WHERE name=?1 AND fingerprint=?2",
-            params![name, old, new, Ts(now)],
+            params![name, old, new, Ts(*at)],
         )?,
         None => tx.execute(
             "INSERT INTO key_fingerprints(name, fingerprint, recorded_at) VALUES(?1,?2,?3)
              ON CONFLICT(name) DO NOTHING",
-            params![name, new, Ts(now)],
+            params![name, new, Ts(*at)],
         )?,
     };
     Ok(n == 1)

@@ -5,7 +5,7 @@
 
 use super::*;
 use crate::domain::lifecycle::{self as rules, AnonRecord, Cutoffs, Removed};
-use crate::storage::lifecycle::{Erased, LifecycleStore, ORPHANS_BY_DAY, Swept};
+use crate::storage::lifecycle::{Erase, Erased, LifecycleStore, ORPHANS_BY_DAY, Swept};
 
 /// A record from its columns (id, day, final state, attempt, failure,
 /// signal kinds), as both the kept records and the live parcels select them.
@@ -150,14 +150,12 @@ fn sweep(
 
 #[async_trait::async_trait]
 impl LifecycleStore for SqliteStorage {
-    async fn erase_parcel(
-        &self,
-        parcel_id: &str,
-        force: bool,
-        today: NaiveDate,
-        now: DateTime<Utc>,
-    ) -> Result<Erased> {
-        let id = parcel_id.to_string();
+    async fn erase_parcel(&self, erase: Erase, now: DateTime<Utc>) -> Result<Erased> {
+        let Erase {
+            parcel_id: id,
+            force,
+            today,
+        } = erase;
         let erased = self
             .tx(move |tx| {
                 let Some(facts) = one_parcel(tx, &id)? else {

@@ -1,5 +1,5 @@
 //! Embedded SQLite storage: one writer connection, WAL, versioned migrations
-//! in `user_version` (`migrations/sqlite/`). Each writing trait method is one
+//! in `user_version` (`../migrations/`). Each writing trait method is one
 //! operation on the writer thread ([`writer`]: load the facts, call the
 //! decision in [`crate::domain`], apply its plan), in a savepoint of a
 //! transaction that concurrent operations share, so one commit (one fsync)
@@ -74,7 +74,7 @@ impl SqliteStorage {
 
     /// The number of migrations this server knows (the schema version it writes).
     pub fn schema_version() -> usize {
-        MIGRATIONS.len()
+        crate::storage::migrations::COUNT
     }
 
     /// Run one domain operation on the writer: atomic (its own savepoint),
@@ -173,20 +173,8 @@ impl Storage for SqliteStorage {
         .await
     }
 
-    async fn replace_key_fingerprint(
-        &self,
-        name: &str,
-        expected: Option<&str>,
-        new: &str,
-        now: DateTime<Utc>,
-    ) -> Result<bool> {
-        let (name, expected, new) = (
-            name.to_string(),
-            expected.map(str::to_string),
-            new.to_string(),
-        );
-        self.tx(move |tx| keys::replace(tx, &name, expected.as_deref(), &new, now))
-            .await
+    async fn replace_key_fingerprint(&self, swap: FingerprintSwap) -> Result<bool> {
+        self.tx(move |tx| keys::replace(tx, &swap)).await
     }
 
     async fn parcel_ids_on(&self, date: NaiveDate) -> Result<Vec<String>> {

@@ -3,6 +3,15 @@
 
 use super::*;
 use doorcode_server::domain::lifecycle::{self, AnonRecord};
+use doorcode_server::storage::lifecycle::Erase;
+
+fn erase(parcel_id: &str, force: bool, today: NaiveDate) -> Erase {
+    Erase {
+        parcel_id: parcel_id.into(),
+        force,
+        today,
+    }
+}
 
 fn find<'a>(rs: &'a [AnonRecord], id: &str) -> &'a AnonRecord {
     rs.iter()
@@ -22,7 +31,10 @@ pub async fn erase_keeps_only_the_anonymous_record(s: &dyn Storage) {
     );
     let rev = s.route("R-1", day(23)).await.unwrap().unwrap().revision;
 
-    let e = s.erase_parcel("P-2", false, day(23), t0()).await.unwrap();
+    let e = s
+        .erase_parcel(erase("P-2", false, day(23)), t0())
+        .await
+        .unwrap();
     assert_eq!(e.record.final_state, ParcelState::Delivered);
     assert_eq!(e.routes, [("R-1".to_string(), day(23))]);
     assert_eq!(e.removed.0.get("parcels"), Some(&1));
@@ -52,18 +64,20 @@ pub async fn erase_keeps_only_the_anonymous_record(s: &dyn Storage) {
 
     // Still out for delivery (failed, not yet moved on): only with force.
     assert!(matches!(
-        s.erase_parcel("P-1", false, day(23), t0()).await,
+        s.erase_parcel(erase("P-1", false, day(23)), t0()).await,
         Err(StorageError::Conflict(_))
     ));
     assert!(
         s.parcel("P-1").await.unwrap().is_some(),
         "a refusal changes nothing"
     );
-    s.erase_parcel("P-1", true, day(23), t0()).await.unwrap();
+    s.erase_parcel(erase("P-1", true, day(23)), t0())
+        .await
+        .unwrap();
     let r = s.route("R-1", day(23)).await.unwrap().unwrap();
     assert!(r.stops.is_empty(), "a stop only erased parcels used goes");
     assert!(matches!(
-        s.erase_parcel("P-9", true, day(23), t0()).await,
+        s.erase_parcel(erase("P-9", true, day(23)), t0()).await,
         Err(StorageError::NotFound(_))
     ));
 

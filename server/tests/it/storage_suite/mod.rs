@@ -1712,30 +1712,39 @@ pub async fn key_fingerprints_first_writer_wins(s: &dyn Storage) {
     assert_eq!(s.key_fingerprints().await.unwrap(), second);
 }
 
+fn swap(name: &str, expected: Option<&str>, new: &str) -> FingerprintSwap {
+    FingerprintSwap {
+        name: name.into(),
+        expected: expected.map(str::to_string),
+        new: new.into(),
+        at: t0(),
+    }
+}
+
 pub async fn key_fingerprint_replaced_only_if_unchanged(s: &dyn Storage) {
     let pair = |n: &str, f: &str| (n.to_string(), f.to_string());
     s.record_key_fingerprints(vec![pair("signing-keys", "k1")], t0())
         .await
         .unwrap();
     assert!(
-        !s.replace_key_fingerprint("signing-keys", Some("k0"), "k2", t0())
+        !s.replace_key_fingerprint(swap("signing-keys", Some("k0"), "k2"))
             .await
             .unwrap(),
         "a stale expectation changes nothing"
     );
     assert!(
-        !s.replace_key_fingerprint("signing-keys", None, "k2", t0())
+        !s.replace_key_fingerprint(swap("signing-keys", None, "k2"))
             .await
             .unwrap(),
         "\"not recorded\" is wrong when it is"
     );
     assert!(
-        s.replace_key_fingerprint("signing-keys", Some("k1"), "k2", t0())
+        s.replace_key_fingerprint(swap("signing-keys", Some("k1"), "k2"))
             .await
             .unwrap()
     );
     assert!(
-        s.replace_key_fingerprint("track-key", None, "t1", t0())
+        s.replace_key_fingerprint(swap("track-key", None, "t1"))
             .await
             .unwrap()
     );

@@ -4,19 +4,19 @@
 -- job's day and parcel deletes use.
 CREATE TABLE parcel_records(
   parcel_id TEXT NOT NULL,
-  day TEXT NOT NULL,
+  day {date} NOT NULL,
   final_state TEXT NOT NULL,
-  attempt INTEGER NOT NULL,
+  attempt {int} NOT NULL,
   failure TEXT,
   signal_kinds TEXT NOT NULL DEFAULT '',
-  recorded_at TEXT NOT NULL,
+  recorded_at {timestamp} NOT NULL,
   PRIMARY KEY(parcel_id, day)
 );
 CREATE INDEX parcel_records_day ON parcel_records(day);
 CREATE TABLE job_leases(
   job TEXT PRIMARY KEY,
   holder TEXT NOT NULL,
-  until TEXT NOT NULL
+  until {timestamp} NOT NULL
 );
 CREATE INDEX parcels_day ON parcels(delivery_date);
 CREATE INDEX signals_parcel ON signals(parcel_id);

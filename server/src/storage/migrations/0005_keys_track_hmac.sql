@@ -19,5 +19,5 @@ CREATE INDEX parcels_track_clear ON parcels(parcel_id) WHERE track_nonce IS NULL
 CREATE TABLE key_fingerprints(
   name TEXT PRIMARY KEY,
   fingerprint TEXT NOT NULL,
-  recorded_at TEXT NOT NULL
+  recorded_at {timestamp} NOT NULL
 );

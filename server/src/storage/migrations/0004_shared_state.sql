@@ -6,15 +6,15 @@
 CREATE TABLE board_sessions(
   id_hash TEXT PRIMARY KEY,
   csrf TEXT NOT NULL,
-  expires_at TIMESTAMPTZ NOT NULL
+  expires_at {timestamp} NOT NULL
 );
 CREATE INDEX board_sessions_expiry ON board_sessions(expires_at);
 CREATE TABLE rate_counters(
   limit_name TEXT NOT NULL,
   rate_key TEXT NOT NULL,
-  started TIMESTAMPTZ NOT NULL,
-  expires_at TIMESTAMPTZ NOT NULL,
-  hits BIGINT NOT NULL,
+  started {timestamp} NOT NULL,
+  expires_at {timestamp} NOT NULL,
+  hits {int} NOT NULL,
   PRIMARY KEY(limit_name, rate_key)
 );
 CREATE INDEX rate_counters_expiry ON rate_counters(limit_name, expires_at);
