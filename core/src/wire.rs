@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 /// Every 4xx/5xx answer: a stable word and a sentence for people.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ErrorBody {
     /// A stable machine-readable word, e.g. `invalid_body`.
     pub error: String,
@@ -21,6 +22,8 @@ pub struct ErrorBody {
 // ---------- dispatch: parcels ----------
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct Recipient {
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -31,6 +34,8 @@ pub struct Recipient {
 
 /// One parcel of `POST /v1/parcels`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct ParcelIn {
     pub parcel_id: String,
     pub recipient: Recipient,
@@ -43,12 +48,15 @@ pub struct ParcelIn {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct ParcelBatch {
     pub parcels: Vec<ParcelIn>,
 }
 
 /// What `POST /v1/parcels` did with one item.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ParcelStatus {
     Created,
@@ -61,6 +69,7 @@ pub enum ParcelStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ParcelResult {
     pub parcel_id: String,
     pub status: ParcelStatus,
@@ -77,12 +86,14 @@ pub struct ParcelResult {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ParcelResults {
     pub results: Vec<ParcelResult>,
 }
 
 /// Where a parcel stands on the server (not the handset's view of it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ParcelState {
     Pending,
@@ -97,6 +108,7 @@ pub enum ParcelState {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ParcelEvent {
     pub at: DateTime<Utc>,
     /// `created`, `updated`, `scheduled`, `delivered`, `code_voided`, …
@@ -106,6 +118,7 @@ pub struct ParcelEvent {
 
 /// `GET /v1/parcels/{id}` and the answer of a reissue.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ParcelDetail {
     pub parcel_id: String,
     pub recipient_name: String,
@@ -123,6 +136,8 @@ pub struct ParcelDetail {
 
 /// `POST /v1/parcels/{id}/reissue`; an empty body keeps the code policy.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct ReissueIn {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub requires_code: Option<bool>,
@@ -131,6 +146,8 @@ pub struct ReissueIn {
 // ---------- dispatch: routes, days, enrollments, disputes ----------
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct StopIn {
     pub stop_id: String,
     pub address: String,
@@ -142,6 +159,8 @@ pub struct StopIn {
 
 /// `POST /v1/routes`: a courier's whole route for a day, replacing the last one.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct RouteIn {
     pub route_id: String,
     pub courier_id: String,
@@ -151,6 +170,7 @@ pub struct RouteIn {
 
 /// What `POST /v1/routes` did with a route.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RouteStatus {
     Created,
@@ -164,6 +184,7 @@ pub enum RouteStatus {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct RouteOut {
     pub route_id: String,
     pub delivery_date: NaiveDate,
@@ -175,11 +196,14 @@ pub struct RouteOut {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct EnrollmentIn {
     pub courier_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct EnrollmentOut {
     /// One-time, valid 15 minutes; the courier types it into `POST /v1/devices`.
     pub enrollment_code: String,
@@ -189,16 +213,19 @@ pub struct EnrollmentOut {
 
 /// `POST /v1/days/{date}/close`: undelivered parcels moved to `next_date`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct CloseOut {
     pub date: NaiveDate,
     pub next_date: NaiveDate,
     pub parcel_ids: Vec<String>,
     /// `(route_id, delivery_date)` of every route that changed.
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Object>))]
     pub routes: Vec<(String, NaiveDate)>,
 }
 
 /// A dispute or fraud signal for dispatch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum SignalKind {
     CodeMismatch,
@@ -219,6 +246,7 @@ pub enum SignalKind {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Signal {
     pub id: i64,
     pub kind: SignalKind,
@@ -234,6 +262,7 @@ pub struct Signal {
 
 /// `GET /v1/disputes?date=…`, one page.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DisputesOut {
     pub date: NaiveDate,
     pub disputes: Vec<Signal>,
@@ -246,6 +275,7 @@ pub struct DisputesOut {
 // ---------- device ----------
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct PublicKey {
     pub kid: String,
     pub alg: String,
@@ -255,12 +285,15 @@ pub struct PublicKey {
 
 /// `GET /.well-known/doorcode-keys`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Keys {
     pub keys: Vec<PublicKey>,
 }
 
 /// `POST /v1/devices`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct DeviceIn {
     pub enrollment_code: String,
     /// base64url Ed25519 public key (32 bytes) the device signs confirmations with.
@@ -269,6 +302,7 @@ pub struct DeviceIn {
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct DeviceOut {
     pub device_id: String,
     /// Bearer token for device calls; shown once, stored hashed.
@@ -288,14 +322,20 @@ impl std::fmt::Debug for DeviceOut {
     }
 }
 
-/// `POST /v1/confirmations`: signed envelopes `{v, kid, body, sig}`.
+/// `POST /v1/confirmations`: signed envelopes `{v, kid, body, sig}`. Any
+/// JSON value is taken: an item that is not an envelope is rejected on its
+/// own (`malformed_envelope`), so one bad item never blocks the others.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct ConfirmationBatch {
+    #[cfg_attr(feature = "openapi", schema(value_type = Vec<Value>))]
     pub confirmations: Vec<serde_json::Value>,
 }
 
 /// The answer for one uploaded confirmation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum ItemStatus {
     Accepted,
@@ -307,6 +347,7 @@ pub enum ItemStatus {
 
 /// Why an item (a confirmation or a parcel) was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum RejectReason {
     MalformedEnvelope,
@@ -363,6 +404,7 @@ impl std::fmt::Display for RejectReason {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ItemResult {
     /// The item's place in the uploaded batch.
     pub index: usize,
@@ -380,12 +422,15 @@ pub struct ItemResult {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ConfirmationResults {
     pub results: Vec<ItemResult>,
 }
 
 /// `POST /v1/verify`: the digits the customer gave at the door.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
+#[serde(deny_unknown_fields)]
 pub struct VerifyIn {
     pub parcel_id: String,
     pub code: String,
@@ -399,6 +444,7 @@ impl std::fmt::Debug for VerifyIn {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 #[serde(rename_all = "snake_case")]
 pub enum VerifyResult {
     Accepted,
@@ -409,6 +455,7 @@ pub enum VerifyResult {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VerifyOut {
     pub result: VerifyResult,
     #[serde(default, skip_serializing_if = "Option::is_none")]

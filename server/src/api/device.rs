@@ -18,23 +18,13 @@ use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use doorcode_core::codes::Code;
 use doorcode_core::envelope::VerifyingKey;
-use serde::{Deserialize, Serialize};
+use doorcode_core::wire::{
+    self, ConfirmationBatch, ConfirmationResults, DeviceIn, DeviceOut, PublicKey, VerifyIn,
+    VerifyOut, VerifyResult,
+};
 use std::sync::Arc;
-use utoipa::ToSchema;
 
 const MAX_CONFIRMATIONS: usize = 1_000;
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct PublicKey {
-    pub kid: String,
-    pub alg: String,
-    pub public_key: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct Keys {
-    pub keys: Vec<PublicKey>,
-}
 
 pub(super) fn server_keys(app: &App) -> Vec<PublicKey> {
     app.signer
@@ -46,24 +36,6 @@ pub(super) fn server_keys(app: &App) -> Vec<PublicKey> {
             public_key: k.public_b64(),
         })
         .collect()
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct DeviceIn {
-    pub enrollment_code: String,
-    /// base64url Ed25519 public key (32 bytes) the device signs confirmations with.
-    pub device_public_key: String,
-    pub device_name: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DeviceOut {
-    pub device_id: String,
-    /// Bearer token for device calls; shown once, stored hashed.
-    pub device_token: String,
-    pub courier_id: String,
-    pub server_keys: Vec<PublicKey>,
 }
 
 /// Enroll a handset with a one-time enrollment code. After 10 failed codes
@@ -224,21 +196,6 @@ fn manifest_date(app: &App, q: Option<&str>) -> Result<chrono::NaiveDate, ApiErr
     }))
 }
 
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ConfirmationBatch {
-    /// Signed confirmation envelopes `{v, kid, body, sig}`. Any JSON value is
-    /// taken: an item that is not an envelope is rejected on its own
-    /// (`malformed_envelope`), so one bad item never blocks the others.
-    #[schema(value_type = Vec<Value>)]
-    pub confirmations: Vec<serde_json::Value>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ConfirmationResults {
-    pub results: Vec<ItemResult>,
-}
-
 /// Upload signed confirmations; per-item results, idempotent by confirmation_id.
 #[utoipa::path(post, path = "/v1/confirmations", tag = "device", security(("bearer" = [])), request_body = ConfirmationBatch,
     responses((status = 200, body = ConfirmationResults), (status = 400, body = ErrorBody), (status = 413, body = ErrorBody)))]
@@ -266,29 +223,21 @@ pub(super) async fn post_confirmations(
         .filter(|r| r.status == ItemStatus::Accepted)
         .count();
     tracing::info!(device_id = %device.device_id, items = results.len(), accepted, "confirmations ingested");
-    Ok(Json(ConfirmationResults { results }))
+    Ok(Json(ConfirmationResults {
+        results: results.into_iter().map(item_out).collect(),
+    }))
 }
 
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct VerifyIn {
-    pub parcel_id: String,
-    /// The digits the customer gave, as a string.
-    pub code: String,
-}
-
-impl std::fmt::Debug for VerifyIn {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "VerifyIn({}, <code>)", self.parcel_id)
+/// One item's answer as the handset reads it.
+fn item_out(r: ItemResult) -> wire::ItemResult {
+    wire::ItemResult {
+        index: r.index,
+        confirmation_id: r.confirmation_id,
+        status: r.status.into(),
+        reason: r.reason.map(Into::into),
+        permanent: r.permanent,
+        disputed: r.disputed,
     }
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct VerifyOut {
-    /// accepted | rejected | locked
-    pub result: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub attempts_left: Option<u32>,
 }
 
 /// From the door, the courier asks for the customer's notice again (the code
@@ -363,13 +312,15 @@ pub(super) async fn post_verify(
             )
         })?;
     let out = app.verify(device, &v.parcel_id, &code).await?;
-    let (result, left) = match out {
-        VerifyOutcome::Accepted => ("accepted", None),
-        VerifyOutcome::Rejected { attempts_left } => ("rejected", Some(attempts_left)),
-        VerifyOutcome::Locked | VerifyOutcome::Stale => ("locked", Some(0)),
+    let (result, word, left) = match out {
+        VerifyOutcome::Accepted => (VerifyResult::Accepted, "accepted", None),
+        VerifyOutcome::Rejected { attempts_left } => {
+            (VerifyResult::Rejected, "rejected", Some(attempts_left))
+        }
+        VerifyOutcome::Locked | VerifyOutcome::Stale => (VerifyResult::Locked, "locked", Some(0)),
     };
-    app.metrics.verify(result);
-    tracing::info!(device_id = %device.device_id, parcel_id = %v.parcel_id, result, "online verify");
+    app.metrics.verify(word);
+    tracing::info!(device_id = %device.device_id, parcel_id = %v.parcel_id, result = word, "online verify");
     Ok(Json(VerifyOut {
         result,
         attempts_left: left,

@@ -5,69 +5,19 @@ use super::auth::Dispatch;
 use super::{parse_date, query_pairs};
 use crate::app::{App, ServiceError};
 use crate::domain::disputes::{self, Cursor};
-use crate::domain::{EventKind, ParcelState, RejectReason, RouteStatus, SignalKind};
 use crate::error::{ApiError, Body, ErrorBody, OptionalBody, PathArg};
 use crate::storage::{NewParcel, ParcelView, RouteInput, RouteStopInput, Signal, UpsertStatus};
 use crate::validate::{id as check_id, text as check_text};
 use axum::extract::{RawQuery, State};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use chrono::{DateTime, NaiveDate, Utc};
-use serde::{Deserialize, Serialize};
+use doorcode_core::wire::{
+    self, CloseOut, DisputesOut, EnrollmentIn, EnrollmentOut, ParcelBatch, ParcelDetail,
+    ParcelEvent, ParcelIn, ParcelResult, ParcelResults, ParcelStatus, ReissueIn, RouteIn, RouteOut,
+};
 use std::collections::HashSet;
-use utoipa::ToSchema;
 
 const MAX_BATCH: usize = 10_000;
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct Recipient {
-    pub name: String,
-    #[serde(default)]
-    pub email: Option<String>,
-    #[serde(default)]
-    pub phone: Option<String>,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ParcelIn {
-    pub parcel_id: String,
-    pub recipient: Recipient,
-    pub address: String,
-    pub value: f64,
-    pub currency: String,
-    /// Overrides the value threshold when present.
-    #[serde(default)]
-    pub requires_code: Option<bool>,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ParcelBatch {
-    pub parcels: Vec<ParcelIn>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ParcelResult {
-    pub parcel_id: String,
-    /// created | updated | unchanged | rejected
-    pub status: String,
-    /// For a rejected item refused by a rule, e.g. `requires_code_frozen`.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub reason: Option<RejectReason>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub requires_code: Option<bool>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub track_url: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub message: Option<String>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ParcelResults {
-    pub results: Vec<ParcelResult>,
-}
 
 fn validate_parcel(p: &ParcelIn) -> Result<(), String> {
     check_id(&p.parcel_id, "parcel_id")?;
@@ -113,7 +63,7 @@ pub(super) async fn post_parcels(
         match check {
             Err(m) => results.push(ParcelResult {
                 parcel_id: p.parcel_id,
-                status: "rejected".into(),
+                status: ParcelStatus::Rejected,
                 reason: None,
                 requires_code: None,
                 track_url: None,
@@ -123,7 +73,7 @@ pub(super) async fn post_parcels(
                 let requires_code = app.cfg.policy.requires_code(p.requires_code, p.value);
                 results.push(ParcelResult {
                     parcel_id: p.parcel_id.clone(),
-                    status: String::new(),
+                    status: ParcelStatus::Unknown,
                     reason: None,
                     requires_code: Some(requires_code),
                     track_url: None,
@@ -149,20 +99,24 @@ pub(super) async fn post_parcels(
     }
     let statuses = app.storage.upsert_parcels(good, app.cfg.now()).await?;
     let mut it = statuses.into_iter();
-    for r in results.iter_mut().filter(|r| r.status.is_empty()) {
+    // The valid items, still `Unknown`, take their status in order.
+    for r in results
+        .iter_mut()
+        .filter(|r| r.status == ParcelStatus::Unknown)
+    {
         r.status = match it.next() {
-            Some(UpsertStatus::Created) => "created".into(),
-            Some(UpsertStatus::Updated) => "updated".into(),
-            Some(UpsertStatus::Unchanged) => "unchanged".into(),
+            Some(UpsertStatus::Created) => ParcelStatus::Created,
+            Some(UpsertStatus::Updated) => ParcelStatus::Updated,
+            Some(UpsertStatus::Unchanged) => ParcelStatus::Unchanged,
             Some(UpsertStatus::Rejected(reason)) => {
-                r.reason = Some(reason);
+                r.reason = Some(reason.into());
                 r.requires_code = None;
                 r.message = Some(
                     "requires_code is fixed while the parcel is on a route for a day; \
                      reissue it with {\"requires_code\": …} to change it from its next attempt"
                         .into(),
                 );
-                "rejected".into()
+                ParcelStatus::Rejected
             }
             None => return Err(ApiError::internal("upsert result count mismatch")),
         };
@@ -177,54 +131,28 @@ pub(super) async fn post_parcels(
 }
 
 /// A parcel as dispatch sees it: never its code.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ParcelDetail {
-    pub parcel_id: String,
-    pub recipient_name: String,
-    pub address: String,
-    pub requires_code: bool,
-    pub status: ParcelState,
-    pub delivery_date: Option<NaiveDate>,
-    pub attempt: u32,
-    pub route_id: Option<String>,
-    pub wrong_tries: u32,
-    pub locked: bool,
-    pub events: Vec<ParcelEventOut>,
-    pub track_url: String,
-}
-
-/// One entry of a parcel's history.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ParcelEventOut {
-    pub at: DateTime<Utc>,
-    pub kind: EventKind,
-    pub detail: String,
-}
-
-impl ParcelDetail {
-    fn new(p: ParcelView, track_url: String) -> Self {
-        Self {
-            parcel_id: p.parcel_id,
-            recipient_name: p.recipient_name,
-            address: p.address,
-            requires_code: p.requires_code,
-            status: p.status,
-            delivery_date: p.delivery_date,
-            attempt: p.attempt,
-            route_id: p.route_id,
-            wrong_tries: p.wrong_tries,
-            locked: p.locked,
-            events: p
-                .events
-                .into_iter()
-                .map(|e| ParcelEventOut {
-                    at: e.at,
-                    kind: e.kind,
-                    detail: e.detail,
-                })
-                .collect(),
-            track_url,
-        }
+fn parcel_detail_of(p: ParcelView, track_url: String) -> ParcelDetail {
+    ParcelDetail {
+        parcel_id: p.parcel_id,
+        recipient_name: p.recipient_name,
+        address: p.address,
+        requires_code: p.requires_code,
+        status: p.status.into(),
+        delivery_date: p.delivery_date,
+        attempt: p.attempt,
+        route_id: p.route_id,
+        wrong_tries: p.wrong_tries,
+        locked: p.locked,
+        events: p
+            .events
+            .into_iter()
+            .map(|e| ParcelEvent {
+                at: e.at,
+                kind: e.kind.to_string(),
+                detail: e.detail,
+            })
+            .collect(),
+        track_url,
     }
 }
 
@@ -250,39 +178,7 @@ async fn parcel_detail(app: &App, id: &str) -> Result<ParcelDetail, ApiError> {
         Some(c) => app.notifier.parcel_track_url(&c),
         None => app.notifier.track_url(""),
     };
-    Ok(ParcelDetail::new(parcel, url))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct StopIn {
-    pub stop_id: String,
-    pub address: String,
-    /// Display name on the handset; defaults to the first parcel's recipient.
-    #[serde(default)]
-    pub recipient: Option<String>,
-    pub parcel_ids: Vec<String>,
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RouteIn {
-    pub route_id: String,
-    pub courier_id: String,
-    pub delivery_date: NaiveDate,
-    pub stops: Vec<StopIn>,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct RouteOut {
-    pub route_id: String,
-    pub delivery_date: NaiveDate,
-    /// `unchanged` when the route was sent again as stored: same revision,
-    /// no notice, no manifest built.
-    pub status: RouteStatus,
-    pub revision: u64,
-    pub notices_queued: u32,
-    pub manifests_built: u32,
+    Ok(parcel_detail_of(parcel, url))
 }
 
 /// Create or replace a courier's route for a day: codes, notices, manifests.
@@ -344,25 +240,11 @@ pub(super) async fn post_route(
     Ok(Json(RouteOut {
         route_id: saved.route_id,
         delivery_date: saved.delivery_date,
-        status: saved.status,
+        status: saved.status.into(),
         revision: saved.revision,
         notices_queued: saved.notices_queued,
         manifests_built: built,
     }))
-}
-
-#[derive(Debug, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct EnrollmentIn {
-    pub courier_id: String,
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct EnrollmentOut {
-    /// One-time, valid 15 minutes. Give it to the courier for `POST /v1/devices`.
-    pub enrollment_code: String,
-    pub courier_id: String,
-    pub expires_at: DateTime<Utc>,
 }
 
 /// A one-time enrollment code for a courier's new handset.
@@ -379,14 +261,6 @@ pub(super) async fn post_enrollment(
         courier_id: e.courier_id,
         expires_at: e.expires_at,
     }))
-}
-
-#[derive(Debug, Default, Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ReissueIn {
-    /// A new code policy from the next attempt; absent keeps the parcel's.
-    #[serde(default)]
-    pub requires_code: Option<bool>,
 }
 
 /// Void the current code, issue the next attempt (a new code and tracking
@@ -406,17 +280,6 @@ pub(super) async fn post_reissue(
     Ok(Json(parcel_detail(&app, &id).await?))
 }
 
-#[derive(Debug, Serialize, ToSchema)]
-pub struct CloseOut {
-    pub date: NaiveDate,
-    pub next_date: NaiveDate,
-    /// The parcels moved to `next_date`.
-    pub parcel_ids: Vec<String>,
-    /// The routes whose manifests were rebuilt, as `[route_id, date]`.
-    #[schema(value_type = Vec<Object>)]
-    pub routes: Vec<(String, NaiveDate)>,
-}
-
 /// End a day: undelivered parcels move to the next working day with a new code.
 #[utoipa::path(post, path = "/v1/days/{date}/close", tag = "dispatch", security(("bearer" = [])),
     params(("date" = String, Path, description = "YYYY-MM-DD")),
@@ -434,20 +297,6 @@ pub(super) async fn post_close_day(
         parcel_ids: c.moved.parcel_ids,
         routes: c.moved.routes,
     }))
-}
-
-#[derive(Debug, Serialize, ToSchema)]
-pub struct DisputesOut {
-    /// The delivery day these are about.
-    pub date: NaiveDate,
-    /// Deliveries whose code failed the full check (or had none).
-    pub disputes: Vec<SignalOut>,
-    /// Other fraud signals: many wrong tries, tries mismatches, late and stale
-    /// confirmations, seq gaps or reuse, lockouts.
-    pub signals: Vec<SignalOut>,
-    /// `cursor` for the next page; absent on the day's last page.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub next_cursor: Option<String>,
 }
 
 /// A day's disputes and other fraud signals, oldest first, page by page.
@@ -482,48 +331,27 @@ pub(super) async fn get_disputes(
     }
     let date = date.unwrap_or_else(|| app.policy().today(app.cfg.now()));
     let (page, next) = app.signals_page(date, after, limit).await?;
-    let (disputes, signals): (Vec<_>, Vec<_>) = page
-        .into_iter()
-        .map(SignalOut::from)
-        .partition(|s| s.kind.is_dispute());
+    let (disputes, signals): (Vec<_>, Vec<_>) = page.into_iter().partition(|s| s.kind.is_dispute());
     Ok(Json(DisputesOut {
         date,
-        disputes,
-        signals,
+        disputes: disputes.into_iter().map(signal_out).collect(),
+        signals: signals.into_iter().map(signal_out).collect(),
         next_cursor: next.map(Cursor::encode),
     }))
 }
 
 /// A dispute or fraud signal, as dispatch reads it.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct SignalOut {
-    pub id: i64,
-    pub kind: SignalKind,
-    pub parcel_id: Option<String>,
-    pub device_id: Option<String>,
-    pub confirmation_id: Option<String>,
-    /// The delivery day it concerns.
-    pub day: NaiveDate,
-    pub detail: String,
-    /// For `stale_manifest`: whether the code matched that attempt's code.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub code_matched: Option<bool>,
-    pub at: DateTime<Utc>,
-}
-
-impl From<Signal> for SignalOut {
-    fn from(s: Signal) -> Self {
-        Self {
-            id: s.id,
-            kind: s.kind,
-            parcel_id: s.parcel_id,
-            device_id: s.device_id,
-            confirmation_id: s.confirmation_id,
-            day: s.day,
-            detail: s.detail,
-            code_matched: s.code_matched,
-            at: s.at,
-        }
+fn signal_out(s: Signal) -> wire::Signal {
+    wire::Signal {
+        id: s.id,
+        kind: s.kind.into(),
+        parcel_id: s.parcel_id,
+        device_id: s.device_id,
+        confirmation_id: s.confirmation_id,
+        day: s.day,
+        detail: s.detail,
+        code_matched: s.code_matched,
+        at: s.at,
     }
 }
 

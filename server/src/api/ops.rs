@@ -1,7 +1,6 @@
 //! Operations: the published signing keys, liveness and metrics.
 
 use super::auth::Dispatch;
-use super::device::Keys;
 use crate::app::App;
 use crate::error::ErrorBody;
 use axum::extract::State;
@@ -9,6 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
+use doorcode_core::wire::Keys;
 
 /// The server's manifest signing keys, current and retired.
 #[utoipa::path(get, path = "/.well-known/doorcode-keys", tag = "ops", responses((status = 200, body = Keys)))]

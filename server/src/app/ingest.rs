@@ -6,23 +6,18 @@ use crate::domain::{At, ItemStatus, RejectReason};
 use crate::storage::{Device, IngestConfirmation, IngestOutcome, Upload};
 use doorcode_core::confirmation::{SignedConfirmationError, open_confirmation};
 use doorcode_core::envelope::{EnvelopeError, VerifyingKey};
-use serde::Serialize;
-use utoipa::ToSchema;
 
-/// One per-item answer of `POST /v1/confirmations`.
-#[derive(Debug, Clone, Serialize, ToSchema)]
+/// What ingest decided for one uploaded item (the API answers it as
+/// `doorcode_core::wire::ItemResult`).
+#[derive(Debug, Clone)]
 pub struct ItemResult {
     pub index: usize,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub confirmation_id: Option<String>,
     pub status: ItemStatus,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub reason: Option<RejectReason>,
     /// For rejections: true means retrying the same envelope can never succeed.
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub permanent: Option<bool>,
     /// For accepted deliveries whose code failed the full check.
-    #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub disputed: bool,
 }
 

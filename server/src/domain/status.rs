@@ -14,7 +14,19 @@ pub trait Label: Sized + Copy + 'static {
 }
 
 /// Declares a status enum with its spelling (serde uses the same words).
+/// With `wire` first, also its conversion to the `doorcode_core::wire` enum
+/// of the same name, which answers carry (one arm per variant, so a variant
+/// added here and not there does not compile).
 macro_rules! label {
+    (wire $(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $var:ident = $s:literal,)* }) => {
+        label! { $(#[$m])* pub enum $name { $($(#[$vm])* $var = $s,)* } }
+
+        impl From<$name> for doorcode_core::wire::$name {
+            fn from(v: $name) -> Self {
+                match v { $($name::$var => Self::$var,)* }
+            }
+        }
+    };
     ($(#[$m:meta])* pub enum $name:ident { $($(#[$vm:meta])* $var:ident = $s:literal,)* }) => {
         $(#[$m])*
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, ToSchema)]
@@ -37,6 +49,7 @@ macro_rules! label {
 }
 
 label! {
+    wire
     /// What saving a route did: `unchanged` when it was sent again as stored
     /// (no new revision, no notice, no manifest), so a re-run import is a no-op.
     pub enum RouteStatus {
@@ -47,6 +60,7 @@ label! {
 }
 
 label! {
+    wire
     /// Where a parcel stands.
     pub enum ParcelState {
         /// Known, not on a route.
@@ -72,6 +86,7 @@ impl ParcelState {
 }
 
 label! {
+    wire
     /// A dispute or fraud signal for dispatch.
     pub enum SignalKind {
         /// A delivery whose code failed the full check.
@@ -151,6 +166,7 @@ label! {
 }
 
 label! {
+    wire
     /// The answer for one uploaded confirmation.
     pub enum ItemStatus {
         Accepted = "accepted",
@@ -160,6 +176,7 @@ label! {
 }
 
 label! {
+    wire
     /// Why an item (a confirmation or a parcel) was refused.
     pub enum RejectReason {
         MalformedEnvelope = "malformed_envelope",
