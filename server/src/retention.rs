@@ -14,8 +14,8 @@
 use crate::app::{App, ServiceError};
 use crate::domain::lifecycle::{self as rules, AnonRecord, DayStats, Removed};
 use crate::storage::StorageError;
-use crate::storage::lifecycle::{Erase, Erased};
-use chrono::NaiveDate;
+use crate::storage::lifecycle::{Erase, Erased, Lease};
+use chrono::{DateTime, NaiveDate, Utc};
 use std::collections::HashSet;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
@@ -76,6 +76,15 @@ pub async fn erase(app: &App, parcel_id: &str, force: bool) -> Result<Erased, Se
     Ok(erased)
 }
 
+/// This node's lease on the retention job until `until`.
+fn lease(holder: &str, until: DateTime<Utc>) -> Lease {
+    Lease {
+        job: JOB.into(),
+        holder: holder.into(),
+        until,
+    }
+}
+
 /// One retention run at the configured clock: take the lease, then steps
 /// until nothing is left (or [`MAX_STEPS`]).
 pub async fn run_once(app: &App, holder: &str) -> Result<RunReport, StorageError> {
@@ -85,7 +94,7 @@ pub async fn run_once(app: &App, holder: &str) -> Result<RunReport, StorageError
         let now = app.cfg.now();
         if !app
             .storage
-            .take_lease(JOB, holder, now, now + LEASE)
+            .take_lease(lease(holder, now + LEASE), now)
             .await?
         {
             break;
@@ -110,7 +119,7 @@ pub async fn run_once(app: &App, holder: &str) -> Result<RunReport, StorageError
         // this a node restarted after a crash or a deploy waited out the old
         // node's lease before its first run.
         let now = app.cfg.now();
-        if let Err(e) = app.storage.take_lease(JOB, holder, now, now).await {
+        if let Err(e) = app.storage.take_lease(lease(holder, now), now).await {
             tracing::warn!(error = %e, "handing back the retention lease");
         }
     }

@@ -18,6 +18,20 @@ pub struct Erase {
     pub today: NaiveDate,
 }
 
+/// A lease on a job (`job_leases`): `holder` runs `job` until `until`.
+#[derive(Debug, Clone)]
+pub struct Lease {
+    pub job: String,
+    pub holder: String,
+    pub until: DateTime<Utc>,
+}
+
+/// Takes a lease: a free or expired one (`$4` the time now), or the holder's
+/// own, renewed. Both dialects run it as written.
+pub(crate) const TAKE_LEASE: &str = "INSERT INTO job_leases(job, holder, until) VALUES($1, $2, $3)
+ ON CONFLICT(job) DO UPDATE SET holder = excluded.holder, until = excluded.until
+ WHERE job_leases.until < $4 OR job_leases.holder = excluded.holder";
+
 /// What an erase did.
 #[derive(Debug, Clone)]
 pub struct Erased {
@@ -71,15 +85,9 @@ pub trait LifecycleStore: Send + Sync {
     /// their day makes useless. One short transaction.
     async fn retention_step(&self, cut: Cutoffs, limit: u32, now: DateTime<Utc>) -> Result<Swept>;
 
-    /// Take or renew the lease on `job` until `until`; false while another
-    /// holder's lease runs. With several nodes on one database, one runs the job.
-    async fn take_lease(
-        &self,
-        job: &str,
-        holder: &str,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Result<bool>;
+    /// Take or renew `lease`; false while another holder's lease runs at
+    /// `now`. With several nodes on one database, one runs the job.
+    async fn take_lease(&self, lease: Lease, now: DateTime<Utc>) -> Result<bool>;
 
     /// The anonymous records of days `from..=to`: those kept for purged and
     /// erased parcels, and those the live parcels would leave.

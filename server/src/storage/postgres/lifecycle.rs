@@ -6,7 +6,9 @@
 
 use super::*;
 use crate::domain::lifecycle::{self as rules, AnonRecord, Cutoffs, Removed};
-use crate::storage::lifecycle::{Erase, Erased, LifecycleStore, ORPHANS_BY_DAY, Swept};
+use crate::storage::lifecycle::{
+    Erase, Erased, Lease, LifecycleStore, ORPHANS_BY_DAY, Swept, TAKE_LEASE,
+};
 
 fn record_of(r: &Row) -> TxResult<AnonRecord> {
     let failure: Option<String> = get(r, 4)?;
@@ -253,22 +255,10 @@ impl LifecycleStore for PostgresStorage {
         })
     }
 
-    async fn take_lease(
-        &self,
-        job: &str,
-        holder: &str,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Result<bool> {
+    async fn take_lease(&self, lease: Lease, now: DateTime<Utc>) -> Result<bool> {
+        let Lease { job, holder, until } = &lease;
         transact!(self, RC, |tx| async {
-            let n = exec(
-                &tx,
-                "INSERT INTO job_leases(job, holder, until) VALUES($1, $2, $3)
-                 ON CONFLICT(job) DO UPDATE SET holder = excluded.holder, until = excluded.until
-                 WHERE job_leases.until < $4 OR job_leases.holder = excluded.holder",
-                &[&job, &holder, &until, &now],
-            )
-            .await?;
+            let n = exec(&tx, TAKE_LEASE, &[job, holder, until, &now]).await?;
             Ok(n == 1)
         }
         .await)

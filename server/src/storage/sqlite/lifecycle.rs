@@ -5,7 +5,9 @@
 
 use super::*;
 use crate::domain::lifecycle::{self as rules, AnonRecord, Cutoffs, Removed};
-use crate::storage::lifecycle::{Erase, Erased, LifecycleStore, ORPHANS_BY_DAY, Swept};
+use crate::storage::lifecycle::{
+    Erase, Erased, Lease, LifecycleStore, ORPHANS_BY_DAY, Swept, TAKE_LEASE,
+};
 
 /// A record from its columns (id, day, final state, attempt, failure,
 /// signal kinds), as both the kept records and the live parcels select them.
@@ -267,22 +269,12 @@ impl LifecycleStore for SqliteStorage {
         Ok(swept)
     }
 
-    async fn take_lease(
-        &self,
-        job: &str,
-        holder: &str,
-        now: DateTime<Utc>,
-        until: DateTime<Utc>,
-    ) -> Result<bool> {
-        let (job, holder) = (job.to_string(), holder.to_string());
+    async fn take_lease(&self, lease: Lease, now: DateTime<Utc>) -> Result<bool> {
+        let Lease { job, holder, until } = lease;
         self.tx(move |tx| {
-            let n = tx
-                .prepare_cached(
-                    "INSERT INTO job_leases(job, holder, until) VALUES(?1, ?2, ?3)
-                     ON CONFLICT(job) DO UPDATE SET holder = excluded.holder, until = excluded.until
-                     WHERE job_leases.until < ?4 OR job_leases.holder = excluded.holder",
-                )?
-                .execute(params![job, holder, Ts(until), Ts(now)])?;
+            let n =
+                tx.prepare_cached(TAKE_LEASE)?
+                    .execute(params![job, holder, Ts(until), Ts(now)])?;
             Ok(n == 1)
         })
         .await

@@ -3,7 +3,15 @@
 
 use super::*;
 use doorcode_server::domain::lifecycle::{self, AnonRecord};
-use doorcode_server::storage::lifecycle::Erase;
+use doorcode_server::storage::lifecycle::{Erase, Lease};
+
+fn lease(job: &str, holder: &str, until: DateTime<Utc>) -> Lease {
+    Lease {
+        job: job.into(),
+        holder: holder.into(),
+        until,
+    }
+}
 
 fn erase(parcel_id: &str, force: bool, today: NaiveDate) -> Erase {
     Erase {
@@ -189,30 +197,49 @@ pub async fn retention_purges_in_batches_and_keeps_records(s: &dyn Storage) {
 
 pub async fn one_node_holds_the_retention_lease(s: &dyn Storage) {
     let until = t0() + Duration::minutes(10);
-    assert!(s.take_lease("retention", "A", t0(), until).await.unwrap());
-    assert!(!s.take_lease("retention", "B", t0(), until).await.unwrap());
     assert!(
-        s.take_lease("other-job", "B", t0(), until).await.unwrap(),
+        s.take_lease(lease("retention", "A", until), t0())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !s.take_lease(lease("retention", "B", until), t0())
+            .await
+            .unwrap()
+    );
+    assert!(
+        s.take_lease(lease("other-job", "B", until), t0())
+            .await
+            .unwrap(),
         "leases are per job"
     );
     let later = t0() + Duration::minutes(5);
     assert!(
-        s.take_lease("retention", "A", later, later + Duration::minutes(10))
-            .await
-            .unwrap(),
+        s.take_lease(
+            lease("retention", "A", later + Duration::minutes(10)),
+            later
+        )
+        .await
+        .unwrap(),
         "the holder renews"
     );
     let t11 = t0() + Duration::minutes(11);
     assert!(
-        !s.take_lease("retention", "B", t11, t11).await.unwrap(),
+        !s.take_lease(lease("retention", "B", t11), t11)
+            .await
+            .unwrap(),
         "renewed"
     );
     let t16 = t0() + Duration::minutes(16);
     assert!(
-        s.take_lease("retention", "B", t16, t16 + Duration::minutes(10))
+        s.take_lease(lease("retention", "B", t16 + Duration::minutes(10)), t16)
             .await
             .unwrap(),
         "an expired lease passes to another node"
     );
-    assert!(!s.take_lease("retention", "A", t16, t16).await.unwrap());
+    assert!(
+        !s.take_lease(lease("retention", "A", t16), t16)
+            .await
+            .unwrap()
+    );
 }
