@@ -13,6 +13,7 @@ use doorcode_core::codes::{Code, CodeKey, derive_code};
 use doorcode_core::confirmation::{Confirmation, Outcome, Verified};
 use doorcode_core::envelope::{Envelope, SigningKey, VerifyingKey};
 use doorcode_core::manifest::{Manifest, open_manifest};
+use doorcode_core::wire::{DeviceIn, DeviceOut};
 use serde_json::{Value, json};
 use std::future::Future;
 use std::path::Path;
@@ -143,6 +144,29 @@ pub(crate) async fn admin_post(
     what: &str,
 ) -> Result<Value> {
     let (status, b) = send(http.post(url).bearer_auth(token).json(body), what).await?;
+    ensure!(
+        status == 200,
+        "{what}: HTTP {status}: {}",
+        String::from_utf8_lossy(&b)
+    );
+    serde_json::from_slice(&b).with_context(|| format!("{what}: JSON answer"))
+}
+
+/// `POST /v1/devices`: enrolls `key`'s public half with `code`.
+pub(crate) async fn enroll(
+    http: &reqwest::Client,
+    url: &str,
+    code: String,
+    key: &SigningKey,
+    device_name: &str,
+) -> Result<DeviceOut> {
+    let what = "POST /v1/devices";
+    let body = DeviceIn {
+        enrollment_code: code,
+        device_public_key: key.public_key().public_b64(),
+        device_name: device_name.into(),
+    };
+    let (status, b) = send(http.post(format!("{url}/v1/devices")).json(&body), what).await?;
     ensure!(
         status == 200,
         "{what}: HTTP {status}: {}",
@@ -484,37 +508,20 @@ pub async fn run(http: &reqwest::Client, t: Target<'_>, p: &Params) -> Result<Ve
                     SigningKey::generate("probe").map_err(|e| anyhow!("device key: {e}"))?;
                 let permit = gate.acquire_owned().await.context("enrollment gate")?;
                 let t0 = Instant::now();
-                let (status, b) = send(
-                    http.post(format!("{url}/v1/devices")).json(&json!({
-                        "enrollment_code": code,
-                        "device_public_key": probe.public_key().public_b64(),
-                        "device_name": "load handset",
-                    })),
-                    "POST /v1/devices",
-                )
-                .await?;
-                let enroll = t0.elapsed();
+                let device = enroll(&http, &url, code, &probe, "load handset").await;
+                let enrolled = t0.elapsed();
                 drop(permit);
-                ensure!(
-                    status == 200,
-                    "POST /v1/devices: HTTP {status}: {}",
-                    String::from_utf8_lossy(&b)
-                );
-                let d: Value = serde_json::from_slice(&b).context("device answer")?;
-                let device_id = d["device_id"]
-                    .as_str()
-                    .ok_or_else(|| anyhow!("no device_id"))?
-                    .to_string();
-                let token = d["device_token"]
-                    .as_str()
-                    .ok_or_else(|| anyhow!("no device_token"))?
-                    .to_string();
+                let DeviceOut {
+                    device_id,
+                    device_token: token,
+                    ..
+                } = device?;
                 let key = SigningKey::from_seed(device_id.clone(), *probe.seed())
                     .map_err(|e| anyhow!("device key: {e}"))?;
                 let (fetch, body, etag) =
                     first_pull(&http, &format!("{url}/v1/manifest?date={date}"), &token).await?;
                 Ok((
-                    enroll,
+                    enrolled,
                     fetch,
                     Handset {
                         device_id,

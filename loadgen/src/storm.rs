@@ -12,7 +12,6 @@ use anyhow::{Context, Result, anyhow, bail, ensure};
 use chrono::Utc;
 use doorcode_core::envelope::{Envelope, SigningKey};
 use doorcode_core::manifest::open_manifest;
-use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
@@ -107,25 +106,9 @@ pub async fn run(
         let (h, u, e) = (h.clone(), u.clone(), e.clone());
         async move {
             let key = SigningKey::generate("storm").map_err(|e| anyhow!("device key: {e}"))?;
-            let (status, b) = send(
-                h.post(format!("{u}/v1/devices")).json(&json!({
-                    "enrollment_code": code,
-                    "device_public_key": key.public_key().public_b64(),
-                    "device_name": "storm handset",
-                })),
-                "POST /v1/devices",
-            )
-            .await?;
-            ensure!(
-                status == 200,
-                "POST /v1/devices: HTTP {status}: {}",
-                String::from_utf8_lossy(&b)
-            );
-            let d: Value = serde_json::from_slice(&b).context("device answer")?;
-            let token = d["device_token"]
-                .as_str()
-                .ok_or_else(|| anyhow!("no device_token"))?
-                .to_string();
+            let token = day::enroll(&h, &u, code, &key, "storm handset")
+                .await?
+                .device_token;
             let n = e.fetch_add(1, Ordering::Relaxed) + 1;
             if n % 1000 == 0 || n == total {
                 eprintln!("  enrolled: {n} of {total}");

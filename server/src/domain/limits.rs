@@ -47,41 +47,28 @@ pub struct Rule {
     pub window: Duration,
 }
 
+impl Rule {
+    /// Name, label, hits allowed, and the window in seconds.
+    const fn new(name: &'static str, label: &'static str, max: u32, window_secs: u64) -> Self {
+        Self {
+            name,
+            label,
+            max,
+            window: Duration::from_secs(window_secs),
+        }
+    }
+}
+
 /// Tracking lookups (page, its forms and the JSON route) per client address.
-pub const TRACK: Rule = Rule {
-    name: "track",
-    label: "track",
-    max: 30,
-    window: Duration::from_secs(60),
-};
+pub const TRACK: Rule = Rule::new("track", "track", 30, 60);
 /// Board sign-ins per client address.
-pub const LOGIN: Rule = Rule {
-    name: "login",
-    label: "login",
-    max: 10,
-    window: Duration::from_secs(60),
-};
+pub const LOGIN: Rule = Rule::new("login", "login", 10, 60);
 /// Failed `POST /v1/devices` per client address (a success gives its hit back).
-pub const ENROLLMENT: Rule = Rule {
-    name: "enrollment",
-    label: "enrollment",
-    max: 10,
-    window: Duration::from_secs(60),
-};
+pub const ENROLLMENT: Rule = Rule::new("enrollment", "enrollment", 10, 60);
 /// Resends per parcel: the customer's page and the courier's handset together.
-pub const RESEND_PARCEL: Rule = Rule {
-    name: "resend_parcel",
-    label: "resend",
-    max: 1,
-    window: Duration::from_secs(600),
-};
+pub const RESEND_PARCEL: Rule = Rule::new("resend_parcel", "resend", 1, 600);
 /// Resends for the whole depot (one key), after the parcel's own limit.
-pub const RESEND_ALL: Rule = Rule {
-    name: "resend_all",
-    label: "resend",
-    max: 30,
-    window: Duration::from_secs(60),
-};
+pub const RESEND_ALL: Rule = Rule::new("resend_all", "resend", 30, 60);
 /// The global limit's one key.
 pub const GLOBAL_KEY: &str = "all";
 
