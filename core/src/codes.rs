@@ -1,7 +1,7 @@
 //! Code math: the HOTP-style delivery code, the salted offline tag and the
 //! constant-time comparison both sides use. DESIGN.md "Codes" and "The offline tag".
 
-use chrono::NaiveDate;
+use chrono::{Datelike, NaiveDate};
 use ring::{digest, hmac, rand::SecureRandom};
 use std::fmt;
 
@@ -149,7 +149,53 @@ impl<'de> serde::Deserialize<'de> for Code {
 
 /// Formats a delivery date the way every message in the protocol spells it.
 pub fn date_str(date: NaiveDate) -> String {
-    date.format("%Y-%m-%d").to_string()
+    match iso_date(date) {
+        Some(b) => b.iter().copied().map(char::from).collect(),
+        None => date.format("%Y-%m-%d").to_string(),
+    }
+}
+
+/// `YYYY-MM-DD` for the years 0 to 9999 without a formatter or an
+/// allocation: a manifest build derives a code and a tag per parcel, and
+/// chrono's `format` was 2.4% of a build's time (docs/BENCHMARKS.md). Other
+/// years are left to [`date_str`]'s formatter.
+fn iso_date(date: NaiveDate) -> Option<[u8; 10]> {
+    let y = u32::try_from(date.year()).ok().filter(|y| *y <= 9999)?;
+    let (m, d) = (date.month(), date.day());
+    let digit = |n: u32, unit: u32| b'0' + ((n / unit) % 10) as u8;
+    Some([
+        digit(y, 1000),
+        digit(y, 100),
+        digit(y, 10),
+        digit(y, 1),
+        b'-',
+        digit(m, 10),
+        digit(m, 1),
+        b'-',
+        digit(d, 10),
+        digit(d, 1),
+    ])
+}
+
+/// Feeds `date` as [`date_str`] spells it to a hash.
+fn hash_date(date: NaiveDate, mut update: impl FnMut(&[u8])) {
+    match iso_date(date) {
+        Some(b) => update(&b),
+        None => update(date_str(date).as_bytes()),
+    }
+}
+
+/// `n` in decimal digits, written into `buf` (no allocation).
+fn decimal(mut n: u32, buf: &mut [u8; 10]) -> &[u8] {
+    let mut i = buf.len();
+    loop {
+        i -= 1;
+        buf[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            return &buf[i..];
+        }
+    }
 }
 
 /// Derives the code for a parcel, delivery date and attempt (RFC 4226 dynamic
@@ -170,9 +216,9 @@ pub fn derive_code(
     ctx.update(&[0]);
     ctx.update(parcel_id.as_bytes());
     ctx.update(&[0]);
-    ctx.update(date_str(date).as_bytes());
+    hash_date(date, |b| ctx.update(b));
     ctx.update(&[0]);
-    ctx.update(attempt.to_string().as_bytes());
+    ctx.update(decimal(attempt, &mut [0; 10]));
     let tag = ctx.sign();
     let mac: &[u8] = tag.as_ref();
     // HMAC-SHA256 output is always 32 bytes, so these reads are in bounds.
@@ -205,7 +251,7 @@ pub fn offline_tag(
     ctx.update(salt);
     ctx.update(parcel_id.as_bytes());
     ctx.update(&[0]);
-    ctx.update(date_str(date).as_bytes());
+    hash_date(date, |b| ctx.update(b));
     ctx.update(&[0]);
     ctx.update(code.expose().as_bytes());
     let d = ctx.finish();
@@ -253,6 +299,26 @@ mod tests {
     }
 
     use super::*;
+
+    #[test]
+    fn dates_and_attempts_are_spelled_as_the_formatter_spells_them() {
+        let mut day = NaiveDate::from_ymd_opt(1999, 12, 25).unwrap();
+        for _ in 0..40_000 {
+            assert_eq!(date_str(day), day.format("%Y-%m-%d").to_string());
+            day = day.succ_opt().unwrap();
+        }
+        for day in [
+            NaiveDate::from_ymd_opt(0, 1, 1).unwrap(),
+            NaiveDate::from_ymd_opt(9999, 12, 31).unwrap(),
+            NaiveDate::from_ymd_opt(10_000, 1, 1).unwrap(),
+            NaiveDate::from_ymd_opt(-1, 6, 30).unwrap(),
+        ] {
+            assert_eq!(date_str(day), day.format("%Y-%m-%d").to_string());
+        }
+        for n in [0, 1, 9, 10, 99, 100, 12_345, u32::MAX] {
+            assert_eq!(decimal(n, &mut [0; 10]), n.to_string().as_bytes());
+        }
+    }
 
     fn d(s: &str) -> NaiveDate {
         NaiveDate::parse_from_str(s, "%Y-%m-%d").unwrap()
