@@ -8,8 +8,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::fleet::{Serve, db_node};
+use crate::support::pg::PgSchema;
 use crate::support::send_text;
 use crate::support::{Door, Handset};
+use chrono::NaiveDate;
 use doorcode_core::codes::{CodeKey, derive_code};
 use doorcode_core::envelope::{SigningKey, VerifyingKey};
 use doorcode_core::manifest::{Manifest, open_manifest};
@@ -140,321 +142,449 @@ const SENT: &str = "doorcode_notices_total{channel=\"file\",result=\"sent\"} ";
 const COURIERS: usize = 4;
 const PER_ROUTE: usize = 12;
 
+/// Two nodes on one schema and one data dir, the day planned on them, and
+/// the handsets enrolled on their home node.
+struct TwoNodes {
+    pg: PgSchema,
+    tmp: tempfile::TempDir,
+    a: Serve,
+    b: Serve,
+    api: Api,
+    key: CodeKey,
+    today: NaiveDate,
+    date: String,
+    parcels: Vec<String>,
+    hs: Vec<Handset>,
+    manifests: Vec<Manifest>,
+    keys: Vec<VerifyingKey>,
+}
+
+/// The parcel whose online verifies race across the nodes.
+const RACING: &str = "P-0-11";
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
+}
+
+impl TwoNodes {
+    /// Node A, then node B on the same data dir: same code key, signing key
+    /// and admin token (B prints none).
+    fn start(pg: PgSchema) -> Self {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let db = pg.url_with("pool_size=4");
+        let (a, token) = spawn_node(dir, &db, "node-a");
+        let admin = token.expect("first start prints the admin token");
+        let (b, again) = spawn_node(dir, &db, "node-b");
+        assert!(again.is_none());
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let key = CodeKey::from_file_text(
+            std::fs::read_to_string(dir.join("code-key"))
+                .unwrap()
+                .trim(),
+        )
+        .unwrap();
+        let today = chrono::Utc::now().date_naive();
+        Self {
+            pg,
+            tmp,
+            a,
+            b,
+            api: Api {
+                http: reqwest::Client::new(),
+                admin,
+            },
+            key,
+            today,
+            date: today.format("%Y-%m-%d").to_string(),
+            parcels: Vec::new(),
+            hs: Vec::new(),
+            manifests: Vec::new(),
+            keys: Vec::new(),
+        }
+    }
+
+    fn dir(&self) -> &Path {
+        self.tmp.path()
+    }
+
+    /// Couriers 0 and 1 live on A, 2 and 3 on B.
+    fn home(&self, c: usize) -> String {
+        if c < 2 { self.a.url() } else { self.b.url() }
+    }
+
+    fn code(&self, parcel: &str, attempt: u32) -> String {
+        derive_code(&self.key, parcel, self.today, attempt, 6)
+            .unwrap()
+            .expose()
+            .to_string()
+    }
+
+    /// Dispatch: 4 routes of 12 parcels, all needing a code; the parcels
+    /// through A, half the routes through each node.
+    async fn plan(&mut self) {
+        for c in 0..COURIERS {
+            for i in 0..PER_ROUTE {
+                self.parcels.push(format!("P-{c}-{i:02}"));
+            }
+        }
+        let body: Vec<Value> = self.parcels
+            .iter()
+            .map(|p| json!({"parcel_id": p, "recipient": {"name": "C", "email": format!("{}@example.com", p.to_lowercase())}, "address": format!("{p} Street"), "value": 100.0, "currency": "EUR"}))
+            .collect();
+        self.api
+            .admin(&self.a.url(), "/v1/parcels", json!({"parcels": body}))
+            .await;
+        for c in 0..COURIERS {
+            let stops: Vec<Value> = (0..3)
+                .map(|s| json!({"stop_id": format!("S-{s}"), "address": format!("{s} Road"), "parcel_ids": (0..4).map(|i| format!("P-{c}-{:02}", s * 4 + i)).collect::<Vec<_>>()}))
+                .collect();
+            let url = if c % 2 == 0 {
+                self.a.url()
+            } else {
+                self.b.url()
+            };
+            let v = self
+                .api
+                .admin(&url, "/v1/routes", json!({"route_id": format!("R-{c}"), "courier_id": format!("C-{c}"), "delivery_date": self.date, "stops": stops}))
+                .await;
+            assert_eq!(v["notices_queued"], PER_ROUTE);
+        }
+    }
+
+    /// Each courier's handset enrolls on its home node and pulls its manifest.
+    async fn enroll_and_pull(&mut self) {
+        for c in 0..COURIERS {
+            let h = self.api.enroll(&self.home(c), &format!("C-{c}")).await;
+            self.hs.push(h);
+        }
+        let (_, kv) = self
+            .api
+            .call(&self.b.url(), "", "/.well-known/doorcode-keys", None)
+            .await;
+        self.keys = kv["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| {
+                VerifyingKey::from_b64(
+                    k["kid"].as_str().unwrap(),
+                    k["public_key"].as_str().unwrap(),
+                )
+                .unwrap()
+            })
+            .collect();
+        for (c, h) in self.hs.iter().enumerate() {
+            let m = self
+                .api
+                .manifest(&self.home(c), h, &self.date, &self.keys)
+                .await;
+            assert_eq!(
+                m.stops.iter().map(|s| s.parcels.len()).sum::<usize>(),
+                PER_ROUTE
+            );
+            self.manifests.push(m);
+        }
+    }
+
+    /// Both nodes' senders drain one outbox: 48 notices, each sent once.
+    async fn notices_sent_once(&self) {
+        let total = COURIERS * PER_ROUTE;
+        wait_for("48 notices", async || {
+            notice_files(self.dir()).len() >= total
+        })
+        .await;
+        wait_for("senders to finish", async || {
+            self.api.metric(&self.a.url(), SENT).await + self.api.metric(&self.b.url(), SENT).await
+                >= total as u64
+        })
+        .await;
+    }
+
+    /// Online verifies for one parcel race across both nodes: 6 wrong
+    /// tries, max 5: exactly 4 counted rejections, then locked.
+    async fn verifies_race_across_nodes(&self) {
+        let wrong = if self.code(RACING, 1) == "000000" {
+            "000001"
+        } else {
+            "000000"
+        };
+        let mut tries = Vec::new();
+        for i in 0..6 {
+            let url = if i % 2 == 0 {
+                self.a.url()
+            } else {
+                self.b.url()
+            };
+            let (http, token) = (self.api.http.clone(), self.hs[0].token.clone());
+            tries.push(tokio::spawn(async move {
+                let r = http
+                    .post(format!("{url}/v1/verify"))
+                    .bearer_auth(token)
+                    .json(&json!({"parcel_id": RACING, "code": wrong}))
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status().as_u16(), 200);
+                r.json::<Value>().await.unwrap()
+            }));
+        }
+        let mut left = Vec::new();
+        for t in tries {
+            let v = t.await.unwrap();
+            match v["result"].as_str().unwrap() {
+                "rejected" => left.push(v["attempts_left"].as_u64().unwrap()),
+                "locked" => {}
+                other => panic!("{other}"),
+            }
+        }
+        left.sort_unstable();
+        assert_eq!(left, vec![1, 2, 3, 4]);
+    }
+
+    /// Each handset signs a delivered confirmation per parcel (but the
+    /// raced one): the envelopes per courier, and every confirmation id.
+    fn sign_deliveries(&mut self) -> (Vec<Vec<Value>>, HashSet<uuid::Uuid>) {
+        let mut pending: Vec<Vec<Value>> = Vec::new();
+        let mut ids = HashSet::new();
+        for c in 0..COURIERS {
+            let m = &self.manifests[c];
+            let door = Door {
+                manifest_id: &m.manifest_id,
+                revision: m.revision,
+                date: &self.date,
+            };
+            let mut envs = Vec::new();
+            for s in &m.stops {
+                for p in s.parcels.iter().filter(|p| p.parcel_id != RACING) {
+                    let code = derive_code(&self.key, &p.parcel_id, self.today, 1, 6).unwrap();
+                    let h = &mut self.hs[c];
+                    let conf = h.delivered(&door, &p.parcel_id, 1, code.expose(), &now());
+                    ids.insert(conf.confirmation_id);
+                    envs.push(serde_json::to_value(h.sign(&conf)).unwrap());
+                }
+            }
+            pending.push(envs);
+        }
+        (pending, ids)
+    }
+
+    /// The same first batch of courier 2 goes to both nodes at the same
+    /// moment: one accepts each item, the other calls it a duplicate. Then
+    /// every handset uploads its first 4 to its home node.
+    async fn same_batch_on_both_then_first_uploads(&self, pending: &[Vec<Value>]) {
+        let batch: Vec<Value> = pending[2][..4].to_vec();
+        let (url_a, url_b) = (self.a.url(), self.b.url());
+        let (ra, rb) = tokio::join!(
+            self.api.upload(&url_a, &self.hs[2], &batch),
+            self.api.upload(&url_b, &self.hs[2], &batch)
+        );
+        let (ra, rb) = (ra.unwrap(), rb.unwrap());
+        for i in 0..batch.len() {
+            let mut st = [
+                ra[i]["status"].as_str().unwrap(),
+                rb[i]["status"].as_str().unwrap(),
+            ];
+            st.sort_unstable();
+            assert_eq!(st, ["accepted", "duplicate"], "item {i}");
+        }
+        for (c, h) in self.hs.iter().enumerate() {
+            let r = self
+                .api
+                .upload(&self.home(c), h, &pending[c][..4])
+                .await
+                .unwrap();
+            for x in &r {
+                assert!(
+                    x["status"] == "accepted" || (c == 2 && x["status"] == "duplicate"),
+                    "{x}"
+                );
+            }
+        }
+    }
+
+    /// Mid-day: couriers 0 and 1 keep uploading to A one by one while A is
+    /// killed (SIGKILL). Returns how many uploads A answered.
+    async fn kill_a_mid_upload(&mut self, pending: &[Vec<Value>]) -> usize {
+        let uploads: Vec<_> = (0..2)
+            .map(|c| {
+                let envs = pending[c][4..].to_vec();
+                let (http, url, token) = (
+                    self.api.http.clone(),
+                    self.a.url(),
+                    self.hs[c].token.clone(),
+                );
+                tokio::spawn(async move {
+                    let mut ok = 0;
+                    for e in envs {
+                        let r = http
+                            .post(format!("{url}/v1/confirmations"))
+                            .bearer_auth(&token)
+                            .json(&json!({"confirmations": [e]}))
+                            .send()
+                            .await;
+                        match r {
+                            Ok(r) if r.status().is_success() => ok += 1,
+                            _ => break,
+                        }
+                        tokio::time::sleep(Duration::from_millis(15)).await;
+                    }
+                    ok
+                })
+            })
+            .collect();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        self.a.kill9();
+        let mut got_through_a = 0;
+        for u in uploads {
+            got_through_a += u.await.unwrap();
+        }
+        let remaining = pending[0].len() + pending[1].len() - 8;
+        assert!(
+            got_through_a < remaining,
+            "A died before the couriers finished"
+        );
+        got_through_a
+    }
+
+    /// Every handset re-sends all it has to B; what A took is a duplicate.
+    /// Returns (accepted, duplicate) on B.
+    async fn resend_all_to_b(&self, pending: &[Vec<Value>]) -> (usize, usize) {
+        let (mut accepted, mut duplicate) = (0, 0);
+        for (c, h) in self.hs.iter().enumerate() {
+            for x in self
+                .api
+                .upload(&self.b.url(), h, &pending[c])
+                .await
+                .unwrap()
+            {
+                match x["status"].as_str().unwrap() {
+                    "accepted" => accepted += 1,
+                    "duplicate" => duplicate += 1,
+                    _ => panic!("{x}"),
+                }
+            }
+        }
+        (accepted, duplicate)
+    }
+
+    /// Dispatch reissues the locked parcel through B; B's sender sends its
+    /// notice; the courier delivers it with the new code through B.
+    async fn reissue_and_deliver_the_raced_parcel(&mut self) {
+        let total = COURIERS * PER_ROUTE;
+        self.api
+            .admin(
+                &self.b.url(),
+                &format!("/v1/parcels/{RACING}/reissue"),
+                json!({}),
+            )
+            .await;
+        // The file appears before the sender marks the notice sent in the
+        // outbox: wait for both, or the count below races the acknowledgement.
+        wait_for("the reissue notice", async || {
+            notice_files(self.dir()).len() > total
+                && self.pg.count("notices WHERE status='sent'").await == total as i64 + 1
+        })
+        .await;
+        let m2 = self
+            .api
+            .manifest(&self.b.url(), &self.hs[0], &self.date, &self.keys)
+            .await;
+        assert_eq!(m2.revision, 2);
+        let door = Door {
+            manifest_id: &m2.manifest_id,
+            revision: m2.revision,
+            date: &self.date,
+        };
+        let code2 = self.code(RACING, 2);
+        let conf = self.hs[0].delivered(&door, RACING, 2, &code2, &now());
+        let env = serde_json::to_value(self.hs[0].sign(&conf)).unwrap();
+        let r = self
+            .api
+            .upload(&self.b.url(), &self.hs[0], &[env])
+            .await
+            .unwrap();
+        assert_eq!(r[0]["status"], "accepted", "{}", r[0]);
+    }
+
+    /// Every confirmation counted once; every parcel delivered.
+    async fn assert_counted_once(&self) {
+        let total = (COURIERS * PER_ROUTE) as i64;
+        assert_eq!(self.pg.count("confirmations").await, total);
+        assert_eq!(
+            self.pg.count("parcels WHERE status='delivered'").await,
+            total
+        );
+        assert_eq!(
+            self.pg.count("parcel_events WHERE kind='delivered'").await,
+            total
+        );
+    }
+
+    /// Every notice sent once: 48 + 1 rows, all sent; one file per (parcel,
+    /// attempt) with that attempt's code.
+    async fn assert_notices_sent_once(&self) {
+        let total = COURIERS * PER_ROUTE;
+        assert_eq!(self.pg.count("notices").await, total as i64 + 1);
+        assert_eq!(
+            self.pg.count("notices WHERE status='sent'").await,
+            total as i64 + 1
+        );
+        let files = notice_files(self.dir());
+        assert_eq!(files.len(), total + 1);
+        let mut per_parcel: HashMap<String, Vec<String>> = HashMap::new();
+        for f in &files {
+            per_parcel
+                .entry(f["parcel_id"].as_str().unwrap().to_string())
+                .or_default()
+                .push(f["code"].as_str().unwrap().to_string());
+        }
+        for p in &self.parcels {
+            let mut want = vec![self.code(p, 1)];
+            if p == RACING {
+                want.push(self.code(RACING, 2));
+            }
+            let mut got = per_parcel.remove(p).unwrap_or_default();
+            got.sort();
+            want.sort();
+            assert_eq!(got, want, "notices of {p}");
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_two_nodes_one_killed_mid_day() {
     let Some(pg) = crate::support::pg::fresh_schema("pg_two_nodes_one_killed_mid_day").await else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let db = pg.url_with("pool_size=4");
-    let (a, token) = spawn_node(dir, &db, "node-a");
-    let admin = token.expect("first start prints the admin token");
-    // Node B shares the data dir: same code key, signing key and admin token.
-    let (b, again) = spawn_node(dir, &db, "node-b");
-    assert!(again.is_none());
-    let _ = rustls::crypto::ring::default_provider().install_default();
-    let api = Api {
-        http: reqwest::Client::new(),
-        admin,
-    };
-    let key = CodeKey::from_file_text(
-        std::fs::read_to_string(dir.join("code-key"))
-            .unwrap()
-            .trim(),
-    )
-    .unwrap();
-    let today = chrono::Utc::now().date_naive();
-    let date = today.format("%Y-%m-%d").to_string();
-    let now = || chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
-
-    // Dispatch through A: 4 routes of 12 parcels, all needing a code.
-    let mut parcels = Vec::new();
-    for c in 0..COURIERS {
-        for i in 0..PER_ROUTE {
-            parcels.push(format!("P-{c}-{i:02}"));
-        }
-    }
-    let body: Vec<Value> = parcels
-        .iter()
-        .map(|p| json!({"parcel_id": p, "recipient": {"name": "C", "email": format!("{}@example.com", p.to_lowercase())}, "address": format!("{p} Street"), "value": 100.0, "currency": "EUR"}))
-        .collect();
-    api.admin(&a.url(), "/v1/parcels", json!({"parcels": body}))
-        .await;
-    for c in 0..COURIERS {
-        let stops: Vec<Value> = (0..3)
-            .map(|s| json!({"stop_id": format!("S-{s}"), "address": format!("{s} Road"), "parcel_ids": (0..4).map(|i| format!("P-{c}-{:02}", s * 4 + i)).collect::<Vec<_>>()}))
-            .collect();
-        // Half the routes go in through each node.
-        let url = if c % 2 == 0 { a.url() } else { b.url() };
-        let v = api
-            .admin(&url, "/v1/routes", json!({"route_id": format!("R-{c}"), "courier_id": format!("C-{c}"), "delivery_date": date, "stops": stops}))
-            .await;
-        assert_eq!(v["notices_queued"], PER_ROUTE);
-    }
-
-    // Handsets: couriers 0 and 1 on A, 2 and 3 on B.
-    let home = |c: usize| if c < 2 { a.url() } else { b.url() };
-    let mut hs = Vec::new();
-    for c in 0..COURIERS {
-        hs.push(api.enroll(&home(c), &format!("C-{c}")).await);
-    }
-    let (_, kv) = api
-        .call(&b.url(), "", "/.well-known/doorcode-keys", None)
-        .await;
-    let keys: Vec<VerifyingKey> = kv["keys"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|k| {
-            VerifyingKey::from_b64(
-                k["kid"].as_str().unwrap(),
-                k["public_key"].as_str().unwrap(),
-            )
-            .unwrap()
-        })
-        .collect();
-    let mut manifests = Vec::new();
-    for (c, h) in hs.iter().enumerate() {
-        let m = api.manifest(&home(c), h, &date, &keys).await;
-        assert_eq!(
-            m.stops.iter().map(|s| s.parcels.len()).sum::<usize>(),
-            PER_ROUTE
-        );
-        manifests.push(m);
-    }
-
-    // Both nodes' senders drain one outbox: 48 notices, each sent once.
     let total = COURIERS * PER_ROUTE;
-    wait_for("48 notices", async || notice_files(dir).len() >= total).await;
-    wait_for("senders to finish", async || {
-        api.metric(&a.url(), SENT).await + api.metric(&b.url(), SENT).await >= total as u64
-    })
-    .await;
-
-    // Online verifies for one parcel race across both nodes: 6 wrong tries,
-    // max 5: exactly 4 counted rejections, then locked.
-    let racing = "P-0-11";
-    let wrong = {
-        let right = derive_code(&key, racing, today, 1, 6).unwrap();
-        if right.expose() == "000000" {
-            "000001"
-        } else {
-            "000000"
-        }
-    };
-    let mut tries = Vec::new();
-    for i in 0..6 {
-        let url = if i % 2 == 0 { a.url() } else { b.url() };
-        let (http, token) = (api.http.clone(), hs[0].token.clone());
-        tries.push(tokio::spawn(async move {
-            let r = http
-                .post(format!("{url}/v1/verify"))
-                .bearer_auth(token)
-                .json(&json!({"parcel_id": racing, "code": wrong}))
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(r.status().as_u16(), 200);
-            r.json::<Value>().await.unwrap()
-        }));
-    }
-    let mut left = Vec::new();
-    for t in tries {
-        let v = t.await.unwrap();
-        match v["result"].as_str().unwrap() {
-            "rejected" => left.push(v["attempts_left"].as_u64().unwrap()),
-            "locked" => {}
-            other => panic!("{other}"),
-        }
-    }
-    left.sort_unstable();
-    assert_eq!(left, vec![1, 2, 3, 4]);
-
-    // Each handset signs a delivered confirmation per parcel (but the raced one).
-    let mut pending: Vec<Vec<Value>> = Vec::new();
-    let mut ids = HashSet::new();
-    for (c, h) in hs.iter_mut().enumerate() {
-        let m = &manifests[c];
-        let door = Door {
-            manifest_id: &m.manifest_id,
-            revision: m.revision,
-            date: &date,
-        };
-        let mut envs = Vec::new();
-        for s in &m.stops {
-            for p in &s.parcels {
-                if p.parcel_id == racing {
-                    continue;
-                }
-                let code = derive_code(&key, &p.parcel_id, today, 1, 6).unwrap();
-                let conf = h.delivered(&door, &p.parcel_id, 1, code.expose(), &now());
-                ids.insert(conf.confirmation_id);
-                envs.push(serde_json::to_value(h.sign(&conf)).unwrap());
-            }
-        }
-        pending.push(envs);
-    }
-
-    // The same first batch of courier 2 goes to both nodes at the same moment.
-    let batch: Vec<Value> = pending[2][..4].to_vec();
-    let (url_a, url_b) = (a.url(), b.url());
-    let (ra, rb) = tokio::join!(
-        api.upload(&url_a, &hs[2], &batch),
-        api.upload(&url_b, &hs[2], &batch)
-    );
-    let (ra, rb) = (ra.unwrap(), rb.unwrap());
-    for i in 0..batch.len() {
-        let mut st = [
-            ra[i]["status"].as_str().unwrap(),
-            rb[i]["status"].as_str().unwrap(),
-        ];
-        st.sort_unstable();
-        assert_eq!(st, ["accepted", "duplicate"], "item {i}");
-    }
-    // Every handset uploads its first 4 to its home node.
-    for (c, h) in hs.iter().enumerate() {
-        let r = api.upload(&home(c), h, &pending[c][..4]).await.unwrap();
-        for x in &r {
-            assert!(
-                x["status"] == "accepted" || (c == 2 && x["status"] == "duplicate"),
-                "{x}"
-            );
-        }
-    }
+    let mut day = TwoNodes::start(pg);
+    day.plan().await;
+    day.enroll_and_pull().await;
+    day.notices_sent_once().await;
+    day.verifies_race_across_nodes().await;
+    let (pending, ids) = day.sign_deliveries();
+    day.same_batch_on_both_then_first_uploads(&pending).await;
     // Sends are acknowledged in the outbox before the kill: a crash between
     // a send and its acknowledgement resends after the lease (at least once).
     wait_for("the outbox to record every send", async || {
-        pg.count("notices WHERE status='sent'").await == total as i64
+        day.pg.count("notices WHERE status='sent'").await == total as i64
     })
     .await;
-    let sent_by_a = api.metric(&a.url(), SENT).await;
-
-    // Mid-day: couriers 0 and 1 keep uploading to A one by one while A dies.
-    let mut a = a;
-    let uploads: Vec<_> = (0..2)
-        .map(|c| {
-            let envs = pending[c][4..].to_vec();
-            let (http, url, token) = (api.http.clone(), a.url(), hs[c].token.clone());
-            tokio::spawn(async move {
-                let mut ok = 0;
-                for e in envs {
-                    let r = http
-                        .post(format!("{url}/v1/confirmations"))
-                        .bearer_auth(&token)
-                        .json(&json!({"confirmations": [e]}))
-                        .send()
-                        .await;
-                    match r {
-                        Ok(r) if r.status().is_success() => ok += 1,
-                        _ => break,
-                    }
-                    tokio::time::sleep(Duration::from_millis(15)).await;
-                }
-                ok
-            })
-        })
-        .collect();
-    tokio::time::sleep(Duration::from_millis(60)).await;
-    a.kill9();
-    let mut got_through_a = 0;
-    for u in uploads {
-        got_through_a += u.await.unwrap();
-    }
-    let remaining = pending[0].len() + pending[1].len() - 8;
-    assert!(
-        got_through_a < remaining,
-        "A died before the couriers finished"
-    );
-
-    // Every handset now re-sends all it has to B; what A took is a duplicate.
-    let mut accepted_on_b = 0;
-    let mut dup_on_b = 0;
-    for (c, h) in hs.iter().enumerate() {
-        for x in api.upload(&b.url(), h, &pending[c]).await.unwrap() {
-            match x["status"].as_str().unwrap() {
-                "accepted" => accepted_on_b += 1,
-                "duplicate" => dup_on_b += 1,
-                _ => panic!("{x}"),
-            }
-        }
-    }
+    let sent_by_a = day.api.metric(&day.a.url(), SENT).await;
+    let got_through_a = day.kill_a_mid_upload(&pending).await;
+    let (accepted_on_b, dup_on_b) = day.resend_all_to_b(&pending).await;
     assert_eq!(accepted_on_b + dup_on_b, ids.len());
     // A may have committed the upload whose answer the kill cut off (one per courier at most).
     assert!(
         (4 * COURIERS + got_through_a..=4 * COURIERS + got_through_a + 2).contains(&dup_on_b),
         "duplicates on B: {dup_on_b}, taken by A: {got_through_a}"
     );
-
-    // Dispatch reissues the locked parcel through B; B's sender sends its notice.
-    api.admin(
-        &b.url(),
-        &format!("/v1/parcels/{racing}/reissue"),
-        json!({}),
-    )
-    .await;
-    // The file appears before the sender marks the notice sent in the
-    // outbox: wait for both, or the count below races the acknowledgement.
-    wait_for("the reissue notice", async || {
-        notice_files(dir).len() > total
-            && pg.count("notices WHERE status='sent'").await == total as i64 + 1
-    })
-    .await;
-    let m2 = api.manifest(&b.url(), &hs[0], &date, &keys).await;
-    assert_eq!(m2.revision, 2);
-    let door = Door {
-        manifest_id: &m2.manifest_id,
-        revision: m2.revision,
-        date: &date,
-    };
-    let code2 = derive_code(&key, racing, today, 2, 6).unwrap();
-    let conf = hs[0].delivered(&door, racing, 2, code2.expose(), &now());
-    let env = serde_json::to_value(hs[0].sign(&conf)).unwrap();
-    let r = api.upload(&b.url(), &hs[0], &[env]).await.unwrap();
-    assert_eq!(r[0]["status"], "accepted", "{}", r[0]);
-
-    // Every confirmation counted once; every parcel delivered.
-    assert_eq!(pg.count("confirmations").await, total as i64);
-    assert_eq!(
-        pg.count("parcels WHERE status='delivered'").await,
-        total as i64
-    );
-    assert_eq!(
-        pg.count("parcel_events WHERE kind='delivered'").await,
-        total as i64
-    );
-    // Every notice sent once: 48 + 1 rows, all sent; one file per (parcel,
-    // attempt) with that attempt's code; and the senders' own counts add up.
-    assert_eq!(pg.count("notices").await, total as i64 + 1);
-    assert_eq!(
-        pg.count("notices WHERE status='sent'").await,
-        total as i64 + 1
-    );
-    let files = notice_files(dir);
-    assert_eq!(files.len(), total + 1);
-    let mut per_parcel: HashMap<String, Vec<String>> = HashMap::new();
-    for f in &files {
-        per_parcel
-            .entry(f["parcel_id"].as_str().unwrap().to_string())
-            .or_default()
-            .push(f["code"].as_str().unwrap().to_string());
-    }
-    for p in &parcels {
-        let mut want = vec![
-            derive_code(&key, p, today, 1, 6)
-                .unwrap()
-                .expose()
-                .to_string(),
-        ];
-        if p == racing {
-            want.push(code2.expose().to_string());
-        }
-        let mut got = per_parcel.remove(p).unwrap_or_default();
-        got.sort();
-        want.sort();
-        assert_eq!(got, want, "notices of {p}");
-    }
-    let sent_by_b = api.metric(&b.url(), SENT).await;
+    day.reissue_and_deliver_the_raced_parcel().await;
+    day.assert_counted_once().await;
+    day.assert_notices_sent_once().await;
+    // The senders' own counts add up: no notice was sent by both nodes.
+    let sent_by_b = day.api.metric(&day.b.url(), SENT).await;
     eprintln!(
         "A took {got_through_a} single uploads before SIGKILL; B answered {accepted_on_b} accepted, \
          {dup_on_b} duplicate; notices sent by A {sent_by_a}, by B {sent_by_b}"
@@ -464,6 +594,7 @@ async fn pg_two_nodes_one_killed_mid_day() {
         total as u64 + 1,
         "no notice was sent by both nodes (A sent {sent_by_a}, B {sent_by_b})"
     );
+    let TwoNodes { pg, b, .. } = day;
     drop(b);
     pg.drop_schema().await;
 }

@@ -4,10 +4,9 @@ import kotlinx.coroutines.Dispatchers
 import kotlinx.coroutines.async
 import kotlinx.coroutines.awaitAll
 import kotlinx.coroutines.runBlocking
-import org.junit.AfterClass
 import org.junit.Assert.assertEquals
 import org.junit.Assert.assertTrue
-import org.junit.BeforeClass
+import org.junit.ClassRule
 import org.junit.Test
 import java.util.concurrent.ConcurrentLinkedQueue
 import java.util.concurrent.CountDownLatch
@@ -16,10 +15,8 @@ import kotlin.concurrent.thread
 /** One handset shared by many threads and coroutines, as an app does. */
 class ConcurrencyTest {
     companion object {
-        lateinit var server: TestServer
-
-        @BeforeClass @JvmStatic fun up() { server = TestServer(); server.start() }
-        @AfterClass @JvmStatic fun down() { server.close() }
+        /** Started before the class's first test, stopped after its last. */
+        @ClassRule @JvmField val server = TestServer()
     }
 
     @Test

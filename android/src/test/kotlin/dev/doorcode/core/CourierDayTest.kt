@@ -1,23 +1,20 @@
 package dev.doorcode.core
 
 import kotlinx.coroutines.runBlocking
-import org.junit.AfterClass
 import org.junit.Assert.assertEquals
 import org.junit.Assert.assertFalse
 import org.junit.Assert.assertNotNull
 import org.junit.Assert.assertNull
 import org.junit.Assert.assertTrue
 import org.junit.Assert.fail
-import org.junit.BeforeClass
+import org.junit.ClassRule
 import org.junit.Test
 
 /** A whole courier day through the generated Kotlin against a real `doorcode serve`. */
 class CourierDayTest {
     companion object {
-        lateinit var server: TestServer
-
-        @BeforeClass @JvmStatic fun up() { server = TestServer(); server.start() }
-        @AfterClass @JvmStatic fun down() { server.close() }
+        /** Started before the class's first test, stopped after its last. */
+        @ClassRule @JvmField val server = TestServer()
     }
 
     private fun wrong(code: String): String =

@@ -3,12 +3,11 @@ package dev.doorcode.core
 import kotlinx.coroutines.flow.first
 import kotlinx.coroutines.flow.toList
 import kotlinx.coroutines.runBlocking
-import org.junit.AfterClass
 import org.junit.Assert.assertEquals
 import org.junit.Assert.assertFalse
 import org.junit.Assert.assertTrue
 import org.junit.Assert.fail
-import org.junit.BeforeClass
+import org.junit.ClassRule
 import org.junit.Test
 
 /**
@@ -18,10 +17,8 @@ import org.junit.Test
  */
 class DoorstepTest {
     companion object {
-        lateinit var server: TestServer
-
-        @BeforeClass @JvmStatic fun up() { server = TestServer(); server.start() }
-        @AfterClass @JvmStatic fun down() { server.close() }
+        /** Started before the class's first test, stopped after its last. */
+        @ClassRule @JvmField val server = TestServer()
     }
 
     @Test

@@ -1,11 +1,10 @@
 package dev.doorcode.core
 
 import kotlinx.coroutines.runBlocking
-import org.junit.AfterClass
 import org.junit.Assert.assertEquals
 import org.junit.Assert.assertFalse
 import org.junit.Assert.assertTrue
-import org.junit.BeforeClass
+import org.junit.ClassRule
 import org.junit.Test
 import java.net.InetAddress
 import java.net.ServerSocket
@@ -13,10 +12,8 @@ import java.net.ServerSocket
 /** Each failure reaches Kotlin as the right subclass with a message that helps. */
 class ErrorMappingTest {
     companion object {
-        lateinit var server: TestServer
-
-        @BeforeClass @JvmStatic fun up() { server = TestServer(); server.start() }
-        @AfterClass @JvmStatic fun down() { server.close() }
+        /** Started before the class's first test, stopped after its last. */
+        @ClassRule @JvmField val server = TestServer()
     }
 
     private inline fun <reified E : Throwable> thrown(block: () -> Unit): E {

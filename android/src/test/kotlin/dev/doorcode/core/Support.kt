@@ -14,6 +14,7 @@ import java.time.ZoneOffset
 import java.util.concurrent.ConcurrentHashMap
 import java.util.concurrent.TimeUnit
 import kotlin.concurrent.thread
+import org.junit.rules.ExternalResource
 
 /** A [SecretStore] in Kotlin, as an app would write one; counts calls. */
 class MapSecretStore : SecretStore {
@@ -30,8 +31,11 @@ fun today(): String = LocalDate.now(ZoneOffset.UTC).toString()
 
 fun tempDb(): String = Files.createTempDirectory("doorcode-handset").resolve("handset.db").toString()
 
-/** A real `doorcode serve` on a free loopback port, with its own data dir. */
-class TestServer : AutoCloseable {
+/**
+ * A real `doorcode serve` on a free loopback port, with its own data dir; as
+ * a JUnit class rule it runs for one test class.
+ */
+class TestServer : ExternalResource(), AutoCloseable {
     private val bin: String = System.getProperty("doorcode.server")
         ?: error("set -Ddoorcode.server=<path to the doorcode binary>")
     val dataDir: Path = Files.createTempDirectory("doorcode-server")
@@ -42,7 +46,28 @@ class TestServer : AutoCloseable {
     private var proc: Process? = null
     private val http = HttpClient.newHttpClient()
 
+    /** Stops the server; the port stays ours to restart on. */
+    fun stop() {
+        proc?.let { it.destroy(); if (!it.waitFor(10, TimeUnit.SECONDS)) it.destroyForcibly().waitFor() }
+        proc = null
+    }
+
+    /** Starts `doorcode serve` and waits until it listens, keeping the admin token it prints. */
     fun start() {
+        val tokenLine = Regex("dispatch admin token \\(shown once, stored hashed\\): (\\S+)")
+        launch { line -> tokenLine.find(line)?.let { adminToken = it.groupValues[1] } }
+        check(adminToken.isNotEmpty()) { "the server printed no admin token" }
+    }
+
+    /** Starts it again on the same data dir and port (the token stays). */
+    fun restart() = launch { }
+
+    /**
+     * Runs `doorcode serve` and reads its output until it listens, each line
+     * to [onLine]; a server that does not come up in 30 s is killed. The rest
+     * of its output is drained so it never blocks on a full pipe.
+     */
+    private fun launch(onLine: (String) -> Unit) {
         val p = ProcessBuilder(
             bin, "serve", "--data-dir", dataDir.toString(), "--listen", "127.0.0.1:$port",
             // Every day is a working day so the test runs on Sundays too; 32-bit
@@ -54,36 +79,17 @@ class TestServer : AutoCloseable {
             try { Thread.sleep(30_000); p.destroyForcibly() } catch (_: InterruptedException) {}
         }
         val reader = p.inputStream.bufferedReader()
-        val tokenLine = Regex("dispatch admin token \\(shown once, stored hashed\\): (\\S+)")
         while (true) {
             val line = reader.readLine() ?: error("doorcode serve exited before listening (exit ${p.waitFor()})")
-            tokenLine.find(line)?.let { adminToken = it.groupValues[1] }
+            onLine(line)
             if (line.contains("doorcode listening on")) break
         }
         watchdog.interrupt()
-        check(adminToken.isNotEmpty()) { "the server printed no admin token" }
         thread(isDaemon = true) { try { reader.forEachLine { } } catch (_: java.io.IOException) {} }
     }
 
-    /** Stops the server; the port stays ours to restart on. */
-    fun stop() {
-        proc?.let { it.destroy(); if (!it.waitFor(10, TimeUnit.SECONDS)) it.destroyForcibly().waitFor() }
-        proc = null
-    }
-
-    fun restart() {
-        val p = ProcessBuilder(
-            bin, "serve", "--data-dir", dataDir.toString(), "--listen", "127.0.0.1:$port",
-            "--working-days", "mon,tue,wed,thu,fri,sat,sun", "--tag-bits", "32", "--max-attempts", "3",
-        ).redirectErrorStream(true).start()
-        proc = p
-        val reader = p.inputStream.bufferedReader()
-        while (true) {
-            val line = reader.readLine() ?: error("doorcode serve exited on restart")
-            if (line.contains("doorcode listening on")) break
-        }
-        thread(isDaemon = true) { try { reader.forEachLine { } } catch (_: java.io.IOException) {} }
-    }
+    override fun before() = start()
+    override fun after() = stop()
 
     /** A dispatch call; returns (status, parsed JSON body). */
     fun admin(method: String, path: String, body: String? = null): Pair<Int, Any?> {
