@@ -65,39 +65,70 @@ fn assert_4xx(what: &str, (st, v): &(u16, Value), want: u16) {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn bad_input_is_4xx_and_changes_nothing() {
-    let (dir, s) = serve("2026-11-23T06:00:00Z").await;
-    let parcel = json!({"parcel_id": "P-1001", "recipient": {"name": "J. Doe", "email": "j@example.com"},
-        "address": "1 Example Street", "value": 99.5, "currency": "EUR"});
-    s.one_parcel_route(parcel, "R-7", "C-42", "2026-11-23")
-        .await;
-    let mut a = s.enroll("C-42").await;
-    let m = s.manifest(&a, "2026-11-23").await;
-    let door = Door::of(&m, "2026-11-23");
-    let good = {
-        let c = a.delivered_right(&door, "P-1001", 1, "2026-11-23T09:00:00Z");
-        a.sign(&c)
-    };
-    let res = s.upload(&a, vec![json!(good)]).await;
-    assert_eq!(res[0]["status"], "accepted");
-    s.wait_notices(1).await;
-    let e = s
-        .admin_ok("/v1/enrollments", json!({"courier_id": "C-42"}))
-        .await;
-    let before = snapshot(dir.path());
-    let admin = Some(s.admin.as_str());
-    let dev = Some(a.token.as_str());
-    let jsn = Some("application/json");
+/// The server after one good day's work, and what the bad requests use.
+struct Bad {
+    dir: tempfile::TempDir,
+    s: Server,
+    a: Handset,
+    manifest: doorcode_core::manifest::Manifest,
+    /// A confirmation already accepted (replayed below).
+    good: doorcode_core::envelope::Envelope,
+    /// An unused enrollment code.
+    enrollment: Value,
+}
 
-    // Oversized bodies.
+impl Bad {
+    /// A parcel on a route, a handset that delivered it, its notice sent and
+    /// an enrollment code issued: every table has rows to lose.
+    async fn set_up() -> Self {
+        let (dir, s) = serve("2026-11-23T06:00:00Z").await;
+        let parcel = json!({"parcel_id": "P-1001", "recipient": {"name": "J. Doe", "email": "j@example.com"},
+            "address": "1 Example Street", "value": 99.5, "currency": "EUR"});
+        s.one_parcel_route(parcel, "R-7", "C-42", "2026-11-23")
+            .await;
+        let mut a = s.enroll("C-42").await;
+        let m = s.manifest(&a, "2026-11-23").await;
+        let door = Door::of(&m, "2026-11-23");
+        let good = {
+            let c = a.delivered_right(&door, "P-1001", 1, "2026-11-23T09:00:00Z");
+            a.sign(&c)
+        };
+        let res = s.upload(&a, vec![json!(good)]).await;
+        assert_eq!(res[0]["status"], "accepted");
+        s.wait_notices(1).await;
+        let e = s
+            .admin_ok("/v1/enrollments", json!({"courier_id": "C-42"}))
+            .await;
+        Self {
+            dir,
+            s,
+            a,
+            manifest: m,
+            good,
+            enrollment: e["enrollment_code"].clone(),
+        }
+    }
+
+    /// The dispatch token, the device token, the JSON content type.
+    fn tokens(&self) -> (Option<&str>, Option<&str>, Option<&'static str>) {
+        (
+            Some(self.s.admin.as_str()),
+            Some(self.a.token.as_str()),
+            Some("application/json"),
+        )
+    }
+}
+
+/// Bodies over their route's limit: 413; a confirmation batch takes up to 8 MiB.
+async fn oversized_bodies(b: &Bad) {
+    let (admin, dev, jsn) = b.tokens();
     let big = format!(
         "{{\"parcels\":[],\"pad\":\"{}\"}}",
         "x".repeat(2 * 1024 * 1024)
     );
     assert_4xx(
         "oversized parcels",
-        &raw(&s, "POST", "/v1/parcels", admin, jsn, big.into_bytes()).await,
+        &raw(&b.s, "POST", "/v1/parcels", admin, jsn, big.into_bytes()).await,
         413,
     );
     let big = format!(
@@ -106,24 +137,44 @@ async fn bad_input_is_4xx_and_changes_nothing() {
     );
     assert_4xx(
         "oversized confirmations",
-        &raw(&s, "POST", "/v1/confirmations", dev, jsn, big.into_bytes()).await,
+        &raw(
+            &b.s,
+            "POST",
+            "/v1/confirmations",
+            dev,
+            jsn,
+            big.into_bytes(),
+        )
+        .await,
         413,
     );
     let mid = format!(
         "{{\"confirmations\":[\"{}\"]}}",
         "x".repeat(2 * 1024 * 1024)
     );
-    let (st, v) = raw(&s, "POST", "/v1/confirmations", dev, jsn, mid.into_bytes()).await;
+    let (st, v) = raw(
+        &b.s,
+        "POST",
+        "/v1/confirmations",
+        dev,
+        jsn,
+        mid.into_bytes(),
+    )
+    .await;
     assert_eq!(
         (st, v["results"][0]["reason"].as_str()),
         (200, Some("malformed_envelope")),
         "confirmations take up to 8 MiB"
     );
-    // Malformed JSON, missing content type.
+}
+
+/// Malformed JSON, a missing content type, wrong types, impossible dates, a numeric code (never echoed).
+async fn malformed_json_and_wrong_types(b: &Bad) {
+    let (admin, _, jsn) = b.tokens();
     assert_4xx(
         "syntax",
         &raw(
-            &s,
+            &b.s,
             "POST",
             "/v1/parcels",
             admin,
@@ -136,7 +187,7 @@ async fn bad_input_is_4xx_and_changes_nothing() {
     assert_4xx(
         "no content-type",
         &raw(
-            &s,
+            &b.s,
             "POST",
             "/v1/parcels",
             admin,
@@ -147,19 +198,19 @@ async fn bad_input_is_4xx_and_changes_nothing() {
         415,
     );
     // Wrong types.
-    assert_4xx("wrong type", &s.admin_post("/v1/parcels", json!({"parcels": [{"parcel_id": 5, "recipient": {"name": "x"}, "address": "a", "value": 1, "currency": "EUR"}]})).await, 422);
+    assert_4xx("wrong type", &b.s.admin_post("/v1/parcels", json!({"parcels": [{"parcel_id": 5, "recipient": {"name": "x"}, "address": "a", "value": 1, "currency": "EUR"}]})).await, 422);
     assert_4xx(
         "wrong type",
-        &s.admin_post("/v1/parcels", json!({"parcels": {"a": 1}}))
+        &b.s.admin_post("/v1/parcels", json!({"parcels": {"a": 1}}))
             .await,
         422,
     );
-    assert_4xx("bad date", &s.admin_post("/v1/routes", json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "23.11.2026", "stops": []})).await, 422);
-    assert_4xx("far date", &s.admin_post("/v1/routes", json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "+262142-12-31", "stops": []})).await, 422);
-    assert_4xx("far date", &s.admin_post("/v1/routes", json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "2031-01-01", "stops": []})).await, 422);
-    let v = s
-        .post_as(
-            &a.token,
+    assert_4xx("bad date", &b.s.admin_post("/v1/routes", json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "23.11.2026", "stops": []})).await, 422);
+    assert_4xx("far date", &b.s.admin_post("/v1/routes", json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "+262142-12-31", "stops": []})).await, 422);
+    assert_4xx("far date", &b.s.admin_post("/v1/routes", json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "2031-01-01", "stops": []})).await, 422);
+    let v =
+        b.s.post_as(
+            &b.a.token,
             "/v1/verify",
             json!({"parcel_id": "P-1001", "code": 857759}),
         )
@@ -170,18 +221,21 @@ async fn bad_input_is_4xx_and_changes_nothing() {
         "the code is not echoed: {}",
         v.1
     );
-    // Unknown fields.
+}
+
+/// Unknown fields in every kind of body.
+async fn unknown_fields(b: &Bad) {
     assert_4xx(
         "unknown field",
-        &s.admin_post("/v1/parcels", json!({"parcels": [], "extra": 1}))
+        &b.s.admin_post("/v1/parcels", json!({"parcels": [], "extra": 1}))
             .await,
         422,
     );
-    assert_4xx("unknown field", &s.admin_post("/v1/routes", json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "2026-11-23", "stops": [], "x": 1})).await, 422);
+    assert_4xx("unknown field", &b.s.admin_post("/v1/routes", json!({"route_id": "R-7", "courier_id": "C-42", "delivery_date": "2026-11-23", "stops": [], "x": 1})).await, 422);
     assert_4xx(
         "unknown field",
-        &s.post_as(
-            &a.token,
+        &b.s.post_as(
+            &b.a.token,
             "/v1/verify",
             json!({"parcel_id": "P-1001", "code": "123456", "force": true}),
         )
@@ -190,31 +244,38 @@ async fn bad_input_is_4xx_and_changes_nothing() {
     );
     assert_4xx(
         "unknown field",
-        &s.post_as(
-            &a.token,
+        &b.s.post_as(
+            &b.a.token,
             "/v1/confirmations",
             json!({"confirmations": [], "all": true}),
         )
         .await,
         422,
     );
-    // Bad base64.
-    assert_4xx("bad base64 key", &s.post_as("", "/v1/devices", json!({"enrollment_code": e["enrollment_code"], "device_public_key": "!!not base64!!", "device_name": "x"})).await, 422);
-    assert_4xx("bad enrollment", &s.post_as("", "/v1/devices", json!({"enrollment_code": "NOPE", "device_public_key": a.key.public_key().public_b64(), "device_name": "x"})).await, 403);
-    // Unknown parcels and routes.
+}
+
+/// A device key that is not base64; an unknown enrollment code.
+async fn bad_base64_and_enrollment(b: &Bad) {
+    assert_4xx("bad base64 key", &b.s.post_as("", "/v1/devices", json!({"enrollment_code": b.enrollment, "device_public_key": "!!not base64!!", "device_name": "x"})).await, 422);
+    assert_4xx("bad enrollment", &b.s.post_as("", "/v1/devices", json!({"enrollment_code": "NOPE", "device_public_key": b.a.key.public_key().public_b64(), "device_name": "x"})).await, 403);
+}
+
+/// Unknown parcels and routes, refused state changes, unreadable paths and queries.
+async fn unknown_parcels_routes_and_bad_paths(b: &Bad) {
+    let (_, dev, _) = b.tokens();
     assert_4xx(
         "unknown parcel",
-        &s.admin_get("/v1/parcels/NOPE").await,
+        &b.s.admin_get("/v1/parcels/NOPE").await,
         404,
     );
     assert_4xx(
         "unknown reissue",
-        &s.admin_post("/v1/parcels/NOPE/reissue", json!({})).await,
+        &b.s.admin_post("/v1/parcels/NOPE/reissue", json!({})).await,
         404,
     );
     assert_4xx(
         "route with unknown parcel",
-        &s.admin_post(
+        &b.s.admin_post(
             "/v1/routes",
             json!({"route_id": "R-1", "courier_id": "C-1", "delivery_date": "2026-11-23",
         "stops": [{"stop_id": "S", "address": "a", "parcel_ids": ["P-1001X"]}]}),
@@ -224,7 +285,7 @@ async fn bad_input_is_4xx_and_changes_nothing() {
     );
     assert_4xx(
         "delivered parcel rerouted",
-        &s.admin_post(
+        &b.s.admin_post(
             "/v1/routes",
             json!({"route_id": "R-1", "courier_id": "C-1", "delivery_date": "2026-11-24",
         "stops": [{"stop_id": "S", "address": "a", "parcel_ids": ["P-1001"]}]}),
@@ -234,13 +295,14 @@ async fn bad_input_is_4xx_and_changes_nothing() {
     );
     assert_4xx(
         "reissue delivered",
-        &s.admin_post("/v1/parcels/P-1001/reissue", json!({})).await,
+        &b.s.admin_post("/v1/parcels/P-1001/reissue", json!({}))
+            .await,
         409,
     );
     assert_4xx(
         "verify unknown",
-        &s.post_as(
-            &a.token,
+        &b.s.post_as(
+            &b.a.token,
             "/v1/verify",
             json!({"parcel_id": "NOPE", "code": "123456"}),
         )
@@ -249,54 +311,69 @@ async fn bad_input_is_4xx_and_changes_nothing() {
     );
     assert_4xx(
         "bad date path",
-        &s.admin_post("/v1/days/2026-13-45/close", json!({})).await,
+        &b.s.admin_post("/v1/days/2026-13-45/close", json!({})).await,
         400,
     );
     assert_4xx(
         "bad query",
-        &raw(&s, "GET", "/v1/manifest?date=tomorrow", dev, None, vec![]).await,
+        &raw(&b.s, "GET", "/v1/manifest?date=tomorrow", dev, None, vec![]).await,
         400,
     );
     assert_4xx(
         "bad query",
-        &raw(&s, "GET", "/v1/manifest?all=1", dev, None, vec![]).await,
+        &raw(&b.s, "GET", "/v1/manifest?all=1", dev, None, vec![]).await,
         400,
     );
-    // Auth.
+}
+
+/// No token, the other audience's token, a garbage token.
+async fn wrong_or_missing_tokens(b: &Bad) {
+    let (admin, dev, _) = b.tokens();
     assert_4xx(
         "no token",
-        &raw(&s, "GET", "/v1/disputes", None, None, vec![]).await,
+        &raw(&b.s, "GET", "/v1/disputes", None, None, vec![]).await,
         401,
     );
     assert_4xx(
         "device token for dispatch",
-        &raw(&s, "GET", "/v1/disputes", dev, None, vec![]).await,
+        &raw(&b.s, "GET", "/v1/disputes", dev, None, vec![]).await,
         401,
     );
     assert_4xx(
         "dispatch token for device",
-        &raw(&s, "GET", "/v1/manifest", admin, None, vec![]).await,
+        &raw(&b.s, "GET", "/v1/manifest", admin, None, vec![]).await,
         401,
     );
     assert_4xx(
         "garbage token",
-        &raw(&s, "GET", "/v1/manifest", Some("x"), None, vec![]).await,
+        &raw(&b.s, "GET", "/v1/manifest", Some("x"), None, vec![]).await,
         401,
     );
-    // Routing.
+}
+
+/// An unknown path and a wrong method.
+async fn unknown_paths_and_methods(b: &Bad) {
+    let (admin, _, _) = b.tokens();
     assert_4xx(
         "unknown path",
-        &raw(&s, "GET", "/v2/nothing", None, None, vec![]).await,
+        &raw(&b.s, "GET", "/v2/nothing", None, None, vec![]).await,
         404,
     );
     assert_4xx(
         "wrong method",
-        &raw(&s, "DELETE", "/v1/parcels", admin, None, vec![]).await,
+        &raw(&b.s, "DELETE", "/v1/parcels", admin, None, vec![]).await,
         405,
     );
+}
 
-    // Inside a batch: bad base64, forged signature, replay, unknown parcel,
-    // wrong types. Each is rejected on its own (or a duplicate) and stores nothing.
+/// Inside a batch: bad base64, a forged signature, a replay, an unknown
+/// parcel, wrong types. Each is rejected on its own (or a duplicate) and
+/// stores nothing.
+async fn bad_items_in_a_batch(b: &mut Bad) {
+    let good = b.good.clone();
+    let manifest = b.manifest.clone();
+    let door = Door::of(&manifest, "2026-11-23");
+    let (a, s) = (&mut b.a, &b.s);
     let mut bad_b64 = {
         let c = a.conf(&door, "P-1001", 1, "2026-11-23T09:30:00Z");
         a.sign(&c)
@@ -316,7 +393,7 @@ async fn bad_input_is_4xx_and_changes_nothing() {
     };
     let res = s
         .post_as(
-            &a.token,
+            &b.a.token,
             "/v1/confirmations",
             json!({"confirmations": [bad_b64, forged, good, unknown, 42, {"v": "one"}]}),
         )
@@ -338,8 +415,21 @@ async fn bad_input_is_4xx_and_changes_nothing() {
             ("rejected", Some("malformed_envelope"))
         ]
     );
+}
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_is_4xx_and_changes_nothing() {
+    let mut b = Bad::set_up().await;
+    let before = snapshot(b.dir.path());
+    oversized_bodies(&b).await;
+    malformed_json_and_wrong_types(&b).await;
+    unknown_fields(&b).await;
+    bad_base64_and_enrollment(&b).await;
+    unknown_parcels_routes_and_bad_paths(&b).await;
+    wrong_or_missing_tokens(&b).await;
+    unknown_paths_and_methods(&b).await;
+    bad_items_in_a_batch(&mut b).await;
     assert!(before.contains("confirmations: ") && before.contains("enrollments: "));
-    assert_eq!(before, snapshot(dir.path()), "stored state unchanged");
-    s.handle.shutdown().await;
+    assert_eq!(before, snapshot(b.dir.path()), "stored state unchanged");
+    b.s.handle.shutdown().await;
 }
