@@ -367,7 +367,12 @@ pub(crate) async fn drain_notices(http: &reqwest::Client, url: &str, admin: &str
     }
 }
 
-pub(crate) fn server_keys(v: &Value) -> Result<Vec<VerifyingKey>> {
+/// The server's published signing keys (`/.well-known/doorcode-keys`).
+pub(crate) async fn server_keys(http: &reqwest::Client, url: &str) -> Result<Vec<VerifyingKey>> {
+    let what = "GET /.well-known/doorcode-keys";
+    let (status, kb) = send(http.get(format!("{url}/.well-known/doorcode-keys")), what).await?;
+    ensure!(status == 200, "{what}: HTTP {status}");
+    let v: Value = serde_json::from_slice(&kb).context("keys JSON")?;
     v["keys"]
         .as_array()
         .ok_or_else(|| anyhow!("/.well-known/doorcode-keys has no keys"))?
@@ -476,16 +481,7 @@ pub async fn run(http: &reqwest::Client, t: Target<'_>, p: &Params) -> Result<Ve
         .context("reading the server's code-key")?;
     let code_key =
         Arc::new(CodeKey::from_file_text(key_text.trim()).map_err(|e| anyhow!("code-key: {e}"))?);
-    let (status, kb) = send(
-        http.get(format!("{url}/.well-known/doorcode-keys")),
-        "GET keys",
-    )
-    .await?;
-    ensure!(
-        status == 200,
-        "GET /.well-known/doorcode-keys: HTTP {status}"
-    );
-    let keys = server_keys(&serde_json::from_slice(&kb).context("keys JSON")?)?;
+    let keys = server_keys(http, &url).await?;
 
     // 1. Morning storm: every handset enrolls with a fresh device key and fetches its day.
     eprintln!(

@@ -120,16 +120,7 @@ pub async fn run(
 
     day::drain_notices(http, &url, &admin).await?;
 
-    let (status, kb) = send(
-        http.get(format!("{url}/.well-known/doorcode-keys")),
-        "GET keys",
-    )
-    .await?;
-    ensure!(
-        status == 200,
-        "GET /.well-known/doorcode-keys: HTTP {status}"
-    );
-    let keys = day::server_keys(&serde_json::from_slice(&kb).context("keys JSON")?)?;
+    let keys = day::server_keys(http, &url).await?;
 
     eprintln!(
         "[storm] {} handsets pull and re-pull, {concurrency} at a time",

@@ -5,6 +5,7 @@ use super::auth::Dispatch;
 use super::{parse_date, query_pairs};
 use crate::app::{App, ServiceError};
 use crate::domain::disputes::{self, Cursor};
+use crate::domain::parcels::ParcelDetails;
 use crate::error::{ApiError, Body, ErrorBody, OptionalBody, PathArg};
 use crate::storage::{NewParcel, ParcelView, RouteInput, RouteStopInput, Signal, UpsertStatus};
 use crate::validate::{id as check_id, text as check_text};
@@ -85,13 +86,15 @@ pub(super) async fn post_parcels(
                     .map_err(ApiError::internal)?;
                 good.push(NewParcel {
                     parcel_id: p.parcel_id,
-                    recipient_name: p.recipient.name,
-                    email: p.recipient.email,
-                    phone: p.recipient.phone,
-                    address: p.address,
-                    value: p.value,
-                    currency: p.currency,
-                    requires_code,
+                    details: ParcelDetails {
+                        recipient_name: p.recipient.name,
+                        email: p.recipient.email,
+                        phone: p.recipient.phone,
+                        address: p.address,
+                        value: p.value,
+                        currency: p.currency,
+                        requires_code,
+                    },
                     track,
                 });
             }

@@ -15,33 +15,7 @@ pub enum UpsertStatus {
     Rejected(RejectReason),
 }
 
-/// What a dispatcher's upsert may set on a parcel, as storage has it now.
-#[derive(Debug, Clone, PartialEq)]
-pub struct ParcelDetails {
-    pub recipient_name: String,
-    pub email: Option<String>,
-    pub phone: Option<String>,
-    pub address: String,
-    pub value: f64,
-    pub currency: String,
-    pub requires_code: bool,
-}
-
-impl ParcelDetails {
-    /// The details an upsert item would leave stored (its tracking link is
-    /// made only for a new parcel, so it is not part of them).
-    pub fn of(p: &NewParcel) -> Self {
-        Self {
-            recipient_name: p.recipient_name.clone(),
-            email: p.email.clone(),
-            phone: p.phone.clone(),
-            address: p.address.clone(),
-            value: p.value,
-            currency: p.currency.clone(),
-            requires_code: p.requires_code,
-        }
-    }
-}
+pub use super::records::ParcelDetails;
 
 /// Decide a batch, in order. `existing` holds the items' parcels storage has,
 /// `details` what is stored of them.
@@ -62,19 +36,19 @@ pub fn decide(
         let status = match routed {
             None => {
                 ch.parcels.push(ParcelChange::Put(p.clone()));
-                let detail = if p.requires_code {
+                let detail = if p.details.requires_code {
                     "requires a code"
                 } else {
                     "no code needed"
                 };
                 ch.event(id, EventKind::Created, detail);
-                created.insert(id, p.requires_code);
+                created.insert(id, p.details.requires_code);
                 UpsertStatus::Created
             }
-            Some((rc, true)) if rc != p.requires_code => {
+            Some((rc, true)) if rc != p.details.requires_code => {
                 UpsertStatus::Rejected(RejectReason::RequiresCodeFrozen)
             }
-            Some(_) if details.get(id) == Some(&ParcelDetails::of(p)) => UpsertStatus::Unchanged,
+            Some(_) if details.get(id) == Some(&p.details) => UpsertStatus::Unchanged,
             Some(_) => {
                 ch.parcels.push(ParcelChange::Put(p.clone()));
                 ch.event(id, EventKind::Updated, "parcel details updated");
@@ -96,13 +70,15 @@ mod tests {
     fn new(id: &str, requires_code: bool) -> NewParcel {
         NewParcel {
             parcel_id: id.into(),
-            recipient_name: "J. Doe".into(),
-            email: None,
-            phone: None,
-            address: "1 Street".into(),
-            value: 10.0,
-            currency: "EUR".into(),
-            requires_code,
+            details: ParcelDetails {
+                recipient_name: "J. Doe".into(),
+                email: None,
+                phone: None,
+                address: "1 Street".into(),
+                value: 10.0,
+                currency: "EUR".into(),
+                requires_code,
+            },
             track: crate::domain::records::TrackRef {
                 nonce: "n".into(),
                 hash: "h".into(),
@@ -165,12 +141,15 @@ mod tests {
         existing.insert("P-1".to_string(), parcel("P-1"));
         let item = new("P-1", true);
         let mut details = HashMap::new();
-        details.insert("P-1".to_string(), ParcelDetails::of(&item));
+        details.insert("P-1".to_string(), item.details.clone());
         let (st, ch) = decide(&existing, &details, std::slice::from_ref(&item));
         assert_eq!(st, [UpsertStatus::Unchanged]);
         assert_eq!(ch, Changes::default());
         let moved = NewParcel {
-            address: "2 Street".into(),
+            details: ParcelDetails {
+                address: "2 Street".into(),
+                ..item.details.clone()
+            },
             ..item
         };
         let (st, ch) = decide(&existing, &details, &[moved]);

@@ -5,11 +5,21 @@
 use super::{RouteStatus, SignalKind};
 use chrono::{DateTime, NaiveDate, Utc};
 
-/// A parcel as dispatch sends it. `requires_code` is already resolved by the
-/// code policy (explicit flag, else value threshold).
+/// A parcel as dispatch sends it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NewParcel {
     pub parcel_id: String,
+    pub details: ParcelDetails,
+    /// A fresh tracking link, used only if the parcel is new.
+    pub track: TrackRef,
+}
+
+/// What a dispatcher's upsert sets on a parcel (and compares with what is
+/// stored: an item whose details equal them is unchanged). `requires_code`
+/// is already resolved by the code policy (explicit flag, else value
+/// threshold).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParcelDetails {
     pub recipient_name: String,
     pub email: Option<String>,
     pub phone: Option<String>,
@@ -17,8 +27,6 @@ pub struct NewParcel {
     pub value: f64,
     pub currency: String,
     pub requires_code: bool,
-    /// A fresh tracking link, used only if the parcel is new.
-    pub track: TrackRef,
 }
 
 /// What a parcel stores about its tracking link: the random nonce its token

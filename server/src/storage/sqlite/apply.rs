@@ -48,7 +48,19 @@ pub(super) fn parcel_change(tx: &Connection, c: &ParcelChange, now: DateTime<Utc
              VALUES(?1,?2,?3,?4,?5,?6,?7,?8,?9,?11,?10,?10)
              ON CONFLICT(parcel_id) DO UPDATE SET recipient_name=?2, email=?3, phone=?4, address=?5,
                value=?6, currency=?7, requires_code=?8, updated_at=?10",
-            params![p.parcel_id, p.recipient_name, p.email, p.phone, p.address, p.value, p.currency, p.requires_code, p.track.hash, now, p.track.nonce],
+            params![
+                p.parcel_id,
+                p.details.recipient_name,
+                p.details.email,
+                p.details.phone,
+                p.details.address,
+                p.details.value,
+                p.details.currency,
+                p.details.requires_code,
+                p.track.hash,
+                now,
+                p.track.nonce
+            ],
         )?,
         ParcelChange::Schedule(s) => tx.execute(
             "UPDATE parcels SET status=?2, delivery_date=?3, attempt=?4, route_id=?5, requires_code=?6,

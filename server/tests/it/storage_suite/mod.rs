@@ -120,13 +120,15 @@ pub fn policy() -> Policy {
 pub fn parcel(id: &str, requires_code: bool) -> NewParcel {
     NewParcel {
         parcel_id: id.into(),
-        recipient_name: format!("Customer {id}"),
-        email: Some(format!("{id}@example.com")),
-        phone: None,
-        address: "1 Example Street".into(),
-        value: 10.0,
-        currency: "EUR".into(),
-        requires_code,
+        details: doorcode_server::domain::parcels::ParcelDetails {
+            recipient_name: format!("Customer {id}"),
+            email: Some(format!("{id}@example.com")),
+            phone: None,
+            address: "1 Example Street".into(),
+            value: 10.0,
+            currency: "EUR".into(),
+            requires_code,
+        },
         track: TrackRef {
             nonce: format!("nonce-{id}"),
             hash: format!("track-{id}-0123456789abcdef"),
@@ -389,7 +391,7 @@ pub async fn parcels_upsert_and_read(s: &dyn Storage) {
         .unwrap();
     assert_eq!(r, vec![UpsertStatus::Created, UpsertStatus::Created]);
     let mut p = parcel("a-1", false);
-    p.recipient_name = "New Name".into();
+    p.details.recipient_name = "New Name".into();
     p.track = tref("ignored-for-existing");
     assert_eq!(
         s.upsert_parcels(vec![p], t0()).await.unwrap(),
@@ -424,7 +426,7 @@ pub async fn requires_code_is_frozen_once_routed(s: &dyn Storage) {
         .unwrap();
     save(s, route("R-f", "C-f", day(23), &["f-1"])).await;
     let mut change = parcel("f-1", false);
-    change.recipient_name = "Someone Else".into();
+    change.details.recipient_name = "Someone Else".into();
     assert_eq!(
         s.upsert_parcels(vec![change, parcel("f-2", false)], t0())
             .await
@@ -442,7 +444,7 @@ pub async fn requires_code_is_frozen_once_routed(s: &dyn Storage) {
         "nothing of the refused item changed"
     );
     let mut same = parcel("f-1", true);
-    same.address = "2 Example Street".into();
+    same.details.address = "2 Example Street".into();
     assert_eq!(
         s.upsert_parcels(vec![same], t0()).await.unwrap(),
         [UpsertStatus::Updated]
@@ -528,7 +530,7 @@ pub async fn the_same_parcels_and_route_sent_again_change_nothing(s: &dyn Storag
     assert_eq!(s.route("R-u", day(23)).await.unwrap().unwrap().revision, 1);
 
     let mut renamed = parcel("u-2", false);
-    renamed.recipient_name = "Another Name".into();
+    renamed.details.recipient_name = "Another Name".into();
     assert_eq!(
         s.upsert_parcels(vec![renamed], t0()).await.unwrap(),
         vec![UpsertStatus::Updated],
