@@ -10,9 +10,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::StatusCode;
 use axum::http::request::Parts;
 use axum::response::{IntoResponse, Response};
-use serde::Serialize;
 use serde::de::DeserializeOwned;
-use utoipa::ToSchema;
 
 #[derive(Debug)]
 pub struct ApiError {
@@ -21,14 +19,8 @@ pub struct ApiError {
     pub message: String,
 }
 
-/// The JSON error body.
-#[derive(Debug, Serialize, ToSchema)]
-pub struct ErrorBody {
-    /// A stable machine-readable word, e.g. `invalid_body`.
-    pub error: String,
-    /// What went wrong, for people.
-    pub message: String,
-}
+/// The JSON error body, as clients read it.
+pub use doorcode_core::wire::ErrorBody;
 
 /// Masks digit runs of 6 or more, so a code echoed by a parser never leaves.
 pub fn redact_digits(s: &str) -> String {
