@@ -5,7 +5,7 @@
 use crate::app::App;
 use crate::error::ApiError;
 use crate::keys::token_hash;
-use crate::storage::{Device, StoredManifest};
+use crate::storage::{BuildTag, CurrentBuild, Device};
 use axum::extract::FromRequestParts;
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
@@ -60,11 +60,12 @@ impl DeviceAuth {
         app: &App,
         headers: &HeaderMap,
         date: NaiveDate,
-    ) -> Result<(Self, Option<StoredManifest>), ApiError> {
+        held: Option<&BuildTag>,
+    ) -> Result<(Self, CurrentBuild), ApiError> {
         let h = token_hash(bearer(headers)?);
-        let (device, manifest) = match app.storage.device_with_manifest(&h, date).await? {
+        let (device, manifest) = match app.storage.device_with_manifest(&h, date, held).await? {
             Some((d, m)) => (Some(d), m),
-            None => (None, None),
+            None => (None, CurrentBuild::Missing),
         };
         Ok((Self::admit(app, device).await?, manifest))
     }

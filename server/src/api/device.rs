@@ -8,7 +8,7 @@ use crate::domain::limits::ENROLLMENT;
 use crate::domain::{ItemStatus, Label};
 use crate::error::{ApiError, Body, ErrorBody, PathArg};
 use crate::keys::{new_token, token_hash};
-use crate::storage::{NewDevice, VerifyOutcome};
+use crate::storage::{BuildTag, CurrentBuild, NewDevice, VerifyOutcome};
 use crate::validate::{id as check_id, text as check_text};
 use crate::web::WebState;
 use axum::extract::{DefaultBodyLimit, RawQuery, State};
@@ -139,19 +139,36 @@ pub(super) async fn get_manifest(
         }
     };
     // The token and the current build in one read (not the DeviceAuth
-    // extractor, which would read the device alone first).
-    let (auth, current) = DeviceAuth::with_manifest(&app, &headers, date).await?;
-    let m = app.manifest_for(auth.device(), date, current).await?;
-    let etag = format!("\"{}:{}\"", m.manifest_id, m.revision);
-    let etag_value = HeaderValue::from_str(&etag).map_err(ApiError::internal)?;
-    let matches = headers
+    // extractor, which would read the device alone first); a held build
+    // that is current is answered 304 without its body being read.
+    let if_none_match = headers
         .get(header::IF_NONE_MATCH)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
+        .and_then(|v| v.to_str().ok());
+    let held = if_none_match.and_then(BuildTag::from_if_none_match);
+    let (auth, current) = DeviceAuth::with_manifest(&app, &headers, date, held.as_ref()).await?;
     let cache = (
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, no-cache"),
     );
+    if let (CurrentBuild::Held, Some(tag)) = (&current, &held) {
+        let etag_value = HeaderValue::from_str(&tag.etag()).map_err(ApiError::internal)?;
+        return Ok((
+            StatusCode::NOT_MODIFIED,
+            [(header::ETAG, etag_value), cache],
+        )
+            .into_response());
+    }
+    let m = app
+        .manifest_for(auth.device(), date, current.stored())
+        .await?;
+    let etag = BuildTag {
+        manifest_id: m.manifest_id.clone(),
+        revision: m.revision,
+    }
+    .etag();
+    let etag_value = HeaderValue::from_str(&etag).map_err(ApiError::internal)?;
+    let matches =
+        if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
     if matches {
         return Ok((
             StatusCode::NOT_MODIFIED,

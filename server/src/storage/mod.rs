@@ -115,6 +115,53 @@ pub struct FingerprintSwap {
     pub at: DateTime<Utc>,
 }
 
+/// A build as its ETag names it: `"{manifest_id}:{revision}"`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BuildTag {
+    pub manifest_id: String,
+    pub revision: u64,
+}
+
+impl BuildTag {
+    /// The ETag of this build, quoted.
+    pub fn etag(&self) -> String {
+        format!("\"{}:{}\"", self.manifest_id, self.revision)
+    }
+
+    /// The first build tag in an `If-None-Match` value, if any reads as one.
+    pub fn from_if_none_match(value: &str) -> Option<Self> {
+        value.split(',').find_map(|t| {
+            let t = t.trim().strip_prefix('"')?.strip_suffix('"')?;
+            let (id, rev) = t.rsplit_once(':')?;
+            Some(Self {
+                manifest_id: id.to_string(),
+                revision: rev.parse().ok()?,
+            })
+        })
+    }
+}
+
+/// The device's current build for a day, as a manifest pull reads it.
+#[derive(Debug, Clone)]
+pub enum CurrentBuild {
+    /// None at the route's revision (or no route): build one.
+    Missing,
+    /// The build the client holds is current: its body was not read.
+    Held,
+    /// The current build, body and all.
+    Stored(StoredManifest),
+}
+
+impl CurrentBuild {
+    /// The stored build, if it was read.
+    pub fn stored(self) -> Option<StoredManifest> {
+        match self {
+            Self::Stored(m) => Some(m),
+            Self::Missing | Self::Held => None,
+        }
+    }
+}
+
 /// The facts a manifest is built from.
 #[derive(Debug, Clone)]
 pub struct RouteData {
@@ -261,13 +308,14 @@ pub trait Storage: lifecycle::LifecycleStore + Send + Sync {
     /// The device with this token and, in the same read, its stored
     /// manifest for its courier's route on `date` if it was built at the
     /// route's current revision: a manifest pull, and so every 304, is one
-    /// storage call and no route load. No manifest means load the route and
-    /// build (or there is no route).
+    /// storage call and no route load. When that build is `held` (the
+    /// client's `If-None-Match`) its body is not read.
     async fn device_with_manifest(
         &self,
         token_hash: &str,
         date: NaiveDate,
-    ) -> Result<Option<(Device, Option<StoredManifest>)>>;
+        held: Option<&BuildTag>,
+    ) -> Result<Option<(Device, CurrentBuild)>>;
     /// Store a build unless a build at the same or a newer revision exists.
     /// Returns the manifest now current (ours or the newer one).
     async fn store_manifest(&self, m: StoredManifest) -> Result<StoredManifest>;
@@ -363,4 +411,34 @@ pub(crate) mod facts {
     pub use crate::domain::route::RouteFacts;
     pub use crate::domain::route::RouteParcel;
     pub use crate::domain::{ParcelFacts, close_day::NextStop, close_day::Placed};
+}
+
+#[cfg(test)]
+mod tests {
+    use super::BuildTag;
+
+    #[test]
+    fn a_build_tag_round_trips_through_its_etag_and_odd_headers_read_as_none() {
+        let tag = BuildTag {
+            manifest_id: "m-0b1c".into(),
+            revision: 7,
+        };
+        assert_eq!(tag.etag(), "\"m-0b1c:7\"");
+        assert_eq!(BuildTag::from_if_none_match(&tag.etag()), Some(tag.clone()));
+        assert_eq!(
+            BuildTag::from_if_none_match("W/\"x\", \"m-0b1c:7\""),
+            Some(tag),
+            "the first tag that reads as a build"
+        );
+        for odd in [
+            "*",
+            "",
+            "m-0b1c:7",
+            "\"m-0b1c\"",
+            "\"m:-1\"",
+            "\"m:99999999999999999999999\"",
+        ] {
+            assert_eq!(BuildTag::from_if_none_match(odd), None, "{odd}");
+        }
+    }
 }

@@ -35,21 +35,24 @@ pub(crate) fn push_stop_row(
     }
 }
 
-/// The device with a token hash (`$2`) and its current manifest on day `$1`
-/// in one statement (SQLite numbers `$n` in order of appearance, so `$1` comes
-/// first in the text): the device's columns (as each backend's `DEVICE_COLS`),
-/// then the manifest's (route id, manifest id, revision, envelope), NULL when
-/// there is no build at the route's current revision. `routes_courier_day`
-/// is unique, so there is at most one row.
+/// The device with a token hash (`$4`) and its current manifest on day `$3`
+/// in one statement (SQLite numbers `$n` in order of appearance, so the
+/// numbers follow the text): the device's columns (as each backend's
+/// `DEVICE_COLS`), then the manifest's (route id, manifest id, revision,
+/// envelope), NULL when there is no build at the route's current revision.
+/// The envelope is NULL too when the build is the one the client holds
+/// (manifest id `$1`, revision `$2`): a 304 does not read the 97 KB body.
+/// `routes_courier_day` is unique, so there is at most one row.
 pub(crate) const DEVICE_WITH_MANIFEST: &str =
     "SELECT d.device_id, d.courier_id, d.name, d.public_key, d.revoked_at,
    COALESCE(d.last_seen_at, d.enrolled_at), d.enrolled_at,
-   m.route_id, m.manifest_id, m.revision, m.envelope
+   m.route_id, m.manifest_id, m.revision,
+   CASE WHEN m.manifest_id = $1 AND m.revision = $2 THEN NULL ELSE m.envelope END
  FROM devices d
- LEFT JOIN routes r ON r.courier_id = d.courier_id AND r.delivery_date = $1
+ LEFT JOIN routes r ON r.courier_id = d.courier_id AND r.delivery_date = $3
  LEFT JOIN manifests m ON m.route_id = r.route_id AND m.delivery_date = r.delivery_date
    AND m.device_id = d.device_id AND m.revision >= r.revision
- WHERE d.token_hash = $2";
+ WHERE d.token_hash = $4";
 
 pub(crate) const PARCEL_FACTS_FROM: &str = "FROM parcels p
  LEFT JOIN stop_parcels s ON s.parcel_id = p.parcel_id AND s.delivery_date = p.delivery_date

@@ -371,12 +371,18 @@ impl Storage for PostgresStorage {
         &self,
         token_hash: &str,
         date: NaiveDate,
-    ) -> Result<Option<(Device, Option<StoredManifest>)>> {
+        held: Option<&BuildTag>,
+    ) -> Result<Option<(Device, CurrentBuild)>> {
+        let held_id = held.map(|h| h.manifest_id.as_str());
+        let held_rev = held.map(|h| i64::try_from(h.revision).unwrap_or(i64::MAX));
         fin(async {
-            self.read_opt(DEVICE_WITH_MANIFEST, &[&date, &token_hash])
-                .await?
-                .map(|r| device_with_manifest_of(&r, date))
-                .transpose()
+            self.read_opt(
+                DEVICE_WITH_MANIFEST,
+                &[&held_id, &held_rev, &date, &token_hash],
+            )
+            .await?
+            .map(|r| device_with_manifest_of(&r, date))
+            .transpose()
         }
         .await)
     }

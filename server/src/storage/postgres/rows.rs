@@ -71,21 +71,22 @@ pub(super) fn device_of(r: &Row) -> TxResult<Device> {
 pub(super) fn device_with_manifest_of(
     r: &Row,
     date: NaiveDate,
-) -> TxResult<(Device, Option<StoredManifest>)> {
+) -> TxResult<(Device, CurrentBuild)> {
     let device = device_of(r)?;
-    let manifest = match get::<Option<String>>(r, 7)? {
-        None => None,
-        Some(route_id) => Some(StoredManifest {
+    let current = match (get::<Option<String>>(r, 7)?, get::<Option<String>>(r, 10)?) {
+        (None, _) => CurrentBuild::Missing,
+        (Some(_), None) => CurrentBuild::Held,
+        (Some(route_id), Some(envelope_json)) => CurrentBuild::Stored(StoredManifest {
             route_id,
             delivery_date: date,
             device_id: device.device_id.clone(),
             manifest_id: get(r, 8)?,
             revision: u64_of(get(r, 9)?)?,
-            envelope_json: get(r, 10)?,
+            envelope_json,
             items: Vec::new(),
         }),
     };
-    Ok((device, manifest))
+    Ok((device, current))
 }
 
 pub(super) fn manifest_of(r: &Row, date: NaiveDate, device_id: &str) -> TxResult<StoredManifest> {

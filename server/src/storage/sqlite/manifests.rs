@@ -25,10 +25,13 @@ pub(super) fn device_with(
     tx: &Connection,
     token_hash: &str,
     date: NaiveDate,
-) -> Result<Option<(Device, Option<StoredManifest>)>> {
+    held: Option<&BuildTag>,
+) -> Result<Option<(Device, CurrentBuild)>> {
+    let held_id = held.map(|h| h.manifest_id.as_str());
+    let held_rev = held.map(|h| i64::try_from(h.revision).unwrap_or(i64::MAX));
     Ok(tx
         .prepare_cached(DEVICE_WITH_MANIFEST)?
-        .query_row(params![Day(date), token_hash], |r| {
+        .query_row(params![held_id, held_rev, Day(date), token_hash], |r| {
             device_with_manifest_row(r, date)
         })
         .optional()?)

@@ -252,9 +252,10 @@ impl Storage for SqliteStorage {
         &self,
         token_hash: &str,
         date: NaiveDate,
-    ) -> Result<Option<(Device, Option<StoredManifest>)>> {
-        let h = token_hash.to_string();
-        self.read(move |tx| manifests::device_with(tx, &h, date))
+        held: Option<&BuildTag>,
+    ) -> Result<Option<(Device, CurrentBuild)>> {
+        let (h, held) = (token_hash.to_string(), held.cloned());
+        self.read(move |tx| manifests::device_with(tx, &h, date, held.as_ref()))
             .await
     }
 

@@ -123,21 +123,25 @@ pub(super) fn device_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Device> {
 pub(super) fn device_with_manifest_row(
     r: &rusqlite::Row<'_>,
     date: NaiveDate,
-) -> rusqlite::Result<(Device, Option<StoredManifest>)> {
+) -> rusqlite::Result<(Device, CurrentBuild)> {
     let device = device_row(r)?;
-    let manifest = match r.get::<_, Option<String>>(7)? {
-        None => None,
-        Some(route_id) => Some(StoredManifest {
+    let current = match (
+        r.get::<_, Option<String>>(7)?,
+        r.get::<_, Option<String>>(10)?,
+    ) {
+        (None, _) => CurrentBuild::Missing,
+        (Some(_), None) => CurrentBuild::Held,
+        (Some(route_id), Some(envelope_json)) => CurrentBuild::Stored(StoredManifest {
             route_id,
             delivery_date: date,
             device_id: device.device_id.clone(),
             manifest_id: r.get(8)?,
             revision: r.get(9)?,
-            envelope_json: r.get(10)?,
+            envelope_json,
             items: Vec::new(),
         }),
     };
-    Ok((device, manifest))
+    Ok((device, current))
 }
 
 pub(super) fn stored_manifest(

@@ -741,9 +741,10 @@ pub async fn manifests_keep_the_newest_revision(s: &dyn Storage) {
     // The device with its token, and its current build, in one read.
     enroll(s, "C-m", "d-m").await;
     let (dev, current) = s
-        .device_with_manifest("hash-d-m", day(23))
+        .device_with_manifest("hash-d-m", day(23), None)
         .await
         .unwrap()
+        .map(|(d, c)| (d, c.stored()))
         .expect("the device");
     assert_eq!(
         (dev.device_id.as_str(), dev.courier_id.as_str()),
@@ -768,6 +769,31 @@ pub async fn manifests_keep_the_newest_revision(s: &dyn Storage) {
             "{\"rev\":2}"
         )
     );
+    // The build the client holds, when current, is named without its body;
+    // an older tag reads the body.
+    let held = BuildTag {
+        manifest_id: m2.manifest_id.clone(),
+        revision: 2,
+    };
+    let (_, current) = s
+        .device_with_manifest("hash-d-m", day(23), Some(&held))
+        .await
+        .unwrap()
+        .expect("the device");
+    assert!(matches!(current, CurrentBuild::Held), "{current:?}");
+    let older = BuildTag {
+        revision: 1,
+        ..held
+    };
+    let (_, current) = s
+        .device_with_manifest("hash-d-m", day(23), Some(&older))
+        .await
+        .unwrap()
+        .expect("the device");
+    assert!(
+        matches!(&current, CurrentBuild::Stored(m) if m.revision == 2),
+        "{current:?}"
+    );
     // Another device of the courier has no build; another day has no route;
     // a device of another courier has none of this route's builds.
     enroll(s, "C-m", "other").await;
@@ -775,31 +801,35 @@ pub async fn manifests_keep_the_newest_revision(s: &dyn Storage) {
     manifest_for(s, &r, "d-x").await;
     for (token, date) in [("hash-other", 23), ("hash-d-m", 24), ("hash-d-x", 23)] {
         let (_, m) = s
-            .device_with_manifest(token, day(date))
+            .device_with_manifest(token, day(date), None)
             .await
             .unwrap()
+            .map(|(d, c)| (d, c.stored()))
             .expect("the device");
         assert!(m.is_none(), "{token} on day {date}");
     }
     assert!(
-        s.device_with_manifest("hash-nobody", day(23))
+        s.device_with_manifest("hash-nobody", day(23), None)
             .await
             .unwrap()
+            .map(|(d, c)| (d, c.stored()))
             .is_none()
     );
     // A revoked device is still read, revoked, for auth to refuse.
     s.revoke_device("other", t0()).await.unwrap();
     let (revoked, _) = s
-        .device_with_manifest("hash-other", day(23))
+        .device_with_manifest("hash-other", day(23), None)
         .await
         .unwrap()
+        .map(|(d, c)| (d, c.stored()))
         .expect("the device");
     assert!(revoked.revoked_at.is_some());
     save(s, route("R-m", "C-m", day(23), &["m-1"])).await;
     let (_, stale) = s
-        .device_with_manifest("hash-d-m", day(23))
+        .device_with_manifest("hash-d-m", day(23), None)
         .await
         .unwrap()
+        .map(|(d, c)| (d, c.stored()))
         .expect("the device");
     assert!(
         stale.is_none(),
