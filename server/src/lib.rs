@@ -199,6 +199,9 @@ pub async fn start(cfg: Config) -> Result<ServerHandle, StartError> {
         notice_wake: Arc::new(Notify::new()),
         notifier,
         admin_hash: Arc::new(admin_hash),
+        envelopes: Arc::new(app::envelopes::Envelopes::new(
+            app::envelopes::DEFAULT_BUDGET,
+        )),
     };
     let (tx, rx) = watch::channel(false);
     let web = Arc::new(web::WebState::new(

@@ -45,6 +45,8 @@ pub struct Metrics {
     enrollment_failures: AtomicU64,
     rate_limited: [AtomicU64; LIMITS.len()],
     pub manifest_builds: AtomicU64,
+    /// Full manifest answers served from the node's envelope cache.
+    pub manifests_from_cache: AtomicU64,
     notices: Mutex<BTreeMap<(String, &'static str), u64>>,
     confirmations: Mutex<BTreeMap<&'static str, u64>>,
     verifies: Mutex<BTreeMap<&'static str, u64>>,
@@ -167,6 +169,16 @@ impl Metrics {
             out,
             "doorcode_manifest_builds_total {}",
             self.manifest_builds.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            out,
+            "# HELP doorcode_manifests_from_cache_total Full manifest answers whose body came from the node's envelope cache."
+        );
+        let _ = writeln!(out, "# TYPE doorcode_manifests_from_cache_total counter");
+        let _ = writeln!(
+            out,
+            "doorcode_manifests_from_cache_total {}",
+            self.manifests_from_cache.load(Ordering::Relaxed)
         );
         let _ = writeln!(
             out,

@@ -47,6 +47,12 @@ impl DeviceAuth {
         &self.0
     }
 
+    /// The hash of the request's bearer token (401 without one), which
+    /// storage and the envelope cache know a device by.
+    pub(super) fn token_hash(headers: &HeaderMap) -> Result<String, ApiError> {
+        Ok(token_hash(bearer(headers)?))
+    }
+
     /// The device of a request with these headers.
     pub(super) async fn from_headers(app: &App, headers: &HeaderMap) -> Result<Self, ApiError> {
         let h = token_hash(bearer(headers)?);
@@ -56,14 +62,15 @@ impl DeviceAuth {
     /// The device of a manifest pull and its current manifest for `date`,
     /// from one storage read: a 304 needs nothing more. The same checks as
     /// every device request, on the row read now (a revocation counts at once).
+    /// `token_hash` is [`DeviceAuth::token_hash`] of the request.
     pub(super) async fn with_manifest(
         app: &App,
-        headers: &HeaderMap,
+        token_hash: &str,
         date: NaiveDate,
         held: Option<&BuildTag>,
     ) -> Result<(Self, CurrentBuild), ApiError> {
-        let h = token_hash(bearer(headers)?);
-        let (device, manifest) = match app.storage.device_with_manifest(&h, date, held).await? {
+        let h = token_hash;
+        let (device, manifest) = match app.storage.device_with_manifest(h, date, held).await? {
             Some((d, m)) => (Some(d), m),
             None => (None, CurrentBuild::Missing),
         };

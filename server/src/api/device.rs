@@ -16,6 +16,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
+use bytes::Bytes;
 use doorcode_core::codes::Code;
 use doorcode_core::envelope::VerifyingKey;
 use doorcode_core::wire::{
@@ -144,28 +145,51 @@ pub(super) async fn get_manifest(
     let if_none_match = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok());
-    let held = if_none_match.and_then(BuildTag::from_if_none_match);
-    let (auth, current) = DeviceAuth::with_manifest(&app, &headers, date, held.as_ref()).await?;
+    let client_holds = if_none_match.and_then(BuildTag::from_if_none_match);
+    // Without a tag of its own, the read asks after the build this node
+    // last served the device (app/envelopes.rs): a current one is served
+    // from memory, its body not read again.
+    let token_hash = DeviceAuth::token_hash(&headers)?;
+    let cached = match client_holds {
+        Some(_) => None,
+        None => app.envelopes.get(&token_hash, date),
+    };
+    let held = client_holds.or_else(|| cached.as_ref().map(|(tag, _)| tag.clone()));
+    let (auth, current) = DeviceAuth::with_manifest(&app, &token_hash, date, held.as_ref()).await?;
     let cache = (
         header::CACHE_CONTROL,
         HeaderValue::from_static("private, no-cache"),
     );
-    if let (CurrentBuild::Held, Some(tag)) = (&current, &held) {
-        let etag_value = HeaderValue::from_str(&tag.etag()).map_err(ApiError::internal)?;
-        return Ok((
-            StatusCode::NOT_MODIFIED,
-            [(header::ETAG, etag_value), cache],
-        )
-            .into_response());
-    }
-    let m = app
-        .manifest_for(auth.device(), date, current.stored())
-        .await?;
-    let etag = BuildTag {
-        manifest_id: m.manifest_id.clone(),
-        revision: m.revision,
-    }
-    .etag();
+    let (tag, body) = match (current, held, cached) {
+        (CurrentBuild::Held, Some(tag), Some((_, body))) => {
+            app.metrics
+                .manifests_from_cache
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            (tag, body)
+        }
+        (CurrentBuild::Held, Some(tag), None) => {
+            let etag_value = HeaderValue::from_str(&tag.etag()).map_err(ApiError::internal)?;
+            return Ok((
+                StatusCode::NOT_MODIFIED,
+                [(header::ETAG, etag_value), cache],
+            )
+                .into_response());
+        }
+        (current, _, _) => {
+            let m = app
+                .manifest_for(auth.device(), date, current.stored())
+                .await?;
+            let tag = BuildTag {
+                manifest_id: m.manifest_id,
+                revision: m.revision,
+            };
+            let body = Bytes::from(m.envelope_json);
+            app.envelopes
+                .put(&token_hash, date, tag.clone(), body.clone());
+            (tag, body)
+        }
+    };
+    let etag = tag.etag();
     let etag_value = HeaderValue::from_str(&etag).map_err(ApiError::internal)?;
     let matches =
         if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
@@ -186,7 +210,7 @@ pub(super) async fn get_manifest(
             ),
             cache,
         ],
-        m.envelope_json,
+        body,
     )
         .into_response())
 }

@@ -5,6 +5,7 @@
 //! [`ServiceError`], which `error.rs` maps to HTTP in one place.
 
 mod dispatch;
+pub mod envelopes;
 mod ingest;
 mod manifests;
 mod track;
@@ -41,6 +42,8 @@ pub struct App {
     /// Sends notices (the outbox sender and the tracking page's resend).
     pub notifier: Notifier,
     pub admin_hash: Arc<String>,
+    /// The last envelope each handset pulled, bounded (`envelopes.rs`).
+    pub envelopes: Arc<envelopes::Envelopes>,
 }
 
 /// Why a service step did not happen. Says what went wrong in domain terms;

@@ -41,6 +41,7 @@ mod lifecycle;
 mod notices;
 mod openapi;
 mod providers;
+mod pulls;
 mod storage_postgres;
 mod storage_sqlite;
 mod timeout;
