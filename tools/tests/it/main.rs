@@ -36,6 +36,7 @@ mod cli;
 mod demo;
 mod e2e_scale;
 mod e2e_sync;
+mod envelopes_pg;
 mod import;
 mod keys_pg;
 mod multinode_pg;
