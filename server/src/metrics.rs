@@ -160,25 +160,19 @@ impl Metrics {
                 );
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP doorcode_manifest_builds_total Manifests built and signed."
+        single(
+            &mut out,
+            "counter",
+            "doorcode_manifest_builds_total",
+            "Manifests built and signed.",
+            self.manifest_builds.load(Ordering::Relaxed),
         );
-        let _ = writeln!(out, "# TYPE doorcode_manifest_builds_total counter");
-        let _ = writeln!(
-            out,
-            "doorcode_manifest_builds_total {}",
-            self.manifest_builds.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP doorcode_manifests_from_cache_total Full manifest answers whose body came from the node's envelope cache."
-        );
-        let _ = writeln!(out, "# TYPE doorcode_manifests_from_cache_total counter");
-        let _ = writeln!(
-            out,
-            "doorcode_manifests_from_cache_total {}",
-            self.manifests_from_cache.load(Ordering::Relaxed)
+        single(
+            &mut out,
+            "counter",
+            "doorcode_manifests_from_cache_total",
+            "Full manifest answers whose body came from the node's envelope cache.",
+            self.manifests_from_cache.load(Ordering::Relaxed),
         );
         let _ = writeln!(
             out,
@@ -206,15 +200,12 @@ impl Metrics {
                 );
             }
         }
-        let _ = writeln!(
-            out,
-            "# HELP doorcode_enrollment_failures_total Enrollments refused for an unknown, used or expired code."
-        );
-        let _ = writeln!(out, "# TYPE doorcode_enrollment_failures_total counter");
-        let _ = writeln!(
-            out,
-            "doorcode_enrollment_failures_total {}",
-            self.enrollment_failures.load(Ordering::Relaxed)
+        single(
+            &mut out,
+            "counter",
+            "doorcode_enrollment_failures_total",
+            "Enrollments refused for an unknown, used or expired code.",
+            self.enrollment_failures.load(Ordering::Relaxed),
         );
         let _ = writeln!(
             out,
@@ -241,6 +232,14 @@ impl Metrics {
         self.lifecycle.render(&mut out);
         out
     }
+}
+
+/// One metric without labels (`kind` is `counter` or `gauge`): its HELP,
+/// TYPE and value lines.
+fn single(out: &mut String, kind: &str, name: &str, help: &str, value: u64) {
+    let _ = writeln!(out, "# HELP {name} {help}");
+    let _ = writeln!(out, "# TYPE {name} {kind}");
+    let _ = writeln!(out, "{name} {value}");
 }
 
 /// Rows removed, by kind of run (`retention` or `erase`) and table (one of
@@ -278,25 +277,19 @@ impl LifecycleCounters {
                 );
             }
         }
-        let _ = writeln!(
+        single(
             out,
-            "# HELP doorcode_retention_runs_total Retention runs this node completed."
+            "counter",
+            "doorcode_retention_runs_total",
+            "Retention runs this node completed.",
+            self.runs.load(Ordering::Relaxed),
         );
-        let _ = writeln!(out, "# TYPE doorcode_retention_runs_total counter");
-        let _ = writeln!(
+        single(
             out,
-            "doorcode_retention_runs_total {}",
-            self.runs.load(Ordering::Relaxed)
-        );
-        let _ = writeln!(
-            out,
-            "# HELP doorcode_retention_last_run_rows Rows the last retention run removed."
-        );
-        let _ = writeln!(out, "# TYPE doorcode_retention_last_run_rows gauge");
-        let _ = writeln!(
-            out,
-            "doorcode_retention_last_run_rows {}",
-            self.last_run_rows.load(Ordering::Relaxed)
+            "gauge",
+            "doorcode_retention_last_run_rows",
+            "Rows the last retention run removed.",
+            self.last_run_rows.load(Ordering::Relaxed),
         );
     }
 }

@@ -35,7 +35,9 @@ impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for LogBuf {
     }
 }
 
-async fn manifest(
+/// A pull for `date` with an optional `If-None-Match`: status, ETag and,
+/// on a 200, the envelope.
+pub(crate) async fn manifest(
     s: &Server,
     h: &Handset,
     date: &str,

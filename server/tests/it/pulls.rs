@@ -6,6 +6,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use crate::support::*;
+use doorcode_core::envelope::Envelope;
 use serde_json::json;
 
 const DAY: &str = "2026-11-23";
@@ -21,23 +22,14 @@ async fn from_cache(s: &Server) -> u64 {
         .unwrap()
 }
 
-/// Status, ETag and body of a pull with an optional `If-None-Match`.
-async fn pull(s: &Server, h: &Handset, if_none_match: Option<&str>) -> (u16, String, String) {
-    let mut req = s
-        .http
-        .get(format!("{}/v1/manifest?date={DAY}", s.url))
-        .bearer_auth(&h.token);
-    if let Some(tag) = if_none_match {
-        req = req.header("if-none-match", tag);
-    }
-    let r = req.send().await.unwrap();
-    let status = r.status().as_u16();
-    let etag = r
-        .headers()
-        .get("etag")
-        .map(|v| v.to_str().unwrap().to_string())
-        .unwrap_or_default();
-    (status, etag, r.text().await.unwrap())
+/// Status, ETag (empty if none) and envelope of a pull.
+async fn pull(
+    s: &Server,
+    h: &Handset,
+    if_none_match: Option<&str>,
+) -> (u16, String, Option<Envelope>) {
+    let (st, etag, env) = crate::day::manifest(s, h, DAY, if_none_match).await;
+    (st, etag.unwrap_or_default(), env)
 }
 
 fn parcel(id: &str) -> serde_json::Value {

@@ -6,7 +6,7 @@
 //! Without a reachable PostgreSQL: FAILS under CI, loudly SKIPPED elsewhere.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::fleet::{Serve, db_node};
+use crate::fleet::{Serve, TwoDbNodes};
 use crate::support::send_text;
 use serde_json::{Value, json};
 
@@ -66,30 +66,25 @@ fn route(date: &str, parcels: &[&str]) -> Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_a_node_serves_its_cached_envelope_only_while_the_database_says_it_is_current() {
-    let Some(pg) = crate::support::pg::fresh_schema("pg_envelope_cache_two_nodes").await else {
+    let Some(fleet) = TwoDbNodes::start("pg_envelope_cache_two_nodes", &[]).await else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let db = pg.url_with("pool_size=4");
-    let a = db_node(dir, &db, dir, "node-a", &[]);
-    let admin = a.admin().to_string();
-    let b = db_node(dir, &db, dir, "node-b", &[]);
+    let (a, b, admin) = (&fleet.a, &fleet.b, fleet.admin.clone());
     let http = reqwest::Client::new();
     let date = chrono::Utc::now().date_naive().to_string();
     let parcel = |id: &str| json!({"parcel_id": id, "recipient": {"name": "Ann"}, "address": "1 Main St", "value": 120, "currency": "EUR"});
     dispatch(
         &http,
-        &a,
+        a,
         &admin,
         "/v1/parcels",
         json!({"parcels": [parcel("P-1"), parcel("P-2")]}),
     )
     .await;
-    dispatch(&http, &a, &admin, "/v1/routes", route(&date, &["P-1"])).await;
+    dispatch(&http, a, &admin, "/v1/routes", route(&date, &["P-1"])).await;
     let e = dispatch(
         &http,
-        &a,
+        a,
         &admin,
         "/v1/enrollments",
         json!({"courier_id": "C-1"}),
@@ -108,33 +103,32 @@ async fn pg_a_node_serves_its_cached_envelope_only_while_the_database_says_it_is
     let token = dev["device_token"].as_str().unwrap().to_string();
 
     // A serves revision 1, then the same build from memory.
-    let (st, etag1) = pull(&http, &a, &token, &date).await;
+    let (st, etag1) = pull(&http, a, &token, &date).await;
     assert!(st == 200 && etag1.ends_with(":1\""), "{st} {etag1}");
-    assert_eq!(pull(&http, &a, &token, &date).await, (200, etag1.clone()));
-    assert_eq!(from_cache(&http, &a, &admin).await, 1);
+    assert_eq!(pull(&http, a, &token, &date).await, (200, etag1.clone()));
+    assert_eq!(from_cache(&http, a, &admin).await, 1);
 
     // The route changes through B; A's next pull is revision 2, not its memory.
     dispatch(
         &http,
-        &b,
+        b,
         &admin,
         "/v1/routes",
         route(&date, &["P-1", "P-2"]),
     )
     .await;
-    let (st, etag2) = pull(&http, &a, &token, &date).await;
+    let (st, etag2) = pull(&http, a, &token, &date).await;
     assert!(st == 200 && etag2.ends_with(":2\""), "{st} {etag2}");
     assert_eq!(
-        from_cache(&http, &a, &admin).await,
+        from_cache(&http, a, &admin).await,
         1,
         "the stale build was not served"
     );
 
     // Revoked through B: A refuses at once, with the envelope still in memory.
     let revoke = format!("/v1/devices/{}/revoke", dev["device_id"].as_str().unwrap());
-    dispatch(&http, &b, &admin, &revoke, json!({})).await;
-    assert_eq!(pull(&http, &a, &token, &date).await.0, 401);
-    assert_eq!(from_cache(&http, &a, &admin).await, 1);
-    drop((a, b));
-    pg.drop_schema().await;
+    dispatch(&http, b, &admin, &revoke, json!({})).await;
+    assert_eq!(pull(&http, a, &token, &date).await.0, 401);
+    assert_eq!(from_cache(&http, a, &admin).await, 1);
+    fleet.finish().await;
 }

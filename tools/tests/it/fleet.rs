@@ -205,6 +205,48 @@ pub fn db_node(data: &Path, db: &str, log_dir: &Path, name: &str, extra: &[&str]
     )
 }
 
+/// Two nodes on one fresh PostgreSQL schema and one data dir (the same
+/// keys and admin token), started A then B with `extra`.
+pub struct TwoDbNodes {
+    pub pg: crate::support::pg::PgSchema,
+    pub a: Serve,
+    pub b: Serve,
+    /// The fleet's admin token (A printed it; B, on the same data dir, did not).
+    pub admin: String,
+    pub tmp: tempfile::TempDir,
+}
+
+impl TwoDbNodes {
+    /// None without a reachable PostgreSQL, as [`crate::support::pg::fresh_schema`].
+    pub async fn start(test: &str, extra: &[&str]) -> Option<Self> {
+        let pg = crate::support::pg::fresh_schema(test).await?;
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path();
+        let db = pg.url_with("pool_size=4");
+        let a = db_node(dir, &db, dir, "node-a", extra);
+        let admin = a.admin.clone().expect("first start prints the admin token");
+        let b = db_node(dir, &db, dir, "node-b", extra);
+        assert!(
+            b.admin.is_none(),
+            "the second node shares the first one's token"
+        );
+        Some(Self {
+            pg,
+            a,
+            b,
+            admin,
+            tmp,
+        })
+    }
+
+    /// Stops both nodes and drops the schema.
+    pub async fn finish(self) {
+        let Self { pg, a, b, .. } = self;
+        drop((a, b));
+        pg.drop_schema().await;
+    }
+}
+
 /// `doorcode serve` that must exit with an error; returns its stderr.
 pub fn refused(dir: &Path, db: &str) -> String {
     let mut child = Command::new(env!("CARGO_BIN_EXE_doorcode"))

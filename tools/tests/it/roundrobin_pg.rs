@@ -8,7 +8,7 @@
 //! Without a reachable PostgreSQL: FAILS under CI, loudly SKIPPED elsewhere.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::fleet::{Serve, db_node};
+use crate::fleet::{Serve, TwoDbNodes};
 use crate::support::board::{FormBody, field, session_cookie};
 use crate::support::send_text;
 use reqwest::header::{COOKIE, LOCATION};
@@ -140,16 +140,15 @@ async fn metric_sum(nodes: &[&Serve], admin: &str, line: &str) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pg_round_robin_board_and_limits_across_two_nodes() {
-    let Some(pg) = crate::support::pg::fresh_schema("pg_round_robin_board_and_limits").await else {
+    let Some(fleet) = TwoDbNodes::start(
+        "pg_round_robin_board_and_limits",
+        &["--trusted-proxies", "127.0.0.0/8"],
+    )
+    .await
+    else {
         return;
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = tmp.path();
-    let db = pg.url_with("pool_size=4");
-    let start = |name: &str| db_node(dir, &db, dir, name, &["--trusted-proxies", "127.0.0.0/8"]);
-    let a = start("node-a");
-    let admin = a.admin.clone().expect("first start prints the admin token");
-    let b = start("node-b");
+    let (a, b, admin, dir) = (&fleet.a, &fleet.b, fleet.admin.clone(), fleet.tmp.path());
     let lb = RoundRobin {
         urls: [a.url(), b.url()],
         next: AtomicUsize::new(0),
@@ -162,10 +161,9 @@ async fn pg_round_robin_board_and_limits_across_two_nodes() {
     let (device_id, device_token) = a_day(&lb, &admin, &date).await;
     the_board_through_the_balancer(&lb, &admin, &date, &device_id).await;
     the_resend_limit_spans_both_nodes(&lb, &admin, dir, &date, &device_token).await;
-    the_track_lookup_limit_spans_both_nodes(&lb, &[&a, &b], &admin).await;
+    the_track_lookup_limit_spans_both_nodes(&lb, &[a, b], &admin).await;
     the_sign_in_and_enrollment_limits_span_both_nodes(&lb).await;
-    drop((a, b));
-    pg.drop_schema().await;
+    fleet.finish().await;
 }
 
 /// A day: two parcels on courier C-1's route, one enrolled handset; its
