@@ -69,8 +69,12 @@ impl DeviceAuth {
         date: NaiveDate,
         held: Option<&BuildTag>,
     ) -> Result<(Self, CurrentBuild), ApiError> {
-        let h = token_hash;
-        let (device, manifest) = match app.storage.device_with_manifest(h, date, held).await? {
+        let pull = crate::storage::Pull {
+            token_hash,
+            date,
+            held,
+        };
+        let (device, manifest) = match app.storage.device_with_manifest(pull).await? {
             Some((d, m)) => (Some(d), m),
             None => (None, CurrentBuild::Missing),
         };

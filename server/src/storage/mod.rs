@@ -141,6 +141,26 @@ impl BuildTag {
     }
 }
 
+/// A manifest pull as storage reads it: the token's hash, the day, and the
+/// build the client says it holds (or the node has in memory).
+#[derive(Debug, Clone, Copy)]
+pub struct Pull<'a> {
+    pub token_hash: &'a str,
+    pub date: NaiveDate,
+    pub held: Option<&'a BuildTag>,
+}
+
+impl Pull<'_> {
+    /// `DEVICE_WITH_MANIFEST`'s `$1` and `$2`: the held build's id and revision.
+    pub(crate) fn held_params(&self) -> (Option<&str>, Option<i64>) {
+        (
+            self.held.map(|h| h.manifest_id.as_str()),
+            self.held
+                .map(|h| i64::try_from(h.revision).unwrap_or(i64::MAX)),
+        )
+    }
+}
+
 /// The device's current build for a day, as a manifest pull reads it.
 #[derive(Debug, Clone)]
 pub enum CurrentBuild {
@@ -153,6 +173,21 @@ pub enum CurrentBuild {
 }
 
 impl CurrentBuild {
+    /// From a `DEVICE_WITH_MANIFEST` row's route id and envelope columns
+    /// (both NULL: no build; the envelope NULL: the held build is current);
+    /// `stored` reads the rest of a build from the row.
+    pub(crate) fn of_row<E>(
+        route_id: Option<String>,
+        envelope: Option<String>,
+        stored: impl FnOnce(String, String) -> std::result::Result<StoredManifest, E>,
+    ) -> std::result::Result<Self, E> {
+        Ok(match (route_id, envelope) {
+            (None, _) => Self::Missing,
+            (Some(_), None) => Self::Held,
+            (Some(route_id), Some(envelope)) => Self::Stored(stored(route_id, envelope)?),
+        })
+    }
+
     /// The stored build, if it was read.
     pub fn stored(self) -> Option<StoredManifest> {
         match self {
@@ -310,12 +345,7 @@ pub trait Storage: lifecycle::LifecycleStore + Send + Sync {
     /// route's current revision: a manifest pull, and so every 304, is one
     /// storage call and no route load. When that build is `held` (the
     /// client's `If-None-Match`) its body is not read.
-    async fn device_with_manifest(
-        &self,
-        token_hash: &str,
-        date: NaiveDate,
-        held: Option<&BuildTag>,
-    ) -> Result<Option<(Device, CurrentBuild)>>;
+    async fn device_with_manifest(&self, pull: Pull<'_>) -> Result<Option<(Device, CurrentBuild)>>;
     /// Store a build unless a build at the same or a newer revision exists.
     /// Returns the manifest now current (ours or the newer one).
     async fn store_manifest(&self, m: StoredManifest) -> Result<StoredManifest>;

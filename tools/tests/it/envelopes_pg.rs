@@ -6,7 +6,7 @@
 //! Without a reachable PostgreSQL: FAILS under CI, loudly SKIPPED elsewhere.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::fleet::{Serve, TwoDbNodes};
+use crate::fleet::{Serve, TwoDbNodes, enroll_on};
 use crate::support::send_text;
 use serde_json::{Value, json};
 
@@ -82,24 +82,8 @@ async fn pg_a_node_serves_its_cached_envelope_only_while_the_database_says_it_is
     )
     .await;
     dispatch(&http, a, &admin, "/v1/routes", route(&date, &["P-1"])).await;
-    let e = dispatch(
-        &http,
-        a,
-        &admin,
-        "/v1/enrollments",
-        json!({"courier_id": "C-1"}),
-    )
-    .await;
-    let key = doorcode_core::envelope::SigningKey::generate("h").unwrap();
-    let dev: Value = http
-        .post(format!("{}/v1/devices", a.url()))
-        .json(&json!({"enrollment_code": e["enrollment_code"], "device_public_key": key.public_key().public_b64(), "device_name": "h"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let a_url = a.url();
+    let dev = enroll_on(&http, (&a_url, &a_url), &admin, "C-1", "h").await;
     let token = dev["device_token"].as_str().unwrap().to_string();
 
     // A serves revision 1, then the same build from memory.

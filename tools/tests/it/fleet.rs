@@ -205,6 +205,37 @@ pub fn db_node(data: &Path, db: &str, log_dir: &Path, name: &str, extra: &[&str]
     )
 }
 
+/// A new handset of `courier`: an enrollment code from dispatch at
+/// `enroll_at`, then the device's enrollment at `device_at` (node base
+/// URLs, the same or not); the device as answered.
+pub async fn enroll_on(
+    http: &reqwest::Client,
+    (enroll_at, device_at): (&str, &str),
+    admin: &str,
+    courier: &str,
+    name: &str,
+) -> serde_json::Value {
+    let e: serde_json::Value = http
+        .post(format!("{enroll_at}/v1/enrollments"))
+        .bearer_auth(admin)
+        .json(&serde_json::json!({"courier_id": courier}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = doorcode_core::envelope::SigningKey::generate(name).unwrap();
+    http.post(format!("{device_at}/v1/devices"))
+        .json(&serde_json::json!({"enrollment_code": e["enrollment_code"], "device_public_key": key.public_key().public_b64(), "device_name": name}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}
+
 /// Two nodes on one fresh PostgreSQL schema and one data dir (the same
 /// keys and admin token), started A then B with `extra`.
 pub struct TwoDbNodes {

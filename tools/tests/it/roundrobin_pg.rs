@@ -8,7 +8,7 @@
 //! Without a reachable PostgreSQL: FAILS under CI, loudly SKIPPED elsewhere.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use crate::fleet::{Serve, TwoDbNodes};
+use crate::fleet::{Serve, TwoDbNodes, enroll_on};
 use crate::support::board::{FormBody, field, session_cookie};
 use crate::support::send_text;
 use reqwest::header::{COOKIE, LOCATION};
@@ -78,27 +78,8 @@ impl RoundRobin {
     /// A new handset of `courier`: an enrollment code from dispatch, then the
     /// device's enrollment, each through the balancer; the device as answered.
     async fn enroll(&self, admin: &str, courier: &str, name: &str) -> Value {
-        let e: Value = self
-            .http
-            .post(self.url("/v1/enrollments"))
-            .bearer_auth(admin)
-            .json(&json!({"courier_id": courier}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        let key = doorcode_core::envelope::SigningKey::generate(name).unwrap();
-        self.http
-            .post(self.url("/v1/devices"))
-            .json(&json!({"enrollment_code": e["enrollment_code"], "device_public_key": key.public_key().public_b64(), "device_name": name}))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        let (enroll_at, device_at) = (self.url(""), self.url(""));
+        enroll_on(&self.http, (&enroll_at, &device_at), admin, courier, name).await
     }
 }
 

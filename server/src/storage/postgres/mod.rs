@@ -367,14 +367,9 @@ impl Storage for PostgresStorage {
         .await)
     }
 
-    async fn device_with_manifest(
-        &self,
-        token_hash: &str,
-        date: NaiveDate,
-        held: Option<&BuildTag>,
-    ) -> Result<Option<(Device, CurrentBuild)>> {
-        let held_id = held.map(|h| h.manifest_id.as_str());
-        let held_rev = held.map(|h| i64::try_from(h.revision).unwrap_or(i64::MAX));
+    async fn device_with_manifest(&self, pull: Pull<'_>) -> Result<Option<(Device, CurrentBuild)>> {
+        let ((held_id, held_rev), date, token_hash) =
+            (pull.held_params(), pull.date, pull.token_hash);
         fin(async {
             self.read_opt(
                 DEVICE_WITH_MANIFEST,

@@ -73,10 +73,8 @@ pub(super) fn device_with_manifest_of(
     date: NaiveDate,
 ) -> TxResult<(Device, CurrentBuild)> {
     let device = device_of(r)?;
-    let current = match (get::<Option<String>>(r, 7)?, get::<Option<String>>(r, 10)?) {
-        (None, _) => CurrentBuild::Missing,
-        (Some(_), None) => CurrentBuild::Held,
-        (Some(route_id), Some(envelope_json)) => CurrentBuild::Stored(StoredManifest {
+    let current = CurrentBuild::of_row(get(r, 7)?, get(r, 10)?, |route_id, envelope_json| {
+        Ok::<_, TxError>(StoredManifest {
             route_id,
             delivery_date: date,
             device_id: device.device_id.clone(),
@@ -84,8 +82,8 @@ pub(super) fn device_with_manifest_of(
             revision: u64_of(get(r, 9)?)?,
             envelope_json,
             items: Vec::new(),
-        }),
-    };
+        })
+    })?;
     Ok((device, current))
 }
 

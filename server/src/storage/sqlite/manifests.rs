@@ -23,17 +23,15 @@ pub(super) fn stored(
 /// The device of a token with its manifest for `date`, in one statement.
 pub(super) fn device_with(
     tx: &Connection,
-    token_hash: &str,
-    date: NaiveDate,
-    held: Option<&BuildTag>,
+    pull: Pull<'_>,
 ) -> Result<Option<(Device, CurrentBuild)>> {
-    let held_id = held.map(|h| h.manifest_id.as_str());
-    let held_rev = held.map(|h| i64::try_from(h.revision).unwrap_or(i64::MAX));
+    let ((held_id, held_rev), date) = (pull.held_params(), pull.date);
     Ok(tx
         .prepare_cached(DEVICE_WITH_MANIFEST)?
-        .query_row(params![held_id, held_rev, Day(date), token_hash], |r| {
-            device_with_manifest_row(r, date)
-        })
+        .query_row(
+            params![held_id, held_rev, Day(date), pull.token_hash],
+            |r| device_with_manifest_row(r, date),
+        )
         .optional()?)
 }
 

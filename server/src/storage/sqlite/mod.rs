@@ -248,15 +248,18 @@ impl Storage for SqliteStorage {
             .await
     }
 
-    async fn device_with_manifest(
-        &self,
-        token_hash: &str,
-        date: NaiveDate,
-        held: Option<&BuildTag>,
-    ) -> Result<Option<(Device, CurrentBuild)>> {
-        let (h, held) = (token_hash.to_string(), held.cloned());
-        self.read(move |tx| manifests::device_with(tx, &h, date, held.as_ref()))
-            .await
+    async fn device_with_manifest(&self, pull: Pull<'_>) -> Result<Option<(Device, CurrentBuild)>> {
+        let (h, held) = (pull.token_hash.to_string(), pull.held.cloned());
+        let date = pull.date;
+        self.read(move |tx| {
+            let pull = Pull {
+                token_hash: &h,
+                date,
+                held: held.as_ref(),
+            };
+            manifests::device_with(tx, pull)
+        })
+        .await
     }
 
     async fn store_manifest(&self, m: StoredManifest) -> Result<StoredManifest> {

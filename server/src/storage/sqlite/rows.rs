@@ -125,13 +125,8 @@ pub(super) fn device_with_manifest_row(
     date: NaiveDate,
 ) -> rusqlite::Result<(Device, CurrentBuild)> {
     let device = device_row(r)?;
-    let current = match (
-        r.get::<_, Option<String>>(7)?,
-        r.get::<_, Option<String>>(10)?,
-    ) {
-        (None, _) => CurrentBuild::Missing,
-        (Some(_), None) => CurrentBuild::Held,
-        (Some(route_id), Some(envelope_json)) => CurrentBuild::Stored(StoredManifest {
+    let current = CurrentBuild::of_row(r.get(7)?, r.get(10)?, |route_id, envelope_json| {
+        Ok::<_, rusqlite::Error>(StoredManifest {
             route_id,
             delivery_date: date,
             device_id: device.device_id.clone(),
@@ -139,8 +134,8 @@ pub(super) fn device_with_manifest_row(
             revision: r.get(9)?,
             envelope_json,
             items: Vec::new(),
-        }),
-    };
+        })
+    })?;
     Ok((device, current))
 }
 

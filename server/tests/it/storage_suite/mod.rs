@@ -741,7 +741,7 @@ pub async fn manifests_keep_the_newest_revision(s: &dyn Storage) {
     // The device with its token, and its current build, in one read.
     enroll(s, "C-m", "d-m").await;
     let (dev, current) = s
-        .device_with_manifest("hash-d-m", day(23), None)
+        .device_with_manifest(pull("hash-d-m", day(23), None))
         .await
         .unwrap()
         .map(|(d, c)| (d, c.stored()))
@@ -776,7 +776,7 @@ pub async fn manifests_keep_the_newest_revision(s: &dyn Storage) {
         revision: 2,
     };
     let (_, current) = s
-        .device_with_manifest("hash-d-m", day(23), Some(&held))
+        .device_with_manifest(pull("hash-d-m", day(23), Some(&held)))
         .await
         .unwrap()
         .expect("the device");
@@ -786,7 +786,7 @@ pub async fn manifests_keep_the_newest_revision(s: &dyn Storage) {
         ..held
     };
     let (_, current) = s
-        .device_with_manifest("hash-d-m", day(23), Some(&older))
+        .device_with_manifest(pull("hash-d-m", day(23), Some(&older)))
         .await
         .unwrap()
         .expect("the device");
@@ -801,7 +801,7 @@ pub async fn manifests_keep_the_newest_revision(s: &dyn Storage) {
     manifest_for(s, &r, "d-x").await;
     for (token, date) in [("hash-other", 23), ("hash-d-m", 24), ("hash-d-x", 23)] {
         let (_, m) = s
-            .device_with_manifest(token, day(date), None)
+            .device_with_manifest(pull(token, day(date), None))
             .await
             .unwrap()
             .map(|(d, c)| (d, c.stored()))
@@ -809,7 +809,7 @@ pub async fn manifests_keep_the_newest_revision(s: &dyn Storage) {
         assert!(m.is_none(), "{token} on day {date}");
     }
     assert!(
-        s.device_with_manifest("hash-nobody", day(23), None)
+        s.device_with_manifest(pull("hash-nobody", day(23), None))
             .await
             .unwrap()
             .map(|(d, c)| (d, c.stored()))
@@ -818,7 +818,7 @@ pub async fn manifests_keep_the_newest_revision(s: &dyn Storage) {
     // A revoked device is still read, revoked, for auth to refuse.
     s.revoke_device("other", t0()).await.unwrap();
     let (revoked, _) = s
-        .device_with_manifest("hash-other", day(23), None)
+        .device_with_manifest(pull("hash-other", day(23), None))
         .await
         .unwrap()
         .map(|(d, c)| (d, c.stored()))
@@ -826,7 +826,7 @@ pub async fn manifests_keep_the_newest_revision(s: &dyn Storage) {
     assert!(revoked.revoked_at.is_some());
     save(s, route("R-m", "C-m", day(23), &["m-1"])).await;
     let (_, stale) = s
-        .device_with_manifest("hash-d-m", day(23), None)
+        .device_with_manifest(pull("hash-d-m", day(23), None))
         .await
         .unwrap()
         .map(|(d, c)| (d, c.stored()))
@@ -1742,6 +1742,14 @@ pub async fn key_fingerprints_first_writer_wins(s: &dyn Storage) {
         "by name, the first value kept"
     );
     assert_eq!(s.key_fingerprints().await.unwrap(), second);
+}
+
+fn pull<'a>(token_hash: &'a str, date: NaiveDate, held: Option<&'a BuildTag>) -> Pull<'a> {
+    Pull {
+        token_hash,
+        date,
+        held,
+    }
 }
 
 fn swap(name: &str, expected: Option<&str>, new: &str) -> FingerprintSwap {
