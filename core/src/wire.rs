@@ -454,6 +454,18 @@ pub enum VerifyResult {
     Unknown,
 }
 
+impl VerifyResult {
+    /// The word serde writes, for metric labels and logs.
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            Self::Accepted => "accepted",
+            Self::Rejected => "rejected",
+            Self::Locked => "locked",
+            Self::Unknown => "unknown",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct VerifyOut {
@@ -489,6 +501,21 @@ mod tests {
     fn a_word_this_client_does_not_know_is_unknown_not_an_error() {
         let v: VerifyOut = serde_json::from_value(json!({"result": "something_new"})).unwrap();
         assert_eq!(v.result, VerifyResult::Unknown);
+    }
+
+    #[test]
+    fn verify_results_spell_as_serde_writes_them() {
+        for r in [
+            VerifyResult::Accepted,
+            VerifyResult::Rejected,
+            VerifyResult::Locked,
+            VerifyResult::Unknown,
+        ] {
+            assert_eq!(
+                serde_json::to_value(r).unwrap(),
+                serde_json::Value::from(r.as_str())
+            );
+        }
     }
 
     #[test]

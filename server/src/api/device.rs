@@ -145,7 +145,7 @@ pub(super) async fn get_manifest(
     let if_none_match = headers
         .get(header::IF_NONE_MATCH)
         .and_then(|v| v.to_str().ok());
-    let client_holds = if_none_match.and_then(BuildTag::from_if_none_match);
+    let client_holds = if_none_match.and_then(held_by_client);
     // Without a tag of its own, the read asks after the build this node
     // last served the device (app/envelopes.rs): a current one is served
     // from memory, its body not read again.
@@ -168,7 +168,7 @@ pub(super) async fn get_manifest(
             (tag, body)
         }
         (CurrentBuild::Held, Some(tag), None) => {
-            let etag_value = HeaderValue::from_str(&tag.etag()).map_err(ApiError::internal)?;
+            let etag_value = HeaderValue::from_str(&etag(&tag)).map_err(ApiError::internal)?;
             return Ok((
                 StatusCode::NOT_MODIFIED,
                 [(header::ETAG, etag_value), cache],
@@ -189,7 +189,7 @@ pub(super) async fn get_manifest(
             (tag, body)
         }
     };
-    let etag = tag.etag();
+    let etag = etag(&tag);
     let etag_value = HeaderValue::from_str(&etag).map_err(ApiError::internal)?;
     let matches =
         if_none_match.is_some_and(|v| v.split(',').any(|t| t.trim() == etag || t.trim() == "*"));
@@ -213,6 +213,23 @@ pub(super) async fn get_manifest(
         body,
     )
         .into_response())
+}
+
+/// A build's ETag, quoted: `"{manifest_id}:{revision}"`.
+fn etag(tag: &BuildTag) -> String {
+    format!("\"{}:{}\"", tag.manifest_id, tag.revision)
+}
+
+/// The first build named in an `If-None-Match` value, if any tag reads as one.
+fn held_by_client(value: &str) -> Option<BuildTag> {
+    value.split(',').find_map(|t| {
+        let t = t.trim().strip_prefix('"')?.strip_suffix('"')?;
+        let (id, rev) = t.rsplit_once(':')?;
+        Some(BuildTag {
+            manifest_id: id.to_string(),
+            revision: rev.parse().ok()?,
+        })
+    })
 }
 
 /// `?date=YYYY-MM-DD`, else today in the depot's zone.
@@ -353,15 +370,13 @@ pub(super) async fn post_verify(
             )
         })?;
     let out = app.verify(device, &v.parcel_id, &code).await?;
-    let (result, word, left) = match out {
-        VerifyOutcome::Accepted => (VerifyResult::Accepted, "accepted", None),
-        VerifyOutcome::Rejected { attempts_left } => {
-            (VerifyResult::Rejected, "rejected", Some(attempts_left))
-        }
-        VerifyOutcome::Locked | VerifyOutcome::Stale => (VerifyResult::Locked, "locked", Some(0)),
+    let (result, left) = match out {
+        VerifyOutcome::Accepted => (VerifyResult::Accepted, None),
+        VerifyOutcome::Rejected { attempts_left } => (VerifyResult::Rejected, Some(attempts_left)),
+        VerifyOutcome::Locked | VerifyOutcome::Stale => (VerifyResult::Locked, Some(0)),
     };
-    app.metrics.verify(word);
-    tracing::info!(device_id = %device.device_id, parcel_id = %v.parcel_id, result = word, "online verify");
+    app.metrics.verify(result.as_str());
+    tracing::info!(device_id = %device.device_id, parcel_id = %v.parcel_id, result = result.as_str(), "online verify");
     Ok(Json(VerifyOut {
         result,
         attempts_left: left,
@@ -380,4 +395,34 @@ pub fn router(confirmations_body_limit: usize) -> Router<App> {
         )
         .route("/v1/verify", post(post_verify))
         .route("/v1/parcels/{id}/resend", post(post_device_resend))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_build_tag_round_trips_through_its_etag_and_odd_headers_read_as_none() {
+        let tag = BuildTag {
+            manifest_id: "m-0b1c".into(),
+            revision: 7,
+        };
+        assert_eq!(etag(&tag), "\"m-0b1c:7\"");
+        assert_eq!(held_by_client(&etag(&tag)), Some(tag.clone()));
+        assert_eq!(
+            held_by_client("W/\"x\", \"m-0b1c:7\""),
+            Some(tag),
+            "the first tag that reads as a build"
+        );
+        for odd in [
+            "*",
+            "",
+            "m-0b1c:7",
+            "\"m-0b1c\"",
+            "\"m:-1\"",
+            "\"m:99999999999999999999999\"",
+        ] {
+            assert_eq!(held_by_client(odd), None, "{odd}");
+        }
+    }
 }

@@ -115,30 +115,11 @@ pub struct FingerprintSwap {
     pub at: DateTime<Utc>,
 }
 
-/// A build as its ETag names it: `"{manifest_id}:{revision}"`.
+/// A build by its id and revision (what a manifest's ETag names).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BuildTag {
     pub manifest_id: String,
     pub revision: u64,
-}
-
-impl BuildTag {
-    /// The ETag of this build, quoted.
-    pub fn etag(&self) -> String {
-        format!("\"{}:{}\"", self.manifest_id, self.revision)
-    }
-
-    /// The first build tag in an `If-None-Match` value, if any reads as one.
-    pub fn from_if_none_match(value: &str) -> Option<Self> {
-        value.split(',').find_map(|t| {
-            let t = t.trim().strip_prefix('"')?.strip_suffix('"')?;
-            let (id, rev) = t.rsplit_once(':')?;
-            Some(Self {
-                manifest_id: id.to_string(),
-                revision: rev.parse().ok()?,
-            })
-        })
-    }
 }
 
 /// A manifest pull as storage reads it: the token's hash, the day, and the
@@ -441,34 +422,4 @@ pub(crate) mod facts {
     pub use crate::domain::route::RouteFacts;
     pub use crate::domain::route::RouteParcel;
     pub use crate::domain::{ParcelFacts, close_day::NextStop, close_day::Placed};
-}
-
-#[cfg(test)]
-mod tests {
-    use super::BuildTag;
-
-    #[test]
-    fn a_build_tag_round_trips_through_its_etag_and_odd_headers_read_as_none() {
-        let tag = BuildTag {
-            manifest_id: "m-0b1c".into(),
-            revision: 7,
-        };
-        assert_eq!(tag.etag(), "\"m-0b1c:7\"");
-        assert_eq!(BuildTag::from_if_none_match(&tag.etag()), Some(tag.clone()));
-        assert_eq!(
-            BuildTag::from_if_none_match("W/\"x\", \"m-0b1c:7\""),
-            Some(tag),
-            "the first tag that reads as a build"
-        );
-        for odd in [
-            "*",
-            "",
-            "m-0b1c:7",
-            "\"m-0b1c\"",
-            "\"m:-1\"",
-            "\"m:99999999999999999999999\"",
-        ] {
-            assert_eq!(BuildTag::from_if_none_match(odd), None, "{odd}");
-        }
-    }
 }
