@@ -53,7 +53,16 @@ pub(super) async fn post_parcels(
             format!("at most {MAX_BATCH} parcels per request"),
         ));
     }
-    let mut results: Vec<ParcelResult> = Vec::with_capacity(batch.parcels.len());
+    // Each item is refused here (its answer final) or sent to storage, whose
+    // statuses come back in the order the items were sent.
+    enum Item {
+        Refused(ParcelResult),
+        Sent {
+            parcel_id: String,
+            requires_code: bool,
+        },
+    }
+    let mut items = Vec::with_capacity(batch.parcels.len());
     let mut good = Vec::new();
     let mut seen = HashSet::new();
     for p in batch.parcels {
@@ -61,74 +70,92 @@ pub(super) async fn post_parcels(
         if check.is_ok() && !seen.insert(p.parcel_id.clone()) {
             check = Err("parcel_id appears twice in this batch".into());
         }
-        match check {
-            Err(m) => results.push(ParcelResult {
+        if let Err(m) = check {
+            items.push(Item::Refused(ParcelResult {
                 parcel_id: p.parcel_id,
                 status: ParcelStatus::Rejected,
                 reason: None,
                 requires_code: None,
                 track_url: None,
                 message: Some(m),
-            }),
-            Ok(()) => {
-                let requires_code = app.cfg.policy.requires_code(p.requires_code, p.value);
-                results.push(ParcelResult {
-                    parcel_id: p.parcel_id.clone(),
-                    status: ParcelStatus::Unknown,
-                    reason: None,
-                    requires_code: Some(requires_code),
-                    track_url: None,
-                    message: None,
-                });
-                let (_, track) = app
-                    .track_key
-                    .fresh(&p.parcel_id)
-                    .map_err(ApiError::internal)?;
-                good.push(NewParcel {
-                    parcel_id: p.parcel_id,
-                    details: ParcelDetails {
-                        recipient_name: p.recipient.name,
-                        email: p.recipient.email,
-                        phone: p.recipient.phone,
-                        address: p.address,
-                        value: p.value,
-                        currency: p.currency,
-                        requires_code,
-                    },
-                    track,
-                });
-            }
-        }
-    }
-    let statuses = app.storage.upsert_parcels(good, app.cfg.now()).await?;
-    let mut it = statuses.into_iter();
-    // The valid items, still `Unknown`, take their status in order.
-    for r in results
-        .iter_mut()
-        .filter(|r| r.status == ParcelStatus::Unknown)
-    {
-        r.status = match it.next() {
-            Some(UpsertStatus::Created) => ParcelStatus::Created,
-            Some(UpsertStatus::Updated) => ParcelStatus::Updated,
-            Some(UpsertStatus::Unchanged) => ParcelStatus::Unchanged,
-            Some(UpsertStatus::Rejected(reason)) => {
-                r.reason = Some(reason.into());
-                r.requires_code = None;
-                r.message = Some(
-                    "requires_code is fixed while the parcel is on a route for a day; \
-                     reissue it with {\"requires_code\": …} to change it from its next attempt"
-                        .into(),
-                );
-                ParcelStatus::Rejected
-            }
-            None => return Err(ApiError::internal("upsert result count mismatch")),
-        };
-        if r.reason.is_some() {
+            }));
             continue;
         }
-        if let Some(c) = app.storage.parcel_contact(&r.parcel_id).await? {
-            r.track_url = Some(app.notifier.parcel_track_url(&c));
-        }
+        let requires_code = app.cfg.policy.requires_code(p.requires_code, p.value);
+        items.push(Item::Sent {
+            parcel_id: p.parcel_id.clone(),
+            requires_code,
+        });
+        let (_, track) = app
+            .track_key
+            .fresh(&p.parcel_id)
+            .map_err(ApiError::internal)?;
+        good.push(NewParcel {
+            parcel_id: p.parcel_id,
+            details: ParcelDetails {
+                recipient_name: p.recipient.name,
+                email: p.recipient.email,
+                phone: p.recipient.phone,
+                address: p.address,
+                value: p.value,
+                currency: p.currency,
+                requires_code,
+            },
+            track,
+        });
+    }
+    let mut statuses = app
+        .storage
+        .upsert_parcels(good, app.cfg.now())
+        .await?
+        .into_iter();
+    let mut results = Vec::with_capacity(items.len());
+    for item in items {
+        let (parcel_id, requires_code) = match item {
+            Item::Refused(r) => {
+                results.push(r);
+                continue;
+            }
+            Item::Sent {
+                parcel_id,
+                requires_code,
+            } => (parcel_id, requires_code),
+        };
+        let status = statuses
+            .next()
+            .ok_or_else(|| ApiError::internal("upsert result count mismatch"))?;
+        let status = match status {
+            UpsertStatus::Created => ParcelStatus::Created,
+            UpsertStatus::Updated => ParcelStatus::Updated,
+            UpsertStatus::Unchanged => ParcelStatus::Unchanged,
+            UpsertStatus::Rejected(reason) => {
+                results.push(ParcelResult {
+                    parcel_id,
+                    status: ParcelStatus::Rejected,
+                    reason: Some(reason.into()),
+                    requires_code: None,
+                    track_url: None,
+                    message: Some(
+                        "requires_code is fixed while the parcel is on a route for a day; \
+                         reissue it with {\"requires_code\": …} to change it from its next attempt"
+                            .into(),
+                    ),
+                });
+                continue;
+            }
+        };
+        let track_url = match app.storage.parcel_contact(&parcel_id).await? {
+            Some(c) => Some(app.notifier.parcel_track_url(&c)),
+            None => None,
+        };
+        results.push(ParcelResult {
+            parcel_id,
+            status,
+            reason: None,
+            requires_code: Some(requires_code),
+            track_url,
+            message: None,
+        });
     }
     Ok(Json(ParcelResults { results }))
 }
