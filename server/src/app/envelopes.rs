@@ -30,11 +30,11 @@ pub struct Envelopes {
 
 #[derive(Default)]
 struct State {
-    entries: HashMap<Key, (BuildTag, Bytes)>,
-    /// Keys in the order they were stored, oldest first (a key stored again
-    /// moves to the back; its older place is skipped on eviction).
+    /// Each entry with the stamp of its last `put`.
+    entries: HashMap<Key, (BuildTag, Bytes, u64)>,
+    /// Keys in the order they were stored, oldest first, with the stamp of
+    /// that `put`; a place whose stamp is no longer the entry's is stale.
     order: VecDeque<(Key, u64)>,
-    stamps: HashMap<Key, u64>,
     next: u64,
     bytes: usize,
 }
@@ -50,7 +50,9 @@ impl Envelopes {
     /// The build this token last pulled for `date`, and its body.
     pub fn get(&self, token_hash: &str, date: NaiveDate) -> Option<(BuildTag, Bytes)> {
         let st = self.lock();
-        st.entries.get(&(token_hash.to_string(), date)).cloned()
+        st.entries
+            .get(&(token_hash.to_string(), date))
+            .map(|(tag, body, _)| (tag.clone(), body.clone()))
     }
 
     /// Keeps `body` as the build `tag` of this token and day; an envelope
@@ -62,30 +64,31 @@ impl Envelopes {
         let key = (token_hash.to_string(), date);
         let mut st = self.lock();
         let st = &mut *st;
-        if let Some((_, old)) = st.entries.remove(&key) {
+        st.next += 1;
+        st.bytes += body.len();
+        if let Some((_, old, _)) = st.entries.insert(key.clone(), (tag, body, st.next)) {
             st.bytes -= old.len();
         }
-        st.bytes += body.len();
-        st.next += 1;
-        st.stamps.insert(key.clone(), st.next);
-        st.order.push_back((key.clone(), st.next));
-        st.entries.insert(key, (tag, body));
+        st.order.push_back((key, st.next));
         while st.bytes > self.budget {
             let Some((old_key, stamp)) = st.order.pop_front() else {
                 break;
             };
-            if st.stamps.get(&old_key) != Some(&stamp) {
-                continue;
-            }
-            st.stamps.remove(&old_key);
-            if let Some((_, old)) = st.entries.remove(&old_key) {
-                st.bytes -= old.len();
+            if st
+                .entries
+                .get(&old_key)
+                .is_some_and(|(_, _, s)| *s == stamp)
+            {
+                if let Some((_, old, _)) = st.entries.remove(&old_key) {
+                    st.bytes -= old.len();
+                }
             }
         }
         // Stale places in the queue never outnumber the live entries by much.
         if st.order.len() > 2 * st.entries.len() + 16 {
-            let stamps = &st.stamps;
-            st.order.retain(|(k, s)| stamps.get(k) == Some(s));
+            let entries = &st.entries;
+            st.order
+                .retain(|(k, s)| entries.get(k).is_some_and(|(_, _, e)| e == s));
         }
     }
 
