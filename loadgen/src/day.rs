@@ -13,7 +13,7 @@ use doorcode_core::codes::{Code, CodeKey, derive_code};
 use doorcode_core::confirmation::{Confirmation, Outcome, Verified};
 use doorcode_core::envelope::{Envelope, SigningKey, VerifyingKey};
 use doorcode_core::manifest::{Manifest, open_manifest};
-use doorcode_core::wire::{DeviceIn, DeviceOut};
+use doorcode_core::wire::{DeviceIn, DeviceOut, Keys};
 use serde_json::{Value, json};
 use std::future::Future;
 use std::path::Path;
@@ -372,21 +372,8 @@ pub(crate) async fn server_keys(http: &reqwest::Client, url: &str) -> Result<Vec
     let what = "GET /.well-known/doorcode-keys";
     let (status, kb) = send(http.get(format!("{url}/.well-known/doorcode-keys")), what).await?;
     ensure!(status == 200, "{what}: HTTP {status}");
-    let v: Value = serde_json::from_slice(&kb).context("keys JSON")?;
-    v["keys"]
-        .as_array()
-        .ok_or_else(|| anyhow!("/.well-known/doorcode-keys has no keys"))?
-        .iter()
-        .map(|k| {
-            let kid = k["kid"]
-                .as_str()
-                .ok_or_else(|| anyhow!("key without kid"))?;
-            let public = k["public_key"]
-                .as_str()
-                .ok_or_else(|| anyhow!("key without public_key"))?;
-            VerifyingKey::from_b64(kid, public).map_err(|e| anyhow!("server key {kid}: {e}"))
-        })
-        .collect()
+    let doc: Keys = serde_json::from_slice(&kb).with_context(|| format!("{what}: JSON answer"))?;
+    doorcode_core::sync::keys_from(doc.keys).map_err(|e| anyhow!("{what}: {e}"))
 }
 
 fn open(h: &Handset, keys: &[VerifyingKey]) -> Result<Manifest> {

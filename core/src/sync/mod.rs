@@ -113,7 +113,9 @@ pub struct PushOutcome {
     pub error: Option<Error>,
 }
 
-fn keys_from(list: Vec<PublicKey>) -> Result<Vec<VerifyingKey>, Error> {
+/// The Ed25519 keys of a published key list (`/.well-known/doorcode-keys`,
+/// an enrollment's `server_keys`), each checked as a strong point.
+pub fn keys_from(list: Vec<PublicKey>) -> Result<Vec<VerifyingKey>, Error> {
     list.into_iter()
         .filter(|k| k.alg == "Ed25519")
         .map(|k| {
